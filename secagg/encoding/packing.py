@@ -1,0 +1,69 @@
+"""Bit-packing of values mod 2^b at exactly b bits each, for the wire.
+
+Layout (ours, planar so that every step is one contiguous numpy operation): the vector is
+zero-padded to 64*G values and read as 64 rows of G values. Column g is a 64*b-bit little-endian
+lane made of b uint64 words; row i fills bits [i*b, (i+1)*b) of every lane. The words are stored
+word-major (b rows of G little-endian uint64). Size: b * G * 8 bytes, i.e. b/8 bytes per value
+plus at most 63 values of padding.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from secagg.errors import InvalidParameter
+
+__all__ = ["pack_bits", "packed_size", "unpack_bits"]
+
+
+def _groups(count: int) -> int:
+    return max(1, -(-count // 64))
+
+
+def packed_size(count: int, bits: int) -> int:
+    """Bytes :func:`pack_bits` produces for ``count`` values of ``bits`` bits."""
+    return bits * _groups(count) * 8
+
+
+def pack_bits(values: npt.NDArray[np.uint32], bits: int) -> bytes:
+    """Pack the low ``bits`` bits of each value."""
+    if not 1 <= bits <= 32:
+        raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
+    g = _groups(values.shape[0])
+    padded = np.zeros(64 * g, dtype=np.uint64)
+    padded[: values.shape[0]] = values
+    if bits < 32:
+        padded &= np.uint64((1 << bits) - 1)
+    rows = padded.reshape(64, g)
+    out = np.zeros((bits, g), dtype=np.uint64)
+    for i in range(64):
+        pos = i * bits
+        w, s = divmod(pos, 64)
+        out[w] |= rows[i] << np.uint64(s)
+        if s + bits > 64:
+            out[w + 1] |= rows[i] >> np.uint64(64 - s)
+    return out.astype("<u8", copy=False).tobytes()
+
+
+def unpack_bits(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint32]:
+    """Inverse of :func:`pack_bits`; raises if ``data`` has the wrong length."""
+    if not 1 <= bits <= 32:
+        raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
+    expected = packed_size(count, bits)
+    if len(data) != expected:
+        raise InvalidParameter(
+            f"packed vector is {len(data)} bytes; {count} values at {bits} bits need {expected}"
+        )
+    g = _groups(count)
+    words = np.frombuffer(data, dtype="<u8").reshape(bits, g)
+    mask = np.uint64((1 << bits) - 1)
+    rows = np.empty((64, g), dtype=np.uint64)
+    for i in range(64):
+        pos = i * bits
+        w, s = divmod(pos, 64)
+        v = words[w] >> np.uint64(s)
+        if s + bits > 64:
+            v = v | (words[w + 1] << np.uint64(64 - s))
+        rows[i] = v & mask
+    return rows.reshape(-1)[:count].astype(np.uint32)

@@ -1,0 +1,58 @@
+"""Mask expansion: a 32-byte key -> a vector of uniform words mod 2^32, by AES-256-CTR.
+
+.. danger:: Part of :mod:`secagg.hazmat`. The key must be a fresh :func:`derive_key` output bound
+   to (round, pair, purpose); the counter starts at zero, so a key used twice gives the same mask
+   twice and the two masked vectors leak their difference.
+
+The full 256-bit key drives the cipher (contrast Flower's SecAgg+, which folds the key to 32 bits
+and seeds numpy's Mersenne Twister; flwrlabs/flower#7522). Words are the little-endian uint32
+reading of the keystream; masks mod 2^b for b <= 32 are their low b bits, which stay uniform.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+from secagg.errors import InvalidParameter
+from secagg.hazmat.handles import SecretBytes
+
+__all__ = ["MaskExpander", "expand_mask"]
+
+_ZERO_IV = bytes(16)
+_CHUNK_WORDS = 1 << 16  # 256 KiB of keystream per step: stays in L2 while it is added
+
+
+class MaskExpander:
+    """Adds or subtracts keystream masks into a uint32 accumulator, reusing scratch buffers."""
+
+    def __init__(self) -> None:
+        self._zeros = bytes(_CHUNK_WORDS * 4)
+        self._buf = bytearray(_CHUNK_WORDS * 4 + 15)
+        self._words = np.frombuffer(self._buf, dtype=np.uint32, count=_CHUNK_WORDS)
+
+    def apply(self, acc: npt.NDArray[np.uint32], key: SecretBytes, *, subtract: bool = False) -> None:
+        """``acc += mask(key)`` (or ``-=``) modulo 2^32, in place."""
+        if acc.dtype != np.uint32 or acc.ndim != 1 or not acc.flags.c_contiguous:
+            raise InvalidParameter("mask accumulator must be a contiguous 1-D uint32 array")
+        if len(key) != 32:
+            raise InvalidParameter(f"mask key must be 32 bytes, found {len(key)}")
+        enc = Cipher(algorithms.AES(key.expose_secret_bytes()), modes.CTR(_ZERO_IV)).encryptor()
+        op = np.subtract if subtract else np.add
+        zeros = memoryview(self._zeros)
+        n = acc.shape[0]
+        for start in range(0, n, _CHUNK_WORDS):
+            stop = min(start + _CHUNK_WORDS, n)
+            count = stop - start
+            enc.update_into(zeros[: count * 4], self._buf)
+            op(acc[start:stop], self._words[:count], out=acc[start:stop])
+
+
+def expand_mask(key: SecretBytes, length: int) -> npt.NDArray[np.uint32]:
+    """The mask of ``length`` words for ``key`` (used by tests and known-answer vectors)."""
+    if length < 0:
+        raise InvalidParameter(f"mask length must be >= 0, found {length}")
+    acc = np.zeros(length, dtype=np.uint32)
+    MaskExpander().apply(acc, key)
+    return acc

@@ -1,0 +1,56 @@
+"""Ed25519 signatures (RFC 8032) for the active-server mode.
+
+.. danger:: Part of :mod:`secagg.hazmat`. Sign only canonical encodings that carry their own
+   domain label; a signature over ambiguous bytes can be replayed in another context.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from secagg.errors import AuthenticationFailed, InvalidParameter
+from secagg.hazmat.handles import refuse_pickle
+
+__all__ = ["SigningKey", "verify_signature"]
+
+
+class SigningKey:
+    """An Ed25519 private key. Redacted, unpicklable."""
+
+    __slots__ = ("_private", "public_bytes")
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+        self.public_bytes: bytes = private.public_key().public_bytes_raw()
+
+    @classmethod
+    def generate(cls) -> SigningKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    def __repr__(self) -> str:
+        return f"<SigningKey public={self.public_bytes[:4].hex()}... private=redacted>"
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        refuse_pickle(self)
+
+    def __copy__(self) -> NoReturn:
+        refuse_pickle(self)
+
+    def __deepcopy__(self, memo: Any) -> NoReturn:
+        refuse_pickle(self)
+
+
+def verify_signature(public: bytes, signature: bytes, message: bytes, *, what: str) -> None:
+    """Raise :class:`AuthenticationFailed` unless ``signature`` is valid. Never returns a bool."""
+    if len(public) != 32:
+        raise InvalidParameter(f"Ed25519 public key must be 32 bytes, found {len(public)}")
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        raise AuthenticationFailed(what) from None
