@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from secagg.errors import InvalidParameter
 
-__all__ = ["pack_bits", "packed_size", "unpack_bits"]
+__all__ = ["PackedSum", "pack_bits", "packed_size", "unpack_bits"]
 
 
 def _groups(count: int) -> int:
@@ -27,9 +27,13 @@ def packed_size(count: int, bits: int) -> int:
 
 
 def pack_bits(values: npt.NDArray[np.uint32], bits: int) -> bytes:
-    """Pack the low ``bits`` bits of each value."""
+    """Pack the low ``bits`` bits of each value (an integer vector; negatives wrap mod 2^bits)."""
     if not 1 <= bits <= 32:
         raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise InvalidParameter(
+            f"values must be a 1-D integer array, found {values.ndim}-D {values.dtype}"
+        )
     g = _groups(values.shape[0])
     padded = np.zeros(64 * g, dtype=np.uint64)
     padded[: values.shape[0]] = values
@@ -50,6 +54,8 @@ def unpack_bits(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint32]:
     """Inverse of :func:`pack_bits`; raises if ``data`` has the wrong length."""
     if not 1 <= bits <= 32:
         raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
+    if count < 0:
+        raise InvalidParameter(f"count must be >= 0, found {count}")
     expected = packed_size(count, bits)
     if len(data) != expected:
         raise InvalidParameter(
@@ -67,3 +73,49 @@ def unpack_bits(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint32]:
             v = v | (words[w + 1] << np.uint64(64 - s))
         rows[i] = v & mask
     return rows.reshape(-1)[:count].astype(np.uint32)
+
+
+class PackedSum:
+    """Sums many packed vectors mod 2^32 without materialising each one.
+
+    Each lane row is shifted out of the packed words and added straight into a uint32
+    accumulator; bits above ``bits`` carry garbage from neighbouring fields, which only ever
+    carries upwards and is cleared by the final mask, so no per-value masking is needed.
+    """
+
+    def __init__(self, count: int, bits: int) -> None:
+        if not 1 <= bits <= 32:
+            raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
+        self.count, self.bits = count, bits
+        self._groups = _groups(count)
+        self._flat = np.zeros(64 * self._groups, dtype=np.uint32)
+        self._rows = self._flat.reshape(64, self._groups)
+        self._tmp = np.empty(self._groups, dtype=np.uint64)
+
+    @property
+    def accumulator(self) -> npt.NDArray[np.uint32]:
+        """The running sum of the first ``count`` values (a contiguous view; add masks here)."""
+        return self._flat[: self.count]
+
+    def add(self, data: bytes) -> None:
+        expected = packed_size(self.count, self.bits)
+        if len(data) != expected:
+            raise InvalidParameter(
+                f"packed vector is {len(data)} bytes; {self.count} values at {self.bits} bits "
+                f"need {expected}"
+            )
+        words = np.frombuffer(data, dtype="<u8").reshape(self.bits, self._groups)
+        tmp = self._tmp
+        for i in range(64):
+            w, s = divmod(i * self.bits, 64)
+            np.right_shift(words[w], np.uint64(s), out=tmp)
+            if s + self.bits > 64:
+                tmp |= words[w + 1] << np.uint64(64 - s)
+            np.add(self._rows[i], tmp, out=self._rows[i], casting="unsafe")
+
+    def result(self) -> npt.NDArray[np.uint32]:
+        """The sum of everything added (and any masks applied), reduced mod 2^bits."""
+        out = self._flat[: self.count].copy()
+        if self.bits < 32:
+            out &= np.uint32((1 << self.bits) - 1)
+        return out

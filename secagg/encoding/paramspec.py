@@ -44,7 +44,8 @@ class ParamSpec:
     def __post_init__(self) -> None:
         names = [t.name for t in self.tensors]
         if len(set(names)) != len(names):
-            raise InvalidParameter("ParamSpec tensor names must be unique")
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise InvalidParameter(f"ParamSpec tensor names must be unique; repeated: {dup[:5]}")
         for t in self.tensors:
             if t.dtype not in _ALLOWED_DTYPES:
                 raise InvalidParameter(
@@ -90,8 +91,14 @@ class ParamSpec:
             out[offset : offset + t.size] = arr.reshape(-1)
             offset += t.size
         if not np.all(np.isfinite(out)):
-            bad = [t.name for t in self.tensors if not np.all(np.isfinite(np.asarray(params[t.name])))]
-            raise InvalidParameter(f"non-finite values (nan/inf) in tensor(s) {bad[:5]}")
+            bad, offset = [], 0
+            for t in self.tensors:
+                if not np.all(np.isfinite(out[offset : offset + t.size])):
+                    bad.append(t.name)
+                offset += t.size
+            raise InvalidParameter(
+                f"non-finite values (nan/inf, or beyond float32 range) in tensor(s) {bad[:5]}"
+            )
         return out
 
     def unflatten(self, vector: npt.ArrayLike) -> dict[str, npt.NDArray[Any]]:

@@ -56,8 +56,12 @@ def check_headroom(
     """Raise unless the sum of ``num_clients`` weighted values (+ ``extra``) fits in 2^mod_bits."""
     if not 1 <= mod_bits <= MAX_MOD_BITS:
         raise InvalidParameter(f"mod_bits must be in [1, {MAX_MOD_BITS}], found {mod_bits}")
+    if num_clients < 1:
+        raise InvalidParameter(f"num_clients must be >= 1, found {num_clients}")
     if max_weight < 1:
         raise InvalidParameter(f"max_weight must be >= 1, found {max_weight}")
+    if extra < 0:
+        raise InvalidParameter(f"extra must be >= 0, found {extra}")
     worst = num_clients * max_weight * fixed_point.levels + extra
     if worst >= 1 << mod_bits:
         need = worst.bit_length()
@@ -65,7 +69,7 @@ def check_headroom(
             f"sum of {num_clients} clients can reach {worst}, which overflows the modulus "
             f"2^{mod_bits}; it needs mod_bits >= {need}. Raise mod_bits (max {MAX_MOD_BITS}), "
             f"lower value_bits (now {fixed_point.value_bits}), lower max_weight (now {max_weight}), "
-            "or aggregate fewer clients per round"
+            f"or lower num_clients (now {num_clients})"
         )
 
 
@@ -77,17 +81,30 @@ def quantize(
     rng: np.random.Generator | None = None,
 ) -> npt.NDArray[np.uint32]:
     """Clip, scale by ``weight`` and stochastically round ``x`` to integers in [0, weight*levels]."""
-    if weight < 1:
-        raise InvalidParameter(f"weight must be an integer >= 1, found {weight}")
+    if isinstance(weight, bool) or not isinstance(weight, int | np.integer) or weight < 1:
+        raise InvalidParameter(f"weight must be an integer >= 1, found {weight!r}")
+    if int(weight) * fixed_point.levels >= 1 << MAX_MOD_BITS:
+        raise InvalidParameter(
+            f"weight {weight} times {fixed_point.levels} levels (value_bits "
+            f"{fixed_point.value_bits}) does not fit in uint32; lower weight or value_bits"
+        )
     if not np.all(np.isfinite(x)):
         raise InvalidParameter("update contains nan or inf; check the training step")
     rng = rng if rng is not None else np.random.default_rng()
     c = fixed_point.clip
-    y = (np.clip(x.astype(np.float64), -c, c) + c) * (fixed_point.scale * weight)
-    floor = np.floor(y)
-    q = floor + (rng.random(y.shape) < (y - floor))
-    np.clip(q, 0, weight * fixed_point.levels, out=q)
-    return q.astype(np.uint32)
+    top = weight * fixed_point.levels
+    # floor(y + U), U ~ Uniform[0, 1), rounds y up with probability frac(y): unbiased, and one
+    # pass cheaper than comparing against the fractional part. float64 keeps y exact to 2^-22.
+    y = x.astype(np.float64)
+    np.maximum(y, -c, out=y)
+    np.minimum(y, c, out=y)
+    y += c
+    y *= fixed_point.scale * weight
+    y += rng.random(y.shape, dtype=np.float32)
+    np.floor(y, out=y)
+    q = y.astype(np.uint32)
+    np.minimum(q, np.uint32(top), out=q)  # y + U can round up to top + 1 in float64
+    return q
 
 
 def dequantize_sum(

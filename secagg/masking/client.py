@@ -1,0 +1,332 @@
+"""The client side of SecAgg / SecAgg+ as a sans-IO state machine.
+
+A :class:`ClientSession` holds one client's secrets for one round. It takes the server's messages
+and returns its replies; it owns no socket, thread or clock, so the project's HTTP client, the
+Flower integration and the in-memory simulator all drive this same code.
+
+Stages (Bonawitz et al. 2017, section 4; neighbour graph of Bell et al. 2020):
+
+0. advertise fresh X25519 keys (one to seal shares, one for pairwise masks) and a commitment to
+   the self-mask seed, signed in active mode;
+1. on the key directory: Shamir-share the mask private key and the seed among the neighbours and
+   itself, sealing each share to its recipient;
+2. on the share delivery: mask the update with the self mask and one pairwise mask per neighbour
+   that shared, and upload it bit-packed;
+3. (active mode) sign the survivor set the server announced;
+4. on the unmask request: reveal, for each neighbour, either its seed share (it survived) or its
+   mask-key share (it dropped), never both. This stage runs once: a second request is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import numpy as np
+import numpy.typing as npt
+
+from secagg.encoding.packing import pack_bits
+from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, ProtocolAbort
+from secagg.hazmat import shamir
+from secagg.hazmat.aead import open_sealed, seal
+from secagg.hazmat.agreement import X25519KeyPair, validate_public_key
+from secagg.hazmat.handles import SecretBytes, refuse_pickle
+from secagg.hazmat.prg import MaskExpander
+from secagg.hazmat.signing import SigningKey, verify_signature
+from secagg.masking import keys, wire
+from secagg.masking import messages as m
+from secagg.masking.config import MaskingConfig, Stage
+from secagg.masking.graph import neighbours as build_graph
+from secagg.masking.update import client_value_bound
+
+__all__ = ["ClientSession"]
+
+
+class ClientSession:
+    """One client's state for one round. Redacted and unpicklable: it holds secrets."""
+
+    def __init__(
+        self,
+        config: MaskingConfig,
+        client_id: int,
+        values: npt.NDArray[np.uint32],
+        *,
+        signing_key: SigningKey | None = None,
+        signing_keys: Mapping[int, bytes] | None = None,
+    ) -> None:
+        if not 0 <= client_id < 2**32:
+            raise InvalidParameter(f"client_id must be in [0, 2^32), found {client_id}")
+        values = np.asarray(values)
+        if values.dtype != np.uint32 or values.shape != (config.wire_length,):
+            raise InvalidParameter(
+                f"values must be a uint32 vector of length {config.wire_length} "
+                f"(update + weight; see encode_update), found {values.dtype} {values.shape}"
+            )
+        bound = client_value_bound(config)
+        if int(values.max(initial=0)) > bound:
+            raise InvalidParameter(f"a value exceeds this client's headroom bound {bound}; "
+                                   "encode the update with encode_update")
+        if config.active and (signing_key is None or signing_keys is None):
+            raise InvalidParameter("active mode needs signing_key and every client's public "
+                                   "signing key (signing_keys)")
+        self.config = config
+        self.client_id = client_id
+        self._values = values
+        self._signing_key = signing_key
+        self._signing_keys = dict(signing_keys or {})
+        self._digest = config.digest()
+        self._stage = Stage.ADVERTISE
+        self._started = False
+        self._cipher = X25519KeyPair.generate()
+        self._mask = X25519KeyPair.generate()
+        self._seed = SecretBytes(os.urandom(32), label="self-mask-seed")
+        self._adverts: dict[int, m.AdvertiseKeys] = {}
+        self._my_advert = b""
+        self._neighbours: frozenset[int] = frozenset()
+        self._holders: frozenset[int] = frozenset()
+        self._shared: frozenset[int] = frozenset()
+        self._survivors: tuple[int, ...] | None = None
+        # shares this client holds: owner -> (mask-key share, seed share)
+        self._held: dict[int, tuple[SecretBytes, SecretBytes]] = {}
+        self.compute_seconds: dict[str, float] = {}
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    @property
+    def stage(self) -> Stage:
+        """The stage whose server message this client is waiting for (DONE at the end)."""
+        return self._stage
+
+    def start(self) -> m.AdvertiseKeys:
+        """Stage 0: the key advertisement. Callable once."""
+        if self._started:
+            raise AlreadyUsed("ClientSession.start() was already called for this round")
+        self._started = True
+        t0 = time.perf_counter()
+        advert = m.AdvertiseKeys(
+            digest=self._digest, round=self.config.round, party=self.client_id,
+            cipher_public=self._cipher.public_bytes, mask_public=self._mask.public_bytes,
+            seed_commitment=keys.seed_commitment(self._seed, self.client_id, self._digest,
+                                                 self.config.round),
+        )
+        if self.config.active:
+            assert self._signing_key is not None  # checked in __init__
+            sig = self._signing_key.sign(keys.advert_bytes(wire.encode(advert)))
+            advert = m.AdvertiseKeys(**{**_fields(advert), "signature": sig})
+        self._my_advert = wire.encode(advert)
+        self._tick("advertise", t0)
+        return advert
+
+    def handle(self, msg: m.ServerMessage) -> m.ClientMessage:
+        """Take the server's message for the current stage; return this client's reply."""
+        if not self._started:
+            raise ProtocolAbort(self._stage.value, "start() must be called before handling messages")
+        self._check_header(msg)
+        handlers: dict[type[Any], tuple[Stage, Any]] = {
+            m.KeyDirectory: (Stage.ADVERTISE, self._on_directory),
+            m.ShareDelivery: (Stage.SHARE, self._on_delivery),
+            m.ConsistencyRequest: (Stage.CONSISTENCY, self._on_consistency),
+            m.UnmaskRequest: (Stage.UNMASK, self._on_unmask),
+        }
+        expected_stage, handler = handlers[type(msg)]
+        stage = self._stage
+        if stage is Stage.MASKED_INPUT:  # waiting for consistency (active) or unmask request
+            stage = Stage.CONSISTENCY if self.config.active else Stage.UNMASK
+        if expected_stage is not stage:
+            if _ORDER.index(expected_stage) < _ORDER.index(stage) or stage is Stage.DONE:
+                raise AlreadyUsed(f"{type(msg).__name__} arrived again after its stage "
+                                  f"'{expected_stage.value}' was completed; refusing to answer twice")
+            raise ProtocolAbort(stage.value, f"unexpected {type(msg).__name__}: waiting for the "
+                                f"'{stage.value}' stage")
+        t0 = time.perf_counter()
+        reply: m.ClientMessage = handler(msg)
+        self._tick(expected_stage.value, t0)
+        return reply
+
+    def handle_bytes(self, data: bytes) -> bytes:
+        """:meth:`handle` on encoded messages, for byte transports."""
+        msg = wire.decode(data, expect=(m.KeyDirectory, m.ShareDelivery, m.ConsistencyRequest,
+                                        m.UnmaskRequest))
+        return wire.encode(self.handle(msg))
+
+    # ---- stages --------------------------------------------------------------------------------
+
+    def _on_directory(self, msg: m.KeyDirectory) -> m.ShareKeys:
+        cfg, me = self.config, self.client_id
+        adverts: dict[int, m.AdvertiseKeys] = {}
+        seen: set[bytes] = set()
+        for party, raw in msg.adverts.items():
+            adv = self._parse_advert(party, raw)
+            for key in (adv.cipher_public, adv.mask_public):
+                if key in seen:
+                    self._abort("two advertised keys are identical (a replayed key)")
+                seen.add(key)
+            adverts[party] = adv
+        if msg.adverts.get(me) != self._my_advert:
+            self._abort("the key directory does not carry this client's own advertisement")
+        if len(adverts) < cfg.threshold:
+            self._abort(f"only {len(adverts)} clients advertised keys; threshold is {cfg.threshold}")
+        self._adverts = adverts
+        graph = build_graph({p: a.cipher_public + a.mask_public for p, a in adverts.items()},
+                            degree=cfg.neighbours, config_digest=self._digest)
+        self._neighbours = graph[me]
+        self._holders = self._neighbours | {me}
+        if len(self._holders) < cfg.threshold:
+            self._abort(f"this client has {len(self._holders)} share holders; "
+                        f"threshold is {cfg.threshold}")
+        xs = [p + 1 for p in sorted(self._holders)]
+        key_shares = shamir.split(self._mask.export_private_bytes_for_sharing(),
+                                  threshold=cfg.threshold, xs=xs)
+        seed_shares = shamir.split(self._seed, threshold=cfg.threshold, xs=xs)
+        sealed: dict[int, bytes] = {}
+        for v in sorted(self._neighbours):
+            payload = (key_shares[v + 1].expose_secret_bytes()
+                       + seed_shares[v + 1].expose_secret_bytes())
+            k = keys.share_key(self._cipher, adverts[v].cipher_public, me, v, self._digest, cfg.round)
+            sealed[v] = seal(k, payload, keys.share_associated_data(self._digest, cfg.round, me, v))
+        self._held[me] = (key_shares[me + 1], seed_shares[me + 1])
+        self._stage = Stage.SHARE
+        return m.ShareKeys(digest=self._digest, round=cfg.round, party=me, sealed_shares=sealed)
+
+    def _on_delivery(self, msg: m.ShareDelivery) -> m.MaskedInput:
+        cfg, me = self.config, self.client_id
+        shared = frozenset(msg.shared)
+        if not shared <= set(self._adverts):
+            self._abort("the share delivery lists clients that never advertised keys")
+        if me not in shared:
+            self._abort("the share delivery says this client did not share")
+        if len(shared) < cfg.threshold:
+            self._abort(f"only {len(shared)} clients shared keys; threshold is {cfg.threshold}")
+        expected = (self._neighbours & shared)
+        if set(msg.sealed_shares) != expected:
+            self._abort("the share delivery does not hold exactly one share from each "
+                        "neighbour that shared")
+        for v in sorted(expected):
+            k = keys.share_key(self._cipher, self._adverts[v].cipher_public, v, me,
+                               self._digest, cfg.round)
+            try:
+                plain = open_sealed(k, msg.sealed_shares[v],
+                                    keys.share_associated_data(self._digest, cfg.round, v, me),
+                                    what=f"shares from client {v}")
+            except AuthenticationFailed:
+                self._abort(f"shares from client {v} failed authentication (tampered or misrouted)")
+            if len(plain) != 2 * shamir.SHARE_BYTES:
+                self._abort(f"shares from client {v} have the wrong length")
+            self._held[v] = (SecretBytes(plain[: shamir.SHARE_BYTES], label="shamir-share"),
+                             SecretBytes(plain[shamir.SHARE_BYTES :], label="shamir-share"))
+        self._shared = shared
+        acc = self._values.copy()
+        expander = MaskExpander()
+        expander.apply(acc, keys.self_mask_key(self._seed, me, self._digest, cfg.round))
+        for v in sorted(expected):
+            k = keys.pairwise_mask_key(self._mask, self._adverts[v].mask_public, me, v,
+                                       self._digest, cfg.round)
+            expander.apply(acc, k, subtract=me > v)
+        self._stage = Stage.MASKED_INPUT
+        return m.MaskedInput(digest=self._digest, round=cfg.round, party=me,
+                             payload=pack_bits(acc, cfg.mod_bits))
+
+    def _check_survivors(self, survivors: tuple[int, ...]) -> None:
+        if not set(survivors) <= self._shared:
+            self._abort("the survivor set names clients that never shared keys")
+        if self.client_id not in survivors:
+            self._abort("the survivor set omits this client, which did upload its input")
+        if len(survivors) < self.config.threshold:
+            self._abort(f"only {len(survivors)} survivors; threshold is {self.config.threshold}")
+
+    def _on_consistency(self, msg: m.ConsistencyRequest) -> m.ConsistencySignature:
+        self._check_survivors(msg.survivors)
+        self._survivors = msg.survivors
+        assert self._signing_key is not None
+        sig = self._signing_key.sign(keys.consistency_bytes(self._digest, self.config.round,
+                                                            msg.survivors))
+        self._stage = Stage.UNMASK
+        return m.ConsistencySignature(digest=self._digest, round=self.config.round,
+                                      party=self.client_id, signature=sig)
+
+    def _on_unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
+        cfg = self.config
+        self._check_survivors(msg.survivors)
+        if cfg.active:
+            if msg.survivors != self._survivors:
+                self._abort("the server announced different survivor sets (consistency check)")
+            if len(msg.signatures) < cfg.threshold or not set(msg.signatures) <= set(msg.survivors):
+                self._abort("the unmask request lacks threshold-many survivor signatures")
+            signed = keys.consistency_bytes(self._digest, cfg.round, msg.survivors)
+            for party, sig in msg.signatures.items():
+                try:
+                    verify_signature(self._signing_keys[party], sig, signed,
+                                     what=f"consistency signature of client {party}")
+                except (AuthenticationFailed, KeyError):
+                    self._abort(f"consistency signature of client {party} does not verify: the "
+                                "server showed clients different survivor sets")
+        survivors = set(msg.survivors)
+        seed_shares: dict[int, bytes] = {}
+        key_shares: dict[int, bytes] = {}
+        for owner in sorted(self._holders & self._shared):
+            key_share, seed_share = self._held[owner]
+            if owner in survivors:
+                seed_shares[owner] = seed_share.expose_secret_bytes()
+            else:
+                key_shares[owner] = key_share.expose_secret_bytes()
+        self._held.clear()
+        self._stage = Stage.DONE
+        return m.UnmaskShares(digest=self._digest, round=cfg.round, party=self.client_id,
+                              seed_shares=seed_shares, mask_key_shares=key_shares)
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    def _parse_advert(self, party: int, raw: bytes) -> m.AdvertiseKeys:
+        try:
+            adv: m.AdvertiseKeys = wire.decode(raw, expect=m.AdvertiseKeys, max_bytes=4096)
+            validate_public_key(adv.cipher_public)
+            validate_public_key(adv.mask_public)
+        except InvalidParameter as exc:
+            self._abort(f"advertisement of client {party} is malformed: {exc}")
+        if adv.party != party or adv.digest != self._digest or adv.round != self.config.round:
+            self._abort(f"advertisement of client {party} is for another party, config or round")
+        if self.config.active:
+            if party not in self._signing_keys:
+                self._abort(f"client {party} has no registered signing key")
+            unsigned = wire.encode(m.AdvertiseKeys(**{**_fields(adv), "signature": b""}))
+            try:
+                verify_signature(self._signing_keys[party], adv.signature,
+                                 keys.advert_bytes(unsigned), what=f"advertisement of {party}")
+            except AuthenticationFailed:
+                self._abort(f"advertisement of client {party} has an invalid signature")
+        return adv
+
+    def _check_header(self, msg: m.ServerMessage) -> None:
+        if msg.digest != self._digest:
+            raise ProtocolAbort(self._stage.value, "message is for a different round config "
+                                "(config digest mismatch)")
+        if msg.round != self.config.round:
+            raise ProtocolAbort(self._stage.value, f"message is for round {msg.round}, this "
+                                f"session is round {self.config.round}")
+        if msg.party != self.client_id:
+            raise ProtocolAbort(self._stage.value, f"message is addressed to client {msg.party}")
+
+    def _abort(self, reason: str) -> NoReturn:
+        self._stage = Stage.DONE
+        self._held.clear()
+        raise ProtocolAbort("client", reason)
+
+    def _tick(self, name: str, t0: float) -> None:
+        self.compute_seconds[name] = self.compute_seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def __repr__(self) -> str:
+        return (f"<ClientSession client={self.client_id} round={self.config.round} "
+                f"stage={self._stage.value} secrets=redacted>")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        refuse_pickle(self)
+
+
+_ORDER = [Stage.ADVERTISE, Stage.SHARE, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK,
+          Stage.DONE]
+
+
+def _fields(msg: Any) -> dict[str, Any]:
+    return {name: getattr(msg, name) for name in msg.__dataclass_fields__}

@@ -1,0 +1,188 @@
+"""The one frozen configuration both sides of a masking round share.
+
+Its SHA-256 digest rides in every message, so a client and a server that disagree on any
+parameter (threshold, graph, quantisation, modulus, round, session) reject each other's messages
+instead of producing a wrong sum.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+
+from secagg.encoding.quantize import FixedPoint, check_headroom
+from secagg.errors import InvalidParameter
+from secagg.masking.params import choose_parameters
+
+__all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "MaskingConfig", "Stage"]
+
+PROTOCOL_NAME = "secagg-masking"
+PROTOCOL_VERSION = 1
+
+
+class Stage(enum.Enum):
+    """Protocol stages, in order. A client may drop at any of them."""
+
+    ADVERTISE = "advertise"
+    SHARE = "share"
+    MASKED_INPUT = "masked-input"
+    CONSISTENCY = "consistency"
+    UNMASK = "unmask"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class MaskingConfig:
+    """Everything that must be identical on every party of one round.
+
+    ``neighbours`` is the graph degree k (``num_clients - 1`` is the full graph of SecAgg,
+    smaller even values the Harary graphs of SecAgg+); ``threshold`` is t of the m = k + 1
+    holders of each client's secrets. Build one with :meth:`create`, which chooses k and t from
+    the expected dropout and corruption rates; pass them explicitly only to override, and they
+    are validated the same way.
+    """
+
+    num_clients: int
+    vector_length: int
+    neighbours: int
+    threshold: int
+    fixed_point: FixedPoint
+    mod_bits: int
+    max_weight: int = 1
+    noise_headroom: int = 0
+    active: bool = False
+    round: int = 0
+    session: bytes = field(default=b"\x00" * 16)
+    version: int = PROTOCOL_VERSION
+
+    def __post_init__(self) -> None:
+        n, k, t = self.num_clients, self.neighbours, self.threshold
+        if n < 2:
+            raise InvalidParameter(f"num_clients must be >= 2, found {n}")
+        if self.vector_length < 1:
+            raise InvalidParameter(f"vector_length must be >= 1, found {self.vector_length}")
+        if not (k == n - 1 or (2 <= k < n - 1 and k % 2 == 0)):
+            raise InvalidParameter(
+                f"neighbours must be num_clients - 1 (full graph) or an even number in "
+                f"[2, {n - 2}], found {k} with num_clients={n}"
+            )
+        m = k + 1
+        if not m // 2 < t <= m:
+            raise InvalidParameter(
+                f"threshold must be > (neighbours + 1) / 2 and <= neighbours + 1, i.e. in "
+                f"[{m // 2 + 1}, {m}]; found {t} with neighbours={k}. Raise threshold or let "
+                "MaskingConfig.create choose it"
+            )
+        if self.version != PROTOCOL_VERSION:
+            raise InvalidParameter(f"protocol version {self.version} is not supported "
+                                   f"(this is version {PROTOCOL_VERSION})")
+        if len(self.session) != 16:
+            raise InvalidParameter(f"session must be 16 bytes, found {len(self.session)}")
+        if self.round < 0:
+            raise InvalidParameter(f"round must be >= 0, found {self.round}")
+        if self.noise_headroom < 0:
+            raise InvalidParameter(f"noise_headroom must be >= 0, found {self.noise_headroom}")
+        check_headroom(num_clients=n, fixed_point=self.fixed_point, max_weight=self.max_weight,
+                       mod_bits=self.mod_bits, extra=self.noise_headroom)
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        num_clients: int,
+        vector_length: int,
+        clip: float = 1.0,
+        value_bits: int = 16,
+        mod_bits: int | None = None,
+        max_weight: int = 1,
+        noise_headroom: int = 0,
+        dropout_rate: float = 0.1,
+        corrupt_rate: float = 0.05,
+        failure_probability: float = 2.0**-20,
+        security_bits: int = 40,
+        active: bool = False,
+        full_graph: bool = False,
+        neighbours: int | None = None,
+        threshold: int | None = None,
+        round: int = 0,
+        session: bytes | None = None,
+    ) -> MaskingConfig:
+        """A validated config; k and t are chosen by :func:`choose_parameters` unless given.
+
+        ``mod_bits`` defaults to the fewest bits that make overflow impossible for
+        ``num_clients`` clients of weight <= ``max_weight`` (plus ``noise_headroom``).
+        """
+        fixed_point = FixedPoint(clip=clip, value_bits=value_bits)
+        if mod_bits is None:
+            worst = num_clients * max_weight * fixed_point.levels + noise_headroom
+            mod_bits = worst.bit_length()
+        if neighbours is None or threshold is None:
+            chosen = choose_parameters(
+                num_clients=num_clients, dropout_rate=dropout_rate, corrupt_rate=corrupt_rate,
+                failure_probability=failure_probability, security_bits=security_bits,
+                active=active, full_graph=full_graph,
+            )
+            neighbours = chosen.neighbours if neighbours is None else neighbours
+            threshold = chosen.threshold if threshold is None else threshold
+        return cls(
+            num_clients=num_clients, vector_length=vector_length, neighbours=neighbours,
+            threshold=threshold, fixed_point=fixed_point, mod_bits=mod_bits,
+            max_weight=max_weight, noise_headroom=noise_headroom, active=active, round=round,
+            session=os.urandom(16) if session is None else session,
+        )
+
+    @property
+    def full_graph(self) -> bool:
+        return self.neighbours == self.num_clients - 1
+
+    @property
+    def wire_length(self) -> int:
+        """Values per masked vector: the update plus one coordinate for the weight."""
+        return self.vector_length + 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "protocol": PROTOCOL_NAME, "version": self.version,
+            "num_clients": self.num_clients, "vector_length": self.vector_length,
+            "neighbours": self.neighbours, "threshold": self.threshold,
+            "clip": self.fixed_point.clip, "value_bits": self.fixed_point.value_bits,
+            "mod_bits": self.mod_bits, "max_weight": self.max_weight,
+            "noise_headroom": self.noise_headroom, "active": self.active,
+            "round": self.round, "session": self.session.hex(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> MaskingConfig:
+        """Inverse of :meth:`to_dict`; every field is required and type-checked."""
+        try:
+            if data["protocol"] != PROTOCOL_NAME:
+                raise InvalidParameter(f"config is for protocol {data['protocol']!r}, "
+                                       f"expected {PROTOCOL_NAME!r}")
+            return cls(
+                num_clients=int(data["num_clients"]),  # type: ignore[call-overload]
+                vector_length=int(data["vector_length"]),  # type: ignore[call-overload]
+                neighbours=int(data["neighbours"]),  # type: ignore[call-overload]
+                threshold=int(data["threshold"]),  # type: ignore[call-overload]
+                fixed_point=FixedPoint(clip=float(data["clip"]),  # type: ignore[arg-type]
+                                       value_bits=int(data["value_bits"])),  # type: ignore[call-overload]
+                mod_bits=int(data["mod_bits"]),  # type: ignore[call-overload]
+                max_weight=int(data["max_weight"]),  # type: ignore[call-overload]
+                noise_headroom=int(data["noise_headroom"]),  # type: ignore[call-overload]
+                active=bool(data["active"]),
+                round=int(data["round"]),  # type: ignore[call-overload]
+                session=bytes.fromhex(str(data["session"])),
+                version=int(data["version"]),  # type: ignore[call-overload]
+            )
+        except KeyError as exc:
+            raise InvalidParameter(f"config is missing field {exc}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidParameter):
+                raise
+            raise InvalidParameter(f"config has a malformed field: {exc}") from None
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical JSON encoding: the identity of this round's parameters."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).digest()

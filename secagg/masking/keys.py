@@ -1,0 +1,71 @@
+"""Every key and authenticated byte string of the masking protocol, bound to its context.
+
+Both state machines derive keys only through here, so the context a key is bound to (config
+digest as session, round, purpose, ordered pair) is written once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable
+
+from secagg.hazmat.agreement import X25519KeyPair
+from secagg.hazmat.handles import SecretBytes
+from secagg.hazmat.kdf import KeyContext, Purpose, derive_key
+from secagg.masking.config import PROTOCOL_NAME, PROTOCOL_VERSION
+
+__all__ = [
+    "advert_bytes",
+    "consistency_bytes",
+    "pairwise_mask_key",
+    "seed_commitment",
+    "self_mask_key",
+    "share_associated_data",
+    "share_key",
+]
+
+
+def _context(digest: bytes, round_: int, purpose: Purpose, pair: tuple[int, int]) -> KeyContext:
+    return KeyContext(protocol=PROTOCOL_NAME, version=PROTOCOL_VERSION, session=digest,
+                      round=round_, purpose=purpose, pair=pair)
+
+
+def pairwise_mask_key(own: X25519KeyPair, peer_public: bytes, me: int, peer: int,
+                      digest: bytes, round_: int) -> SecretBytes:
+    """The mask key both ends of the pair (me, peer) derive; the pair is ordered (min, max)."""
+    pair = (min(me, peer), max(me, peer))
+    return derive_key(own.exchange(peer_public), _context(digest, round_, Purpose.PAIRWISE_MASK, pair))
+
+
+def self_mask_key(seed: SecretBytes, me: int, digest: bytes, round_: int) -> SecretBytes:
+    return derive_key(seed, _context(digest, round_, Purpose.SELF_MASK, (me, me)))
+
+
+def share_key(own: X25519KeyPair, peer_public: bytes, src: int, dst: int,
+              digest: bytes, round_: int) -> SecretBytes:
+    """The AEAD key for shares sent from ``src`` to ``dst`` (directional)."""
+    return derive_key(own.exchange(peer_public),
+                      _context(digest, round_, Purpose.SHARE_ENCRYPTION, (src, dst)))
+
+
+def share_associated_data(digest: bytes, round_: int, src: int, dst: int) -> bytes:
+    """AEAD associated data for a share: binds sender, recipient, round and config."""
+    return b"secagg-share" + digest + struct.pack(">QII", round_, src, dst)
+
+
+def seed_commitment(seed: SecretBytes, me: int, digest: bytes, round_: int) -> bytes:
+    """A hiding commitment to the 256-bit self-mask seed, to check its reconstruction."""
+    return hashlib.sha256(b"secagg-seed-commitment" + digest + struct.pack(">QI", round_, me)
+                          + seed.expose_secret_bytes()).digest()
+
+
+def consistency_bytes(digest: bytes, round_: int, survivors: Iterable[int]) -> bytes:
+    """What each survivor signs in the consistency round (active mode)."""
+    ids = sorted(survivors)
+    return (b"secagg-consistency" + digest + struct.pack(f">QI{len(ids)}I", round_, len(ids), *ids))
+
+
+def advert_bytes(encoded_advert_without_signature: bytes) -> bytes:
+    """What a client signs when it advertises its keys (active mode)."""
+    return b"secagg-advertise" + encoded_advert_without_signature

@@ -1,0 +1,112 @@
+"""The protocol's messages: frozen records, one type per stage and direction.
+
+Every message carries the config digest and the round, and names its party: ``party`` is the
+sender for client -> server messages and the recipient for server -> client messages.
+Encoding to bytes is :mod:`secagg.masking.wire`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "AdvertiseKeys",
+    "ClientMessage",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "KeyDirectory",
+    "MaskedInput",
+    "Message",
+    "ServerMessage",
+    "ShareDelivery",
+    "ShareKeys",
+    "UnmaskRequest",
+    "UnmaskShares",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    digest: bytes
+    round: int
+    party: int
+
+
+# ---- client -> server -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertiseKeys(_Header):
+    """Stage 0: fresh public keys, a commitment to the self-mask seed, optional signature."""
+
+    cipher_public: bytes
+    mask_public: bytes
+    seed_commitment: bytes
+    signature: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class ShareKeys(_Header):
+    """Stage 1: AEAD-sealed Shamir shares, one per neighbour (keyed by recipient)."""
+
+    sealed_shares: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedInput(_Header):
+    """Stage 2: the masked, bit-packed vector."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencySignature(_Header):
+    """Stage 3 (active mode): a signature over the survivor set the server announced."""
+
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskShares(_Header):
+    """Stage 4: shares of survivors' self-mask seeds and of dropped clients' mask keys."""
+
+    seed_shares: dict[int, bytes] = field(default_factory=dict)
+    mask_key_shares: dict[int, bytes] = field(default_factory=dict)
+
+
+# ---- server -> client -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KeyDirectory(_Header):
+    """After stage 0: every advertising client's own encoded :class:`AdvertiseKeys`."""
+
+    adverts: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ShareDelivery(_Header):
+    """After stage 1: who shared (U2) and the sealed shares addressed to the recipient."""
+
+    shared: tuple[int, ...]
+    sealed_shares: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsistencyRequest(_Header):
+    """After stage 2 (active mode): the survivor set U3 to sign."""
+
+    survivors: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnmaskRequest(_Header):
+    """After stage 2 (or 3): the survivor set U3, with the survivors' signatures in active mode."""
+
+    survivors: tuple[int, ...]
+    signatures: dict[int, bytes] = field(default_factory=dict)
+
+
+ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskShares
+ServerMessage = KeyDirectory | ShareDelivery | ConsistencyRequest | UnmaskRequest
+Message = ClientMessage | ServerMessage

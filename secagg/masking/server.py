@@ -1,0 +1,343 @@
+"""The server side of SecAgg / SecAgg+ as a sans-IO state machine.
+
+A :class:`ServerSession` takes client messages (:meth:`receive`) and, when the transport decides a
+stage is over (everyone expected has answered, or its deadline passed), :meth:`advance` closes the
+stage: clients that did not answer become dropouts, and the returned dict holds the message for
+each remaining client. The session is deterministic: replaying the same accepted messages into a
+fresh session rebuilds the same state, which is how a server process recovers after a restart.
+
+A bad message (wrong config or round, unknown or dropped sender, replay, wrong size, bad
+signature) raises :class:`RejectedMessage` and changes nothing: the round goes on for everyone.
+Too few clients raises :class:`NotEnoughParticipants` from :meth:`advance`.
+
+The server only ever holds public keys, sealed shares it cannot open, masked vectors, and, at the
+end, the t-of-m shares that reveal exactly the masks it must remove.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from secagg.encoding.packing import PackedSum, packed_size
+from secagg.errors import (
+    AuthenticationFailed,
+    InvalidParameter,
+    NotEnoughParticipants,
+    ProtocolAbort,
+    RejectedMessage,
+)
+from secagg.hazmat import shamir
+from secagg.hazmat.aead import NONCE_BYTES, TAG_BYTES
+from secagg.hazmat.agreement import X25519KeyPair, validate_public_key
+from secagg.hazmat.handles import SecretBytes
+from secagg.hazmat.prg import MaskExpander
+from secagg.hazmat.signing import verify_signature
+from secagg.masking import keys, wire
+from secagg.masking import messages as m
+from secagg.masking.config import MaskingConfig, Stage
+from secagg.masking.graph import neighbours as build_graph
+from secagg.masking.update import Aggregate
+
+__all__ = ["ServerSession"]
+
+SEALED_SHARE_BYTES = NONCE_BYTES + 2 * shamir.SHARE_BYTES + TAG_BYTES
+_EXPECTED_TYPE: dict[Stage, type[Any]] = {
+    Stage.ADVERTISE: m.AdvertiseKeys,
+    Stage.SHARE: m.ShareKeys,
+    Stage.MASKED_INPUT: m.MaskedInput,
+    Stage.CONSISTENCY: m.ConsistencySignature,
+    Stage.UNMASK: m.UnmaskShares,
+}
+
+
+class ServerSession:
+    """The aggregator's state for one round."""
+
+    def __init__(self, config: MaskingConfig, *, participants: Iterable[int] | None = None,
+                 signing_keys: Mapping[int, bytes] | None = None) -> None:
+        self.config = config
+        self.participants = frozenset(range(config.num_clients) if participants is None
+                                      else participants)
+        if len(self.participants) != config.num_clients:
+            raise InvalidParameter(f"participants lists {len(self.participants)} clients; the "
+                                   f"config is for num_clients={config.num_clients}")
+        if config.active:
+            if signing_keys is None or not self.participants <= set(signing_keys):
+                raise InvalidParameter("active mode needs a public signing key for every participant")
+        self._signing_keys = dict(signing_keys or {})
+        self._digest = config.digest()
+        self._stage = Stage.ADVERTISE
+        self._received: dict[Stage, dict[int, Any]] = {s: {} for s in _EXPECTED_TYPE}
+        self._raw: dict[Stage, dict[int, bytes]] = {s: {} for s in _EXPECTED_TYPE}
+        self._expected: frozenset[int] = self.participants
+        self._graph: dict[int, frozenset[int]] = {}
+        self._u2: frozenset[int] = frozenset()
+        self._u3: frozenset[int] = frozenset()
+        self._result: Aggregate | None = None
+        self.compute_seconds: dict[str, float] = {}
+
+    # ---- public API ----------------------------------------------------------------------------
+
+    @property
+    def stage(self) -> Stage:
+        return self._stage
+
+    @property
+    def expected(self) -> frozenset[int]:
+        """Clients whose message for the current stage is still awaited."""
+        if self._stage is Stage.DONE:
+            return frozenset()
+        return self._expected - set(self._received[self._stage])
+
+    def ready(self) -> bool:
+        """True when every client expected at this stage has answered."""
+        return not self.expected
+
+    def max_message_bytes(self) -> int:
+        """Upper bound on one valid client message at the current stage (for body limits)."""
+        header = 64
+        k = self.config.neighbours
+        return header + {
+            Stage.ADVERTISE: 3 * 36 + 68,
+            Stage.SHARE: 4 + k * (8 + SEALED_SHARE_BYTES),
+            Stage.MASKED_INPUT: 4 + packed_size(self.config.wire_length, self.config.mod_bits),
+            Stage.CONSISTENCY: 4 + 64,
+            Stage.UNMASK: 8 + (k + 1) * (8 + shamir.SHARE_BYTES),
+            Stage.DONE: 0,
+        }[self._stage]
+
+    def receive(self, message: m.ClientMessage | bytes) -> None:
+        """Accept one client message for the current stage, or raise :class:`RejectedMessage`."""
+        if isinstance(message, bytes | bytearray | memoryview):
+            raw = bytes(message)
+            try:
+                msg = wire.decode(raw, max_bytes=self.max_message_bytes())
+            except InvalidParameter as exc:
+                raise RejectedMessage(None, str(exc)) from None
+        else:
+            msg, raw = message, wire.encode(message)
+        sender = msg.party
+        stage = self._stage
+        if stage is Stage.DONE:
+            raise RejectedMessage(sender, "the round is already complete")
+        expected_type = _EXPECTED_TYPE[stage]
+        if msg.digest != self._digest:
+            raise RejectedMessage(sender, "config digest mismatch: the client runs this round "
+                                  "with different parameters")
+        if msg.round != self.config.round:
+            raise RejectedMessage(sender, f"message is for round {msg.round}; this is round "
+                                  f"{self.config.round}")
+        if not isinstance(msg, expected_type):
+            raise RejectedMessage(sender, f"expected {expected_type.__name__} at stage "
+                                  f"'{stage.value}', found {type(msg).__name__}")
+        if sender in self._received[stage]:
+            same = self._raw[stage][sender] == raw
+            raise RejectedMessage(sender, "replayed message" if same else
+                                  f"a second, different message for stage '{stage.value}'")
+        if sender not in self._expected:
+            why = "is not a participant" if sender not in self.participants else \
+                "dropped at an earlier stage"
+            raise RejectedMessage(sender, f"client {sender} {why}; not expected at '{stage.value}'")
+        if len(raw) > self.max_message_bytes():
+            raise RejectedMessage(sender, f"message is {len(raw)} bytes; the limit at "
+                                  f"'{stage.value}' is {self.max_message_bytes()}")
+        t0 = time.perf_counter()
+        getattr(self, f"_check_{stage.name.lower()}")(msg)
+        self._received[stage][sender] = msg
+        self._raw[stage][sender] = raw
+        self._tick(stage.value, t0)
+
+    def advance(self) -> dict[int, m.ServerMessage]:
+        """Close the current stage; returns the next message for each remaining client."""
+        stage = self._stage
+        if stage is Stage.DONE:
+            raise ProtocolAbort(stage.value, "the round is already complete")
+        answered = frozenset(self._received[stage])
+        need = self.config.threshold
+        if len(answered) < need:
+            self._stage = Stage.DONE
+            raise NotEnoughParticipants(stage.value, len(answered), need)
+        t0 = time.perf_counter()
+        try:
+            out: dict[int, m.ServerMessage] = getattr(self, f"_close_{stage.name.lower()}")(answered)
+        except NotEnoughParticipants:
+            self._stage = Stage.DONE
+            raise
+        self._tick(stage.value, t0)
+        return out
+
+    def advance_bytes(self) -> dict[int, bytes]:
+        return {party: wire.encode(msg) for party, msg in self.advance().items()}
+
+    @property
+    def result(self) -> Aggregate:
+        if self._result is None:
+            raise ProtocolAbort(self._stage.value, "no result yet: the round has not completed")
+        return self._result
+
+    # ---- per-stage checks (no state change on failure) ------------------------------------------
+
+    def _check_advertise(self, msg: m.AdvertiseKeys) -> None:
+        try:
+            validate_public_key(msg.cipher_public, what="cipher_public")
+            validate_public_key(msg.mask_public, what="mask_public")
+        except InvalidParameter as exc:
+            raise RejectedMessage(msg.party, str(exc)) from None
+        if len(msg.seed_commitment) != 32:
+            raise RejectedMessage(msg.party, "seed_commitment must be 32 bytes")
+        if self.config.active:
+            unsigned = wire.encode(m.AdvertiseKeys(
+                digest=msg.digest, round=msg.round, party=msg.party,
+                cipher_public=msg.cipher_public, mask_public=msg.mask_public,
+                seed_commitment=msg.seed_commitment))
+            try:
+                verify_signature(self._signing_keys[msg.party], msg.signature,
+                                 keys.advert_bytes(unsigned), what="key advertisement")
+            except AuthenticationFailed:
+                raise RejectedMessage(msg.party, "key advertisement signature is invalid") from None
+        elif msg.signature:
+            raise RejectedMessage(msg.party, "signature given but the round is not in active mode")
+
+    def _check_share(self, msg: m.ShareKeys) -> None:
+        want = self._graph[msg.party]
+        if set(msg.sealed_shares) != want:
+            raise RejectedMessage(msg.party, f"shares must be addressed to exactly the client's "
+                                  f"{len(want)} neighbours")
+        if any(len(b) != SEALED_SHARE_BYTES for b in msg.sealed_shares.values()):
+            raise RejectedMessage(msg.party, f"each sealed share must be {SEALED_SHARE_BYTES} bytes")
+
+    def _check_masked_input(self, msg: m.MaskedInput) -> None:
+        want = packed_size(self.config.wire_length, self.config.mod_bits)
+        if len(msg.payload) != want:
+            raise RejectedMessage(msg.party, f"masked vector is {len(msg.payload)} bytes; "
+                                  f"{self.config.wire_length} values at {self.config.mod_bits} "
+                                  f"bits need {want}")
+
+    def _check_consistency(self, msg: m.ConsistencySignature) -> None:
+        try:
+            verify_signature(self._signing_keys[msg.party], msg.signature,
+                             keys.consistency_bytes(self._digest, self.config.round, self._u3),
+                             what="consistency signature")
+        except AuthenticationFailed:
+            raise RejectedMessage(msg.party, "consistency signature is invalid") from None
+
+    def _check_unmask(self, msg: m.UnmaskShares) -> None:
+        holds = (self._graph[msg.party] | {msg.party}) & self._u2
+        want_seed, want_key = holds & self._u3, holds - self._u3
+        if set(msg.seed_shares) != want_seed or set(msg.mask_key_shares) != want_key:
+            raise RejectedMessage(msg.party, "unmask shares must cover exactly the seed shares of "
+                                  "surviving neighbours and the key shares of dropped ones")
+        for share in (*msg.seed_shares.values(), *msg.mask_key_shares.values()):
+            if len(share) != shamir.SHARE_BYTES:
+                raise RejectedMessage(msg.party, f"each share must be {shamir.SHARE_BYTES} bytes")
+
+    # ---- stage transitions -------------------------------------------------------------------
+
+    def _close_advertise(self, u1: frozenset[int]) -> dict[int, m.ServerMessage]:
+        adverts: dict[int, m.AdvertiseKeys] = self._received[Stage.ADVERTISE]
+        self._graph = build_graph({p: adverts[p].cipher_public + adverts[p].mask_public for p in u1},
+                                  degree=self.config.neighbours, config_digest=self._digest)
+        self._require_holders(u1, Stage.ADVERTISE)
+        directory = {p: self._raw[Stage.ADVERTISE][p] for p in u1}
+        self._expected, self._stage = u1, Stage.SHARE
+        return {p: m.KeyDirectory(digest=self._digest, round=self.config.round, party=p,
+                                  adverts=directory) for p in sorted(u1)}
+
+    def _close_share(self, u2: frozenset[int]) -> dict[int, m.ServerMessage]:
+        self._u2 = u2
+        self._require_holders(u2, Stage.SHARE)
+        shares: dict[int, m.ShareKeys] = self._received[Stage.SHARE]
+        shared = tuple(sorted(u2))
+        self._expected, self._stage = u2, Stage.MASKED_INPUT
+        return {v: m.ShareDelivery(
+            digest=self._digest, round=self.config.round, party=v, shared=shared,
+            sealed_shares={u: shares[u].sealed_shares[v] for u in shared if v in self._graph[u]},
+        ) for v in shared}
+
+    def _close_masked_input(self, u3: frozenset[int]) -> dict[int, m.ServerMessage]:
+        self._u3 = u3
+        survivors = tuple(sorted(u3))
+        self._expected = u3
+        if self.config.active:
+            self._stage = Stage.CONSISTENCY
+            return {u: m.ConsistencyRequest(digest=self._digest, round=self.config.round, party=u,
+                                            survivors=survivors) for u in survivors}
+        self._stage = Stage.UNMASK
+        return {u: m.UnmaskRequest(digest=self._digest, round=self.config.round, party=u,
+                                   survivors=survivors) for u in survivors}
+
+    def _close_consistency(self, u4: frozenset[int]) -> dict[int, m.ServerMessage]:
+        sigs = {p: msg.signature for p, msg in self._received[Stage.CONSISTENCY].items()}
+        survivors = tuple(sorted(self._u3))
+        self._expected, self._stage = u4, Stage.UNMASK
+        return {u: m.UnmaskRequest(digest=self._digest, round=self.config.round, party=u,
+                                   survivors=survivors, signatures=sigs) for u in sorted(u4)}
+
+    def _close_unmask(self, u5: frozenset[int]) -> dict[int, m.ServerMessage]:
+        cfg = self.config
+        replies: dict[int, m.UnmaskShares] = self._received[Stage.UNMASK]
+        adverts: dict[int, m.AdvertiseKeys] = self._received[Stage.ADVERTISE]
+        masked: dict[int, m.MaskedInput] = self._received[Stage.MASKED_INPUT]
+        packed = PackedSum(cfg.wire_length, cfg.mod_bits)
+        for u in sorted(self._u3):
+            packed.add(masked[u].payload)
+        acc = packed.accumulator
+        expander = MaskExpander()
+        for owner in sorted(self._u2):
+            field = "seed_shares" if owner in self._u3 else "mask_key_shares"
+            shares = {v + 1: _share(getattr(replies[v], field)[owner])
+                      for v in (self._graph[owner] | {owner}) & u5}
+            secret = shamir.combine(shares, threshold=cfg.threshold, secret_bytes=32,
+                                    stage=Stage.UNMASK.value)
+            if owner in self._u3:
+                if keys.seed_commitment(secret, owner, self._digest, cfg.round) != \
+                        adverts[owner].seed_commitment:
+                    raise ProtocolAbort(Stage.UNMASK.value, f"the reconstructed self-mask seed of "
+                                        f"client {owner} does not match its commitment (a "
+                                        "holder sent a corrupted share)")
+                expander.apply(acc, keys.self_mask_key(secret, owner, self._digest, cfg.round),
+                               subtract=True)
+                continue
+            dropped = X25519KeyPair.from_private_bytes(secret)
+            if dropped.public_bytes != adverts[owner].mask_public:
+                raise ProtocolAbort(Stage.UNMASK.value, f"the reconstructed mask key of client "
+                                    f"{owner} does not match its advertised key (a holder sent a "
+                                    "corrupted share)")
+            for v in sorted(self._graph[owner] & self._u3):
+                k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v,
+                                           self._digest, cfg.round)
+                expander.apply(acc, k, subtract=v < owner)  # undo v's +/- mask with the dropout
+        acc = packed.result()
+        total_weight = int(acc[-1])
+        if not len(self._u3) <= total_weight <= len(self._u3) * cfg.max_weight:
+            raise ProtocolAbort(Stage.UNMASK.value, "the unmasked total weight is out of range: "
+                                "a client masked inconsistently")
+        self._result = Aggregate(total=acc[:-1].copy(), total_weight=total_weight,
+                                 survivors=tuple(sorted(self._u3)),
+                                 dropped=tuple(sorted(self.participants - self._u3)), config=cfg)
+        self._stage = Stage.DONE
+        return {}
+
+    def _require_holders(self, alive: frozenset[int], stage: Stage) -> None:
+        """Fail early when some client can no longer have its secrets reconstructed."""
+        for owner in sorted(alive):
+            holders = len((self._graph[owner] | {owner}) & alive)
+            if holders < self.config.threshold:
+                self._stage = Stage.DONE
+                raise NotEnoughParticipants(stage.value, holders, self.config.threshold,
+                                            f"share holders of client {owner}")
+
+    def _tick(self, name: str, t0: float) -> None:
+        self.compute_seconds[name] = self.compute_seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    def __repr__(self) -> str:
+        return (f"<ServerSession round={self.config.round} stage={self._stage.value} "
+                f"clients={self.config.num_clients}>")
+
+
+def _share(raw: bytes) -> SecretBytes:
+    return SecretBytes(raw, label="shamir-share")

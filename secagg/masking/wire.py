@@ -1,0 +1,136 @@
+"""Canonical binary encoding of :mod:`secagg.masking.messages`.
+
+Layout: ``b"SAGM" | version u8 | type u8 | digest 32 | round u64 | party u32`` followed by the
+type's fields in declaration order. Field kinds: bytes (u32 length + data), id tuple (u32 count +
+sorted unique u32 ids), id->bytes map (u32 count + (u32 id, u32 length, data) sorted by id).
+Decoding checks every length against the buffer and an overall size limit before it allocates,
+and names the field that was wrong. Encoding is injective, so signatures over it are unambiguous.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Any, Final, get_type_hints
+
+from secagg.errors import InvalidParameter
+from secagg.masking import messages as m
+
+__all__ = ["MAX_MESSAGE_BYTES", "decode", "encode", "peek_type"]
+
+MAGIC: Final = b"SAGM"
+WIRE_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 1 << 31
+_HEADER = struct.Struct(">4sBB32sQI")
+
+_TYPES: Final[tuple[type[Any], ...]] = (
+    m.AdvertiseKeys, m.ShareKeys, m.MaskedInput, m.ConsistencySignature, m.UnmaskShares,
+    m.KeyDirectory, m.ShareDelivery, m.ConsistencyRequest, m.UnmaskRequest,
+)
+_TYPE_ID: Final = {t: i + 1 for i, t in enumerate(_TYPES)}
+
+
+def _fields(cls: type[Any]) -> list[tuple[str, str]]:
+    hints = get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in ("digest", "round", "party"):
+            continue
+        hint = str(hints[f.name])
+        kind = "bytes" if hint == "<class 'bytes'>" else "ids" if "tuple" in hint else "map"
+        out.append((f.name, kind))
+    return out
+
+
+_SCHEMA: Final = {t: _fields(t) for t in _TYPES}
+
+
+def encode(msg: m.Message) -> bytes:
+    """Serialise a message (any type in :mod:`secagg.masking.messages`)."""
+    cls = type(msg)
+    if cls not in _TYPE_ID:
+        raise InvalidParameter(f"cannot encode {cls.__name__}: not a masking protocol message")
+    if len(msg.digest) != 32:
+        raise InvalidParameter("message digest must be 32 bytes")
+    parts = [_HEADER.pack(MAGIC, WIRE_VERSION, _TYPE_ID[cls], msg.digest, msg.round, msg.party)]
+    for name, kind in _SCHEMA[cls]:
+        value = getattr(msg, name)
+        if kind == "bytes":
+            parts += [struct.pack(">I", len(value)), value]
+        elif kind == "ids":
+            ids = sorted(set(value))
+            parts.append(struct.pack(f">I{len(ids)}I", len(ids), *ids))
+        else:
+            parts.append(struct.pack(">I", len(value)))
+            for key in sorted(value):
+                parts += [struct.pack(">II", key, len(value[key])), value[key]]
+    return b"".join(parts)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise InvalidParameter(f"message is truncated in field '{what}': needs {n} more bytes, "
+                                   f"{len(self.data) - self.pos} left")
+        out = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return out
+
+    def u32(self, what: str) -> int:
+        value: int = struct.unpack(">I", self.take(4, what))[0]
+        return value
+
+
+def peek_type(data: bytes) -> type[Any]:
+    """The message class encoded in ``data``'s header (no other validation)."""
+    if len(data) < _HEADER.size or data[:4] != MAGIC:
+        raise InvalidParameter("not a secagg masking message: bad magic or too short")
+    type_id = data[5]
+    if not 1 <= type_id <= len(_TYPES):
+        raise InvalidParameter(f"unknown message type {type_id}")
+    return _TYPES[type_id - 1]
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES,
+           expect: type[Any] | tuple[type[Any], ...] | None = None) -> Any:
+    """Parse bytes into a message; raises :class:`InvalidParameter` naming what was wrong."""
+    if len(data) > max_bytes:
+        raise InvalidParameter(f"message is {len(data)} bytes; the limit for this stage is {max_bytes}")
+    cls = peek_type(data)
+    if expect is not None and not issubclass(cls, expect):
+        names = expect.__name__ if isinstance(expect, type) else "/".join(e.__name__ for e in expect)
+        raise InvalidParameter(f"expected a {names} message, found {cls.__name__}")
+    _, version, _, digest, rnd, party = _HEADER.unpack_from(data)
+    if version != WIRE_VERSION:
+        raise InvalidParameter(f"wire version {version} is not supported (expected {WIRE_VERSION})")
+    reader = _Reader(data)
+    reader.pos = _HEADER.size
+    values: dict[str, Any] = {"digest": digest, "round": rnd, "party": party}
+    for name, kind in _SCHEMA[cls]:
+        if kind == "bytes":
+            values[name] = reader.take(reader.u32(name), name)
+        elif kind == "ids":
+            count = reader.u32(name)
+            raw = reader.take(4 * count, name)
+            ids = struct.unpack(f">{count}I", raw)
+            if list(ids) != sorted(set(ids)):
+                raise InvalidParameter(f"field '{name}' must list distinct ids in ascending order")
+            values[name] = tuple(ids)
+        else:
+            count = reader.u32(name)
+            entries: dict[int, bytes] = {}
+            last = -1
+            for _ in range(count):
+                key = reader.u32(name)
+                if key <= last:
+                    raise InvalidParameter(f"field '{name}' keys must be distinct and ascending")
+                last = key
+                entries[key] = reader.take(reader.u32(name), name)
+            values[name] = entries
+    if reader.pos != len(data):
+        raise InvalidParameter(f"{len(data) - reader.pos} trailing bytes after a {cls.__name__}")
+    return cls(**values)
