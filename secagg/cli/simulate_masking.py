@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from secagg.cli._output import print_table, write_json
     from secagg.errors import InvalidParameter
-    from secagg.masking import MaskingConfig, Stage, plan_dropouts, simulate_round
+    from secagg.masking import MaskingConfig, plan_dropouts, simulate_round
 
     if args.stage == "consistency" and not args.active:
         raise InvalidParameter("--stage consistency exists only in active mode; add --active")

@@ -20,8 +20,6 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from secagg.encoding.packing import PackedSum, packed_size
 from secagg.errors import (
     AuthenticationFailed,
@@ -65,9 +63,8 @@ class ServerSession:
         if len(self.participants) != config.num_clients:
             raise InvalidParameter(f"participants lists {len(self.participants)} clients; the "
                                    f"config is for num_clients={config.num_clients}")
-        if config.active:
-            if signing_keys is None or not self.participants <= set(signing_keys):
-                raise InvalidParameter("active mode needs a public signing key for every participant")
+        if config.active and (signing_keys is None or not self.participants <= set(signing_keys)):
+            raise InvalidParameter("active mode needs a public signing key for every participant")
         self._signing_keys = dict(signing_keys or {})
         self._digest = config.digest()
         self._stage = Stage.ADVERTISE

@@ -66,7 +66,7 @@ def plan_dropouts(num_clients: int, fraction: float, stage: Stage | str, *, acti
                   rng: np.random.Generator) -> dict[int, Stage]:
     """Choose round(fraction * n) clients to drop at ``stage`` ("random": each at a random one)."""
     count = round(fraction * num_clients)
-    victims = rng.choice(num_clients, size=count, replace=False) if count else []
+    victims: list[int] = [int(v) for v in rng.choice(num_clients, size=count, replace=False)]
     stages = [s for s in DROP_STAGES if active or s is not Stage.CONSISTENCY]
     plan = {}
     for v in victims:
@@ -119,10 +119,7 @@ def simulate_round(
                 masked_bytes = len(data)
                 uploaded.add(i)
             server.receive(data)
-        if server.stage is Stage.DONE:
-            break
         try:
-            t0 = time.perf_counter()
             outgoing = server.advance_bytes()
         except NotEnoughParticipants as exc:
             error = str(exc)

@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from secagg.masking import MaskingConfig
+
+
+def make_config(n: int, length: int = 64, **kw: object) -> MaskingConfig:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small-federation dropout notes
+        return MaskingConfig.create(num_clients=n, vector_length=length, round=7, **kw)  # type: ignore[arg-type]
+
+
+def random_updates(n: int, length: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-1, 1, length).astype(np.float32) for _ in range(n)]
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
