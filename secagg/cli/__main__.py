@@ -1,0 +1,5 @@
+import sys
+
+from secagg.cli import main
+
+sys.exit(main())
