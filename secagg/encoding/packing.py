@@ -86,6 +86,8 @@ class PackedSum:
     def __init__(self, count: int, bits: int) -> None:
         if not 1 <= bits <= 32:
             raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
+        if count < 0:
+            raise InvalidParameter(f"count must be >= 0, found {count}")
         self.count, self.bits = count, bits
         self._groups = _groups(count)
         self._flat = np.zeros(64 * self._groups, dtype=np.uint32)

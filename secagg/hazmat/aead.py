@@ -33,6 +33,8 @@ def seal(key: SecretBytes, plaintext: bytes, associated_data: bytes) -> bytes:
 
 def open_sealed(key: SecretBytes, blob: bytes, associated_data: bytes, *, what: str) -> bytes:
     """Decrypt ``blob`` from :func:`seal`; any failure is one opaque :class:`AuthenticationFailed`."""
+    if len(key) != 32:
+        raise InvalidParameter(f"AEAD key must be 32 bytes, found {len(key)}")
     if len(blob) < NONCE_BYTES + TAG_BYTES:
         raise AuthenticationFailed(what)
     try:

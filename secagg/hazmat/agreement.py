@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -62,6 +63,16 @@ class X25519KeyPair:
 
     def __repr__(self) -> str:
         return f"<X25519KeyPair public={self.public_bytes[:4].hex()}... private=redacted>"
+
+    def __eq__(self, other: object) -> bool:
+        """By value, in constant time (the private keys are compared, never exposed)."""
+        if not isinstance(other, X25519KeyPair):
+            return NotImplemented
+        mine, theirs = self._private.private_bytes_raw(), other._private.private_bytes_raw()
+        return hmac.compare_digest(mine, theirs)
+
+    def __hash__(self) -> int:
+        raise TypeError("X25519KeyPair is unhashable: hashing would leak it through dict timing")
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         refuse_pickle(self)

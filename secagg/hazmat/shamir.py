@@ -65,6 +65,12 @@ def combine(
     shares: Mapping[int, SecretBytes], *, threshold: int, secret_bytes: int, stage: str = "unmask"
 ) -> SecretBytes:
     """Recover a ``secret_bytes``-long secret from at least ``threshold`` shares keyed by x."""
+    if threshold < 1:
+        raise InvalidParameter(f"Shamir threshold must be >= 1, found {threshold}")
+    if not 0 <= secret_bytes <= MAX_SECRET_BYTES:
+        raise InvalidParameter(
+            f"Shamir secret_bytes must be in [0, {MAX_SECRET_BYTES}], found {secret_bytes}"
+        )
     if len(shares) < threshold:
         raise NotEnoughParticipants(stage, len(shares), threshold, "Shamir shares for one secret")
     xs = tuple(sorted(shares)[:threshold])

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
@@ -35,6 +36,16 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return f"<SigningKey public={self.public_bytes[:4].hex()}... private=redacted>"
+
+    def __eq__(self, other: object) -> bool:
+        """By value, in constant time (the private keys are compared, never exposed)."""
+        if not isinstance(other, SigningKey):
+            return NotImplemented
+        mine, theirs = self._private.private_bytes_raw(), other._private.private_bytes_raw()
+        return hmac.compare_digest(mine, theirs)
+
+    def __hash__(self) -> int:
+        raise TypeError("SigningKey is unhashable: hashing would leak it through dict timing")
 
     def __reduce_ex__(self, protocol: Any) -> NoReturn:
         refuse_pickle(self)

@@ -1,0 +1,246 @@
+"""Generate secagg's own frozen known-answer vectors (the JSON files named in ``OUTPUTS``).
+
+How these vectors were made: this script was run once, when it was added, with ``cryptography``
+50.0.2 and numpy 2.4.6 on CPython 3.11, and its output was committed. The values come from
+secagg's own functions (``derive_key``, ``expand_mask``, ``split``, ``pack_bits``) on the fixed
+inputs written out below; nothing here is random except the Shamir polynomial coefficients, which
+is why the Shamir shares are frozen (the tests check ``combine`` on them, not ``split``).
+
+These files pin wire and key formats. A test that fails against them means the format changed:
+that is a breaking change for every deployed client, never a reason to regenerate. If the change
+is deliberate, rerun from the repository root with
+
+    .venv/bin/python tests/vectors/make_vectors.py --force
+
+and say in the change log which format moved. Without ``--force`` it refuses to overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from secagg.encoding.packing import pack_bits
+from secagg.hazmat.handles import SecretBytes
+from secagg.hazmat.kdf import KeyContext, Purpose, derive_key
+from secagg.hazmat.prg import expand_mask
+from secagg.hazmat.shamir import split
+
+HERE = Path(__file__).resolve().parent
+RERUN = ".venv/bin/python tests/vectors/make_vectors.py --force"
+
+
+def _header(what: str) -> dict[str, str]:
+    return {
+        "what": what,
+        "how_made": (
+            "Generated once by tests/vectors/make_vectors.py from secagg's own functions on the "
+            "fixed inputs in that script (cryptography 50.0.2, numpy 2.4.6, CPython 3.11). "
+            "Frozen: a mismatch means a format changed. Rerun only for a deliberate format "
+            f"change: {RERUN}"
+        ),
+    }
+
+
+# --- derive_key -----------------------------------------------------------------------------
+
+DERIVE_CASES = [
+    # (ikm hex, protocol, version, session hex, round, purpose, pair, length)
+    ("00" * 32, "secagg-masking", 1, "", 0, Purpose.PAIRWISE_MASK, (0, 1), 32),
+    (
+        bytes(range(32)).hex(),
+        "secagg-masking",
+        1,
+        "73657373696f6e2d31",
+        7,
+        Purpose.SELF_MASK,
+        (3, 3),
+        32,
+    ),
+    (
+        bytes(range(32)).hex(),
+        "secagg-masking",
+        1,
+        "73657373696f6e2d31",
+        7,
+        Purpose.PAIRWISE_MASK,
+        (3, 5),
+        32,
+    ),
+    (
+        bytes(range(32)).hex(),
+        "secagg-masking",
+        1,
+        "73657373696f6e2d31",
+        7,
+        Purpose.PAIRWISE_MASK,
+        (5, 3),
+        32,
+    ),
+    (
+        "ff" * 32,
+        "secagg-masking",
+        2,
+        "ab" * 32,
+        2**40 + 3,
+        Purpose.SHARE_ENCRYPTION,
+        (4294967295, 17),
+        32,
+    ),
+    ("5a" * 20, "x", 0, "00", 1, Purpose.SEALED_BOX, (0, 0), 16),
+    ("01" * 64, "secagg-ckks", 65535, "cafe", 123456789, Purpose.NOISE_SEED, (9, 10), 64),
+]
+
+
+def make_derive_key() -> dict[str, object]:
+    cases = []
+    for ikm, protocol, version, session, rnd, purpose, pair, length in DERIVE_CASES:
+        ctx = KeyContext(protocol, version, bytes.fromhex(session), rnd, purpose, pair)
+        key = derive_key(SecretBytes(bytes.fromhex(ikm)), ctx, length=length)
+        cases.append(
+            {
+                "ikm": ikm,
+                "protocol": protocol,
+                "version": version,
+                "session": session,
+                "round": rnd,
+                "purpose": purpose.name,
+                "pair": list(pair),
+                "length": length,
+                "info": ctx.info().hex(),
+                "okm": key.expose_secret_bytes().hex(),
+            }
+        )
+    return {
+        "header": _header(
+            "derive_key(ikm, KeyContext(...), length=...) outputs, with KeyContext.info() hex; "
+            "pins the info encoding and the salt rule"
+        ),
+        "cases": cases,
+    }
+
+
+# --- expand_mask ----------------------------------------------------------------------------
+
+MASK_KEYS = [
+    bytes(range(32)).hex(),
+    "ff" * 32,
+    hashlib.sha256(b"secagg mask vector 3").hexdigest(),
+]
+MASK_LENGTHS = [0, 1, 7, 65536, 65537, 70001, 131072 + 5]
+
+
+def make_expand_mask() -> dict[str, object]:
+    cases = []
+    for key in MASK_KEYS:
+        for length in MASK_LENGTHS:
+            words = expand_mask(SecretBytes(bytes.fromhex(key)), length)
+            cases.append(
+                {
+                    "key": key,
+                    "length": length,
+                    "first_words": [int(w) for w in words[:8]],
+                    "last_words": [int(w) for w in words[-8:]] if length else [],
+                    "sha256_le_bytes": hashlib.sha256(words.astype("<u4").tobytes()).hexdigest(),
+                }
+            )
+    return {
+        "header": _header(
+            "expand_mask(key, length): first/last 8 uint32 words and SHA-256 of all words as "
+            "little-endian bytes (AES-256-CTR, zero IV; chunk size 65536 words)"
+        ),
+        "cases": cases,
+    }
+
+
+# --- Shamir combine -------------------------------------------------------------------------
+
+SHAMIR_CASES = [
+    # (secret hex, threshold, xs)
+    (bytes(range(32)).hex(), 3, [1, 2, 3, 4, 5]),
+    ("00" * 32, 2, [1, 2, 3]),
+    ("ff" * 32, 1, [7]),
+    (hashlib.sha512(b"secagg shamir vector").hexdigest(), 4, [2, 3, 5, 8, 13, 21]),
+    ("0102030405060708090a0b0c0d0e0f10", 5, [1, 2, 3, 4, 5]),
+]
+
+
+def make_shamir() -> dict[str, object]:
+    cases = []
+    for secret, threshold, xs in SHAMIR_CASES:
+        shares = split(SecretBytes(bytes.fromhex(secret)), threshold=threshold, xs=xs)
+        cases.append(
+            {
+                "secret": secret,
+                "secret_bytes": len(secret) // 2,
+                "threshold": threshold,
+                "shares": {str(x): s.expose_secret_bytes().hex() for x, s in shares.items()},
+            }
+        )
+    return {
+        "header": _header(
+            "Shamir shares over GF(2^521 - 1), 66-byte big-endian y per x, produced once by "
+            "split() (random coefficients) and frozen; every threshold-subset must combine() "
+            "to the secret"
+        ),
+        "cases": cases,
+    }
+
+
+# --- pack_bits ------------------------------------------------------------------------------
+
+PACK_BITS = [1, 3, 8, 13, 31, 32]
+PACK_LENGTHS = [0, 1, 5, 64, 65]
+
+
+def _pack_input(length: int, bits: int) -> list[int]:
+    # Deterministic, spans the full range, and includes the all-ones value when length allows.
+    mod = 1 << bits
+    return [((i * 2654435761) ^ (i << 7)) % mod if i % 5 else mod - 1 for i in range(length)]
+
+
+def make_pack_bits() -> dict[str, object]:
+    cases = []
+    for bits in PACK_BITS:
+        for length in PACK_LENGTHS:
+            values = _pack_input(length, bits)
+            packed = pack_bits(np.array(values, dtype=np.uint32), bits)
+            cases.append({"bits": bits, "values": values, "packed": packed.hex()})
+    return {
+        "header": _header(
+            "pack_bits(np.array(values, uint32), bits) bytes as hex (planar 64-row layout, "
+            "documented in secagg/encoding/packing.py)"
+        ),
+        "cases": cases,
+    }
+
+
+OUTPUTS = {
+    "derive_key.json": make_derive_key,
+    "expand_mask.json": make_expand_mask,
+    "shamir_combine.json": make_shamir,
+    "pack_bits.json": make_pack_bits,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="overwrite existing vector files")
+    args = parser.parse_args(argv)
+    existing = [name for name in OUTPUTS if (HERE / name).exists()]
+    if existing and not args.force:
+        print(f"refusing to overwrite frozen vectors {existing}; pass --force", file=sys.stderr)
+        return 1
+    for name, make in OUTPUTS.items():
+        (HERE / name).write_text(json.dumps(make(), indent=1) + "\n")
+        print(f"wrote {HERE / name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
