@@ -3,9 +3,11 @@
 Both sides are timed the same way: ``client_ms`` is one client's compute summed over all its
 stages (quantisation, key generation, sharing, masking, packing, unmask replies), averaged over
 clients; ``server_ms`` is the server's compute for the unmask stage (taking the shares,
-reconstructing secrets, removing masks, reducing the sum). Dropped clients vanish after uploading
-their masked input and before the unmask stage: the latest point at which Flower tolerates a
-dropout (earlier ones abort its round), so both sides do the same work.
+reconstructing secrets, removing masks, reducing the sum). Both servers add up masked vectors as
+they arrive, before that stage; ``server_total_ms`` reports our server's compute over all stages. Dropped clients vanish either after
+uploading, before the unmask stage (``unmask``, the default: the server rebuilds every survivor's
+self mask) or after sharing, before uploading (``masked-input``: it must also rebuild the dropped
+clients' pairwise masks). Flower aborts on any earlier dropout; both sides drop at the same stage.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class MaskingBenchResult:
     correct: bool
     client_ms: float
     server_ms: float
+    server_total_ms: float
     upload_bytes_per_param: float
     neighbours: int
     threshold: int
@@ -60,7 +63,7 @@ def measure_keystream(words: int = 1 << 20, repeats: int = 12) -> tuple[float, f
 
 def run_masking_bench(*, clients: int, params: int, dropout: float, full_graph: bool,
                       value_bits: int = 16, clip: float = 8.0, repeats: int = 3,
-                      seed: int = 0) -> MaskingBenchResult:
+                      seed: int = 0, drop_stage: str = "unmask") -> MaskingBenchResult:
     """Median over ``repeats`` rounds of our implementation (real state machines, wire bytes)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-federation dropout notes; reported elsewhere
@@ -69,18 +72,20 @@ def run_masking_bench(*, clients: int, params: int, dropout: float, full_graph: 
                                       full_graph=full_graph, round=1)
     rng = np.random.default_rng(seed)
     updates = [rng.uniform(-1, 1, params).astype(np.float32) for _ in range(clients)]
-    drops = plan_dropouts(clients, dropout, Stage.UNMASK, active=False, rng=rng)
-    client_ms, server_ms, correct = [], [], True
+    drops = plan_dropouts(clients, dropout, Stage(drop_stage), active=False, rng=rng)
+    client_ms, server_ms, server_total, correct = [], [], [], True
     last: Any = None
     for _ in range(repeats):
         last = simulate_round(config, updates, dropouts=drops, rng=rng)
         correct = correct and last.exact
         client_ms.append(1e3 * statistics.mean(last.client_seconds.values()))
         server_ms.append(1e3 * last.server_seconds.get("unmask", float("nan")))
+        server_total.append(1e3 * sum(last.server_seconds.values()))
     return MaskingBenchResult(
         correct=correct,
         client_ms=statistics.median(client_ms),
         server_ms=statistics.median(server_ms),
+        server_total_ms=statistics.median(server_total),
         upload_bytes_per_param=last.masked_input_bytes / params,
         neighbours=config.neighbours, threshold=config.threshold,
         survivors=len(last.expected_survivors), mod_bits=config.mod_bits,

@@ -12,8 +12,9 @@ and client mod, driven in-process), with the same clients, parameters, quantisat
 graph and threshold, and prints both side by side with the speed-ups.
 
 Timings: client_ms is one client's compute over all stages (averaged over clients); server_ms is
-the server's unmask stage. Dropped clients vanish after uploading, before unmasking (Flower
-aborts on earlier dropouts; ours does not, see `secagg simulate masking`).
+the server's unmask stage. Dropped clients vanish after uploading, before unmasking, or with
+--drop-stage masked-input after sharing, before uploading (Flower aborts on earlier dropouts;
+ours does not, see `secagg simulate masking`).
 
 Also measures our mask expansion (mask_gbps) against the raw AES-256-CTR keystream it is built
 on (aes_ctr_gbps), in the same run.
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=int, default=1_000_000, help="parameters (1000000)")
     parser.add_argument("--dropout", type=float, default=0.1,
                         help="fraction dropping before the unmask stage (0.1)")
+    parser.add_argument("--drop-stage", choices=("unmask", "masked-input"), default="unmask",
+                        help="where dropped clients vanish: after uploading (unmask, default) or "
+                        "after sharing, before uploading (masked-input: pairwise masks rebuilt)")
     parser.add_argument("--graph", choices=("full", "sparse"), default="full",
                         help="full graph (SecAgg) or parameter-finder SecAgg+ graph (full)")
     parser.add_argument("--compare", choices=("flower", "none"), default="flower",
@@ -56,18 +60,20 @@ def run(args: argparse.Namespace) -> int:
     clip = 8.0
     ours = run_masking_bench(clients=args.clients, params=args.params, dropout=args.dropout,
                              full_graph=args.graph == "full", value_bits=args.value_bits,
-                             clip=clip, repeats=args.repeats, seed=args.seed)
+                             clip=clip, repeats=args.repeats, seed=args.seed,
+                             drop_stage=args.drop_stage)
     mask_gbps, aes_gbps = measure_keystream()
     report: dict[str, Any] = {
         "correct": ours.correct,
         "client_ms": ours.client_ms,
         "server_ms": ours.server_ms,
+        "server_total_ms": ours.server_total_ms,
         "upload_bytes_per_param": ours.upload_bytes_per_param,
         "mask_gbps": mask_gbps,
         "aes_ctr_gbps": aes_gbps,
         "mask_vs_keystream": mask_gbps / aes_gbps,
         "clients": args.clients, "params": args.params, "dropout": args.dropout,
-        "graph": args.graph, "neighbours": ours.neighbours, "threshold": ours.threshold,
+        "graph": args.graph, "drop_stage": args.drop_stage, "neighbours": ours.neighbours, "threshold": ours.threshold,
         "survivors": ours.survivors, "mod_bits": ours.mod_bits,
     }
     rows: list[list[Any]] = [
@@ -82,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
         flower = run_flower_secaggplus(
             num_clients=args.clients, num_params=args.params, dropout=args.dropout,
             num_shares=ours.neighbours + 1, reconstruction_threshold=ours.threshold,
-            clipping_range=clip, quantization_range=(1 << args.value_bits) - 1, seed=args.seed)
+            clipping_range=clip, quantization_range=(1 << args.value_bits) - 1, seed=args.seed,
+            drop_stage=args.drop_stage)
         report["flower"] = {
             "client_ms": flower.client_ms, "server_ms": flower.server_ms,
             "upload_bytes_per_param": flower.upload_bytes_per_param, "correct": flower.correct,

@@ -16,6 +16,8 @@ end, the t-of-m shares that reveal exactly the masks it must remove.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -69,7 +71,9 @@ class ServerSession:
         self._digest = config.digest()
         self._stage = Stage.ADVERTISE
         self._received: dict[Stage, dict[int, Any]] = {s: {} for s in _EXPECTED_TYPE}
-        self._raw: dict[Stage, dict[int, bytes]] = {s: {} for s in _EXPECTED_TYPE}
+        self._fingerprints: dict[Stage, dict[int, bytes]] = {s: {} for s in _EXPECTED_TYPE}
+        self._advert_bytes: dict[int, bytes] = {}
+        self._packed: PackedSum | None = None
         self._expected: frozenset[int] = self.participants
         self._graph: dict[int, frozenset[int]] = {}
         self._u2: frozenset[int] = frozenset()
@@ -131,8 +135,9 @@ class ServerSession:
         if not isinstance(msg, expected_type):
             raise RejectedMessage(sender, f"expected {expected_type.__name__} at stage "
                                   f"'{stage.value}', found {type(msg).__name__}")
+        fingerprint = hashlib.sha256(raw).digest()
         if sender in self._received[stage]:
-            same = self._raw[stage][sender] == raw
+            same = hmac.compare_digest(self._fingerprints[stage][sender], fingerprint)
             raise RejectedMessage(sender, "replayed message" if same else
                                   f"a second, different message for stage '{stage.value}'")
         if sender not in self._expected:
@@ -144,8 +149,15 @@ class ServerSession:
                                   f"'{stage.value}' is {self.max_message_bytes()}")
         t0 = time.perf_counter()
         getattr(self, f"_check_{stage.name.lower()}")(msg)
+        self._fingerprints[stage][sender] = fingerprint
+        if stage is Stage.ADVERTISE:
+            self._advert_bytes[sender] = raw
+        if isinstance(msg, m.MaskedInput):
+            # Sum as vectors arrive: the server never holds more than one masked vector at once.
+            assert self._packed is not None
+            self._packed.add(msg.payload)
+            msg = m.MaskedInput(digest=msg.digest, round=msg.round, party=msg.party, payload=b"")
         self._received[stage][sender] = msg
-        self._raw[stage][sender] = raw
         self._tick(stage.value, t0)
 
     def advance(self) -> dict[int, m.ServerMessage]:
@@ -239,7 +251,7 @@ class ServerSession:
         self._graph = build_graph({p: adverts[p].cipher_public + adverts[p].mask_public for p in u1},
                                   degree=self.config.neighbours, config_digest=self._digest)
         self._require_holders(u1, Stage.ADVERTISE)
-        directory = {p: self._raw[Stage.ADVERTISE][p] for p in u1}
+        directory = {p: self._advert_bytes[p] for p in u1}
         self._expected, self._stage = u1, Stage.SHARE
         return {p: m.KeyDirectory(digest=self._digest, round=self.config.round, party=p,
                                   adverts=directory) for p in sorted(u1)}
@@ -249,6 +261,7 @@ class ServerSession:
         self._require_holders(u2, Stage.SHARE)
         shares: dict[int, m.ShareKeys] = self._received[Stage.SHARE]
         shared = tuple(sorted(u2))
+        self._packed = PackedSum(self.config.wire_length, self.config.mod_bits)
         self._expected, self._stage = u2, Stage.MASKED_INPUT
         return {v: m.ShareDelivery(
             digest=self._digest, round=self.config.round, party=v, shared=shared,
@@ -278,11 +291,9 @@ class ServerSession:
         cfg = self.config
         replies: dict[int, m.UnmaskShares] = self._received[Stage.UNMASK]
         adverts: dict[int, m.AdvertiseKeys] = self._received[Stage.ADVERTISE]
-        masked: dict[int, m.MaskedInput] = self._received[Stage.MASKED_INPUT]
-        packed = PackedSum(cfg.wire_length, cfg.mod_bits)
-        for u in sorted(self._u3):
-            packed.add(masked[u].payload)
-        acc = packed.accumulator
+        packed = self._packed
+        assert packed is not None
+        acc = packed.accumulator  # already the sum of the survivors' masked vectors
         expander = MaskExpander()
         for owner in sorted(self._u2):
             field = "seed_shares" if owner in self._u3 else "mask_key_shares"
