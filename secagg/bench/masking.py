@@ -4,8 +4,8 @@ Both sides are timed the same way: ``client_ms`` is one client's compute summed 
 stages (quantisation, key generation, sharing, masking, packing, unmask replies), averaged over
 clients; ``server_ms`` is the server's compute for the unmask stage (taking the shares,
 reconstructing secrets, removing masks, reducing the sum). Both servers add up masked vectors as
-they arrive, before that stage; ``server_total_ms`` reports our server's compute over all stages. Dropped clients vanish either after
-uploading, before the unmask stage (``unmask``, the default: the server rebuilds every survivor's
+they arrive, before that stage; ``server_total_ms`` reports our server's compute over all stages.
+Dropped clients vanish either after uploading, before the unmask stage (``unmask``, the default: the server rebuilds every survivor's
 self mask) or after sharing, before uploading (``masked-input``: it must also rebuild the dropped
 clients' pairwise masks). Flower aborts on any earlier dropout; both sides drop at the same stage.
 """

@@ -21,9 +21,17 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: dict[str, str | dict[str, str]] = {
     "simulate": {
         "masking": "secagg.cli.simulate_masking",
+        "ckks": "secagg.cli.simulate_ckks",
     },
     "bench": {
         "masking": "secagg.cli.bench_masking",
+        "ckks": "secagg.cli.bench_ckks",
+        "dp": "secagg.cli.bench_dp",
+    },
+    "privacy": {
+        "epsilon": "secagg.cli.privacy_epsilon",
+        "noise": "secagg.cli.privacy_noise",
+        "ledger": "secagg.cli.privacy_ledger",
     },
 }
 

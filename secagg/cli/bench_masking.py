@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         "aes_ctr_gbps": aes_gbps,
         "mask_vs_keystream": mask_gbps / aes_gbps,
         "clients": args.clients, "params": args.params, "dropout": args.dropout,
-        "graph": args.graph, "drop_stage": args.drop_stage, "neighbours": ours.neighbours, "threshold": ours.threshold,
+        "graph": args.graph, "drop_stage": args.drop_stage, "neighbours": ours.neighbours,
+        "threshold": ours.threshold,
         "survivors": ours.survivors, "mod_bits": ours.mod_bits,
     }
     rows: list[list[Any]] = [

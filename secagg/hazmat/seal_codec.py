@@ -22,6 +22,7 @@ in-memory file (``memfd_create``), never through the disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 import tempfile
@@ -83,10 +84,8 @@ class _MemFile:
             self._dir.cleanup()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.close()
-        except OSError:
-            pass
 
 
 def _encryption_parameters(n: int, bits: Sequence[int]) -> Any:
@@ -99,9 +98,7 @@ def _encryption_parameters(n: int, bits: Sequence[int]) -> Any:
 def _context(parms: Any) -> Any:
     ctx = seal.SEALContext(parms, True, seal.SEC_LEVEL_TYPE.TC128)
     if not ctx.parameters_set():
-        raise InvalidParameter(
-            f"SEAL rejected the CKKS parameters: {ctx.parameters_error_message()}"
-        )
+        raise InvalidParameter(f"SEAL rejected the CKKS parameters: {ctx.parameters_error_message()}")
     return ctx
 
 
@@ -117,8 +114,14 @@ class SealSession:
     ciphertext of the round must be at.
     """
 
-    def __init__(self, *, poly_modulus_degree: int, coeff_modulus_bits: Sequence[int],
-                 level_primes: int, scale_bits: int) -> None:
+    def __init__(
+        self,
+        *,
+        poly_modulus_degree: int,
+        coeff_modulus_bits: Sequence[int],
+        level_primes: int,
+        scale_bits: int,
+    ) -> None:
         self.n = poly_modulus_degree
         self.bits = tuple(coeff_modulus_bits)
         self.scale = float(2**scale_bits)
