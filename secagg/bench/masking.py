@@ -5,9 +5,11 @@ stages (quantisation, key generation, sharing, masking, packing, unmask replies)
 clients; ``server_ms`` is the server's compute for the unmask stage (taking the shares,
 reconstructing secrets, removing masks, reducing the sum). Both servers add up masked vectors as
 they arrive, before that stage; ``server_total_ms`` reports our server's compute over all stages.
-Dropped clients vanish either after uploading, before the unmask stage (``unmask``, the default: the server rebuilds every survivor's
-self mask) or after sharing, before uploading (``masked-input``: it must also rebuild the dropped
-clients' pairwise masks). Flower aborts on any earlier dropout; both sides drop at the same stage.
+
+Dropped clients vanish either after uploading, before the unmask stage (``unmask``, the
+default: the server rebuilds every survivor's self mask), or after sharing, before uploading
+(``masked-input``: it must also rebuild the dropped clients' pairwise masks). Flower aborts on
+any earlier dropout; both sides drop at the same stage.
 """
 
 from __future__ import annotations
