@@ -1,0 +1,104 @@
+"""The frozen round configuration both sides of a CKKS round hold; its digest rides in every message.
+
+It fixes the parameters, who takes part, who deals the key and the bounds that make overflow
+impossible by construction: ``len(client_ids) * weight_bound * value_bound`` must fit the
+preset's ``max_abs_sum``, so no honest sum can wrap around the modulus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from dataclasses import dataclass
+
+from secagg.ckks.presets import CKKSParams
+from secagg.errors import InvalidParameter
+
+__all__ = ["PROTOCOL", "VERSION", "CKKSRoundConfig"]
+
+PROTOCOL = "secagg-ckks"
+VERSION = 1
+_MIN_SESSION_BYTES = 16
+_MAX_CLIENT_ID = 2**32 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class CKKSRoundConfig:
+    """One CKKS aggregation round.
+
+    ``min_clients`` (>= 2) is the fewest contributors an aggregate may have before a client
+    agrees to decrypt it: an "aggregate" of one update is that update. ``dealer`` is the client
+    that generates the round's secret key; it must be one of ``client_ids``. ``session`` is a
+    fresh random identifier (>= 16 bytes) agreed for this federation.
+    """
+
+    params: CKKSParams
+    update_size: int
+    client_ids: tuple[int, ...]
+    dealer: int
+    min_clients: int
+    round: int
+    session: bytes
+    value_bound: float = 1.0
+    weight_bound: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.params, CKKSParams):
+            raise InvalidParameter("CKKSRoundConfig.params must be a CKKSParams; pass Preset.COMPACT.params")
+        if self.update_size < 1:
+            raise InvalidParameter(f"CKKSRoundConfig.update_size must be >= 1, found {self.update_size}")
+        ids = self.client_ids
+        if len(set(ids)) != len(ids) or any(not 0 <= i <= _MAX_CLIENT_ID for i in ids):
+            raise InvalidParameter(
+                f"CKKSRoundConfig.client_ids must be distinct integers in [0, 2^32), found {list(ids)[:8]}"
+            )
+        if tuple(sorted(ids)) != ids:
+            object.__setattr__(self, "client_ids", tuple(sorted(ids)))
+        if self.dealer not in ids:
+            raise InvalidParameter(
+                f"CKKSRoundConfig.dealer must be one of client_ids, found {self.dealer}; the key "
+                "is made by a client, never by the server"
+            )
+        if not 2 <= self.min_clients <= len(ids):
+            raise InvalidParameter(
+                f"CKKSRoundConfig.min_clients must be in [2, {len(ids)}], found "
+                f"{self.min_clients}; an aggregate of one update reveals that update"
+            )
+        if not 0 <= self.round < 2**63:
+            raise InvalidParameter(f"CKKSRoundConfig.round must be in [0, 2^63), found {self.round}")
+        if len(self.session) < _MIN_SESSION_BYTES:
+            raise InvalidParameter(
+                f"CKKSRoundConfig.session must be >= {_MIN_SESSION_BYTES} random bytes, found "
+                f"{len(self.session)}; use secrets.token_bytes(32)"
+            )
+        for name in ("value_bound", "weight_bound"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidParameter(f"CKKSRoundConfig.{name} must be finite and > 0, found {value}")
+        worst = len(ids) * self.weight_bound * max(self.value_bound, 1.0)
+        if worst > self.params.max_abs_sum:
+            raise InvalidParameter(
+                f"CKKSRoundConfig: {len(ids)} clients x weight_bound {self.weight_bound} x "
+                f"value_bound {self.value_bound} = {worst:.4g} exceeds the preset's max |sum| "
+                f"2^{self.params.headroom_bits}; clip harder, normalise weights, or use "
+                "Preset.PRECISE"
+            )
+
+    def digest(self) -> bytes:
+        """SHA-256 of the canonical encoding of every field: equal configs, equal digests."""
+        p = self.params
+        parts = [
+            PROTOCOL.encode(),
+            struct.pack(">H", VERSION),
+            p.name.encode(),
+            struct.pack(">I", p.poly_modulus_degree),
+            bytes(p.coeff_modulus_bits),
+            struct.pack(">III", p.scale_bits, p.level_primes, p.release_quantum_bits),
+            struct.pack(">QI", self.update_size, len(self.client_ids)),
+            b"".join(struct.pack(">I", i) for i in self.client_ids),
+            struct.pack(">IIQ", self.dealer, self.min_clients, self.round),
+            hashlib.sha256(self.session).digest(),
+            struct.pack(">dd", self.value_bound, self.weight_bound),
+        ]
+        return hashlib.sha256(b"".join(struct.pack(">I", len(x)) + x for x in parts)).digest()
