@@ -27,6 +27,7 @@ COMMANDS: dict[str, str | dict[str, str]] = {
         "masking": "secagg.cli.bench_masking",
         "ckks": "secagg.cli.bench_ckks",
         "dp": "secagg.cli.bench_dp",
+        "e2e": "secagg.cli.bench_e2e",
     },
     "privacy": {
         "epsilon": "secagg.cli.privacy_epsilon",

@@ -1,0 +1,236 @@
+"""The enterprise's client runtime: take part in rounds on a secagg server over HTTP(S).
+
+    from clients.runtime import RuntimeClient
+    with RuntimeClient("https://agg.example:8443", token, verify="ca.pem") as rt:
+        result = rt.run_round(update, weight=120)   # float32 vector; blocks until released
+        new_params = params + result.mean
+
+The protocol itself is :mod:`secagg.masking` (the same sans-IO sessions the server and the
+simulator run); this module only moves bytes. Connection errors and 5xx answers are retried
+with exponential backoff; waits are long polls, so a stage costs one round trip.
+
+Restarts: a client's round secrets live only in this process (``ClientSession`` refuses to be
+pickled, and nothing is written to disk). A client that restarts mid-round therefore counts as a
+dropout for that round (the others finish without it) and joins the next round afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+
+from secagg.masking import Aggregate, ClientSession, MaskingConfig, encode_update, wire
+
+__all__ = ["Dropped", "RoundInfo", "RoundResult", "RuntimeClient", "ServerRefused"]
+
+log = logging.getLogger("clients.runtime")
+OCTET = {"Content-Type": "application/octet-stream"}
+
+
+class ServerRefused(Exception):
+    """The server answered 4xx: ``code`` and ``detail`` come from its JSON error body."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"server refused ({status} {code}): {detail}")
+        self.status, self.code, self.detail = status, code, detail
+
+
+class Dropped(Exception):
+    """This client is out of the round (missed a deadline, restarted, or the round failed)."""
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    round_id: int
+    index: int
+    mode: str
+    config: dict[str, Any]
+    client_id: int
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """The released aggregate of one round."""
+
+    round_id: int
+    index: int
+    mode: str
+    weighted_sum: npt.NDArray[np.float64]
+    total_weight: int
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    received_at: float  # time.time() when the aggregate arrived
+
+    @property
+    def mean(self) -> npt.NDArray[np.float64]:
+        return self.weighted_sum / self.total_weight
+
+
+class _Masking:
+    """Client side of a masking round: one ClientSession, replies computed in memory."""
+
+    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
+        self.config = MaskingConfig.from_dict(info.config)
+        values = encode_update(self.config, update, weight=weight)
+        self.session = ClientSession(self.config, info.client_id, values)
+
+    def first(self) -> bytes:
+        return wire.encode(self.session.start())
+
+    def reply(self, data: bytes) -> bytes:
+        return self.session.handle_bytes(data)
+
+    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+        total = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        agg = Aggregate(total=total, total_weight=int(meta["total_weight"]),
+                        survivors=tuple(meta["survivors"]), dropped=tuple(meta["dropped"]),
+                        config=self.config)
+        return agg.weighted_sum()
+
+
+class _Plain:
+    """No protection (benchmark baseline): upload ``SAGP | u32 weight | float32[]``."""
+
+    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
+        if update.shape != (int(info.config["vector_length"]),):
+            raise ValueError(f"update has shape {update.shape}; the round expects "
+                             f"({info.config['vector_length']},)")
+        self.body = struct.pack("<4sI", b"SAGP", weight) + update.astype("<f4").tobytes()
+
+    def first(self) -> bytes:
+        return self.body
+
+    def reply(self, data: bytes) -> bytes:
+        raise Dropped("a plain round has one stage; the server sent another message")
+
+    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+        return np.frombuffer(payload, dtype="<f4").astype(np.float64)
+
+
+#: Protection modes this runtime speaks; CKKS registers its participant here when it lands.
+CLIENT_MODES: dict[str, Callable[[RoundInfo, npt.NDArray[np.float32], int], Any]] = {
+    "masking": _Masking, "plain": _Plain,
+}
+
+
+class RuntimeClient:
+    """One enterprise's connection to a server (one bearer token)."""
+
+    def __init__(self, server: str, token: str, *, verify: bool | str = True,
+                 poll_wait: float = 20.0, retry_for: float = 60.0) -> None:
+        self.poll_wait = poll_wait
+        self.retry_for = retry_for
+        self._http = httpx.Client(base_url=server.rstrip("/"), verify=verify,
+                                  headers={"Authorization": f"Bearer {token}"},
+                                  timeout=httpx.Timeout(30.0, read=poll_wait + 30.0))
+
+    def __enter__(self) -> RuntimeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- HTTP with retries ----------------------------------------------------------------------
+
+    def _call(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """Send, retrying connection errors and 5xx with backoff; 4xx raise ServerRefused."""
+        delay, give_up = 0.05, time.monotonic() + self.retry_for
+        while True:
+            try:
+                resp = self._http.request(method, url, **kw)
+                if resp.status_code < 500:
+                    break
+                why = f"HTTP {resp.status_code}"
+            except httpx.TransportError as exc:
+                why = type(exc).__name__
+            if time.monotonic() + delay > give_up:
+                raise ConnectionError(f"{method} {url} failed for {self.retry_for:.0f} s "
+                                      f"(last: {why})")
+            log.info("%s %s: %s; retrying in %.2f s", method, url, why, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()
+                code, detail = str(err.get("error")), str(err.get("detail"))
+            except ValueError:
+                code, detail = "http_error", resp.text[:200]
+            raise ServerRefused(resp.status_code, code, detail)
+        return resp
+
+    # ---- API ------------------------------------------------------------------------------------
+
+    def whoami(self) -> dict[str, Any]:
+        me: dict[str, Any] = self._call("GET", "/v1/me").json()
+        return me
+
+    def wait_for_round(self, after_index: int = -1, timeout: float | None = None) -> RoundInfo:
+        """Block until the federation opens a round with index > ``after_index``."""
+        end = None if timeout is None else time.monotonic() + timeout
+        while end is None or time.monotonic() < end:
+            resp = self._call("GET", "/v1/rounds/next",
+                              params={"after": after_index, "wait": self.poll_wait})
+            if resp.status_code == 200:
+                d = resp.json()
+                return RoundInfo(d["round_id"], d["index"], d["mode"], d["config"], d["client_id"])
+        raise TimeoutError(f"no round opened within {timeout} s")
+
+    def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1) -> RoundResult:
+        """Run ``info``'s protocol with ``update``; returns the released aggregate.
+
+        Raises :class:`Dropped` if this client is left out (it may join the next round).
+        """
+        factory = CLIENT_MODES.get(info.mode)
+        if factory is None:
+            raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
+                          f"{sorted(CLIENT_MODES)})")
+        party = factory(info, np.asarray(update, dtype=np.float32), weight)
+        rid = info.round_id
+        self._post(rid, party.first())
+        seen = 0
+        while True:
+            try:
+                resp = self._call("GET", f"/v1/rounds/{rid}/inbox",
+                                  params={"after": seen, "wait": self.poll_wait})
+            except ServerRefused as exc:
+                if exc.status in (409, 410):
+                    raise Dropped(exc.detail) from None
+                raise
+            state = resp.headers.get("X-Secagg-State", "waiting")
+            if state == "message":
+                seen = int(resp.headers["X-Secagg-Stage-No"])
+                self._post(rid, party.reply(resp.content))
+            elif state == "done":
+                break
+        resp = self._call("GET", f"/v1/rounds/{rid}/result")
+        meta = json.loads(resp.headers["X-Secagg-Result"])
+        weighted = party.decode(meta, resp.content)
+        return RoundResult(rid, info.index, info.mode, weighted, int(meta["total_weight"]),
+                           tuple(meta["survivors"]), tuple(meta["dropped"]), time.time())
+
+    def _post(self, round_id: int, body: bytes) -> None:
+        try:
+            self._call("POST", f"/v1/rounds/{round_id}/messages", content=body, headers=OCTET)
+        except ServerRefused as exc:
+            if exc.code == "replayed":  # our earlier attempt landed; its ack was lost
+                return
+            if exc.status in (409, 410):
+                raise Dropped(exc.detail) from None
+            raise
+
+    def run_round(self, update: npt.ArrayLike, weight: int = 1, *, after_index: int = -1,
+                  timeout: float | None = None) -> RoundResult:
+        """Wait for the next round and take part in it."""
+        return self.take_part(self.wait_for_round(after_index, timeout), update, weight)

@@ -1,0 +1,97 @@
+"""Real server processes on loopback for the service tests (temp data dir, always cleaned up)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from clients.runtime import RoundResult, RuntimeClient
+from secagg.bench.e2e import ServerProcess, create_federation
+
+N = 5
+
+
+@dataclass
+class Federation:
+    server: ServerProcess
+    operator: str
+    tokens: list[str]
+
+    def op(self) -> httpx.Client:
+        return httpx.Client(base_url=self.server.url, timeout=30.0,
+                            headers={"Authorization": f"Bearer {self.operator}"})
+
+    def as_client(self, i: int) -> httpx.Client:
+        return httpx.Client(base_url=self.server.url, timeout=30.0,
+                            headers={"Authorization": f"Bearer {self.tokens[i]}"})
+
+    def open_round(self, length: int, timeout: float = 20.0, mode: str = "masking") -> dict[str, Any]:
+        with self.op() as op:
+            resp = op.post("/v1/rounds", json={"mode": mode, "stage_timeout_s": timeout,
+                                               "options": {"vector_length": length}})
+            assert resp.status_code == 201, resp.text
+            info: dict[str, Any] = resp.json()
+            return info
+
+    def status(self, round_id: int) -> dict[str, Any]:
+        with self.op() as op:
+            out: dict[str, Any] = op.get(f"/v1/rounds/{round_id}").json()
+            return out
+
+
+def start_federation(tmp: Path, n: int = N) -> Federation:
+    data = tmp / "data"
+    toks = create_federation(data, "test", n)
+    server = ServerProcess(data, log_level="info").start()
+    return Federation(server, toks["operator_token"], toks["client_tokens"])
+
+
+@pytest.fixture
+def fed(tmp_path: Path) -> Iterator[Federation]:
+    f = start_federation(tmp_path)
+    try:
+        yield f
+    finally:
+        f.server.kill()
+
+
+def updates(n: int, length: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.uniform(-0.5, 0.5, length).astype(np.float32) for _ in range(n)]
+
+
+class HonestClients:
+    """Clients ``ids`` in threads, each running the real runtime for one round."""
+
+    def __init__(self, fed: Federation, ids: list[int], ups: list[np.ndarray]) -> None:
+        self.results: dict[int, RoundResult] = {}
+        self.errors: dict[int, BaseException] = {}
+        self.threads = [threading.Thread(target=self._run, args=(fed, i, ups[i]), daemon=True)
+                        for i in ids]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, fed: Federation, i: int, update: np.ndarray) -> None:
+        try:
+            with RuntimeClient(fed.server.url, fed.tokens[i], poll_wait=2.0, retry_for=60.0) as rt:
+                self.results[i] = rt.run_round(update, timeout=60)
+        except BaseException as exc:
+            self.errors[i] = exc
+
+    def join(self, timeout: float = 60.0) -> dict[int, RoundResult]:
+        for t in self.threads:
+            t.join(timeout)
+        assert not self.errors, self.errors
+        assert all(not t.is_alive() for t in self.threads), "a client did not finish"
+        return self.results
+
+
+def tolerance(n: int, clip: float = 1.0, bits: int = 16) -> float:
+    return n * 2 * clip / ((1 << bits) - 1) + 1e-6

@@ -1,0 +1,111 @@
+"""Abuse against a live round: every bad request gets a clear JSON 4xx, never a 5xx, the server
+stays up, and the honest clients' round still completes with the right aggregate."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from secagg.masking import wire
+from tests.server.conftest import Federation, HonestClients, N, tolerance, updates
+from tests.server.manual import OCTET, ManualClient
+
+
+def _err(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
+    assert resp.status_code == status, (resp.status_code, resp.text)
+    body: dict[str, str] = resp.json()
+    assert body["detail"], body
+    if code is not None:
+        assert body["error"] == code, body
+    return body
+
+
+def test_abuse_gets_clear_4xx_and_honest_clients_complete(fed: Federation) -> None:
+    length = 2000
+    ups = updates(N, length, seed=5)
+    clients = HonestClients(fed, list(range(1, N)), ups)
+    info = fed.open_round(length, timeout=20.0)
+    rid = info["round_id"]
+    me = ManualClient(fed, 0, info, ups[0])
+    url = f"/v1/rounds/{rid}/messages"
+    base = fed.server.url
+
+    # authentication and authorisation
+    _err(httpx.post(base + url, content=b"x", headers=OCTET), 401, "missing_token")
+    _err(httpx.post(base + url, content=b"x", headers={**OCTET, "Authorization": "Bearer nope"}),
+         401, "invalid_token")
+    _err(httpx.get(base + "/v1/me", headers={"Authorization": "Basic abc"}), 401)
+    with fed.op() as op:
+        _err(op.post(url, content=b"x", headers=OCTET), 403, "client_only")
+    with fed.as_client(0) as c:
+        _err(c.post("/v1/rounds", json={"options": {"vector_length": 3}}), 403, "operator_only")
+        # unknown round, malformed round id, unknown route
+        _err(c.post("/v1/rounds/999/messages", content=b"x", headers=OCTET), 404, "unknown_round")
+        _err(c.get("/v1/rounds/999/inbox"), 404, "unknown_round")
+        _err(c.get("/v1/rounds/999/result"), 404)
+        _err(c.get("/v1/rounds/abc"), 422)
+        _err(c.get("/nope"), 404)
+        _err(c.post(url, content=b"x", headers={"Content-Type": "application/json"}), 415)
+        # garbage, truncated, oversized
+        _err(c.post(url, content=b"\x00" * 100, headers=OCTET), 400, "invalid_message")
+        _err(c.post(url, content=b"", headers=OCTET), 400, "invalid_message")
+        advert = wire.encode(me.session.start())
+        _err(c.post(url, content=advert[:-7], headers=OCTET), 400, "invalid_message")
+        _err(c.post(url, content=advert + b"\x00", headers=OCTET), 400, "invalid_message")
+        _err(c.post(url, content=b"\x00" * 100_000, headers=OCTET), 413, "body_too_large")
+    # a client posting as another
+    with fed.as_client(1) as other:
+        _err(other.post(url, content=advert, headers=OCTET), 403, "wrong_sender")
+    # operator can open only known modes
+    with fed.op() as op:
+        body = _err(op.post("/v1/rounds", json={"mode": "ckks", "options": {}}), 400,
+                    "mode_unavailable")
+        assert "ckks" in body["detail"]
+        _err(op.post("/v1/rounds", content=b"{not json", headers={"Content-Type": "x"}), 400)
+        _err(op.post("/v1/rounds", json={"mode": "masking", "options": {"nope": 1}}), 400)
+        _err(op.post("/v1/rounds", json={"mode": "plain", "options": {"vector_length": 3}}), 400)
+    # now the real advert is accepted once; the replay is refused
+    me.send(advert)
+    with fed.as_client(0) as c:
+        _err(c.post(url, content=advert, headers=OCTET), 409, "replayed")
+    # random junk never yields a 5xx
+    rng = np.random.default_rng(0)
+    with fed.as_client(2) as c:
+        for _ in range(30):
+            junk = rng.bytes(int(rng.integers(0, 400)))
+            if rng.random() < 0.5 and len(junk) > 60:
+                junk = advert[:50] + junk  # a valid header, a garbage body
+            resp = c.post(url, content=junk, headers=OCTET)
+            assert 400 <= resp.status_code < 500, resp.text
+    assert httpx.get(base + "/healthz").status_code == 200
+    for _ in range(3):
+        me.step()
+    results = clients.join()
+    want = np.sum(np.stack(ups).astype(np.float64), axis=0)
+    for res in results.values():
+        assert res.survivors == tuple(range(N))
+        assert np.max(np.abs(res.weighted_sum - want)) <= tolerance(N)
+    # a message after the end is refused too
+    with fed.as_client(0) as c:
+        _err(c.post(url, content=advert, headers=OCTET), 409)
+
+
+@pytest.mark.parametrize("path", ["/v1/me", "/v1/rounds/next?wait=0", "/v1/rounds/1"])
+def test_tokens_from_another_federation_do_not_cross(fed: Federation, tmp_path, path: str) -> None:  # type: ignore[no-untyped-def]
+    from secagg.bench.e2e import create_federation
+
+    other = create_federation(fed.server.data_dir, "other", 3)  # while the server runs
+    info = fed.open_round(10)
+    time.sleep(0.05)
+    h = {"Authorization": f"Bearer {other['client_tokens'][0]}"}
+    resp = httpx.get(fed.server.url + path.replace("/1", f"/{info['round_id']}"), headers=h,
+                     timeout=10)
+    if path == "/v1/me":
+        assert resp.json()["federation"] == "other"
+    elif path.startswith("/v1/rounds/next"):
+        assert resp.status_code == 204  # the other federation's round is not offered
+    else:
+        _err(resp, 404, "unknown_round")
