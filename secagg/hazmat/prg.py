@@ -11,6 +11,8 @@ reading of the keystream; masks mod 2^b for b <= 32 are their low b bits, which 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -47,6 +49,34 @@ class MaskExpander:
             count = stop - start
             enc.update_into(zeros[: count * 4], self._buf)
             op(acc[start:stop], self._words[:count], out=acc[start:stop])
+
+
+    def apply_many(self, acc: npt.NDArray[np.uint32],
+                   masks: Sequence[tuple[SecretBytes, bool]]) -> None:
+        """Apply every ``(key, subtract)`` mask, chunk by chunk.
+
+        Same result as calling :meth:`apply` for each, but each accumulator chunk stays in cache
+        while all keystreams are added to it, instead of streaming the whole vector from memory
+        once per mask.
+        """
+        if acc.dtype != np.uint32 or acc.ndim != 1 or not acc.flags.c_contiguous:
+            raise InvalidParameter("mask accumulator must be a contiguous 1-D uint32 array")
+        streams = []
+        for key, subtract in masks:
+            if len(key) != 32:
+                raise InvalidParameter(f"mask key must be 32 bytes, found {len(key)}")
+            enc = Cipher(algorithms.AES(key.expose_secret_bytes()), modes.CTR(_ZERO_IV)).encryptor()
+            streams.append((enc, np.subtract if subtract else np.add))
+        zeros = memoryview(self._zeros)
+        n = acc.shape[0]
+        for start in range(0, n, _CHUNK_WORDS):
+            stop = min(start + _CHUNK_WORDS, n)
+            count = stop - start
+            chunk = acc[start:stop]
+            words = self._words[:count]
+            for enc, op in streams:
+                enc.update_into(zeros[: count * 4], self._buf)
+                op(chunk, words, out=chunk)
 
 
 def expand_mask(key: SecretBytes, length: int) -> npt.NDArray[np.uint32]:

@@ -217,13 +217,13 @@ class ClientSession:
             self._held[v] = (SecretBytes(plain[: shamir.SHARE_BYTES], label="shamir-share"),
                              SecretBytes(plain[shamir.SHARE_BYTES :], label="shamir-share"))
         self._shared = shared
-        acc = self._values.copy()
-        expander = MaskExpander()
-        expander.apply(acc, keys.self_mask_key(self._seed, me, self._digest, cfg.round))
+        masks = [(keys.self_mask_key(self._seed, me, self._digest, cfg.round), False)]
         for v in sorted(expected):
             k = keys.pairwise_mask_key(self._mask, self._adverts[v].mask_public, me, v,
                                        self._digest, cfg.round)
-            expander.apply(acc, k, subtract=me > v)
+            masks.append((k, me > v))
+        acc = self._values.copy()
+        MaskExpander().apply_many(acc, masks)
         self._stage = Stage.MASKED_INPUT
         return m.MaskedInput(digest=self._digest, round=cfg.round, party=me,
                              payload=pack_bits(acc, cfg.mod_bits))

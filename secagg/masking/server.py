@@ -294,7 +294,7 @@ class ServerSession:
         packed = self._packed
         assert packed is not None
         acc = packed.accumulator  # already the sum of the survivors' masked vectors
-        expander = MaskExpander()
+        masks: list[tuple[SecretBytes, bool]] = []
         for owner in sorted(self._u2):
             field = "seed_shares" if owner in self._u3 else "mask_key_shares"
             shares = {v + 1: _share(getattr(replies[v], field)[owner])
@@ -307,8 +307,7 @@ class ServerSession:
                     raise ProtocolAbort(Stage.UNMASK.value, f"the reconstructed self-mask seed of "
                                         f"client {owner} does not match its commitment (a "
                                         "holder sent a corrupted share)")
-                expander.apply(acc, keys.self_mask_key(secret, owner, self._digest, cfg.round),
-                               subtract=True)
+                masks.append((keys.self_mask_key(secret, owner, self._digest, cfg.round), True))
                 continue
             dropped = X25519KeyPair.from_private_bytes(secret)
             if dropped.public_bytes != adverts[owner].mask_public:
@@ -318,7 +317,8 @@ class ServerSession:
             for v in sorted(self._graph[owner] & self._u3):
                 k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v,
                                            self._digest, cfg.round)
-                expander.apply(acc, k, subtract=v < owner)  # undo v's +/- mask with the dropout
+                masks.append((k, v < owner))  # undo v's +/- mask with the dropout
+        MaskExpander().apply_many(acc, masks)
         acc = packed.result()
         total_weight = int(acc[-1])
         if not len(self._u3) <= total_weight <= len(self._u3) * cfg.max_weight:
