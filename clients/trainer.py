@@ -1,0 +1,210 @@
+"""DP-SGD fine-tuning of the enterprise model with Opacus (hooks mode, flat clipping, Poisson).
+
+Two noise modes, named for what they are:
+
+* :attr:`NoiseMode.SECURE` (default, production): noise and batch sampling from an AES-CTR keystream
+  (:mod:`clients.secure_noise`); cannot be seeded, by design.
+* :attr:`NoiseMode.INSECURE_FAST`: Opacus's stock path with torch's seedable PRNG. For experiments
+  and reproducible tests only: an attacker who learns the PRNG state can subtract the noise.
+
+:func:`train_private` takes either a target epsilon (Opacus ``make_private_with_epsilon``) or a noise
+multiplier (``make_private``) and reports what a privacy ledger needs.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm.auto import tqdm
+
+from secagg.dp import Accountant, GaussianSteps, epsilon
+from secagg.errors import InvalidParameter
+
+__all__ = ["DPConfig", "NoiseMode", "TrainReport", "evaluate", "train_nonprivate", "train_private"]
+
+
+class NoiseMode(enum.Enum):
+    SECURE = "secure"
+    INSECURE_FAST = "insecure_fast"
+
+
+@dataclass(frozen=True, slots=True)
+class DPConfig:
+    """One round of local DP training. Exactly one of ``target_epsilon`` / ``noise_multiplier``.
+
+    ``target_epsilon`` is this round's own (epsilon, ``delta``) under ``accountant``; the ledger
+    composes rounds. ``batch_size`` is the expected Poisson batch: sample rate q = 1/ceil(N/batch).
+    """
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-3
+    max_grad_norm: float = 1.0
+    delta: float = 1e-5
+    target_epsilon: float | None = None
+    noise_multiplier: float | None = None
+    accountant: Accountant = Accountant.RDP
+    noise_mode: NoiseMode = NoiseMode.SECURE
+    max_length: int = 32
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.target_epsilon is None) == (self.noise_multiplier is None):
+            raise InvalidParameter(
+                "DPConfig needs exactly one of target_epsilon and noise_multiplier, found "
+                f"target_epsilon={self.target_epsilon}, noise_multiplier={self.noise_multiplier}"
+            )
+        for name in ("epochs", "batch_size", "max_length"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise InvalidParameter(f"{name} must be an integer >= 1, found {value!r}")
+        for name in ("learning_rate", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidParameter(f"{name} must be a finite number > 0, found {value}")
+        if self.noise_mode is NoiseMode.SECURE and self.seed is not None:
+            raise InvalidParameter(
+                "seed must be None in NoiseMode.SECURE (secure noise cannot be seeded); use "
+                "NoiseMode.INSECURE_FAST for reproducible experiments"
+            )
+
+    def sample_rate(self, num_records: int) -> float:
+        return 1.0 / math.ceil(num_records / self.batch_size)
+
+    def steps(self, num_records: int) -> int:
+        return self.epochs * math.ceil(num_records / self.batch_size)
+
+
+@dataclass(frozen=True, slots=True)
+class TrainReport:
+    """What one private training run spent and how it went."""
+
+    sample_rate: float
+    noise_multiplier: float
+    steps: int
+    delta: float
+    epsilon_rdp: float
+    epsilon_prv: float
+    mean_loss: float
+
+    @property
+    def gaussian_steps(self) -> GaussianSteps:
+        return GaussianSteps(self.sample_rate, self.noise_multiplier, self.steps)
+
+
+def _trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _step(model: nn.Module, batch: list[torch.Tensor], optimizer: torch.optim.Optimizer,
+          loss_fn: nn.Module) -> float:
+    ids, mask, sensors, labels = batch
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(ids, mask, sensors), labels)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def train_private(
+    model: nn.Module, dataset: TensorDataset, config: DPConfig, *, progress: bool = True
+) -> TrainReport:
+    """Fine-tune ``model``'s trainable parameters in place with DP-SGD; Opacus hooks removed after."""
+    from opacus import PrivacyEngine
+
+    from clients.secure_noise import SecurePrivacyEngine
+
+    loader = DataLoader(dataset, batch_size=config.batch_size)
+    generator = None
+    if config.noise_mode is NoiseMode.SECURE:
+        engine: PrivacyEngine = SecurePrivacyEngine(accountant=config.accountant.value)
+    else:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Secure RNG turned off")
+            engine = PrivacyEngine(accountant=config.accountant.value, secure_mode=False)
+        generator = torch.Generator()
+        generator.manual_seed(config.seed if config.seed is not None else 0)
+        torch.manual_seed(config.seed if config.seed is not None else 0)
+        loader = DataLoader(dataset, batch_size=config.batch_size, generator=generator)
+    model.train()
+    optimizer = torch.optim.AdamW(_trainable(model), lr=config.learning_rate, weight_decay=0.0)
+    common = dict(module=model, optimizer=optimizer, data_loader=loader,
+                  max_grad_norm=config.max_grad_norm, poisson_sampling=True,
+                  noise_generator=generator, wrap_model=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*non-wrapping mode.*")
+        if config.target_epsilon is not None:
+            hooks, dp_opt, dp_loader = engine.make_private_with_epsilon(
+                target_epsilon=config.target_epsilon, target_delta=config.delta,
+                epochs=config.epochs, **common)
+        else:
+            hooks, dp_opt, dp_loader = engine.make_private(
+                noise_multiplier=config.noise_multiplier, **common)
+    loss_fn = nn.CrossEntropyLoss()
+    losses: list[float] = []
+    steps = config.epochs * len(dp_loader)
+    try:
+        with tqdm(total=steps, desc=f"DP-SGD ({config.noise_mode.value})", disable=not progress,
+                  leave=False) as bar, warnings.catch_warnings():
+            # benign: the frozen embeddings feed the first hooked layer with no grad-requiring input
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(config.epochs):
+                for batch in dp_loader:
+                    losses.append(_step(model, batch, dp_opt, loss_fn))
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    finally:
+        hooks.cleanup()
+        for p in _trainable(model):
+            for attr in ("grad_sample", "summed_grad", "_processed"):
+                if hasattr(p, attr):
+                    delattr(p, attr)
+            p.grad = None
+    q = 1.0 / len(dp_loader)
+    sigma = float(dp_opt.noise_multiplier)
+    return TrainReport(
+        sample_rate=q, noise_multiplier=sigma, steps=steps, delta=config.delta,
+        epsilon_rdp=epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps,
+                            delta=config.delta, accountant=Accountant.RDP),
+        epsilon_prv=epsilon(sample_rate=q, noise_multiplier=sigma, steps=steps,
+                            delta=config.delta, accountant=Accountant.PRV),
+        mean_loss=sum(losses) / max(len(losses), 1),
+    )
+
+
+def train_nonprivate(
+    model: nn.Module, dataset: TensorDataset, *, epochs: int, batch_size: int,
+    learning_rate: float, seed: int = 0, progress: bool = True,
+) -> float:
+    """The non-private baseline (same model, optimiser, shuffled batches); returns mean loss."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    model.train()
+    optimizer = torch.optim.AdamW(_trainable(model), lr=learning_rate, weight_decay=0.0)
+    loss_fn = nn.CrossEntropyLoss()
+    losses = []
+    with tqdm(total=epochs * len(loader), desc="non-private", disable=not progress,
+              leave=False) as bar:
+        for _ in range(epochs):
+            for batch in loader:
+                losses.append(_step(model, batch, optimizer, loss_fn))
+                bar.update(1)
+    return sum(losses) / max(len(losses), 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 128) -> float:
+    """Accuracy of ``model`` on ``dataset``."""
+    model.eval()
+    correct = 0
+    for ids, mask, sensors, labels in DataLoader(dataset, batch_size=batch_size):
+        correct += int((model(ids, mask, sensors).argmax(dim=-1) == labels).sum())
+    model.train()
+    return correct / max(len(dataset), 1)

@@ -1,0 +1,20 @@
+"""Shared fixtures: the tiny test-only BERT (built in code) and small enterprise slices."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.data import Record, load_enterprise, split_records
+
+
+@pytest.fixture(scope="session")
+def tokenizer():  # type: ignore[no-untyped-def]
+    from clients.model import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def small_records() -> list[Record]:
+    train, _ = split_records(load_enterprise("energy_utility"), seed=0)
+    return train[:96]
