@@ -52,11 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from secagg.bench.masking import measure_keystream, run_masking_bench
+    from secagg.cli._checks import check_range
     from secagg.cli._output import print_table, write_json
-    from secagg.errors import InvalidParameter
 
-    if args.clients < 3 or args.params < 1 or not 0 <= args.dropout < 0.5:
-        raise InvalidParameter("need --clients >= 3, --params >= 1 and --dropout in [0, 0.5)")
+    check_range("--clients", args.clients, low=3)
+    check_range("--params", args.params, low=1)
+    check_range("--dropout", args.dropout, low=0, high=0.5, high_inclusive=False)
+    check_range("--value-bits", args.value_bits, low=1, high=30)
+    check_range("--repeats", args.repeats, low=1)
     clip = 8.0
     ours = run_masking_bench(clients=args.clients, params=args.params, dropout=args.dropout,
                              full_graph=args.graph == "full", value_bits=args.value_bits,

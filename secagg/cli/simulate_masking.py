@@ -58,14 +58,18 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from secagg.cli._checks import check_range
     from secagg.cli._output import print_table, write_json
     from secagg.errors import InvalidParameter
     from secagg.masking import MaskingConfig, plan_dropouts, simulate_round
 
     if args.stage == "consistency" and not args.active:
         raise InvalidParameter("--stage consistency exists only in active mode; add --active")
-    if not 0 <= args.dropout < 1:
-        raise InvalidParameter(f"--dropout must be in [0, 1), found {args.dropout}")
+    check_range("--clients", args.clients, low=2)
+    check_range("--params", args.params, low=1)
+    check_range("--dropout", args.dropout, low=0, high=1, high_inclusive=False)
+    check_range("--value-bits", args.value_bits, low=1, high=30)
+    check_range("--clip", args.clip, low=1e-12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         config = MaskingConfig.create(

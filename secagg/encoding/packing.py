@@ -51,28 +51,11 @@ def pack_bits(values: npt.NDArray[np.uint32], bits: int) -> bytes:
 
 
 def unpack_bits(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint32]:
-    """Inverse of :func:`pack_bits`; raises if ``data`` has the wrong length."""
-    if not 1 <= bits <= 32:
-        raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
-    if count < 0:
-        raise InvalidParameter(f"count must be >= 0, found {count}")
-    expected = packed_size(count, bits)
-    if len(data) != expected:
-        raise InvalidParameter(
-            f"packed vector is {len(data)} bytes; {count} values at {bits} bits need {expected}"
-        )
-    g = _groups(count)
-    words = np.frombuffer(data, dtype="<u8").reshape(bits, g)
-    mask = np.uint64((1 << bits) - 1)
-    rows = np.empty((64, g), dtype=np.uint64)
-    for i in range(64):
-        pos = i * bits
-        w, s = divmod(pos, 64)
-        v = words[w] >> np.uint64(s)
-        if s + bits > 64:
-            v = v | (words[w + 1] << np.uint64(64 - s))
-        rows[i] = v & mask
-    return rows.reshape(-1)[:count].astype(np.uint32)
+    """Inverse of :func:`pack_bits` (a :class:`PackedSum` of one vector); raises if ``data`` has
+    the wrong length."""
+    one = PackedSum(count, bits)
+    one.add(data)
+    return one.result()
 
 
 class PackedSum:

@@ -36,20 +36,7 @@ class MaskExpander:
 
     def apply(self, acc: npt.NDArray[np.uint32], key: SecretBytes, *, subtract: bool = False) -> None:
         """``acc += mask(key)`` (or ``-=``) modulo 2^32, in place."""
-        if acc.dtype != np.uint32 or acc.ndim != 1 or not acc.flags.c_contiguous:
-            raise InvalidParameter("mask accumulator must be a contiguous 1-D uint32 array")
-        if len(key) != 32:
-            raise InvalidParameter(f"mask key must be 32 bytes, found {len(key)}")
-        enc = Cipher(algorithms.AES(key.expose_secret_bytes()), modes.CTR(_ZERO_IV)).encryptor()
-        op = np.subtract if subtract else np.add
-        zeros = memoryview(self._zeros)
-        n = acc.shape[0]
-        for start in range(0, n, _CHUNK_WORDS):
-            stop = min(start + _CHUNK_WORDS, n)
-            count = stop - start
-            enc.update_into(zeros[: count * 4], self._buf)
-            op(acc[start:stop], self._words[:count], out=acc[start:stop])
-
+        self.apply_many(acc, [(key, subtract)])
 
     def apply_many(self, acc: npt.NDArray[np.uint32],
                    masks: Sequence[tuple[SecretBytes, bool]]) -> None:

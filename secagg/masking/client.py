@@ -19,6 +19,7 @@ Stages (Bonawitz et al. 2017, section 4; neighbour graph of Bell et al. 2020):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Mapping
@@ -113,8 +114,8 @@ class ClientSession:
         )
         if self.config.active:
             assert self._signing_key is not None  # checked in __init__
-            sig = self._signing_key.sign(keys.advert_bytes(wire.encode(advert)))
-            advert = m.AdvertiseKeys(**{**_fields(advert), "signature": sig})
+            advert = dataclasses.replace(advert, signature=self._signing_key.sign(
+                keys.advert_bytes(advert)))
         self._my_advert = wire.encode(advert)
         self._tick("advertise", t0)
         return advert
@@ -290,10 +291,9 @@ class ClientSession:
         if self.config.active:
             if party not in self._signing_keys:
                 self._abort(f"client {party} has no registered signing key")
-            unsigned = wire.encode(m.AdvertiseKeys(**{**_fields(adv), "signature": b""}))
             try:
                 verify_signature(self._signing_keys[party], adv.signature,
-                                 keys.advert_bytes(unsigned), what=f"advertisement of {party}")
+                                 keys.advert_bytes(adv), what=f"advertisement of {party}")
             except AuthenticationFailed:
                 self._abort(f"advertisement of client {party} has an invalid signature")
         return adv
@@ -327,6 +327,3 @@ class ClientSession:
 _ORDER = [Stage.ADVERTISE, Stage.SHARE, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK,
           Stage.DONE]
 
-
-def _fields(msg: Any) -> dict[str, Any]:
-    return {name: getattr(msg, name) for name in msg.__dataclass_fields__}

@@ -11,11 +11,15 @@ import enum
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from secagg.encoding.quantize import FixedPoint, check_headroom
 from secagg.errors import InvalidParameter
 from secagg.masking.params import choose_parameters
+
+_T = TypeVar("_T")
 
 __all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "MaskingConfig", "Stage"]
 
@@ -156,33 +160,44 @@ class MaskingConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> MaskingConfig:
-        """Inverse of :meth:`to_dict`; every field is required and type-checked."""
+        """Inverse of :meth:`to_dict`; every field is required and type-checked by name."""
+        protocol = _field(data, "protocol", str)
+        if protocol != PROTOCOL_NAME:
+            raise InvalidParameter(f"config is for protocol {protocol!r}, expected {PROTOCOL_NAME!r}")
+        session = _field(data, "session", str)
         try:
-            if data["protocol"] != PROTOCOL_NAME:
-                raise InvalidParameter(f"config is for protocol {data['protocol']!r}, "
-                                       f"expected {PROTOCOL_NAME!r}")
-            return cls(
-                num_clients=int(data["num_clients"]),  # type: ignore[call-overload]
-                vector_length=int(data["vector_length"]),  # type: ignore[call-overload]
-                neighbours=int(data["neighbours"]),  # type: ignore[call-overload]
-                threshold=int(data["threshold"]),  # type: ignore[call-overload]
-                fixed_point=FixedPoint(clip=float(data["clip"]),  # type: ignore[arg-type]
-                                       value_bits=int(data["value_bits"])),  # type: ignore[call-overload]
-                mod_bits=int(data["mod_bits"]),  # type: ignore[call-overload]
-                max_weight=int(data["max_weight"]),  # type: ignore[call-overload]
-                noise_headroom=int(data["noise_headroom"]),  # type: ignore[call-overload]
-                active=bool(data["active"]),
-                round=int(data["round"]),  # type: ignore[call-overload]
-                session=bytes.fromhex(str(data["session"])),
-                version=int(data["version"]),  # type: ignore[call-overload]
-            )
-        except KeyError as exc:
-            raise InvalidParameter(f"config is missing field {exc}") from None
-        except (TypeError, ValueError) as exc:
-            if isinstance(exc, InvalidParameter):
-                raise
-            raise InvalidParameter(f"config has a malformed field: {exc}") from None
+            session_bytes = bytes.fromhex(session)
+        except ValueError:
+            raise InvalidParameter("config field 'session' must be hex, e.g. 32 hex digits") from None
+        return cls(
+            num_clients=_field(data, "num_clients", int),
+            vector_length=_field(data, "vector_length", int),
+            neighbours=_field(data, "neighbours", int),
+            threshold=_field(data, "threshold", int),
+            fixed_point=FixedPoint(clip=_field(data, "clip", float),
+                                   value_bits=_field(data, "value_bits", int)),
+            mod_bits=_field(data, "mod_bits", int),
+            max_weight=_field(data, "max_weight", int),
+            noise_headroom=_field(data, "noise_headroom", int),
+            active=_field(data, "active", bool),
+            round=_field(data, "round", int),
+            session=session_bytes,
+            version=_field(data, "version", int),
+        )
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON encoding: the identity of this round's parameters."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).digest()
+
+
+def _field(data: Mapping[str, object], name: str, kind: type[_T]) -> _T:
+    """``data[name]`` if it has JSON type ``kind`` (an int is accepted for a float)."""
+    if name not in data:
+        raise InvalidParameter(f"config is missing field '{name}'")
+    value = data[name]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidParameter(f"config field '{name}' must be {kind.__name__}, "
+                               f"found {type(value).__name__}")
+    return value

@@ -6,6 +6,7 @@ digest as session, round, purpose, ordered pair) is written once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Iterable
@@ -13,7 +14,9 @@ from collections.abc import Iterable
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.kdf import KeyContext, Purpose, derive_key
+from secagg.masking import wire
 from secagg.masking.config import PROTOCOL_NAME, PROTOCOL_VERSION
+from secagg.masking.messages import AdvertiseKeys
 
 __all__ = [
     "advert_bytes",
@@ -66,6 +69,7 @@ def consistency_bytes(digest: bytes, round_: int, survivors: Iterable[int]) -> b
     return (b"secagg-consistency" + digest + struct.pack(f">QI{len(ids)}I", round_, len(ids), *ids))
 
 
-def advert_bytes(encoded_advert_without_signature: bytes) -> bytes:
-    """What a client signs when it advertises its keys (active mode)."""
-    return b"secagg-advertise" + encoded_advert_without_signature
+def advert_bytes(advert: AdvertiseKeys) -> bytes:
+    """What a client signs when it advertises its keys (active mode): the advert minus its
+    signature, under a domain label."""
+    return b"secagg-advertise" + wire.encode(dataclasses.replace(advert, signature=b""))

@@ -113,10 +113,11 @@ class ServerSession:
 
     def receive(self, message: m.ClientMessage | bytes) -> None:
         """Accept one client message for the current stage, or raise :class:`RejectedMessage`."""
+        limit = self.max_message_bytes()
         if isinstance(message, bytes | bytearray | memoryview):
             raw = bytes(message)
             try:
-                msg = wire.decode(raw, max_bytes=self.max_message_bytes())
+                msg = wire.decode(raw, max_bytes=limit)
             except InvalidParameter as exc:
                 raise RejectedMessage(None, str(exc)) from None
         else:
@@ -144,9 +145,9 @@ class ServerSession:
             why = "is not a participant" if sender not in self.participants else \
                 "dropped at an earlier stage"
             raise RejectedMessage(sender, f"client {sender} {why}; not expected at '{stage.value}'")
-        if len(raw) > self.max_message_bytes():
+        if len(raw) > limit:
             raise RejectedMessage(sender, f"message is {len(raw)} bytes; the limit at "
-                                  f"'{stage.value}' is {self.max_message_bytes()}")
+                                  f"'{stage.value}' is {limit}")
         t0 = time.perf_counter()
         getattr(self, f"_check_{stage.name.lower()}")(msg)
         self._fingerprints[stage][sender] = fingerprint
@@ -173,7 +174,7 @@ class ServerSession:
         t0 = time.perf_counter()
         try:
             out: dict[int, m.ServerMessage] = getattr(self, f"_close_{stage.name.lower()}")(answered)
-        except NotEnoughParticipants:
+        except ProtocolAbort:  # includes NotEnoughParticipants
             self._stage = Stage.DONE
             raise
         self._tick(stage.value, t0)
@@ -199,13 +200,9 @@ class ServerSession:
         if len(msg.seed_commitment) != 32:
             raise RejectedMessage(msg.party, "seed_commitment must be 32 bytes")
         if self.config.active:
-            unsigned = wire.encode(m.AdvertiseKeys(
-                digest=msg.digest, round=msg.round, party=msg.party,
-                cipher_public=msg.cipher_public, mask_public=msg.mask_public,
-                seed_commitment=msg.seed_commitment))
             try:
                 verify_signature(self._signing_keys[msg.party], msg.signature,
-                                 keys.advert_bytes(unsigned), what="key advertisement")
+                                 keys.advert_bytes(msg), what="key advertisement")
             except AuthenticationFailed:
                 raise RejectedMessage(msg.party, "key advertisement signature is invalid") from None
         elif msg.signature:
@@ -292,8 +289,7 @@ class ServerSession:
         replies: dict[int, m.UnmaskShares] = self._received[Stage.UNMASK]
         adverts: dict[int, m.AdvertiseKeys] = self._received[Stage.ADVERTISE]
         packed = self._packed
-        assert packed is not None
-        acc = packed.accumulator  # already the sum of the survivors' masked vectors
+        assert packed is not None  # it already holds the sum of the survivors' masked vectors
         masks: list[tuple[SecretBytes, bool]] = []
         for owner in sorted(self._u2):
             field = "seed_shares" if owner in self._u3 else "mask_key_shares"
@@ -318,13 +314,13 @@ class ServerSession:
                 k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v,
                                            self._digest, cfg.round)
                 masks.append((k, v < owner))  # undo v's +/- mask with the dropout
-        MaskExpander().apply_many(acc, masks)
-        acc = packed.result()
-        total_weight = int(acc[-1])
+        MaskExpander().apply_many(packed.accumulator, masks)
+        total = packed.result()
+        total_weight = int(total[-1])
         if not len(self._u3) <= total_weight <= len(self._u3) * cfg.max_weight:
             raise ProtocolAbort(Stage.UNMASK.value, "the unmasked total weight is out of range: "
                                 "a client masked inconsistently")
-        self._result = Aggregate(total=acc[:-1].copy(), total_weight=total_weight,
+        self._result = Aggregate(total=total[:-1], total_weight=total_weight,
                                  survivors=tuple(sorted(self._u3)),
                                  dropped=tuple(sorted(self.participants - self._u3)), config=cfg)
         self._stage = Stage.DONE

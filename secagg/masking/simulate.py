@@ -48,7 +48,6 @@ class SimulationResult:
     server_seconds: dict[str, float] = field(default_factory=dict)
     upload_bytes: dict[int, int] = field(default_factory=dict)
     masked_input_bytes: int = 0
-    rejected: list[str] = field(default_factory=list)
 
     @property
     def exact(self) -> bool:
@@ -109,7 +108,6 @@ def simulate_round(
         client_seconds[i] += time.perf_counter() - t0
     gone = {i for i, s in drops.items() if s is Stage.ADVERTISE}
     masked_bytes = 0
-    rejected: list[str] = []
     error: str | None = None
     uploaded = set()
     while True:
@@ -150,5 +148,4 @@ def simulate_round(
         server_seconds=dict(server.compute_seconds),
         upload_bytes=upload,
         masked_input_bytes=masked_bytes,
-        rejected=rejected,
     )

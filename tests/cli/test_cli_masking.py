@@ -44,3 +44,12 @@ def test_bench_masking_without_anchor(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert code == 0 and report["correct"] is True
     assert report["mask_gbps"] > 0 and report["aes_ctr_gbps"] > 0
+
+
+def test_out_of_range_flags_are_named_by_their_flag() -> None:
+    for argv, flag in ((["--params", "0"], "--params"), (["--clients", "1"], "--clients"),
+                       (["--dropout", "1.0"], "--dropout")):
+        proc = subprocess.run([sys.executable, "-m", "secagg.cli", "simulate", "masking", *argv],
+                              capture_output=True, text=True)
+        assert proc.returncode == 2
+        assert f"{flag} must be" in proc.stderr and "found" in proc.stderr
