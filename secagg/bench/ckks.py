@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from secagg.encoding.clipping import clip_linf
 from secagg.errors import InvalidParameter
 
 __all__ = ["TARGETS", "run_bench"]
@@ -56,7 +57,7 @@ def _data(
 ) -> tuple[dict[int, npt.NDArray[np.float32]], dict[int, float]]:
     rng = np.random.default_rng(seed)  # benchmark data, not secret
     updates = {
-        i: np.clip(rng.normal(0.0, 0.02, params), -1, 1).astype(np.float32) for i in range(1, clients + 1)
+        i: clip_linf(rng.normal(0.0, 0.02, params).astype(np.float32), 1.0) for i in range(1, clients + 1)
     }
     weights = {i: float(rng.integers(1, int(_WEIGHT_BOUND) + 1)) for i in updates}
     return updates, weights
@@ -162,6 +163,8 @@ def run_bench(
         raise InvalidParameter(f"--clients must be >= 2, found {clients}")
     if params < 1:
         raise InvalidParameter(f"--params must be >= 1, found {params}")
+    if seed < 0:
+        raise InvalidParameter(f"--seed must be >= 0, found {seed}")
     if compare not in ("nvflare", "none"):
         raise InvalidParameter(f"--compare must be 'nvflare' or 'none', found '{compare}'")
     updates, weights = _data(clients, params, seed)

@@ -8,13 +8,15 @@ Flower, or a plain loop in tests).
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
+from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
 from secagg.ckks.config import CKKSRoundConfig
-from secagg.ckks.keys import CKKSKey, check_advert, deal_key, open_key
+from secagg.ckks.keys import CKKSKey, check_roster, deal_key, open_key
 from secagg.ckks.layout import Layout
 from secagg.ckks.messages import Aggregate, KeyAdvert, KeyDelivery, KeyRequest, Upload
 from secagg.ckks.release import Release, make_release
@@ -80,13 +82,7 @@ class CKKSClient:
         unsigned = KeyAdvert(
             self._digest, self.client_id, self._box.public_bytes, self._signer.public_bytes, b""
         )
-        advert = KeyAdvert(
-            self._digest,
-            self.client_id,
-            self._box.public_bytes,
-            self._signer.public_bytes,
-            self._signer.sign(unsigned.signed_part()),
-        )
+        advert = replace(unsigned, signature=self._signer.sign(unsigned.signed_part()))
         self.stage = ClientStage.ADVERTISED
         return advert.to_bytes()
 
@@ -100,7 +96,7 @@ class CKKSClient:
         request = KeyRequest.from_bytes(key_request)
         if request.config_digest != self._digest:
             raise RejectedMessage(None, "key request is for another round config")
-        self._check_roster(request.adverts)
+        check_roster(self.config, self.client_id, self._box.public_bytes, request.adverts)
         self._key, distribution = deal_key(self.config, self._session, self._signer, request.adverts)
         self._adverts = request.adverts
         self.stage = ClientStage.KEYED
@@ -112,25 +108,11 @@ class CKKSClient:
         msg = KeyDelivery.from_bytes(delivery)
         if msg.config_digest != self._digest or msg.distribution.config_digest != self._digest:
             raise RejectedMessage(self.config.dealer, "key delivery is for another round config")
-        self._check_roster(msg.adverts)
         self._key = open_key(
             self.config, self._session, self.client_id, self._box, msg.adverts, msg.distribution
         )
         self._adverts = msg.adverts
         self.stage = ClientStage.KEYED
-
-    def _check_roster(self, adverts: tuple[KeyAdvert, ...]) -> None:
-        ids = [a.client_id for a in adverts]
-        if len(set(ids)) != len(ids) or len(ids) < self.config.min_clients:
-            raise RejectedMessage(
-                None,
-                f"roster has {len(ids)} entries ({len(set(ids))} distinct); need >= "
-                f"{self.config.min_clients} distinct clients",
-            )
-        for advert in adverts:
-            check_advert(self.config, advert)
-        if not any(a.client_id == self.client_id and a.box_public == self._box.public_bytes for a in adverts):
-            raise RejectedMessage(None, f"roster does not carry client {self.client_id}'s own key")
 
     def _keyed(self) -> CKKSKey:
         if self._key is None:
@@ -162,9 +144,9 @@ class CKKSClient:
             )
         chunks = tuple(key.seal.encrypt(c) for c in self._layout.pack(vec, weight))
         unsigned = Upload(self._digest, cfg.round, self.client_id, chunks, b"")
-        signature = self._signer.sign(unsigned.digest())
+        signed = replace(unsigned, signature=self._signer.sign(unsigned.digest()))
         self.stage = ClientStage.UPLOADED
-        return Upload(self._digest, cfg.round, self.client_id, chunks, signature).to_bytes()
+        return signed.to_bytes()
 
     # -- release -----------------------------------------------------------------------------
 
@@ -179,7 +161,7 @@ class CKKSClient:
         """
         key = self._keyed()
         msg = Aggregate.from_bytes(aggregate)
-        digest = msg.digest()
+        digest = hashlib.sha256(aggregate).digest()  # parsing is strict: these are the canonical bytes
         if self._released is not None:
             if self._released[0] == digest:
                 return self._released[1]

@@ -14,6 +14,7 @@ leaves is the greppable :meth:`CKKSKey.expose_secret_seed_for_export`.
 from __future__ import annotations
 
 import secrets
+from dataclasses import replace
 from typing import Any, NoReturn
 
 from secagg.ckks.config import PROTOCOL, VERSION, CKKSRoundConfig
@@ -26,7 +27,7 @@ from secagg.hazmat.seal_codec import KEY_SEED_BYTES, SealKeys, SealSession
 from secagg.hazmat.sealed_box import open_box, seal_to
 from secagg.hazmat.signing import SigningKey, verify_signature
 
-__all__ = ["CKKSKey", "check_advert", "deal_key", "open_key"]
+__all__ = ["CKKSKey", "check_advert", "check_roster", "deal_key", "open_key"]
 
 
 class CKKSKey:
@@ -91,10 +92,28 @@ def check_advert(config: CKKSRoundConfig, advert: KeyAdvert) -> None:
         raise RejectedMessage(sender, str(exc)) from None
 
 
+def check_roster(config: CKKSRoundConfig, me: int, box_public: bytes, adverts: tuple[KeyAdvert, ...]) -> None:
+    """Refuse a roster with repeats, fewer than ``min_clients`` entries, a bad advert, or one
+    that does not carry this client's own key (``me`` with ``box_public``)."""
+    ids = [a.client_id for a in adverts]
+    if len(set(ids)) != len(ids) or len(ids) < config.min_clients:
+        raise RejectedMessage(
+            None,
+            f"roster has {len(ids)} entries ({len(set(ids))} distinct); need >= "
+            f"{config.min_clients} distinct clients",
+        )
+    for advert in adverts:
+        check_advert(config, advert)
+    if not any(a.client_id == me and a.box_public == box_public for a in adverts):
+        raise RejectedMessage(None, f"roster does not carry client {me}'s own key")
+
+
 def deal_key(
     config: CKKSRoundConfig, session: SealSession, signer: SigningKey, adverts: tuple[KeyAdvert, ...]
 ) -> tuple[CKKSKey, KeyDistribution]:
-    """Dealer side: draw the seed, build the key, seal the seed to every other advertised client."""
+    """Dealer side: draw the seed, build the key, seal the seed to every other advertised client.
+
+    The caller has checked the roster (:func:`check_roster`)."""
     seed = SecretBytes(secrets.token_bytes(KEY_SEED_BYTES), label="ckks-key-seed")
     roster = roster_digest(adverts)
     boxes = tuple(
@@ -106,9 +125,7 @@ def deal_key(
         if a.client_id != config.dealer
     )
     unsigned = KeyDistribution(config.digest(), config.dealer, roster, boxes, b"")
-    signed = KeyDistribution(
-        config.digest(), config.dealer, roster, boxes, signer.sign(unsigned.signed_part())
-    )
+    signed = replace(unsigned, signature=signer.sign(unsigned.signed_part()))
     return CKKSKey(seed, session), signed
 
 
@@ -120,17 +137,13 @@ def open_key(
     adverts: tuple[KeyAdvert, ...],
     distribution: KeyDistribution,
 ) -> CKKSKey:
-    """Recipient side: check the dealer's signature and roster, then open this client's box."""
+    """Recipient side: check the roster, the dealer's signature over it, then open this client's box."""
+    check_roster(config, me, box_keys.public_bytes, adverts)
     dealer = next((a for a in adverts if a.client_id == config.dealer), None)
     if dealer is None or distribution.dealer != config.dealer:
         raise RejectedMessage(config.dealer, "key delivery does not come from the configured dealer")
-    for advert in adverts:
-        check_advert(config, advert)
     if distribution.roster != roster_digest(adverts):
         raise RejectedMessage(config.dealer, "key distribution was made for another roster")
-    mine = next((a for a in adverts if a.client_id == me), None)
-    if mine is None or mine.box_public != box_keys.public_bytes:
-        raise RejectedMessage(config.dealer, f"the roster does not carry client {me}'s own key")
     try:
         verify_signature(
             dealer.verify_key, distribution.signature, distribution.signed_part(), what="key distribution"

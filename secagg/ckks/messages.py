@@ -107,14 +107,16 @@ class KeyDistribution:
     boxes: tuple[tuple[int, bytes], ...]
     signature: bytes
 
+    def _boxes_field(self) -> bytes:
+        return join_fields([u32(r) + blob for r, blob in self.boxes])
+
     def signed_part(self) -> bytes:
-        body = join_fields([u32(r) + blob for r, blob in self.boxes])
         return (
             b"secagg-ckks/keys"
             + self.config_digest
             + u32(self.dealer)
             + self.roster
-            + hashlib.sha256(body).digest()
+            + hashlib.sha256(self._boxes_field()).digest()
         )
 
     def box_for(self, client_id: int) -> bytes:
@@ -124,9 +126,9 @@ class KeyDistribution:
         raise RejectedMessage(self.dealer, f"the key distribution has no box for client {client_id}")
 
     def to_bytes(self) -> bytes:
-        boxes = join_fields([u32(r) + blob for r, blob in self.boxes])
         return frame(
-            Kind.KEY_DISTRIBUTION, [self.config_digest, u32(self.dealer), self.roster, boxes, self.signature]
+            Kind.KEY_DISTRIBUTION,
+            [self.config_digest, u32(self.dealer), self.roster, self._boxes_field(), self.signature],
         )
 
     @classmethod
@@ -238,9 +240,6 @@ class Aggregate:
     @property
     def contributors(self) -> tuple[int, ...]:
         return tuple(r.client_id for r in self.receipts)
-
-    def digest(self) -> bytes:
-        return hashlib.sha256(self.to_bytes()).digest()
 
     def to_bytes(self) -> bytes:
         receipts = join_fields([u32(r.client_id) + r.upload_digest + r.signature for r in self.receipts])

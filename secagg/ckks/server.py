@@ -60,6 +60,7 @@ class CKKSServer:
         self._layout = Layout(config.update_size, self._session.slots)
         self._adverts: dict[int, KeyAdvert] = {}
         self._distribution: KeyDistribution | None = None
+        self._delivery = b""
         self._sums: list[Any] | None = None
         self._receipts: list[Receipt] = []
         self.rejections: dict[int, str] = {}
@@ -118,17 +119,17 @@ class CKKSServer:
         except AuthenticationFailed as exc:
             raise RejectedMessage(dealer, str(exc)) from None
         self._distribution = dist
+        # One message for everyone: all boxes travel, because the dealer's signature covers the
+        # full set, and each box opens only for its recipient.
+        self._delivery = KeyDelivery(self._digest, self._roster(), dist).to_bytes()
         self.stage = ServerStage.UPLOADS
 
     def key_delivery(self, client_id: int) -> bytes:
-        """What to relay to ``client_id``: the roster and the distribution with only its box."""
+        """What to relay to ``client_id``: the roster and the dealer's signed distribution."""
         if self._distribution is None:
             raise AlreadyUsed("server has no key distribution yet")
-        dist = self._distribution
-        dist.box_for(client_id)  # raises if the dealer sealed nothing to this client
-        # All boxes travel: the dealer's signature covers the full set, and each box opens
-        # only for its recipient.
-        return KeyDelivery(self._digest, self._roster(), dist).to_bytes()
+        self._distribution.box_for(client_id)  # raises if the dealer sealed nothing to this client
+        return self._delivery
 
     # -- aggregation -------------------------------------------------------------------------
 

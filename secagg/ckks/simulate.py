@@ -22,7 +22,7 @@ from secagg.ckks.release import Release
 from secagg.ckks.server import CKKSServer
 from secagg.errors import RejectedMessage
 
-__all__ = ["RoundResult", "make_config", "run_round"]
+__all__ = ["RoundResult", "key_ceremony", "make_config", "run_round"]
 
 
 @dataclass(slots=True)
@@ -65,6 +65,17 @@ def make_config(
     )
 
 
+def key_ceremony(server: CKKSServer, clients: Mapping[int, CKKSClient]) -> None:
+    """Adverts, the dealer's key distribution and its relay: every client ends up keyed."""
+    for client in clients.values():
+        server.receive_advert(client.advertise())
+    dealer = server.config.dealer
+    server.receive_key_distribution(clients[dealer].deal(server.key_request()))
+    for i, client in clients.items():
+        if i != dealer:
+            client.receive_key(server.key_delivery(i))
+
+
 def run_round(
     config: CKKSRoundConfig,
     updates: Mapping[int, npt.NDArray[np.floating]],
@@ -79,13 +90,7 @@ def run_round(
     server = CKKSServer(config)
     clients = {i: CKKSClient(config, i) for i in config.client_ids}
     t0 = time.perf_counter()
-    for client in clients.values():
-        server.receive_advert(client.advertise())
-    dealer = clients[config.dealer]
-    server.receive_key_distribution(dealer.deal(server.key_request()))
-    for i, client in clients.items():
-        if i != config.dealer:
-            client.receive_key(server.key_delivery(i))
+    key_ceremony(server, clients)
     ceremony = time.perf_counter() - t0
 
     uploads: dict[int, bytes] = {}
@@ -113,7 +118,7 @@ def run_round(
     server_s = time.perf_counter() - t
 
     t = time.perf_counter()
-    release = dealer.decrypt_aggregate(aggregate)
+    release = clients[config.dealer].decrypt_aggregate(aggregate)
     dec_s = time.perf_counter() - t
     return RoundResult(
         release=release,

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from secagg.ckks.presets import Preset
     from secagg.ckks.simulate import make_config, run_round
     from secagg.cli._output import print_table, write_json
+    from secagg.encoding.clipping import clip_linf
     from secagg.errors import InvalidParameter
 
     if args.clients < 2:
@@ -58,13 +59,16 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameter(f"--params must be >= 1, found {args.params}")
     if not 0 <= args.dropout < 1:
         raise InvalidParameter(f"--dropout must be in [0, 1), found {args.dropout}")
+    if args.seed < 0:
+        raise InvalidParameter(f"--seed must be >= 0, found {args.seed}")
     params = Preset.from_name(args.preset).params
     rng = np.random.default_rng(args.seed)  # simulation data, not secret
     config = make_config(
         params, update_size=args.params, num_clients=args.clients, value_bound=1.0, weight_bound=8.0
     )
     updates = {
-        i: np.clip(rng.normal(0, 0.05, args.params), -1, 1).astype(np.float32) for i in config.client_ids
+        i: clip_linf(rng.normal(0, 0.05, args.params).astype(np.float32), config.value_bound)
+        for i in config.client_ids
     }
     weights = {i: float(rng.integers(1, 9)) if args.weighted else 1.0 for i in config.client_ids}
     n_drop = min(round(args.dropout * args.clients), args.clients - config.min_clients)

@@ -193,9 +193,9 @@ class SealSession:
     def add_inplace(self, acc: Any, other: Any) -> None:
         self.evaluator.add_inplace(acc, other)
 
-    def dump(self, ct: Any) -> bytes:
-        """Serialise a full (unseeded) ciphertext, e.g. the aggregate."""
-        ct.save(self._file.path)
+    def dump(self, obj: Any) -> bytes:
+        """Serialise a SEAL object: a full ciphertext (the aggregate) or a seeded ``Serializable``."""
+        obj.save(self._file.path)
         return self._file.read()
 
     def keys_from_seed(self, seed: SecretBytes) -> SealKeys:
@@ -232,8 +232,7 @@ class SealKeys:
             raise InvalidParameter(f"expected {s.slots} complex slots, found {values.shape}")
         plain = seal.Plaintext()
         s.encoder.encode(values.tolist(), s.parms_id, s.scale, plain)
-        self._encryptor.encrypt_symmetric(plain).save(s._file.path)
-        return s._file.read()
+        return s.dump(self._encryptor.encrypt_symmetric(plain))
 
     def decrypt_exact(self, ct: Any) -> npt.NDArray[np.complex128]:
         """Exact decoding of ``ct``. Leaks the key if released as is: round it first."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
-
 import numpy as np
 import pytest
 
-from secagg.ckks import CKKSClient, CKKSRoundConfig, CKKSServer, Preset
+from secagg.ckks import CKKSClient, CKKSRoundConfig, CKKSServer, Preset, simulate
 from secagg.ckks.presets import CKKSParams
 
 
@@ -20,16 +18,13 @@ def make_config(
     round: int = 0,
     weight_bound: float = 4.0,
 ) -> CKKSRoundConfig:
-    ids = tuple(range(1, n + 1))
-    return CKKSRoundConfig(
-        params=params,
+    """Test defaults on top of :func:`secagg.ckks.simulate.make_config` (dealer = client 1)."""
+    return simulate.make_config(
+        params,
         update_size=size,
-        client_ids=ids,
-        dealer=1,
+        num_clients=n,
         min_clients=min_clients,
         round=round,
-        session=secrets.token_bytes(32),
-        value_bound=1.0,
         weight_bound=weight_bound,
     )
 
@@ -38,12 +33,7 @@ def ceremony(config: CKKSRoundConfig) -> tuple[CKKSServer, dict[int, CKKSClient]
     """Run the key ceremony through the server; every client ends up keyed."""
     server = CKKSServer(config)
     clients = {i: CKKSClient(config, i) for i in config.client_ids}
-    for c in clients.values():
-        server.receive_advert(c.advertise())
-    server.receive_key_distribution(clients[config.dealer].deal(server.key_request()))
-    for i, c in clients.items():
-        if i != config.dealer:
-            c.receive_key(server.key_delivery(i))
+    simulate.key_ceremony(server, clients)
     return server, clients
 
 

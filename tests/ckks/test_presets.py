@@ -34,14 +34,7 @@ def test_compact_is_one_prime_and_precise_is_more_precise() -> None:
 
 def test_custom_params_over_the_bound_are_rejected_with_the_fix() -> None:
     with pytest.raises(InvalidParameter, match=r"exceeds the HE-standard 128-bit bound of 109"):
-        CKKSParams(
-            name="x",
-            poly_modulus_degree=4096,
-            coeff_modulus_bits=(60, 60),
-            scale_bits=40,
-            level_primes=1,
-            release_quantum_bits=20,
-        )
+        dataclasses.replace(Preset.COMPACT.params, poly_modulus_degree=4096, coeff_modulus_bits=(60, 60))
 
 
 @pytest.mark.parametrize(
@@ -63,14 +56,7 @@ def test_each_bad_field_is_named(change: dict[str, object], field: str) -> None:
 
 
 def test_custom_params_that_pass_work_like_presets() -> None:
-    p = CKKSParams(
-        name="n4096",
-        poly_modulus_degree=4096,
-        coeff_modulus_bits=(60,),
-        scale_bits=40,
-        level_primes=1,
-        release_quantum_bits=20,
-    )
+    p = dataclasses.replace(Preset.COMPACT.params, name="n4096", poly_modulus_degree=4096)
     assert p.slots == 2048 and p.headroom_bits == 18
 
 

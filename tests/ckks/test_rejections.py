@@ -22,6 +22,21 @@ def _resign(client: CKKSClient, upload: Upload, chunks: tuple[bytes, ...]) -> by
     return signed.to_bytes()
 
 
+def _foreign_chunk(
+    client: CKKSClient, *, scale_bits: int, coeff_modulus_bits: tuple[int, ...] | None = None
+) -> bytes:
+    """A well-formed one-prime ciphertext of zeros under the client's real key, other settings."""
+    p = client.config.params
+    other = SealSession(
+        poly_modulus_degree=p.poly_modulus_degree,
+        coeff_modulus_bits=coeff_modulus_bits or p.coeff_modulus_bits,
+        level_primes=1,
+        scale_bits=scale_bits,
+    )
+    key = other.keys_from_seed(client._keyed().expose_secret_seed_for_export())
+    return key.encrypt(np.zeros(other.slots, dtype=np.complex128))
+
+
 def _finish(
     config: CKKSRoundConfig,
     server: CKKSServer,
@@ -75,10 +90,8 @@ def test_truncated_ciphertext_inside_a_signed_upload_is_rejected() -> None:
 
 def test_wrong_parameter_ciphertext_is_rejected() -> None:
     config, server, clients, updates, uploads = _round()
-    other = SealSession(poly_modulus_degree=8192, coeff_modulus_bits=(50,), level_primes=1, scale_bits=30)
-    key = other.keys_from_seed(clients[2]._keyed().expose_secret_seed_for_export())
+    foreign = _foreign_chunk(clients[2], coeff_modulus_bits=(50,), scale_bits=30)
     up = Upload.from_bytes(uploads[2])
-    foreign = key.encrypt(np.zeros(other.slots, dtype=np.complex128))
     with pytest.raises(RejectedMessage, match=r"client 2.*ciphertext 1: .*(parameters|load)"):
         server.receive_upload(_resign(clients[2], up, (up.chunks[0], foreign, *up.chunks[2:])), sender=2)
     _finish(config, server, clients, {1: uploads[1], 3: uploads[3]}, updates)
@@ -86,16 +99,8 @@ def test_wrong_parameter_ciphertext_is_rejected() -> None:
 
 def test_wrong_level_ciphertext_is_rejected() -> None:
     config, server, clients, updates, uploads = _round(Preset.PRECISE.params)
-    p = config.params
-    low = SealSession(
-        poly_modulus_degree=p.poly_modulus_degree,
-        coeff_modulus_bits=p.coeff_modulus_bits,
-        level_primes=1,
-        scale_bits=p.scale_bits - 20,
-    )
-    key = low.keys_from_seed(clients[3]._keyed().expose_secret_seed_for_export())
+    wrong = _foreign_chunk(clients[3], scale_bits=config.params.scale_bits - 20)
     up = Upload.from_bytes(uploads[3])
-    wrong = key.encrypt(np.zeros(low.slots, dtype=np.complex128))
     with pytest.raises(RejectedMessage, match=r"ciphertext 0: wrong level: encoded with 1 prime"):
         server.receive_upload(_resign(clients[3], up, (wrong, *up.chunks[1:])), sender=3)
     _finish(config, server, clients, {1: uploads[1], 2: uploads[2]}, updates)
@@ -111,16 +116,8 @@ def test_wrong_number_of_ciphertexts_is_rejected() -> None:
 
 def test_wrong_scale_is_rejected() -> None:
     config, server, clients, updates, uploads = _round()
-    p = config.params
-    other = SealSession(
-        poly_modulus_degree=p.poly_modulus_degree,
-        coeff_modulus_bits=p.coeff_modulus_bits,
-        level_primes=1,
-        scale_bits=30,
-    )
-    key = other.keys_from_seed(clients[2]._keyed().expose_secret_seed_for_export())
+    odd = _foreign_chunk(clients[2], scale_bits=30)
     up = Upload.from_bytes(uploads[2])
-    odd = key.encrypt(np.zeros(other.slots, dtype=np.complex128))
     with pytest.raises(RejectedMessage, match=r"scale 2\^30.00, expected 2\^40"):
         server.receive_upload(_resign(clients[2], up, (odd, *up.chunks[1:])), sender=2)
     _finish(config, server, clients, {1: uploads[1], 3: uploads[3]}, updates)
