@@ -14,7 +14,7 @@ and applying the same aggregate leaves all of them with the same trainable param
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -83,9 +83,13 @@ class EnterpriseClient:
         Raises :class:`clients.ledger.BudgetExceeded` before any training if the round would
         overspend. The model keeps its local weights until :meth:`apply_aggregate`.
         """
-        self.ledger.check(self.plan(config), delta=config.delta)
+        planned = self.plan(config)
+        self.ledger.check(planned, delta=config.delta)
         dataset = make_dataset(self.records, self.tokenizer, max_length=config.max_length)
-        report = train_private(self.model, dataset, config, progress=progress)
+        # train with the sigma just checked: no second calibration, and the mechanism trained is
+        # exactly the one the budget allowed
+        fixed = replace(config, target_epsilon=None, noise_multiplier=planned.noise_multiplier)
+        report = train_private(self.model, dataset, fixed, progress=progress)
         entry = self.ledger.record(report.gaussian_steps, delta=config.delta,
                                    epsilon_rdp=report.epsilon_rdp, epsilon_prv=report.epsilon_prv)
         vector = extract_update(self.model, self.base, self.spec)

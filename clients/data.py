@@ -70,7 +70,7 @@ def enterprise_path(name: str) -> Path:
 def _parse(row: dict[str, Any], where: str) -> Record:
     text = row.get("text")
     if not isinstance(text, str) or not text.strip():
-        raise InvalidParameter(f"{where}: field 'text' must be a non-empty string")
+        raise InvalidParameter(f"{where}: field 'text' must be a non-empty string, found {text!r}")
     label = row.get("label")
     if label not in LABELS:
         raise InvalidParameter(f"{where}: field 'label' must be one of {list(LABELS)}, found {label!r}")
@@ -88,29 +88,40 @@ def _parse(row: dict[str, Any], where: str) -> Record:
     return Record(text=text.strip(), sensors=tuple(values), label=LABELS.index(label))
 
 
+def _read_jsonl(p: Path) -> list[Record]:
+    records = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise InvalidParameter(f"{p.name} line {n}: not valid JSON ({exc})") from None
+        if not isinstance(row, dict):
+            raise InvalidParameter(f"{p.name} line {n}: expected a JSON object")
+        records.append(_parse(row, f"{p.name} line {n}"))
+    return records
+
+
+def _read_csv(p: Path) -> list[Record]:
+    with open(p, newline="", encoding="utf-8") as fh:
+        return [_parse(row, f"{p.name} line {n}")
+                for n, row in enumerate(csv.DictReader(fh), start=2)]
+
+
 def load_records(path: str | Path) -> list[Record]:
     """Records from a CSV (header row) or JSONL file with ``text``, the sensor fields and ``label``."""
     p = Path(path)
     if not p.is_file():
         raise InvalidParameter(f"data file {str(p)!r} does not exist")
-    records: list[Record] = []
-    if p.suffix == ".jsonl":
-        for n, line in enumerate(p.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise InvalidParameter(f"{p.name} line {n}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise InvalidParameter(f"{p.name} line {n}: expected a JSON object")
-            records.append(_parse(row, f"{p.name} line {n}"))
-    elif p.suffix == ".csv":
-        with open(p, newline="") as fh:
-            for n, row in enumerate(csv.DictReader(fh), start=2):
-                records.append(_parse(row, f"{p.name} line {n}"))
-    else:
+    if p.suffix not in (".csv", ".jsonl"):
         raise InvalidParameter(f"data file must end in .csv or .jsonl, found {p.name!r}")
+    try:
+        records = _read_jsonl(p) if p.suffix == ".jsonl" else _read_csv(p)
+    except UnicodeDecodeError as exc:
+        raise InvalidParameter(f"{p.name} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise InvalidParameter(f"{p.name} is not valid CSV ({exc})") from None
     if not records:
         raise InvalidParameter(f"data file {p.name!r} holds no records")
     return records

@@ -15,16 +15,18 @@ import json
 import math
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from secagg.dp import Accountant, GaussianSteps, epsilon_of_history
+from secagg.dp import Accountant, GaussianSteps, PrivacySpend, epsilon_of_history
+from secagg.dp.accounting import check_delta
 from secagg.errors import InvalidParameter, SecAggError
 
 __all__ = ["BudgetExceeded", "LedgerEntry", "PrivacyLedger"]
 
 FORMAT = "secagg-privacy-ledger/1"
+_TERMS = ("enterprise", "budget_epsilon", "delta", "accountant", "rounds")
 
 
 class BudgetExceeded(SecAggError):
@@ -32,19 +34,38 @@ class BudgetExceeded(SecAggError):
 
 
 @dataclass(frozen=True, slots=True)
-class LedgerEntry:
+class LedgerEntry(PrivacySpend):
+    """One recorded round: what it spent, its number, and the composed total after it."""
+
     round: int
-    sample_rate: float
-    noise_multiplier: float
-    steps: int
-    delta: float
-    epsilon_rdp: float
-    epsilon_prv: float
     total_epsilon: float
 
-    @property
-    def gaussian_steps(self) -> GaussianSteps:
-        return GaussianSteps(self.sample_rate, self.noise_multiplier, self.steps)
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.round, **asdict(self)}  # "round" first, as the file shows it
+
+
+def _entry(raw: Any, where: str) -> LedgerEntry:
+    """A stored round, checked field by field (a corrupt ledger must not be spent from)."""
+    if not isinstance(raw, dict):
+        raise InvalidParameter(f"{where}: expected a JSON object, found {type(raw).__name__}")
+    names = [f.name for f in fields(LedgerEntry)]
+    if sorted(raw) != sorted(names):
+        raise InvalidParameter(
+            f"{where}: expected exactly the fields {names}, found {sorted(raw)}"
+        )
+    for name in ("round", "steps"):
+        if type(raw[name]) is not int:
+            raise InvalidParameter(f"{where}: '{name}' must be an integer, found {raw[name]!r}")
+    for name in names:
+        if not (isinstance(raw[name], int | float) and not isinstance(raw[name], bool)
+                and math.isfinite(raw[name])):
+            raise InvalidParameter(f"{where}: '{name}' must be a finite number, found {raw[name]!r}")
+    entry = LedgerEntry(**raw)
+    try:
+        entry.gaussian_steps  # noqa: B018 -- validates sample_rate, noise_multiplier, steps
+    except InvalidParameter as exc:
+        raise InvalidParameter(f"{where}: {exc}") from None
+    return entry
 
 
 class PrivacyLedger:
@@ -65,8 +86,7 @@ class PrivacyLedger:
         """Open the ledger at ``path``, creating it if absent; its stored terms must match."""
         if not (math.isfinite(budget_epsilon) and budget_epsilon > 0):
             raise InvalidParameter(f"budget_epsilon must be a finite number > 0, found {budget_epsilon}")
-        if not (math.isfinite(delta) and 0 < delta < 1):
-            raise InvalidParameter(f"delta must be in (0, 1), found {delta}")
+        check_delta(delta)
         acc = Accountant.parse(accountant)
         p = Path(path)
         if p.exists():
@@ -95,17 +115,27 @@ class PrivacyLedger:
             doc = json.loads(p.read_text())
         except FileNotFoundError:
             raise InvalidParameter(f"ledger file {str(p)!r} does not exist") from None
+        except OSError as exc:
+            raise InvalidParameter(f"ledger file {str(p)!r} cannot be read: {exc}") from None
         except ValueError as exc:
             raise InvalidParameter(f"ledger file {str(p)!r} is not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise InvalidParameter(f"{str(p)!r} is not a privacy ledger (format {FORMAT!r})")
+        missing = [k for k in _TERMS if k not in doc]
+        if missing:
+            raise InvalidParameter(f"ledger {str(p)!r} is malformed: missing field(s) {missing}")
+        if not isinstance(doc["rounds"], list):
+            raise InvalidParameter(f"ledger {str(p)!r} is malformed: 'rounds' must be a list")
+        entries = [_entry(e, f"ledger {str(p)!r} round {n}")
+                   for n, e in enumerate(doc["rounds"], start=1)]
         try:
-            entries = [LedgerEntry(**e) for e in doc["rounds"]]
-            return cls(p, enterprise=str(doc["enterprise"]),
-                       budget_epsilon=float(doc["budget_epsilon"]), delta=float(doc["delta"]),
-                       accountant=Accountant.parse(doc["accountant"]), entries=entries)
-        except (KeyError, TypeError) as exc:
-            raise InvalidParameter(f"ledger {str(p)!r} is malformed: {exc}") from None
+            budget, delta = float(doc["budget_epsilon"]), float(doc["delta"])
+        except (TypeError, ValueError):
+            raise InvalidParameter(
+                f"ledger {str(p)!r} is malformed: budget_epsilon and delta must be numbers"
+            ) from None
+        return cls(p, enterprise=str(doc["enterprise"]), budget_epsilon=budget, delta=delta,
+                   accountant=Accountant.parse(doc["accountant"]), entries=entries)
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
@@ -144,9 +174,9 @@ class PrivacyLedger:
         """Check, append and durably save one round; returns the new entry."""
         total = self.check(planned, delta=delta)
         entry = LedgerEntry(
-            round=len(self._entries) + 1, sample_rate=planned.sample_rate,
-            noise_multiplier=planned.noise_multiplier, steps=planned.steps, delta=delta,
-            epsilon_rdp=epsilon_rdp, epsilon_prv=epsilon_prv, total_epsilon=total,
+            sample_rate=planned.sample_rate, noise_multiplier=planned.noise_multiplier,
+            steps=planned.steps, delta=delta, epsilon_rdp=epsilon_rdp, epsilon_prv=epsilon_prv,
+            round=len(self._entries) + 1, total_epsilon=total,
         )
         self._entries.append(entry)
         try:
@@ -160,7 +190,7 @@ class PrivacyLedger:
         return {
             "format": FORMAT, "enterprise": self.enterprise, "budget_epsilon": self.budget_epsilon,
             "delta": self.delta, "accountant": self.accountant.value,
-            "rounds": [asdict(e) for e in self._entries],
+            "rounds": [e.to_dict() for e in self._entries],
         }
 
     def _save(self) -> None:

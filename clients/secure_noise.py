@@ -35,23 +35,26 @@ from secagg.dp.csprng import secure_normal, secure_uniform
 __all__ = ["CsprngDPOptimizer", "CsprngPoissonSampler", "SecurePrivacyEngine"]
 
 
-def _secure_gaussian_like(reference: torch.Tensor, std: float) -> torch.Tensor:
-    """N(0, std^2) shaped like ``reference``: (n1+n2+n3+n4)/2 of float64 CSPRNG normals."""
-    n = reference.numel()
-    z = secure_normal(4 * n).reshape(4, n).sum(axis=0) * (0.5 * std)
-    return torch.from_numpy(z).to(dtype=reference.dtype, device=reference.device).view_as(reference)
+def _secure_gaussian(n: int, std: float) -> torch.Tensor:
+    """``n`` float64 draws of N(0, std^2): (n1+n2+n3+n4)/2 of CSPRNG normals."""
+    return torch.from_numpy(secure_normal(4 * n).reshape(4, n).sum(axis=0) * (0.5 * std))
 
 
 class CsprngDPOptimizer(DPOptimizer):  # type: ignore[misc]
     """Opacus's flat-clipping DP optimizer whose noise comes from an AES-CTR keystream."""
 
     def add_noise(self) -> None:
+        """One keystream per step for all parameters (not one key set-up per tensor), then split."""
         std = self.noise_multiplier * self.max_grad_norm
-        for p in self.params:
-            _check_processed_flag(p.summed_grad)
-            noise = torch.zeros_like(p.summed_grad) if std == 0 else _secure_gaussian_like(p.summed_grad, std)
-            p.grad = (p.summed_grad + noise).view_as(p)
-            _mark_as_processed(p.summed_grad)
+        grads = [p.summed_grad for p in self.params]
+        for g in grads:
+            _check_processed_flag(g)
+        sizes = [g.numel() for g in grads]
+        total = sum(sizes)
+        flat = _secure_gaussian(total, std) if std else torch.zeros(total, dtype=torch.float64)
+        for p, g, noise in zip(self.params, grads, torch.split(flat, sizes), strict=True):
+            p.grad = (g + noise.to(dtype=g.dtype, device=g.device).view_as(g)).view_as(p)
+            _mark_as_processed(g)
 
 
 class CsprngPoissonSampler(UniformWithReplacementSampler):  # type: ignore[misc]

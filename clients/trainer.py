@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
-from secagg.dp import Accountant, GaussianSteps, epsilon
+from secagg.dp import Accountant, PrivacySpend, epsilon
 from secagg.errors import InvalidParameter
 
 __all__ = ["DPConfig", "NoiseMode", "TrainReport", "evaluate", "train_nonprivate", "train_private"]
@@ -82,20 +82,10 @@ class DPConfig:
 
 
 @dataclass(frozen=True, slots=True)
-class TrainReport:
-    """What one private training run spent and how it went."""
+class TrainReport(PrivacySpend):
+    """What one private training run spent (:class:`secagg.dp.PrivacySpend`) and its mean loss."""
 
-    sample_rate: float
-    noise_multiplier: float
-    steps: int
-    delta: float
-    epsilon_rdp: float
-    epsilon_prv: float
     mean_loss: float
-
-    @property
-    def gaussian_steps(self) -> GaussianSteps:
-        return GaussianSteps(self.sample_rate, self.noise_multiplier, self.steps)
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
@@ -120,7 +110,6 @@ def train_private(
 
     from clients.secure_noise import SecurePrivacyEngine
 
-    loader = DataLoader(dataset, batch_size=config.batch_size)
     generator = None
     if config.noise_mode is NoiseMode.SECURE:
         engine: PrivacyEngine = SecurePrivacyEngine(accountant=config.accountant.value)
@@ -128,10 +117,11 @@ def train_private(
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Secure RNG turned off")
             engine = PrivacyEngine(accountant=config.accountant.value, secure_mode=False)
+        seed = config.seed if config.seed is not None else 0
         generator = torch.Generator()
-        generator.manual_seed(config.seed if config.seed is not None else 0)
-        torch.manual_seed(config.seed if config.seed is not None else 0)
-        loader = DataLoader(dataset, batch_size=config.batch_size, generator=generator)
+        generator.manual_seed(seed)
+        torch.manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=config.batch_size, generator=generator)
     model.train()
     optimizer = torch.optim.AdamW(_trainable(model), lr=config.learning_rate, weight_decay=0.0)
     common = dict(module=model, optimizer=optimizer, data_loader=loader,

@@ -15,9 +15,10 @@ import csv
 import random
 from pathlib import Path
 
+from clients.data import LABELS
+from clients.data import SENSOR_FIELDS as SENSORS  # the loader's columns, in the loader's order
+
 SEED = 20240611
-LABELS = ("equipment_fault", "intrusion", "hazard", "false_alarm")
-SENSORS = ("temperature_c", "vibration_mm_s", "power_kw", "motion_count", "smoke_ppm", "sound_db")
 LABEL_NOISE = 0.08
 NO_CUE = 0.33
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from secagg.errors import InvalidParameter
+
 __all__ = ["DPBenchConfig", "run_dp_bench"]
 
 
@@ -43,6 +45,17 @@ class DPBenchConfig:
     threads: int = 2
     progress: bool = True
     log: Callable[[str], None] = field(default=print)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len", "lora_rank", "timing_steps", "epochs",
+                     "train_batch", "train_seq_len", "threads"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise InvalidParameter(
+                    f"{name} must be an integer >= 1, found {value!r} (--{name.replace('_', '-')})"
+                )
+        if not (isinstance(self.warmup_steps, int) and self.warmup_steps >= 0):
+            raise InvalidParameter(f"warmup_steps must be an integer >= 0, found {self.warmup_steps!r}")
 
 
 def _peak_rss_mb() -> float:

@@ -61,14 +61,14 @@ def run(args: argparse.Namespace) -> int:
                         lora_rank=args.lora_rank, timing_steps=args.timing_steps,
                         epochs=args.epochs, threads=args.threads, progress=not args.no_progress)
     report = run_dp_bench(cfg)
-    acc = report["accuracy"]
+    acc, retained = report["accuracy"], report["accuracy_retained"]
     print()
     print_table(
         [["step (s)", f"{report['nonprivate_step_s']:.3f}", f"{report['private_step_s']:.3f}",
           f"ratio {report['ratio']:.3f}"]]
-        + [[f"accuracy {k}", f"{acc['nonprivate']:.3f}", f"{v:.3f}",
-            f"{100 * v / acc['nonprivate']:.1f} % of non-private"]
-           for k, v in acc.items() if k != "nonprivate"],
+        + [[f"accuracy {k}", f"{acc['nonprivate']:.3f}", f"{acc[k]:.3f}",
+            "n/a" if r is None else f"{100 * r:.1f} % of non-private"]
+           for k, r in retained.items()],
         header=["measure", "non-private", "DP (secure)", ""],
     )
     print(f"peak memory {report['peak_memory_mb']:.0f} MB, wall {report['wall_s']:.0f} s")

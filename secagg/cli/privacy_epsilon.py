@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from secagg.cli.privacy_common import add_mechanism_arguments
+
 HELP = "epsilon of DP-SGD (Poisson sampling + Gaussian noise) by Opacus's RDP or PRV accountant"
 DESCRIPTION = """\
 Epsilon after STEPS steps, each sampling every example with probability Q and adding Gaussian
@@ -15,13 +17,8 @@ noise of standard deviation SIGMA times the clipping norm (add/remove-one-exampl
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sample-rate", type=float, required=True, metavar="Q",
-                        help="Poisson sampling rate q = expected batch / dataset size")
     parser.add_argument("--noise-multiplier", type=float, required=True, metavar="SIGMA")
-    parser.add_argument("--steps", type=int, required=True, metavar="T")
-    parser.add_argument("--delta", type=float, required=True, metavar="D")
-    parser.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
-    parser.add_argument("--json", metavar="PATH", help="also write {'epsilon': ...} here")
+    add_mechanism_arguments(parser, json_help="also write {'epsilon': ...} here")
 
 
 def run(args: argparse.Namespace) -> int:

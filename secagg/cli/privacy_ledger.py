@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
-
-from secagg.errors import InvalidParameter
 
 HELP = "show a privacy ledger: every round's spend and the total against the budget"
 DESCRIPTION = """\
@@ -23,27 +19,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # the ledger format belongs to the client package; imported here, never at module load, so
+    # ``secagg`` loads without it (clients.ledger itself needs only secagg.dp, not torch)
+    from clients.ledger import PrivacyLedger
     from secagg.cli._output import print_table, write_json
 
-    path = Path(args.path)
-    try:
-        doc = json.loads(path.read_text())
-        rounds = doc["rounds"]
-        budget = float(doc["budget_epsilon"])
-        delta = float(doc["delta"])
-        accountant = str(doc["accountant"])
-        enterprise = str(doc["enterprise"])
-    except FileNotFoundError:
-        raise InvalidParameter(f"ledger file {str(path)!r} does not exist") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InvalidParameter(f"{str(path)!r} is not a privacy ledger: {exc}") from None
-    print(f"ledger of '{enterprise}': budget epsilon {budget:g} at delta {delta:g} ({accountant})")
-    rows = [[r["round"], f"{r['sample_rate']:.4g}", f"{r['noise_multiplier']:.4g}", r["steps"],
-             f"{r['epsilon_rdp']:.4f}", f"{r['epsilon_prv']:.4f}", f"{r['total_epsilon']:.4f}"]
-            for r in rounds]
+    ledger = PrivacyLedger.load(args.path)  # checks the format and every round, naming the fault
+    budget = ledger.budget_epsilon
+    print(f"ledger of '{ledger.enterprise}': budget epsilon {budget:g} at delta "
+          f"{ledger.delta:g} ({ledger.accountant.value})")
+    rows = [[e.round, f"{e.sample_rate:.4g}", f"{e.noise_multiplier:.4g}", e.steps,
+             f"{e.epsilon_rdp:.4f}", f"{e.epsilon_prv:.4f}", f"{e.total_epsilon:.4f}"]
+            for e in ledger.entries]
     print_table(rows, header=["round", "q", "sigma", "steps", "eps_rdp", "eps_prv", "total"])
-    spent = float(rounds[-1]["total_epsilon"]) if rounds else 0.0
-    print(f"spent {spent:.4f} of {budget:g}; remaining {max(0.0, budget - spent):.4f}")
+    spent = ledger.entries[-1].total_epsilon if ledger.entries else 0.0  # as recorded
+    remaining = max(0.0, budget - spent)
+    print(f"spent {spent:.4f} of {budget:g}; remaining {remaining:.4f}")
     if args.json:
-        write_json(args.json, {**doc, "spent": spent, "remaining": max(0.0, budget - spent)})
+        write_json(args.json, {**ledger.to_dict(), "spent": spent, "remaining": remaining})
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from secagg.cli.privacy_common import add_mechanism_arguments
+
 HELP = "the noise multiplier sigma that reaches a target epsilon (Opacus calibration)"
 DESCRIPTION = """\
 The smallest noise multiplier (to Opacus's 0.01 epsilon tolerance) for which STEPS steps at
@@ -15,11 +17,7 @@ sampling rate Q stay within (TARGET_EPSILON, DELTA).
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-epsilon", type=float, required=True, metavar="E")
-    parser.add_argument("--sample-rate", type=float, required=True, metavar="Q")
-    parser.add_argument("--steps", type=int, required=True, metavar="T")
-    parser.add_argument("--delta", type=float, required=True, metavar="D")
-    parser.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
-    parser.add_argument("--json", metavar="PATH", help="write {'noise_multiplier', 'epsilon'}")
+    add_mechanism_arguments(parser, json_help="write {'noise_multiplier', 'epsilon'}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ Importing this package does not import torch; the Opacus accountants are loaded 
 from secagg.dp.accounting import (
     Accountant,
     GaussianSteps,
+    PrivacySpend,
     epsilon,
     epsilon_of_history,
     noise_multiplier,
@@ -28,6 +29,7 @@ __all__ = [
     "Accountant",
     "DistributedNoise",
     "GaussianSteps",
+    "PrivacySpend",
     "add_noise_share",
     "client_level_epsilon",
     "epsilon",

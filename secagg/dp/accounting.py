@@ -20,7 +20,15 @@ from dataclasses import dataclass
 
 from secagg.errors import InvalidParameter
 
-__all__ = ["Accountant", "GaussianSteps", "epsilon", "epsilon_of_history", "noise_multiplier"]
+__all__ = [
+    "Accountant",
+    "GaussianSteps",
+    "PrivacySpend",
+    "check_delta",
+    "epsilon",
+    "epsilon_of_history",
+    "noise_multiplier",
+]
 
 #: Absolute epsilon accuracy asked of the PRV accountant (its discretisation error bound).
 PRV_EPS_ERROR = 1e-3
@@ -64,6 +72,25 @@ class GaussianSteps:
             raise InvalidParameter(f"steps must be an integer >= 0, found {self.steps!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class PrivacySpend:
+    """What one DP-SGD run spent: its mechanism, its delta and its epsilon by RDP and by PRV.
+
+    The common record of a training report and of a ledger entry (which extend it).
+    """
+
+    sample_rate: float
+    noise_multiplier: float
+    steps: int
+    delta: float
+    epsilon_rdp: float
+    epsilon_prv: float
+
+    @property
+    def gaussian_steps(self) -> GaussianSteps:
+        return GaussianSteps(self.sample_rate, self.noise_multiplier, self.steps)
+
+
 def _check_sample_rate(q: float) -> None:
     if not (math.isfinite(q) and 0 < q <= 1):
         raise InvalidParameter(
@@ -71,7 +98,8 @@ def _check_sample_rate(q: float) -> None:
         )
 
 
-def _check_delta(delta: float) -> None:
+def check_delta(delta: float) -> None:
+    """Refuse a delta outside (0, 1), naming the field."""
     if not (math.isfinite(delta) and 0 < delta < 1):
         raise InvalidParameter(
             f"delta must be in (0, 1), found {delta}; a common choice is below 1 / dataset_size"
@@ -82,7 +110,7 @@ def epsilon_of_history(
     history: Sequence[GaussianSteps], *, delta: float, accountant: Accountant | str = Accountant.RDP
 ) -> float:
     """Epsilon of the composition of every entry of ``history`` at ``delta``."""
-    _check_delta(delta)
+    check_delta(delta)
     acc_kind = Accountant.parse(accountant)
     entries = [(h.noise_multiplier, h.sample_rate, h.steps) for h in history if h.steps > 0]
     if not entries:
@@ -130,7 +158,7 @@ def noise_multiplier(
             f"target_epsilon must be a finite number > 0, found {target_epsilon}"
         )
     _check_sample_rate(sample_rate)
-    _check_delta(delta)
+    check_delta(delta)
     if not (isinstance(steps, int) and steps >= 1):
         raise InvalidParameter(f"steps must be an integer >= 1, found {steps!r}")
     acc_kind = Accountant.parse(accountant)

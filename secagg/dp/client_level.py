@@ -20,6 +20,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from secagg.dp.accounting import check_delta
 from secagg.dp.distributed import TAIL_PROB, DistributedNoise
 from secagg.errors import InvalidParameter
 
@@ -53,8 +54,7 @@ def client_level_epsilon(
     """
     if not (isinstance(rounds, int) and rounds >= 1):
         raise InvalidParameter(f"rounds must be an integer >= 1, found {rounds!r}")
-    if not (math.isfinite(delta) and 0 < delta < 1):
-        raise InvalidParameter(f"delta must be in (0, 1), found {delta}")
+    check_delta(delta)
     m = noise.min_clients if num_contributors is None else num_contributors
     if not (isinstance(m, int) and noise.min_clients <= m <= noise.num_clients):
         raise InvalidParameter(
