@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     protocol package never imports the client side)."""
     import sys
 
+    from clients.runtime import ServerRefused
     from secagg.errors import SecAggError
 
     parser = argparse.ArgumentParser(prog="secagg-client", description=DESCRIPTION,
@@ -109,6 +110,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return run(args)
-    except SecAggError as exc:
+    except (SecAggError, ServerRefused, ConnectionError) as exc:  # a bad token, an unreachable server
         print(f"secagg-client: error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,6 +36,9 @@ __all__ = ["create_app"]
 log = logging.getLogger("secagg.server")
 JSON_LIMIT = 64 * 1024
 MAX_WAIT_S = 30.0
+MAX_ROUND_ID = (1 << 63) - 1  # SQLite INTEGER
+#: Long-poll seconds; non-finite values are refused (422) instead of holding a request forever.
+WAIT = Query(20.0, allow_inf_nan=False)
 
 
 def _error(status: int, code: str, detail: str, expected: str | None = None) -> JSONResponse:
@@ -126,8 +129,10 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False) -> FastAPI:
         return who
 
     def round_row(round_id: int, who: Principal) -> RoundRow:
+        """The live row of an open round, else the stored row; 404 across federations."""
         live = coord.live.get(round_id)
-        row = live.row if live is not None else store.round(round_id)
+        row = live.row if live is not None else \
+            store.round(round_id) if 0 <= round_id <= MAX_ROUND_ID else None
         if row is None or row.federation_id != who.federation_id:
             raise Rejected(404, "unknown_round", f"federation {who.federation!r} has no round "
                            f"{round_id}")
@@ -154,7 +159,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False) -> FastAPI:
     async def open_round(request: Request, who: Principal = Depends(operator)) -> dict[str, Any]:  # noqa: B008
         try:
             spec = json.loads(await _read_body(request, JSON_LIMIT) or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Rejected(400, "invalid_json", "body is not JSON",
                            '{"mode": "masking", "options": {"vector_length": N}}') from None
         if not isinstance(spec, dict) or not isinstance(spec.get("options", {}), dict):
@@ -168,19 +173,17 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False) -> FastAPI:
         return _round_info(row)
 
     @app.get("/v1/rounds/next")
-    async def next_round(after: int = -1, wait: float = 20.0,
+    async def next_round(after: int = -1, wait: float = WAIT,
                          who: Principal = Depends(client)) -> Response:  # noqa: B008
         assert who.client_id is not None
-        row = await coord.wait_next_round(who.federation_id, who.client_id, after,
-                                          min(max(wait, 0.0), MAX_WAIT_S))
+        row = await coord.wait_next_round(who.federation_id, who.client_id, after, _clamp(wait))
         if row is None:
             return Response(status_code=204)
         return JSONResponse({**_round_info(row), "client_id": who.client_id})
 
     @app.get("/v1/rounds/{round_id}")
     async def round_status(round_id: int, who: Principal = Depends(principal)) -> dict[str, Any]:  # noqa: B008
-        row = round_row(round_id, who)
-        info = _round_info(store.round(round_id) or row)
+        info = _round_info(round_row(round_id, who))
         live = coord.live.get(round_id)
         if live is not None:
             info.update(stage=live.protocol.stage, stage_no=live.stage_no,
@@ -208,12 +211,11 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False) -> FastAPI:
         return {"accepted": True, "stage": stage}
 
     @app.get("/v1/rounds/{round_id}/inbox")
-    async def inbox(round_id: int, after: int = 0, wait: float = 20.0,
+    async def inbox(round_id: int, after: int = 0, wait: float = WAIT,
                     who: Principal = Depends(client)) -> Response:  # noqa: B008
         assert who.client_id is not None
         row = round_row(round_id, who)
-        state, stage_no, data = await coord.wait_inbox(row.id, who.client_id, after,
-                                                       min(max(wait, 0.0), MAX_WAIT_S))
+        state, stage_no, data = await coord.wait_inbox(row.id, who.client_id, after, _clamp(wait))
         headers = {"X-Secagg-Stage-No": str(stage_no), "X-Secagg-State": state}
         if state == "message":
             assert data is not None
@@ -222,16 +224,15 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False) -> FastAPI:
             return _error(410, "dropped", f"client {who.client_id} missed a stage deadline or "
                           f"was left out of round {round_id}; it can join the next round")
         if state == "failed":
-            reason = (store.round(round_id) or row).reason
+            reason = (store.round(round_id) or row).reason  # ``row`` may be the stale live one
             return _error(409, "round_failed", f"round {round_id} failed: {reason}")
         return Response(status_code=204, headers=headers)
 
     @app.get("/v1/rounds/{round_id}/result")
     async def result(round_id: int, who: Principal = Depends(principal)) -> Response:  # noqa: B008
-        row = store.round(round_row(round_id, who).id)
-        if row is None or row.status != "done" or row.result_meta is None:
-            status = "open" if row is None else row.status
-            raise Rejected(409, "no_result", f"round {round_id} is {status}; no aggregate released",
+        row = round_row(round_id, who)
+        if row.status != "done" or row.result_meta is None:
+            raise Rejected(409, "no_result", f"round {round_id} is {row.status}; no aggregate released",
                            "a round whose status is 'done'")
         payload = await asyncio.to_thread(store.result, round_id)
         return Response(payload, media_type="application/octet-stream",
@@ -247,5 +248,9 @@ def _round_info(row: RoundRow) -> dict[str, Any]:
     if row.reason:
         info["reason"] = row.reason
     if row.result_meta:
-        info["result"] = {k: v for k, v in row.result_meta.items()}
+        info["result"] = dict(row.result_meta)
     return info
+
+
+def _clamp(wait: float) -> float:
+    return min(max(wait, 0.0), MAX_WAIT_S)

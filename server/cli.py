@@ -60,16 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _federation(args: argparse.Namespace) -> int:
     from server.store import Store
 
+    if args.action == "create" and args.clients < 2:  # before the store creates --data
+        print("secagg-server: error: --clients must be >= 2 (secure aggregation needs at "
+              "least two enterprises)", file=sys.stderr)
+        return 2
     store = Store(args.data)
     try:
         if args.action == "list":
             for fed in store.federations():
                 print(f"{fed['name']}\t{fed['clients']} clients")
             return 0
-        if args.clients < 2:
-            print("secagg-server: error: --clients must be >= 2 (secure aggregation needs at "
-                  "least two enterprises)", file=sys.stderr)
-            return 2
         try:
             operator, clients = store.create_federation(args.name, args.clients)
         except sqlite3.IntegrityError:

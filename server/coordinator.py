@@ -137,8 +137,11 @@ class Coordinator:
             index = self.store.next_round_index(federation_id)
             try:
                 config = spec.make_config(num_clients, index, options)
-            except InvalidParameter as exc:
-                raise Rejected(400, "invalid_options", str(exc)) from None
+            except (TypeError, ValueError) as exc:  # InvalidParameter, or a string for a number
+                detail = str(exc) if isinstance(exc, InvalidParameter) else \
+                    f"an option has the wrong type ({exc})"
+                raise Rejected(400, "invalid_options", detail, "options of the documented types "
+                               "(see secagg.masking.MaskingConfig.create)") from None
             row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
                                           config, stage_timeout)
             self.live[row.id] = self._build(row)

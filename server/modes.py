@@ -21,7 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from secagg.errors import InvalidParameter, NotEnoughParticipants, ProtocolAbort, RejectedMessage
-from secagg.masking import MaskingConfig, ServerSession, Stage
+from secagg.masking import MaskingConfig, ServerSession, Stage, wire
 
 __all__ = ["MODES", "ModeSpec", "Rejected", "RoundFailed", "RoundProtocol", "register_mode"]
 
@@ -66,7 +66,6 @@ class ModeSpec:
     name: str
     make_config: Callable[[int, int, dict[str, Any]], dict[str, Any]]
     build: Callable[[dict[str, Any], frozenset[int]], RoundProtocol]
-    plaintext: bool = False
 
 
 MODES: dict[str, ModeSpec] = {}
@@ -99,11 +98,10 @@ def _masking_config(num_clients: int, index: int, options: dict[str, Any]) -> di
     return cfg.to_dict()
 
 
-_REJECT_CODES = (  # RejectedMessage reason -> (HTTP status, code)
+_REJECT_CODES = (  # how a RejectedMessage reason starts -> (HTTP status, code)
     ("replayed message", 409, "replayed"),
     ("a second, different message", 409, "conflicting_message"),
-    ("not expected at", 409, "not_expected"),
-    ("already complete", 409, "round_complete"),
+    ("the round is already complete", 409, "round_complete"),
     ("expected ", 409, "wrong_stage"),
 )
 
@@ -131,19 +129,22 @@ class MaskingRound:
         return self.session.max_message_bytes()
 
     def claimed_sender(self, body: bytes) -> int | None:
-        if len(body) < 50:
+        try:
+            return wire.peek_header(body).party
+        except InvalidParameter:
             return None
-        party: int = struct.unpack_from(">I", body, 46)[0]  # header: magic4 v1 t1 digest32 round8
-        return party
 
     def receive(self, client_id: int, body: bytes) -> None:
         try:
             self.session.receive(body)
         except RejectedMessage as exc:
             want = f"a {self.session.stage.value!r} stage message (see secagg.masking.wire)"
-            for prefix, status, code in _REJECT_CODES:
-                if exc.reason.startswith(prefix) or prefix in exc.reason:
-                    raise Rejected(status, code, str(exc), want) from None
+            if exc.sender is not None:  # it decoded: a state conflict, or a bad field (400)
+                if "; not expected at " in exc.reason:
+                    raise Rejected(409, "not_expected", str(exc), want) from None
+                for prefix, status, code in _REJECT_CODES:
+                    if exc.reason.startswith(prefix):
+                        raise Rejected(status, code, str(exc), want) from None
             raise Rejected(400, "invalid_message", str(exc), want) from None
         except (ValueError, struct.error, KeyError, TypeError) as exc:
             raise Rejected(400, "invalid_message", f"malformed message: {type(exc).__name__}: "
@@ -228,10 +229,9 @@ class PlainRound:
         self.weights[client_id] = weight
 
     def advance(self) -> dict[int, bytes]:
-        if not self.weights:
-            self._done = True
-            raise RoundFailed(str(NotEnoughParticipants("upload", 0, 1)))
         self._done = True
+        if not self.weights:
+            raise RoundFailed(str(NotEnoughParticipants("upload", 0, 1)))
         return {}
 
     def result(self) -> tuple[dict[str, Any], bytes]:
@@ -242,4 +242,4 @@ class PlainRound:
         return meta, self.sum.astype("<f4").tobytes()
 
 
-PLAIN_MODE = ModeSpec("plain", _plain_config, PlainRound, plaintext=True)
+PLAIN_MODE = ModeSpec("plain", _plain_config, PlainRound)

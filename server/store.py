@@ -229,12 +229,6 @@ class Store:
             yield Event(int(seq), str(kind), client, str(stage),
                         None if body is None else bytes(body))
 
-    def event_log(self, round_id: int) -> list[dict[str, Any]]:
-        rows = self._tx("SELECT seq, kind, client_id, stage, size, at FROM events WHERE round_id = ? "
-                        "ORDER BY seq", round_id).fetchall()
-        return [{"seq": s, "kind": k, "client": c, "stage": st, "bytes": n, "at": a}
-                for s, k, c, st, n, a in rows]
-
     def erase_bodies(self, round_id: int) -> None:
         """Forget every message body of a finished round (metadata and result stay)."""
         self._tx("UPDATE events SET body = NULL, blob_file = NULL WHERE round_id = ?", round_id)

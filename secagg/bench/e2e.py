@@ -172,7 +172,7 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
             time.sleep(0.3)  # let every client's long poll for the next round arrive
             http = httpx.Client(base_url=server.url, timeout=60.0,
                                 headers={"Authorization": f"Bearer {tokens['operator_token']}"})
-            opened: dict[int, tuple[str, float, int]] = {}
+            opened: dict[int, tuple[str, float, dict[str, Any]]] = {}  # index -> mode, t0, info
             for rep in range(repeats + warmup):
                 for mode in ("masking", "plain"):
                     t0 = time.time()
@@ -182,16 +182,14 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
                     resp.raise_for_status()
                     info = resp.json()
                     if rep >= warmup:
-                        opened[info["index"]] = (mode, t0, info["round_id"])
+                        opened[info["index"]] = (mode, t0, info)
                     for c in procs:
                         c.wait_for(f"round {info['index']} ", timeout)
             results = {}
-            for _idx, (_mode, _t0, rid) in opened.items():
-                r = http.get(f"/v1/rounds/{rid}/result")
+            for idx, (_, _, info) in opened.items():
+                r = http.get(f"/v1/rounds/{info['round_id']}/result")
                 r.raise_for_status()
-                results[rid] = (json.loads(r.headers["X-Secagg-Result"]), r.content)
-            cfg_of = {rid: http.get(f"/v1/rounds/{rid}").json()["config"]
-                      for _, (mode, _, rid) in opened.items() if mode == "masking"}
+                results[idx] = (json.loads(r.headers["X-Secagg-Result"]), r.content)
             http.close()
             for c in procs:
                 c.proc.wait(timeout=timeout)
@@ -205,17 +203,16 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
             for entry in json.loads((root / f"report-{i}.json").read_text())["rounds"]:
                 done[entry["index"]] = max(done.get(entry["index"], 0.0), entry["received_at"])
         times: dict[str, list[float]] = {"masking": [], "plain": []}
-        for idx, (mode, t0, _rid) in sorted(opened.items()):  # warm-up rounds are not in opened
-            times[mode].append(done[idx] - t0)
         sums: dict[str, list[np.ndarray]] = {"masking": [], "plain": []}
         survivors = clients
-        for _idx, (mode, _t0, rid) in sorted(opened.items()):
-            meta, payload = results[rid]
+        for idx, (mode, t0, info) in sorted(opened.items()):  # warm-up rounds are not in opened
+            times[mode].append(done[idx] - t0)
+            meta, payload = results[idx]
             if mode == "masking":
                 agg = Aggregate(total=np.frombuffer(payload, "<u4").astype(np.uint32),
                                 total_weight=meta["total_weight"], survivors=tuple(meta["survivors"]),
                                 dropped=tuple(meta["dropped"]),
-                                config=MaskingConfig.from_dict(cfg_of[rid]))
+                                config=MaskingConfig.from_dict(info["config"]))
                 sums[mode].append(agg.weighted_sum())
                 survivors = min(survivors, len(meta["survivors"]))
             else:

@@ -127,6 +127,10 @@ class ServerSession:
         if stage is Stage.DONE:
             raise RejectedMessage(sender, "the round is already complete")
         expected_type = _EXPECTED_TYPE[stage]
+        fingerprint = hashlib.sha256(raw).digest()
+        if any(hmac.compare_digest(seen.get(sender, b""), fingerprint)
+               for seen in self._fingerprints.values()):
+            raise RejectedMessage(sender, "replayed message (already accepted in this round)")
         if msg.digest != self._digest:
             raise RejectedMessage(sender, "config digest mismatch: the client runs this round "
                                   "with different parameters")
@@ -136,11 +140,8 @@ class ServerSession:
         if not isinstance(msg, expected_type):
             raise RejectedMessage(sender, f"expected {expected_type.__name__} at stage "
                                   f"'{stage.value}', found {type(msg).__name__}")
-        fingerprint = hashlib.sha256(raw).digest()
         if sender in self._received[stage]:
-            same = hmac.compare_digest(self._fingerprints[stage][sender], fingerprint)
-            raise RejectedMessage(sender, "replayed message" if same else
-                                  f"a second, different message for stage '{stage.value}'")
+            raise RejectedMessage(sender, f"a second, different message for stage '{stage.value}'")
         if sender not in self._expected:
             why = "is not a participant" if sender not in self.participants else \
                 "dropped at an earlier stage"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import Any, Final, get_type_hints
+from typing import Any, Final, NamedTuple, get_type_hints
 
 from secagg.errors import InvalidParameter
 from secagg.masking import messages as m
 
-__all__ = ["MAX_MESSAGE_BYTES", "decode", "encode", "peek_type"]
+__all__ = ["MAX_MESSAGE_BYTES", "Header", "decode", "encode", "peek_header", "peek_type"]
 
 MAGIC: Final = b"SAGM"
 WIRE_VERSION: Final = 1
@@ -93,6 +93,22 @@ def peek_type(data: bytes) -> type[Any]:
     if not 1 <= type_id <= len(_TYPES):
         raise InvalidParameter(f"unknown message type {type_id}")
     return _TYPES[type_id - 1]
+
+
+class Header(NamedTuple):
+    """The fixed header every message starts with."""
+
+    type: type[Any]
+    digest: bytes
+    round: int
+    party: int
+
+
+def peek_header(data: bytes) -> Header:
+    """Read only the header (e.g. to route or authenticate a message before parsing its body)."""
+    cls = peek_type(data)
+    _, _, _, digest, rnd, party = _HEADER.unpack_from(data)
+    return Header(cls, digest, rnd, party)
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES,

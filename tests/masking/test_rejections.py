@@ -123,3 +123,12 @@ def test_server_directory_with_a_replayed_key_is_refused() -> None:
     adverts[1] = wire.encode(dataclasses.replace(forged, party=1))  # type: ignore[arg-type]
     with pytest.raises(ProtocolAbort, match="identical"):
         r.clients[0].handle_bytes(wire.encode(dataclasses.replace(directory, adverts=adverts)))
+
+
+def test_a_message_from_an_earlier_stage_is_named_a_replay() -> None:
+    config = make_config(4, 10, full_graph=True)
+    r, outbox = Round.start(config, random_updates(4, 10))
+    r.deliver(outbox)  # adverts accepted, stage closed
+    assert r.server is not None
+    with pytest.raises(RejectedMessage, match="replayed"):
+        r.server.receive(outbox[2])

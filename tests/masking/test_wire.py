@@ -62,3 +62,11 @@ def test_unexpected_type_is_named() -> None:
     raw = wire.encode(m.MaskedInput(digest=bytes(32), round=1, party=1, payload=b""))
     with pytest.raises(InvalidParameter, match="expected a ShareKeys message, found MaskedInput"):
         wire.decode(raw, expect=m.ShareKeys)
+
+
+def test_peek_header_reads_only_the_header() -> None:
+    msg = m.MaskedInput(digest=bytes(range(32)), round=9, party=41, payload=bytes(100))
+    head = wire.peek_header(wire.encode(msg)[:wire._HEADER.size])
+    assert head == (m.MaskedInput, bytes(range(32)), 9, 41)
+    with pytest.raises(InvalidParameter, match="too short"):
+        wire.peek_header(b"SAGM\x01")

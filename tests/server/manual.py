@@ -7,18 +7,18 @@ from typing import Any
 import httpx
 import numpy as np
 
+from clients.runtime import OCTET
 from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
 from tests.server.conftest import Federation
 
-OCTET = {"Content-Type": "application/octet-stream"}
+__all__ = ["OCTET", "ManualClient"]
 
 
 class ManualClient:
     def __init__(self, fed: Federation, i: int, info: dict[str, Any], update: np.ndarray) -> None:
         self.fed, self.i, self.round_id = fed, i, info["round_id"]
-        self.config = MaskingConfig.from_dict(info["config"])
-        self.values = encode_update(self.config, update)
-        self.session = ClientSession(self.config, i, self.values)
+        config = MaskingConfig.from_dict(info["config"])
+        self.session = ClientSession(config, i, encode_update(config, update))
         self.seen = 0
         self.sent: list[bytes] = []
 
