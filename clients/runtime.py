@@ -224,7 +224,9 @@ class RuntimeClient:
         try:
             self._call("POST", f"/v1/rounds/{round_id}/messages", content=body, headers=OCTET)
         except ServerRefused as exc:
-            if exc.code == "replayed":  # our earlier attempt landed; its ack was lost
+            if exc.code in ("replayed", "round_done"):
+                # Our earlier attempt landed and its ack was lost (or the round finished without
+                # needing it): the inbox, not this refusal, says whether we are in the result.
                 return
             if exc.status in (409, 410):
                 raise Dropped(exc.detail) from None

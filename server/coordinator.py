@@ -177,12 +177,14 @@ class Coordinator:
         """Validate, record durably, and close the stage if everyone has answered."""
         digest = (await asyncio.to_thread(hashlib.sha256, body)).digest()
         async with live.lock:
+            # A retry whose ack was lost gets the same answer even if the round completed since:
+            # checked before completion, or that client would wrongly believe it dropped.
+            if digest in live.accepted:
+                raise Rejected(409, "replayed", "this exact message was already accepted in this "
+                               "round")
             if live.protocol.done:
                 raise Rejected(409, "round_complete", "the round is already complete")
             stage = live.protocol.stage
-            if digest in live.accepted:  # a retry whose ack was lost, or a replay: same answer
-                raise Rejected(409, "replayed", "this exact message was already accepted in this "
-                               "round")
             await asyncio.to_thread(live.protocol.receive, client_id, body)
             try:
                 await asyncio.to_thread(self.store.append, live.row.id, live.seq, "msg", stage,

@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from clients.runtime import RuntimeClient
 from secagg.masking import wire
 from tests.server.conftest import Federation, HonestClients, N, tolerance, updates
 from tests.server.manual import OCTET, ManualClient
@@ -109,3 +110,25 @@ def test_tokens_from_another_federation_do_not_cross(fed: Federation, tmp_path, 
         assert resp.status_code == 204  # the other federation's round is not offered
     else:
         _err(resp, 404, "unknown_round")
+
+
+def test_retry_of_an_accepted_message_after_completion_still_gets_the_result(
+    fed: Federation,
+) -> None:
+    """An ack lost in a crash: the client's retry arrives after the round completed. The refusal
+    must not make the client believe it dropped: the inbox says it is in the result."""
+    length = 500
+    ups = updates(N, length, seed=8)
+    clients = HonestClients(fed, list(range(N - 1)), ups)
+    info = fed.open_round(length, timeout=20.0)
+    last = ManualClient(fed, N - 1, info, ups[N - 1])
+    last.advertise()
+    for _ in range(3):  # shares, masked input, unmask reply: the last message completes the round
+        last.step()
+    clients.join()
+    rid = info["round_id"]
+    assert "result" in fed.status(rid)  # the round completed and released
+    _err(last.post(last.sent[-1]), 409, "round_done")
+    assert last.inbox(wait=1.0).headers["X-Secagg-State"] == "done"
+    with RuntimeClient(fed.server.url, fed.tokens[N - 1]) as rt:
+        rt._post(rid, last.sent[-1])  # the runtime's retry path: no Dropped raised
