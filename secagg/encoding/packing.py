@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from secagg.errors import InvalidParameter
 
-__all__ = ["PackedSum", "pack_bits", "packed_size", "unpack_bits"]
+__all__ = ["BitPacker", "PackedSum", "pack_bits", "packed_size", "unpack_bits"]
 
 
 def _groups(count: int) -> int:
@@ -26,28 +26,59 @@ def packed_size(count: int, bits: int) -> int:
     return bits * _groups(count) * 8
 
 
+class BitPacker:
+    """Packs one vector row by row, so packing can follow other chunked work while it is in cache.
+
+    Write the values into :attr:`buffer` (zero-padded to the layout's 64 rows), call
+    :meth:`pack_through` as prefixes of it become final, then :meth:`to_bytes`.
+    """
+
+    def __init__(self, count: int, bits: int) -> None:
+        if not 1 <= bits <= 32:
+            raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
+        if count < 0:
+            raise InvalidParameter(f"count must be >= 0, found {count}")
+        self.count, self.bits = count, bits
+        self._groups = _groups(count)
+        self.buffer = np.zeros(64 * self._groups, dtype=np.uint32)
+        self._rows = self.buffer.reshape(64, self._groups)
+        self._out = np.zeros((bits, self._groups), dtype=np.uint64)
+        self._low = np.empty(self._groups, dtype=np.uint64)
+        self._shifted = np.empty(self._groups, dtype=np.uint64)
+        self._next_row = 0
+
+    def pack_through(self, stop: int) -> None:
+        """Pack every row that lies wholly within ``buffer[:stop]`` and is not packed yet."""
+        last = min(64, stop // self._groups)
+        bits, out, low, shifted = self.bits, self._out, self._low, self._shifted
+        for i in range(self._next_row, last):
+            w, s = divmod(i * bits, 64)
+            if bits < 32:
+                np.bitwise_and(self._rows[i], np.uint64((1 << bits) - 1), out=low)
+            else:
+                np.copyto(low, self._rows[i])
+            np.left_shift(low, np.uint64(s), out=shifted)
+            np.bitwise_or(out[w], shifted, out=out[w])
+            if s + bits > 64:
+                np.right_shift(low, np.uint64(64 - s), out=shifted)
+                np.bitwise_or(out[w + 1], shifted, out=out[w + 1])
+        self._next_row = max(self._next_row, last)
+
+    def to_bytes(self) -> bytes:
+        """The packed vector (packs any rows left)."""
+        self.pack_through(self.buffer.shape[0])
+        return self._out.astype("<u8", copy=False).tobytes()
+
+
 def pack_bits(values: npt.NDArray[np.uint32], bits: int) -> bytes:
     """Pack the low ``bits`` bits of each value (an integer vector; negatives wrap mod 2^bits)."""
-    if not 1 <= bits <= 32:
-        raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
     if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
         raise InvalidParameter(
             f"values must be a 1-D integer array, found {values.ndim}-D {values.dtype}"
         )
-    g = _groups(values.shape[0])
-    padded = np.zeros(64 * g, dtype=np.uint64)
-    padded[: values.shape[0]] = values
-    if bits < 32:
-        padded &= np.uint64((1 << bits) - 1)
-    rows = padded.reshape(64, g)
-    out = np.zeros((bits, g), dtype=np.uint64)
-    for i in range(64):
-        pos = i * bits
-        w, s = divmod(pos, 64)
-        out[w] |= rows[i] << np.uint64(s)
-        if s + bits > 64:
-            out[w + 1] |= rows[i] >> np.uint64(64 - s)
-    return out.astype("<u8", copy=False).tobytes()
+    packer = BitPacker(values.shape[0], bits)
+    packer.buffer[: values.shape[0]] = values  # wraps mod 2^32 like the uint32 it becomes
+    return packer.to_bytes()
 
 
 def unpack_bits(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint32]:
@@ -55,7 +86,7 @@ def unpack_bits(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint32]:
     the wrong length."""
     one = PackedSum(count, bits)
     one.add(data)
-    return one.result()
+    return one.result().copy()  # a writable array of its own
 
 
 class PackedSum:
@@ -76,6 +107,8 @@ class PackedSum:
         self._flat = np.zeros(64 * self._groups, dtype=np.uint32)
         self._rows = self._flat.reshape(64, self._groups)
         self._tmp = np.empty(self._groups, dtype=np.uint64)
+        self._reduced = 0  # accumulator[:_reduced] has been reduced mod 2^bits
+        self._closed = False
 
     @property
     def accumulator(self) -> npt.NDArray[np.uint32]:
@@ -83,6 +116,8 @@ class PackedSum:
         return self._flat[: self.count]
 
     def add(self, data: bytes) -> None:
+        if self._closed:
+            raise InvalidParameter("this sum's result was already taken; start a new PackedSum")
         expected = packed_size(self.count, self.bits)
         if len(data) != expected:
             raise InvalidParameter(
@@ -90,6 +125,7 @@ class PackedSum:
                 f"need {expected}"
             )
         words = np.frombuffer(data, dtype="<u8").reshape(self.bits, self._groups)
+        self._reduced = 0
         tmp = self._tmp
         for i in range(64):
             w, s = divmod(i * self.bits, 64)
@@ -98,9 +134,24 @@ class PackedSum:
                 tmp |= words[w + 1] << np.uint64(64 - s)
             np.add(self._rows[i], tmp, out=self._rows[i], casting="unsafe")
 
+    def reduce_through(self, stop: int) -> None:
+        """Reduce ``accumulator[:stop]`` mod 2^bits now (while a caller has it in cache).
+
+        Harmless at any time: the sum is only ever read mod 2^bits.
+        """
+        stop = min(stop, self.count)
+        if self.bits < 32 and stop > self._reduced:
+            part = self._flat[self._reduced : stop]
+            np.bitwise_and(part, np.uint32((1 << self.bits) - 1), out=part)
+        self._reduced = max(self._reduced, stop)
+
     def result(self) -> npt.NDArray[np.uint32]:
-        """The sum of everything added (and any masks applied), reduced mod 2^bits."""
-        out = self._flat[: self.count].copy()
-        if self.bits < 32:
-            out &= np.uint32((1 << self.bits) - 1)
+        """The sum of everything added (and any masks applied), reduced mod 2^bits.
+
+        A read-only view of the accumulator, not a copy; the sum is closed afterwards.
+        """
+        self.reduce_through(self.count)
+        self._closed = True
+        out = self._flat[: self.count]
+        out.flags.writeable = False
         return out

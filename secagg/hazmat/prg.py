@@ -11,16 +11,17 @@ reading of the keystream; masks mod 2^b for b <= 32 are their low b bits, which 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from secagg.errors import InvalidParameter
-from secagg.hazmat.handles import SecretBytes
+from secagg.hazmat.handles import SecretBytes, refuse_pickle
 
-__all__ = ["MaskExpander", "expand_mask"]
+__all__ = ["Keystream", "MaskExpander", "expand_mask"]
 
 _ZERO_IV = bytes(16)
 _CHUNK_WORDS = 1 << 16  # 256 KiB of keystream per step: stays in L2 while it is added
@@ -39,12 +40,14 @@ class MaskExpander:
         self.apply_many(acc, [(key, subtract)])
 
     def apply_many(self, acc: npt.NDArray[np.uint32],
-                   masks: Sequence[tuple[SecretBytes, bool]]) -> None:
+                   masks: Sequence[tuple[SecretBytes, bool]],
+                   *, after_chunk: Callable[[int], None] | None = None) -> None:
         """Apply every ``(key, subtract)`` mask, chunk by chunk.
 
         Same result as calling :meth:`apply` for each, but each accumulator chunk stays in cache
         while all keystreams are added to it, instead of streaming the whole vector from memory
-        once per mask.
+        once per mask. ``after_chunk(stop)`` runs once ``acc[:stop]`` is final, so a caller can
+        consume it (bit-pack it) while it is still in cache.
         """
         if acc.dtype != np.uint32 or acc.ndim != 1 or not acc.flags.c_contiguous:
             raise InvalidParameter("mask accumulator must be a contiguous 1-D uint32 array")
@@ -64,6 +67,39 @@ class MaskExpander:
             for enc, op in streams:
                 enc.update_into(zeros[: count * 4], self._buf)
                 op(chunk, words, out=chunk)
+            if after_chunk is not None:
+                after_chunk(stop)
+
+
+class Keystream:
+    """Successive uint32 words of one AES-256-CTR keystream, handed out chunk by chunk.
+
+    For randomness that is consumed once, in order, next to other per-chunk work (stochastic
+    rounding): the words land in one reused buffer, so a caller's chunk stays in cache.
+    """
+
+    CHUNK_WORDS = _CHUNK_WORDS
+
+    def __init__(self, key: SecretBytes) -> None:
+        if len(key) != 32:
+            raise InvalidParameter(f"keystream key must be 32 bytes, found {len(key)}")
+        self._enc = Cipher(algorithms.AES(key.expose_secret_bytes()), modes.CTR(_ZERO_IV)).encryptor()
+        self._zeros = bytes(_CHUNK_WORDS * 4)
+        self._buf = bytearray(_CHUNK_WORDS * 4 + 15)
+        self._words = np.frombuffer(self._buf, dtype=np.uint32, count=_CHUNK_WORDS)
+
+    def next_words(self, count: int) -> npt.NDArray[np.uint32]:
+        """The next ``count`` (<= CHUNK_WORDS) words; the view is overwritten by the next call."""
+        if not 0 <= count <= _CHUNK_WORDS:
+            raise InvalidParameter(f"count must be in [0, {_CHUNK_WORDS}], found {count}")
+        self._enc.update_into(memoryview(self._zeros)[: count * 4], self._buf)
+        return self._words[:count]
+
+    def __repr__(self) -> str:
+        return "Keystream(<redacted>)"
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        refuse_pickle(self)
 
 
 def expand_mask(key: SecretBytes, length: int) -> npt.NDArray[np.uint32]:

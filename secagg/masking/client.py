@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import numpy as np
 import numpy.typing as npt
 
-from secagg.encoding.packing import pack_bits
+from secagg.encoding.packing import BitPacker
 from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, ProtocolAbort
 from secagg.hazmat import shamir
 from secagg.hazmat.aead import open_sealed, seal
@@ -223,11 +223,13 @@ class ClientSession:
             k = keys.pairwise_mask_key(self._mask, self._adverts[v].mask_public, me, v,
                                        self._digest, cfg.round)
             masks.append((k, me > v))
-        acc = self._values.copy()
-        MaskExpander().apply_many(acc, masks)
+        packer = BitPacker(cfg.wire_length, cfg.mod_bits)
+        acc = packer.buffer[: cfg.wire_length]
+        acc[:] = self._values
+        MaskExpander().apply_many(acc, masks, after_chunk=packer.pack_through)
         self._stage = Stage.MASKED_INPUT
         return m.MaskedInput(digest=self._digest, round=cfg.round, party=me,
-                             payload=pack_bits(acc, cfg.mod_bits))
+                             payload=packer.to_bytes())
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
         if not set(survivors) <= self._shared:

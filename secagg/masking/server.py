@@ -315,7 +315,7 @@ class ServerSession:
                 k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v,
                                            self._digest, cfg.round)
                 masks.append((k, v < owner))  # undo v's +/- mask with the dropout
-        MaskExpander().apply_many(packed.accumulator, masks)
+        MaskExpander().apply_many(packed.accumulator, masks, after_chunk=packed.reduce_through)
         total = packed.result()
         total_weight = int(total[-1])
         if not len(self._u3) <= total_weight <= len(self._u3) * cfg.max_weight:

@@ -34,7 +34,7 @@ def encode_update(config: MaskingConfig, update: npt.ArrayLike, *, weight: int =
     if not 1 <= weight <= config.max_weight:
         raise InvalidParameter(f"weight must be in [1, max_weight={config.max_weight}], found {weight}")
     out = np.empty(config.wire_length, dtype=np.uint32)
-    out[:-1] = quantize(vec, config.fixed_point, weight=weight, rng=rng)
+    quantize(vec, config.fixed_point, weight=weight, rng=rng, out=out[:-1])
     out[-1] = weight
     return out
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg.encoding.packing import PackedSum, pack_bits, packed_size, unpack_bits
+from secagg.encoding.packing import BitPacker, PackedSum, pack_bits, packed_size, unpack_bits
 from secagg.errors import InvalidParameter
 
 
@@ -126,3 +126,57 @@ def test_packed_sum_rejects_bad_arguments() -> None:
     acc = PackedSum(100, 9)
     with pytest.raises(InvalidParameter, match=r"packed vector is 3 bytes; 100 values at 9 bits need 144"):
         acc.add(b"abc")
+
+
+# --- incremental packing and in-cache reduction (the masking client's and server's fused loops) --
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bits=st.integers(1, 32),
+    length=st.integers(0, 3000),
+    cuts=st.lists(st.integers(0, 3100), max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_bit_packer_in_steps_equals_pack_bits(bits: int, length: int, cuts: list[int], seed: int) -> None:
+    """Packing prefixes as they become final, in any order of stops, gives pack_bits' bytes."""
+    values = np.random.default_rng(seed).integers(0, 2**32, size=length, dtype=np.uint32)
+    packer = BitPacker(length, bits)
+    packer.buffer[:length] = values
+    for stop in cuts:
+        packer.pack_through(stop)
+    assert packer.to_bytes() == pack_bits(values, bits)
+
+
+def test_bit_packer_packs_a_row_once_it_is_final() -> None:
+    """A row packed before its values change keeps the old values: the contract is 'final'."""
+    values = np.arange(640, dtype=np.uint32)
+    packer = BitPacker(640, 16)  # 64 rows of 10 values
+    packer.buffer[:] = values
+    packer.pack_through(10)  # row 0 packed
+    packer.buffer[:10] = 0
+    assert unpack_bits(packer.to_bytes(), 16, 640)[:10].tolist() == list(range(10))
+
+
+@settings(max_examples=40, deadline=None)
+@given(bits=st.integers(1, 32), length=st.integers(1, 500), stop=st.integers(0, 600),
+       seed=st.integers(0, 2**32 - 1))
+def test_packed_sum_partial_reduction_keeps_the_sum(bits: int, length: int, stop: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    vectors = [rng.integers(0, 2**32, size=length, dtype=np.uint32) for _ in range(3)]
+    acc = PackedSum(length, bits)
+    acc.add(pack_bits(vectors[0], bits))
+    acc.reduce_through(stop)  # reduce a prefix mid-way, then keep adding
+    for v in vectors[1:]:
+        acc.add(pack_bits(v, bits))
+    expected = sum((v.astype(np.uint64) for v in vectors), start=np.zeros(length, np.uint64)) % 2**bits
+    np.testing.assert_array_equal(acc.result(), expected.astype(np.uint32))
+
+
+def test_packed_sum_is_closed_after_result() -> None:
+    acc = PackedSum(10, 8)
+    acc.add(pack_bits(np.ones(10, np.uint32), 8))
+    out = acc.result()
+    assert not out.flags.writeable
+    with pytest.raises(InvalidParameter, match="result was already taken"):
+        acc.add(pack_bits(np.ones(10, np.uint32), 8))

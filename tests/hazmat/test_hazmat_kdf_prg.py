@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import replace
 from typing import Any
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from secagg.errors import InvalidParameter
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.kdf import KeyContext, Purpose, derive_key, hkdf_sha256
-from secagg.hazmat.prg import MaskExpander, expand_mask
+from secagg.hazmat.prg import Keystream, MaskExpander, expand_mask
 
 BASE = KeyContext("secagg-masking", 1, b"digest", 3, Purpose.PAIRWISE_MASK, (1, 2))
 IKM = SecretBytes(os.urandom(32))
@@ -207,3 +208,31 @@ def test_different_keys_give_different_masks() -> None:
     a = expand_mask(SecretBytes(bytes(32)), 1000)
     b = expand_mask(SecretBytes(bytes(31) + b"\x01"), 1000)
     assert np.count_nonzero(a == b) < 5
+
+
+@settings(max_examples=30, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32),
+       counts=st.lists(st.integers(0, Keystream.CHUNK_WORDS), min_size=1, max_size=4))
+def test_keystream_chunks_continue_one_stream(key: bytes, counts: list[int]) -> None:
+    """Words handed out chunk by chunk are the mask keystream read in order."""
+    stream = Keystream(SecretBytes(key))
+    got = np.concatenate([stream.next_words(c).copy() for c in counts])
+    np.testing.assert_array_equal(got, expand_mask(SecretBytes(key), sum(counts)))
+
+
+def test_keystream_checks_and_redacts() -> None:
+    with pytest.raises(InvalidParameter, match="keystream key must be 32 bytes, found 31"):
+        Keystream(SecretBytes(bytes(31)))
+    stream = Keystream(SecretBytes(b"k" * 32))
+    with pytest.raises(InvalidParameter, match=r"count must be in \[0, 65536\], found 65537"):
+        stream.next_words(Keystream.CHUNK_WORDS + 1)
+    assert "6b6b" not in repr(stream) and "kkkk" not in repr(stream)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(stream)
+
+
+def test_after_chunk_sees_every_prefix_in_order() -> None:
+    acc = np.zeros(3 * 65536 + 5, dtype=np.uint32)
+    stops: list[int] = []
+    MaskExpander().apply_many(acc, [(SecretBytes(bytes(32)), False)], after_chunk=stops.append)
+    assert stops == [65536, 2 * 65536, 3 * 65536, 3 * 65536 + 5]
