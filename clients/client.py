@@ -24,7 +24,13 @@ from clients.data import Record
 from clients.ledger import LedgerEntry, PrivacyLedger
 from clients.model import EncoderKind, EnterpriseModel, build_model, load_tokenizer, make_dataset
 from clients.trainer import DPConfig, evaluate, train_private
-from clients.updates import apply_aggregate, extract_update, get_trainable_vector, trainable_spec
+from clients.updates import (
+    apply_aggregate,
+    extract_update,
+    get_trainable_vector,
+    set_trainable_vector,
+    trainable_spec,
+)
 from secagg.dp import GaussianSteps, noise_multiplier
 from secagg.encoding import ParamSpec
 
@@ -99,6 +105,13 @@ class EnterpriseClient:
     def apply_aggregate(self, aggregate: npt.ArrayLike) -> None:
         """Set the model to base + ``aggregate`` (the released mean update); it is the new base."""
         self.base = apply_aggregate(self.model, self.base, aggregate, self.spec)
+
+    def restore_base(self, vector: npt.ArrayLike) -> None:
+        """Set the model to a saved combined model (``vector`` from :attr:`base`), e.g. after a
+        restart; raises if it does not fit this model's trainable parameters."""
+        base = np.asarray(vector, dtype=np.float32)
+        set_trainable_vector(self.model, base, self.spec)
+        self.base = base.copy()
 
     def evaluate(self, records: Sequence[Record], *, max_length: int = 32) -> float:
         """Accuracy on ``records``."""

@@ -3,6 +3,7 @@
     secagg-server --host 127.0.0.1 --port 8443 --data ./srv [--tls-cert F --tls-key F]
     secagg-server federation create --data ./srv --name city --clients 3 [--json]
     secagg-server federation list --data ./srv
+    secagg-server inspect --data ./srv [--json]
 
 ``federation create`` prints the operator token and one token per client exactly once; only
 their SHA-256 is stored, so a lost token means enrolling again. It writes straight to the store
@@ -44,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help="print the tokens as JSON")
     listing = fsub.add_parser("list", help="list federations")
     listing.add_argument("--data", required=True)
+    inspect = sub.add_parser("inspect", help="what the store holds, round by round (operator, "
+                             "auditors)", description="Summarises the data directory without "
+                             "the server running: per round, the messages received (kind, stage, "
+                             "sizes), whether any message body is still stored, and the released "
+                             "result's size. Message bodies are erased when a round ends.")
+    inspect.add_argument("--data", required=True)
+    inspect.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -54,7 +62,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(args_list)
     if args.command == "federation":
         return _federation(args)
+    if args.command == "inspect":
+        return _inspect(args)
     return _serve(args)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from server.store import Store
+
+    if not (Path(args.data) / "secagg-server.sqlite3").is_file():
+        print(f"secagg-server: error: {args.data!r} is not a server data directory",
+              file=sys.stderr)
+        return 2
+    store = Store(args.data)
+    try:
+        summary = store.summary()
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    for r in summary["rounds"]:
+        stages = ", ".join(f"{s['stage']}: {s['messages']} msgs {s['bytes']} B"
+                           for s in r["stages"])
+        print(f"round {r['index']} ({r['mode']}, {r['status']}): {stages}; bodies still stored: "
+              f"{r['bodies_stored']}; result {r['result_bytes']} B")
+    return 0
 
 
 def _federation(args: argparse.Namespace) -> int:

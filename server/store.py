@@ -235,6 +235,27 @@ class Store:
         shutil.rmtree(self.blobs / f"r{round_id}", ignore_errors=True)
         self._tx("PRAGMA wal_checkpoint(TRUNCATE)")
 
+    def summary(self) -> dict[str, Any]:
+        """What is stored, per round: message counts and sizes by stage, bodies still held,
+        result size. Metadata only; used by ``secagg-server inspect`` and audits."""
+        rounds = []
+        for row in self.rounds():
+            stages = [{"stage": str(stage), "messages": int(n), "bytes": int(size or 0)}
+                      for stage, n, size in self._tx(
+                          "SELECT stage, COUNT(*), SUM(size) FROM events WHERE round_id = ? AND "
+                          "kind = 'msg' GROUP BY stage ORDER BY MIN(seq)", row.id).fetchall()]
+            senders = {int(c): int(b or 0) for c, b in self._tx(
+                "SELECT client_id, SUM(size) FROM events WHERE round_id = ? AND kind = 'msg' "
+                "GROUP BY client_id", row.id).fetchall()}
+            held = self._tx("SELECT COUNT(*) FROM events WHERE round_id = ? AND (body IS NOT NULL "
+                            "OR blob_file IS NOT NULL)", row.id).fetchone()[0]
+            result = self.results / f"round-{row.id}.bin"
+            rounds.append({"round_id": row.id, "index": row.index, "mode": row.mode,
+                           "status": row.status, "stages": stages, "bytes_by_client": senders,
+                           "bodies_stored": int(held),
+                           "result_bytes": result.stat().st_size if result.exists() else 0})
+        return {"rounds": rounds}
+
     def erase_finished(self) -> None:
         """Startup cleanup: a crash between finishing a round and erasing it leaves bodies."""
         for row in self._tx("SELECT DISTINCT e.round_id FROM events e JOIN rounds r ON r.id = "

@@ -19,6 +19,7 @@ __all__ = ["COMMANDS", "main"]
 
 # group -> module, or group -> {subcommand -> module}
 COMMANDS: dict[str, str | dict[str, str]] = {
+    "demo": "secagg.cli.demo",
     "simulate": {
         "masking": "secagg.cli.simulate_masking",
         "ckks": "secagg.cli.simulate_ckks",
@@ -46,6 +47,7 @@ _GROUP_HELP = {
 
 EPILOG = """\
 examples:
+  secagg demo                                   # the smart-city demo (a few minutes)
   secagg simulate masking --clients 10 --params 100000 --dropout 0.2 --stage random
   secagg bench masking --clients 10 --params 1000000 --dropout 0.1 --compare flower --json out.json
 

@@ -1,0 +1,270 @@
+"""One enterprise through federated rounds: DP-LoRA training, protected upload, shared model.
+
+This is the loop a deployment runs per enterprise, and what ``secagg-client --data`` and the demo
+start::
+
+    from clients.federated import FederatedEnterprise, FederationPlan
+
+    plan = FederationPlan(rounds=2, budget_epsilon=8.0)
+    with FederatedEnterprise.connect("https://agg:8443", token, data="my_records.csv",
+                                     name="energy_utility", ledger="energy.ledger.json",
+                                     plan=plan, verify="ca.pem") as ent:
+        report = ent.run()
+
+Each round the enterprise trains from the common model with DP-SGD (its ledger refuses to
+overspend), waits for the server's next round, protects the update with the round's mode (masking
+or CKKS: the server picks it), and applies the released mean, so every enterprise ends with the
+same combined model. Training happens before the round opens, so stage deadlines never have to
+cover training time.
+
+The noise is calibrated once for the whole run: the same (sample rate, sigma) every round, with
+sigma chosen so that all ``rounds`` rounds together spend at most ``budget_epsilon`` (the
+ledger composes them exactly as one long run; splitting the budget evenly per round would
+spend much less than asked, since composition is sublinear).
+
+Restarts: with ``state_dir`` set, the combined model and the last round taken part in are saved
+(atomically) after every round, so a restarted enterprise resumes with the federation's model and
+the rounds it has left; round secrets are never saved, so a round interrupted by the restart is
+one this enterprise dropped out of. The ledger is durable on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from clients.client import EnterpriseClient
+from clients.data import Record, load_records, split_records
+from clients.ledger import PrivacyLedger
+from clients.model import EncoderKind
+from clients.runtime import Dropped, RuntimeClient
+from clients.trainer import DPConfig, NoiseMode
+from secagg.errors import InvalidParameter
+
+__all__ = ["EnterpriseReport", "FederatedEnterprise", "FederationPlan", "RoundReport"]
+
+Event = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class FederationPlan:
+    """How an enterprise trains across the federation's rounds."""
+
+    rounds: int = 2
+    budget_epsilon: float = 8.0
+    delta: float = 1e-5
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-3
+    max_grad_norm: float = 1.0
+    max_length: int = 32
+    noise_mode: NoiseMode = NoiseMode.SECURE
+    encoder: EncoderKind = EncoderKind.MINILM
+    lora_rank: int = 8
+    test_fraction: float = 0.25
+    weight: int = 1
+    model_seed: int = 0  # the common starting model: the same in every enterprise
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.rounds, int) and self.rounds >= 1):
+            raise InvalidParameter(f"rounds must be an integer >= 1, found {self.rounds!r}")
+        if not (math.isfinite(self.budget_epsilon) and self.budget_epsilon > 0):
+            raise InvalidParameter(f"budget_epsilon must be a finite number > 0, found "
+                                   f"{self.budget_epsilon}")
+
+    def dp_config(self, num_records: int) -> DPConfig:
+        """One round's training, with sigma such that ``rounds`` such rounds spend the budget."""
+        from secagg.dp import noise_multiplier
+
+        probe = DPConfig(epochs=self.epochs, batch_size=self.batch_size,
+                         learning_rate=self.learning_rate, max_grad_norm=self.max_grad_norm,
+                         delta=self.delta, noise_multiplier=1.0, noise_mode=self.noise_mode,
+                         max_length=self.max_length)
+        sigma = noise_multiplier(target_epsilon=self.budget_epsilon,
+                                 sample_rate=probe.sample_rate(num_records),
+                                 steps=self.rounds * probe.steps(num_records), delta=self.delta)
+        return replace(probe, noise_multiplier=sigma)
+
+
+@dataclass(slots=True)
+class RoundReport:
+    index: int
+    mode: str
+    dropped: bool
+    epsilon_total: float  # this enterprise's ledger after the round's training
+    local_accuracy: float  # its own model after local training, before aggregation
+    accuracy: float | None = None  # the combined model after the round (None if dropped)
+    survivors: list[int] = field(default_factory=list)
+    update_norm: float = 0.0
+    train_s: float = 0.0
+    protect_s: float = 0.0  # from round open seen to aggregate received
+
+
+@dataclass(slots=True)
+class EnterpriseReport:
+    name: str
+    client_id: int
+    dimension: int
+    test_records: int
+    start_accuracy: float
+    rounds: list[RoundReport] = field(default_factory=list)
+    epsilon: float = 0.0
+    delta: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class FederatedEnterprise:
+    """An enterprise's model, data, ledger and server connection for a run of rounds."""
+
+    def __init__(self, runtime: RuntimeClient, client: EnterpriseClient, test: list[Record], *,
+                 name: str, plan: FederationPlan, audit_dir: Path | None = None,
+                 state_dir: Path | None = None, on_event: Event | None = None) -> None:
+        self.runtime = runtime
+        self.client = client
+        self.test = test
+        self.name = name
+        self.plan = plan
+        self.audit_dir = audit_dir
+        self.state_dir = state_dir
+        self._emit: Event = on_event or (lambda kind, data: None)
+
+    # ---- resumable state (the enterprise's own disk) -------------------------------------------
+
+    def _state_paths(self) -> tuple[Path, Path]:
+        assert self.state_dir is not None
+        return self.state_dir / f"{self.name}.model.npy", self.state_dir / f"{self.name}.progress.json"
+
+    def _load_state(self) -> tuple[int, int]:
+        """(index of the last round taken part in or -1, rounds completed) from ``state_dir``."""
+        if self.state_dir is None:
+            return -1, 0
+        model_path, progress_path = self._state_paths()
+        if not progress_path.exists():
+            return -1, 0
+        try:
+            progress = json.loads(progress_path.read_text())
+            after, completed = int(progress["after"]), int(progress["completed"])
+            digest = str(progress["spec_digest"])
+            base = np.load(model_path)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise InvalidParameter(f"state in {str(self.state_dir)!r} is unreadable ({exc}); move "
+                                   "it aside to start this enterprise afresh") from None
+        if digest != self.client.spec.digest().hex():
+            raise InvalidParameter(f"state in {str(self.state_dir)!r} belongs to a different model "
+                                   "(trainable parameters differ); use the same --encoder and "
+                                   "LoRA rank, or a new --state-dir")
+        self.client.restore_base(base)
+        return after, completed
+
+    def _save_state(self, after: int, completed: int) -> None:
+        if self.state_dir is None:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        model_path, progress_path = self._state_paths()
+        tmp_model = model_path.with_name(model_path.name + ".tmp.npy")
+        np.save(tmp_model, self.client.base)
+        tmp_model.replace(model_path)
+        tmp = progress_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"after": after, "completed": completed,
+                                   "spec_digest": self.client.spec.digest().hex()}))
+        tmp.replace(progress_path)
+
+    @classmethod
+    def connect(cls, server: str, token: str, *, data: str | Path, name: str,
+                ledger: str | Path, plan: FederationPlan | None = None,
+                verify: bool | str = True, audit_dir: str | Path | None = None,
+                state_dir: str | Path | None = None,
+                on_event: Event | None = None) -> FederatedEnterprise:
+        """Load the data (train/test split), open the ledger, build the common model, connect.
+
+        ``audit_dir`` (demos and audits only) receives each round's plaintext update as .npy on
+        this enterprise's own disk, so a run can be checked against the released aggregate; it is
+        never sent anywhere. Leave it unset in production.
+        """
+        plan = plan or FederationPlan()
+        train, test = split_records(load_records(data), test_fraction=plan.test_fraction)
+        book = PrivacyLedger.open(ledger, enterprise=name, budget_epsilon=plan.budget_epsilon,
+                                  delta=plan.delta)
+        client = EnterpriseClient.create(train, ledger=book, encoder=plan.encoder,
+                                         lora_rank=plan.lora_rank, seed=plan.model_seed)
+        runtime = RuntimeClient(server, token, verify=verify)
+        return cls(runtime, client, test, name=name, plan=plan,
+                   audit_dir=None if audit_dir is None else Path(audit_dir),
+                   state_dir=None if state_dir is None else Path(state_dir), on_event=on_event)
+
+    def __enter__(self) -> FederatedEnterprise:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.runtime.close()
+
+    def run(self, *, progress: bool = False) -> EnterpriseReport:
+        """Take part in ``plan.rounds`` rounds; returns what happened (no update values)."""
+        me = self.runtime.whoami()
+        after, completed = self._load_state()
+        report = EnterpriseReport(name=self.name, client_id=int(me["client_id"]),
+                                  dimension=self.client.spec.size, test_records=len(self.test),
+                                  start_accuracy=self.client.evaluate(self.test),
+                                  delta=self.plan.delta)
+        self._emit("ready", {"name": self.name, "client_id": report.client_id,
+                             "dimension": report.dimension, "accuracy": report.start_accuracy,
+                             "federation": me["federation"], "resumed_rounds": completed})
+        for r in range(completed, self.plan.rounds):
+            t0 = time.monotonic()
+            update = self.client.train_round(self.plan.dp_config(len(self.client.records)),
+                                              progress=progress)
+            local = self.client.evaluate(self.test)
+            train_s = time.monotonic() - t0
+            eps = update.ledger_entry.total_epsilon
+            self._emit("trained", {"round": r, "epsilon": eps, "local_accuracy": local,
+                                   "train_s": train_s, "loss": update.mean_loss})
+            info = self.runtime.wait_for_round(after)
+            after = info.index
+            self._save_state(after, r)  # a restart now must not rejoin this round's past stages
+            if self.audit_dir is not None:
+                self.audit_dir.mkdir(parents=True, exist_ok=True)
+                np.save(self.audit_dir / f"update-{self.name}-round{info.index}.npy", update.vector)
+            t1 = time.monotonic()
+            entry = RoundReport(index=info.index, mode=info.mode, dropped=False,
+                                epsilon_total=eps, local_accuracy=local, train_s=train_s,
+                                update_norm=float(np.linalg.norm(update.vector)))
+            try:
+                result = self.runtime.take_part(info, update.vector, self.plan.weight)
+            except Dropped as exc:
+                self.client.apply_aggregate(np.zeros(self.client.spec.size))  # back to the base
+                entry.dropped = True
+                report.rounds.append(entry)
+                self._save_state(after, r + 1)
+                self._emit("dropped", {"round": info.index, "reason": str(exc)})
+                continue
+            if self.audit_dir is not None:
+                np.save(self.audit_dir / f"released-{self.name}-round{info.index}.npy",
+                        result.weighted_sum)
+            self.client.apply_aggregate(result.mean)
+            entry.accuracy = self.client.evaluate(self.test)
+            entry.survivors = list(result.survivors)
+            entry.protect_s = time.monotonic() - t1
+            report.rounds.append(entry)
+            self._save_state(after, r + 1)
+            self._emit("round", {"round": info.index, "mode": info.mode,
+                                 "accuracy": entry.accuracy, "survivors": entry.survivors,
+                                 "protect_s": entry.protect_s})
+        report.epsilon = self.client.ledger.spent()
+        self._emit("done", {"epsilon": report.epsilon})
+        return report
+
+
+def print_event(kind: str, data: dict[str, Any]) -> None:
+    """One JSON line per event on stdout (what ``secagg-client --events`` prints)."""
+    print("secagg-event " + json.dumps({"event": kind, **data}), flush=True)

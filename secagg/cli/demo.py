@@ -1,0 +1,95 @@
+"""``secagg demo``: three enterprises improve one model; the server sees only protected updates."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+HELP = "the smart-city demo: a real server and one DP-training process per enterprise"
+DESCRIPTION = """\
+Starts a real secagg-server on 127.0.0.1 and one secagg-client process per enterprise (an energy
+utility, a residential security firm and a city operations centre, each with its own small,
+differently distributed dataset shipped with secagg). Each round, every enterprise fine-tunes
+LoRA adapters and a sensor head on MiniLM with DP-SGD (Opacus, secure noise) and sends only a
+protected update: pairwise-masked (--mode masking) or CKKS-encrypted (--mode ckks). The server
+releases the combined update, every enterprise applies it, and the demo ends with a table:
+accuracy of each enterprise's model (at the start, trained alone, combined), epsilon spent,
+bytes sent, and what the server held.
+
+Takes a few minutes on 2 cores (most of it DP training). The operator role (opening rounds,
+reading the server's store) is played by this command; it never sees an update except through
+the enterprises' local audit files, which exist so the demo can check the released aggregate
+against the plaintext sum.
+
+examples:
+  secagg demo                                   # masking, 3 enterprises, 2 rounds
+  secagg demo --mode ckks --json out/demo.json
+  secagg demo --rounds 3 --epsilon 4 --workdir /tmp/city   # keep logs, ledgers, server store
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=("masking", "ckks"), default="masking",
+                        help="how updates are protected (masking)")
+    parser.add_argument("--clients", type=int, default=3, help="enterprises, 2 or 3 (3)")
+    parser.add_argument("--rounds", type=int, default=2, help="federated rounds (2)")
+    parser.add_argument("--epsilon", type=float, default=8.0,
+                        help="each enterprise's total privacy budget over all rounds (8; "
+                        "delta 1e-5)")
+    parser.add_argument("--epochs", type=int, default=3, help="local DP-SGD epochs per round (3)")
+    parser.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm",
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help="keep everything here (must be empty or absent): "
+                        "server store, ledgers, client logs")
+    parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def run(args: argparse.Namespace) -> int:
+    from secagg.cli._output import print_table, write_json
+    from secagg.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(mode=args.mode, clients=args.clients, rounds=args.rounds,
+                     epsilon=args.epsilon, epochs=args.epochs, encoder=args.encoder,
+                     workdir=args.workdir, progress=not args.no_progress)
+    report: dict[str, Any] = run_demo(cfg)
+    acc = report["accuracy"]
+    print()
+    print(f"secagg demo: {report['clients']} enterprises, mode {report['mode']}, "
+          f"{report['rounds_completed']}/{report['rounds_requested']} rounds completed, "
+          f"{report['trainable_parameters']} trainable parameters, {report['wall_s']:.0f} s")
+    print()
+    print_table(
+        [[name, _pct(a["start"]), _pct(a["local_only"]), _pct(a["combined"]),
+          f"{report['epsilon'][name]:.2f}", _mb(report["bytes_sent"][name])]
+         for name, a in acc.items()]
+        + [["all test data", "", "", _pct(report["combined_accuracy"]), "", ""]],
+        header=["enterprise", "start", "trained alone", "combined model",
+                f"epsilon (delta {report['delta']:g})", "bytes sent"],
+    )
+    srv = report["server"]
+    print()
+    print_table([
+        ["protected", "every update: LoRA adapters + head, DP-SGD noised, then "
+         + ("pairwise-masked" if report["mode"] == "masking" else "CKKS-encrypted")],
+        ["server saw", f"{srv['messages']} messages, {_mb(srv['bytes_received'])}: {srv['held']}"],
+        ["server released", "the combined update only"
+         + ("" if report["mode"] == "masking" else " (as a ciphertext the enterprises decrypt)")],
+        ["server disk now", f"{srv['bodies_stored_after']} message bodies (erased after each "
+         f"round); plaintext updates found: {srv['plaintext_updates_found_on_disk']}"],
+        ["aggregate check", f"max |released - plaintext sum| = "
+         f"{report['max_abs_error_vs_plaintext']:.2e}"],
+    ], header=["", ""])
+    if report.get("workdir"):
+        print(f"\nlogs, ledgers and the server store: {report['workdir']}")
+    if args.json:
+        write_json(args.json, report)
+    return 0
