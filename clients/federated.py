@@ -17,10 +17,11 @@ or CKKS: the server picks it), and applies the released mean, so every enterpris
 same combined model. Training happens before the round opens, so stage deadlines never have to
 cover training time.
 
-The noise is calibrated once for the whole run: the same (sample rate, sigma) every round, with
-sigma chosen so that all ``rounds`` rounds together spend at most ``budget_epsilon`` (the
-ledger composes them exactly as one long run; splitting the budget evenly per round would
-spend much less than asked, since composition is sublinear).
+The noise is calibrated for the whole run: each round takes the sigma with which the ledger's
+history plus the rounds left spend at most ``budget_epsilon`` (so the same sigma every round
+when nothing goes wrong; splitting the budget evenly per round would spend much less than asked,
+since composition is sublinear). A restart that cost an extra round of training is absorbed by
+the remaining rounds' noise instead of overrunning the budget.
 
 Restarts: with ``state_dir`` set, the combined model and the last round taken part in are saved
 (atomically) after every round, so a restarted enterprise resumes with the federation's model and
@@ -33,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -47,6 +48,7 @@ from clients.ledger import PrivacyLedger
 from clients.model import EncoderKind
 from clients.runtime import Dropped, RuntimeClient
 from clients.trainer import DPConfig, NoiseMode
+from secagg.dp import Accountant, GaussianSteps
 from secagg.errors import InvalidParameter
 
 __all__ = ["EnterpriseReport", "FederatedEnterprise", "FederationPlan", "RoundReport"]
@@ -80,17 +82,22 @@ class FederationPlan:
             raise InvalidParameter(f"budget_epsilon must be a finite number > 0, found "
                                    f"{self.budget_epsilon}")
 
-    def dp_config(self, num_records: int) -> DPConfig:
-        """One round's training, with sigma such that ``rounds`` such rounds spend the budget."""
-        from secagg.dp import noise_multiplier
+    def dp_config(self, num_records: int, history: Sequence[GaussianSteps] = (),
+                  rounds_left: int | None = None,
+                  accountant: Accountant = Accountant.RDP) -> DPConfig:
+        """One round's training, with sigma such that ``history`` plus ``rounds_left`` such
+        rounds (default: all ``rounds``) spend at most the budget."""
+        from secagg.dp import noise_for_remaining_rounds
 
         probe = DPConfig(epochs=self.epochs, batch_size=self.batch_size,
                          learning_rate=self.learning_rate, max_grad_norm=self.max_grad_norm,
                          delta=self.delta, noise_multiplier=1.0, noise_mode=self.noise_mode,
                          max_length=self.max_length)
-        sigma = noise_multiplier(target_epsilon=self.budget_epsilon,
-                                 sample_rate=probe.sample_rate(num_records),
-                                 steps=self.rounds * probe.steps(num_records), delta=self.delta)
+        sigma = noise_for_remaining_rounds(
+            history, budget_epsilon=self.budget_epsilon, sample_rate=probe.sample_rate(num_records),
+            steps=probe.steps(num_records), rounds=rounds_left or self.rounds, delta=self.delta,
+            accountant=accountant)
+        probe = replace(probe, accountant=accountant)
         return replace(probe, noise_multiplier=sigma)
 
 
@@ -222,8 +229,11 @@ class FederatedEnterprise:
                              "federation": me["federation"], "resumed_rounds": completed})
         for r in range(completed, self.plan.rounds):
             t0 = time.monotonic()
-            update = self.client.train_round(self.plan.dp_config(len(self.client.records)),
-                                              progress=progress)
+            history = [e.gaussian_steps for e in self.client.ledger.entries]
+            config = self.plan.dp_config(len(self.client.records), history,
+                                         rounds_left=self.plan.rounds - r,
+                                         accountant=self.client.ledger.accountant)
+            update = self.client.train_round(config, progress=progress)
             local = self.client.evaluate(self.test)
             train_s = time.monotonic() - t0
             eps = update.ledger_entry.total_epsilon

@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
-from secagg.bench.e2e import ServerProcess, create_federation
 from secagg.errors import InvalidParameter, SecAggError
+from secagg.service import Operator, OperatorError, ServerProcess, create_federation
 
 __all__ = ["ENTERPRISES", "DemoConfig", "DemoFailed", "run_demo"]
 
@@ -161,8 +160,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         if len(dims) != 1:
             raise DemoFailed(f"enterprises built different models (dimensions {sorted(dims)})")
         dimension = dims.pop()
-        http = httpx.Client(base_url=server.url, timeout=60.0,
-                            headers={"Authorization": f"Bearer {tokens['operator_token']}"})
+        operator = Operator(server.url, tokens["operator_token"])
         released: list[dict[str, Any]] = []
         for r in range(cfg.rounds):
             bar.set_description(f"round {r + 1}/{cfg.rounds}: DP training")
@@ -170,18 +168,16 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                 p.next_event("trained", 1800)
                 bar.update(1)
             bar.set_description(f"round {r + 1}/{cfg.rounds}: {cfg.mode} aggregation")
-            resp = http.post("/v1/rounds", json={"mode": cfg.mode,
-                                                 "stage_timeout_s": cfg.stage_timeout_s,
-                                                 "options": _round_options(cfg.mode, dimension)})
-            if resp.status_code != 201:
-                raise DemoFailed(f"the server refused to open round {r + 1}: {resp.text}")
-            info = resp.json()
+            try:
+                info = operator.open_round(cfg.mode, _round_options(cfg.mode, dimension),
+                                           stage_timeout_s=cfg.stage_timeout_s)
+            except OperatorError as exc:
+                raise DemoFailed(str(exc)) from None
             for p in procs:
                 p.next_event("round", cfg.stage_timeout_s * 6)
-            status = http.get(f"/v1/rounds/{info['round_id']}").json()
-            released.append(status)
+            released.append(operator.wait(info["round_id"], timeout=cfg.stage_timeout_s * 6))
             bar.update(1)
-        http.close()
+        operator.close()
         for p in procs:
             p.proc.wait(timeout=120)
         bar.set_description("done")

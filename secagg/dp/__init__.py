@@ -15,6 +15,7 @@ from secagg.dp.accounting import (
     PrivacySpend,
     epsilon,
     epsilon_of_history,
+    noise_for_remaining_rounds,
     noise_multiplier,
 )
 from secagg.dp.client_level import client_level_epsilon, skellam_rdp
@@ -34,6 +35,7 @@ __all__ = [
     "client_level_epsilon",
     "epsilon",
     "epsilon_of_history",
+    "noise_for_remaining_rounds",
     "noise_multiplier",
     "noisy_sum_to_float",
     "remove_noise_offset",

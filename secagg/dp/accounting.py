@@ -181,3 +181,51 @@ def noise_multiplier(
                 "target_epsilon or lower steps/sample_rate"
             ) from None
     return float(sigma)
+
+
+def noise_for_remaining_rounds(
+    history: Sequence[GaussianSteps],
+    *,
+    budget_epsilon: float,
+    sample_rate: float,
+    steps: int,
+    rounds: int,
+    delta: float,
+    accountant: Accountant | str = Accountant.RDP,
+    tolerance: float = 1e-3,
+) -> float:
+    """The smallest sigma (within ``tolerance``) such that ``history`` plus ``rounds`` more
+    rounds of ``steps`` steps at ``sample_rate`` stay within ``budget_epsilon``.
+
+    What a multi-round client needs: the same noise every round when nothing goes wrong, and a
+    fair re-split of what is left after a restart that cost an extra round of training.
+    Bisection on sigma over the accountant's own composition (epsilon falls as sigma grows).
+    """
+    if not (math.isfinite(budget_epsilon) and budget_epsilon > 0):
+        raise InvalidParameter(f"budget_epsilon must be a finite number > 0, found {budget_epsilon}")
+    if not (isinstance(rounds, int) and rounds >= 1):
+        raise InvalidParameter(f"rounds must be an integer >= 1, found {rounds!r}")
+    spent = epsilon_of_history(history, delta=delta, accountant=accountant)
+    if spent >= budget_epsilon:
+        raise InvalidParameter(f"the budget epsilon={budget_epsilon:g} is already spent "
+                               f"({spent:.4g}); no round can run")
+
+    def total(sigma: float) -> float:
+        more = [GaussianSteps(sample_rate, sigma, steps)] * rounds
+        return epsilon_of_history([*history, *more], delta=delta, accountant=accountant)
+
+    low, high = 0.3, 2.0
+    while total(high) > budget_epsilon:
+        low, high = high, 2 * high
+        if high > 1e4:
+            raise InvalidParameter(f"no noise multiplier keeps {rounds} more round(s) within "
+                                   f"epsilon={budget_epsilon:g}; lower steps or sample rate")
+    if total(low) <= budget_epsilon:
+        return low
+    while high - low > tolerance:
+        mid = (low + high) / 2
+        if total(mid) > budget_epsilon:
+            low = mid
+        else:
+            high = mid
+    return high

@@ -1,0 +1,167 @@
+"""Run and operate a secagg server from Python: the process, the federation, the rounds.
+
+    from secagg.service import Operator, ServerProcess, create_federation
+
+    tokens = create_federation("srv", "city", clients=3)        # one token per enterprise
+    server = ServerProcess(Path("srv")).start()                  # secagg-server on 127.0.0.1
+    with Operator(server.url, tokens["operator_token"]) as op:
+        info = op.open_round("masking", {"vector_length": 75_444, "clip": 2.0})
+        status = op.wait(info["round_id"])                       # 'done' or 'failed'
+
+Used by the demo, the end-to-end benchmark, the tests and ``examples/smart_city``. ``secagg`` does
+not import the ``server`` package: the server is always a separate process (``python -m server``),
+as it is in a deployment, and this module speaks to it over HTTP only.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from secagg.errors import SecAggError
+
+__all__ = ["Operator", "OperatorError", "ServerProcess", "create_federation", "free_port"]
+
+
+class OperatorError(SecAggError):
+    """The server refused an operator request; the message carries its JSON error."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def create_federation(data_dir: str | Path, name: str, clients: int) -> dict[str, Any]:
+    """Run ``secagg-server federation create --json``; returns its tokens (shown only once)."""
+    out = subprocess.run([sys.executable, "-m", "server", "federation", "create", "--data",
+                          str(data_dir), "--name", name, "--clients", str(clients), "--json"],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise OperatorError(f"creating federation {name!r} failed: {out.stderr.strip()}")
+    tokens: dict[str, Any] = json.loads(out.stdout)
+    return tokens
+
+
+@dataclass
+class ServerProcess:
+    """A real ``secagg-server`` process on loopback; ``start`` waits until /healthz answers."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    allow_plain: bool = False
+    log_level: str = "warning"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.data_dir).parent / f"server-{self.port}.log"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port",
+               str(self.port), "--data", str(self.data_dir), "--log-level", self.log_level]
+        if self.allow_plain:
+            cmd.append("--allow-plain")
+        Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with code {self.proc.returncode} on start; "
+                                   f"see {self.log_path}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"server did not answer /healthz within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, no clean shutdown."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Operator:
+    """The federation operator's HTTP client: open rounds, watch them, fetch results."""
+
+    def __init__(self, server: str, token: str, *, verify: bool | str = True,
+                 timeout: float = 60.0) -> None:
+        self._http = httpx.Client(base_url=server.rstrip("/"), verify=verify, timeout=timeout,
+                                  headers={"Authorization": f"Bearer {token}"})
+
+    def __enter__(self) -> Operator:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _ok(self, resp: httpx.Response, what: str) -> httpx.Response:
+        if resp.status_code >= 400:
+            raise OperatorError(f"{what}: server answered {resp.status_code}: {resp.text[:300]}")
+        return resp
+
+    def open_round(self, mode: str, options: dict[str, Any], *,
+                   stage_timeout_s: float = 60.0) -> dict[str, Any]:
+        """Open the federation's next round; returns its info (``round_id``, ``index``, config)."""
+        resp = self._http.post("/v1/rounds", json={"mode": mode, "options": options,
+                                                    "stage_timeout_s": stage_timeout_s})
+        info: dict[str, Any] = self._ok(resp, f"opening a {mode} round").json()
+        return info
+
+    def status(self, round_id: int) -> dict[str, Any]:
+        info: dict[str, Any] = self._ok(self._http.get(f"/v1/rounds/{round_id}"),
+                                        f"round {round_id} status").json()
+        return info
+
+    def wait(self, round_id: int, timeout: float = 600.0, poll_s: float = 0.2) -> dict[str, Any]:
+        """Poll until the round is ``done`` or ``failed``; returns its final status."""
+        end = time.monotonic() + timeout
+        while True:
+            info = self.status(round_id)
+            if info["status"] != "open":
+                return info
+            if time.monotonic() > end:
+                raise TimeoutError(f"round {round_id} still open after {timeout} s "
+                                   f"(stage {info.get('stage')})")
+            time.sleep(poll_s)
+
+    def result(self, round_id: int) -> tuple[dict[str, Any], bytes]:
+        """The released result: metadata and payload (masking: the sum; CKKS: a ciphertext)."""
+        resp = self._ok(self._http.get(f"/v1/rounds/{round_id}/result"),
+                        f"round {round_id} result")
+        meta: dict[str, Any] = json.loads(resp.headers["X-Secagg-Result"])
+        return meta, resp.content
