@@ -64,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--events", action="store_true",
                        help="print one JSON line per event (for orchestrators)")
     parser.add_argument("--scale", type=float, default=0.1, help="std of --random updates (0.1)")
-    parser.add_argument("--weight", type=int, default=1, help="this client's weight (1)")
+    parser.add_argument("--weight", type=int, default=1, help="this client's weight (1); at most "
+                        "the round's max_weight (masking) / weight_bound (ckks)")
     parser.add_argument("--rounds", type=int, default=1, help="rounds to take part in (1)")
     parser.add_argument("--seed", type=int, default=None, help="seed for --random")
     parser.add_argument("--out", metavar="NPY", help="write the last released mean here")

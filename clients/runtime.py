@@ -5,13 +5,18 @@
         result = rt.run_round(update, weight=120)   # float32 vector; blocks until released
         new_params = params + result.mean
 
-The protocol itself is :mod:`secagg.masking` (the same sans-IO sessions the server and the
-simulator run); this module only moves bytes. Connection errors and 5xx answers are retried
-with exponential backoff; waits are long polls, so a stage costs one round trip.
+The protocol itself is the round's mode, run by the same sans-IO sessions the server and the
+simulators run: :mod:`secagg.masking` (pairwise masks; the server releases the unmasked sum) or
+:mod:`secagg.ckks` (the clients hold the round key, the server sums ciphertexts and releases the
+*encrypted* sum, which this runtime decrypts); this module only moves bytes. Each mode is a small
+participant class in :data:`CLIENT_MODES`. Connection errors and 5xx answers are retried with
+exponential backoff; waits are long polls, so a stage costs one round trip.
 
-Restarts: a client's round secrets live only in this process (``ClientSession`` refuses to be
-pickled, and nothing is written to disk). A client that restarts mid-round therefore counts as a
-dropout for that round (the others finish without it) and joins the next round afresh.
+Restarts: a client's round secrets live only in this process (``ClientSession`` and the CKKS
+round key refuse to be pickled, and nothing is written to disk). A client that restarts
+mid-round therefore counts as a dropout for that round (the others finish without it) and joins
+the next round afresh. In a CKKS round the round key goes with the process too, so a dealer
+that restarts before dealing ends the round (only the dealer can make the key).
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import numpy as np
 import numpy.typing as npt
 
 from secagg.masking import Aggregate, ClientSession, MaskingConfig, encode_update, wire
+
+if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round starts
+    from secagg.ckks import CKKSClient, CKKSRoundConfig
 
 __all__ = ["Dropped", "RoundInfo", "RoundResult", "RuntimeClient", "ServerRefused"]
 
@@ -75,6 +83,22 @@ class RoundResult:
         return self.weighted_sum / self.total_weight
 
 
+class Participant(Protocol):
+    """One client's side of one round in one mode (see :data:`CLIENT_MODES`)."""
+
+    def first(self) -> bytes:
+        """The message to post as soon as the round is known."""
+
+    def reply(self, data: bytes) -> bytes | None:
+        """Answer a stage message from the server; None when there is nothing to post."""
+
+    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+        """The released weighted sum ``sum_i w_i x_i`` from the round's result."""
+
+    def total_weight(self, meta: dict[str, Any]) -> int:
+        """``sum_i w_i`` over the survivors (after :meth:`decode`)."""
+
+
 class _Masking:
     """Client side of a masking round: one ClientSession, replies computed in memory."""
 
@@ -96,6 +120,9 @@ class _Masking:
                         config=self.config)
         return agg.weighted_sum()
 
+    def total_weight(self, meta: dict[str, Any]) -> int:
+        return int(meta["total_weight"])
+
 
 class _Plain:
     """No protection (benchmark baseline): upload ``SAGP | u32 weight | float32[]``."""
@@ -115,10 +142,116 @@ class _Plain:
     def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
         return np.frombuffer(payload, dtype="<f4").astype(np.float64)
 
+    def total_weight(self, meta: dict[str, Any]) -> int:
+        return int(meta["total_weight"])
 
-#: Protection modes this runtime speaks; CKKS registers its participant here when it lands.
-CLIENT_MODES: dict[str, Callable[[RoundInfo, npt.NDArray[np.float32], int], Any]] = {
-    "masking": _Masking, "plain": _Plain,
+
+def ckks_config_from_dict(config: dict[str, Any]) -> CKKSRoundConfig:
+    """The :class:`CKKSRoundConfig` a ckks round's published config describes (the server's
+    ``server.modes.ckks_round_config``; this package does not import the server). The config's
+    ``digest`` must match: every message carries it, so a mismatch would fail later anyway."""
+    from secagg.ckks import CKKSRoundConfig, Preset
+    from secagg.errors import InvalidParameter
+
+    try:
+        cfg = CKKSRoundConfig(
+            params=Preset.from_name(str(config["preset"])).params,
+            update_size=int(config["vector_length"]),
+            client_ids=tuple(range(int(config["num_clients"]))),
+            dealer=int(config["dealer"]),
+            min_clients=int(config["min_clients"]),
+            round=int(config["round"]),
+            session=bytes.fromhex(str(config["session"])),
+            value_bound=float(config["value_bound"]),
+            weight_bound=float(config["weight_bound"]),
+        )
+    except KeyError as exc:
+        raise InvalidParameter(f"ckks round config lacks {exc}") from None
+    if cfg.digest().hex() != config.get("digest"):
+        raise InvalidParameter("the ckks round config does not match its digest: this client and "
+                               "the server disagree on the round (different secagg versions?)")
+    return cfg
+
+
+class _CKKS:
+    """Client side of a CKKS round: one :class:`secagg.ckks.CKKSClient`.
+
+    Stages as the server runs them: post the key advert; on the key request, the dealer deals
+    the round key and the others post nothing; on the key delivery, open it (non-dealers) and
+    post the encrypted update. The server's result is the encrypted aggregate: ``decode``
+    decrypts it here (the client refuses anything but this round's aggregate of at least
+    ``min_clients`` signed uploads) and releases it rounded (:class:`secagg.ckks.Release`).
+
+    The update is clipped to the round's ``value_bound`` like masking clips to ``clip`` (the
+    bound is what keeps the encrypted sum from overflowing); the weight must fit
+    ``weight_bound``.
+    """
+
+    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
+        from secagg.ckks import CKKSClient
+        from secagg.encoding import clip_linf
+        from secagg.errors import InvalidParameter
+
+        self.config = ckks_config_from_dict(info.config)
+        if update.shape != (self.config.update_size,):
+            raise InvalidParameter(f"update has shape {update.shape}; the round expects "
+                                   f"({self.config.update_size},)")
+        if isinstance(weight, bool) or not 1 <= weight <= self.config.weight_bound:
+            raise InvalidParameter(f"weight must be an integer in [1, weight_bound="
+                                   f"{self.config.weight_bound:g}], found {weight}; the operator "
+                                   "sets weight_bound when opening the round")
+        self.update = clip_linf(update, self.config.value_bound)
+        self.weight = weight
+        self.client: CKKSClient = CKKSClient(self.config, info.client_id)
+        self._dealt: bytes | None = None
+        self._total_weight: int | None = None
+
+    def first(self) -> bytes:
+        return self.client.advertise()
+
+    def reply(self, data: bytes) -> bytes | None:
+        from secagg.ckks.messages import KeyDelivery, Kind
+        from secagg.ckks.wire import MAGIC
+        from secagg.errors import RejectedMessage
+
+        kind = data[len(MAGIC)] if len(data) > len(MAGIC) and data.startswith(MAGIC) else None
+        dealer = self.client.client_id == self.config.dealer
+        if kind == Kind.KEY_REQUEST:
+            if not dealer:
+                return None  # in the roster; the key delivery comes at the next stage
+            self._dealt = self.client.deal(data)
+            return self._dealt
+        if kind == Kind.KEY_DELIVERY:
+            if dealer:  # our "go": check the server relays exactly the distribution we signed
+                if KeyDelivery.from_bytes(data).distribution.to_bytes() != self._dealt:
+                    raise RejectedMessage(None, "the server relayed a key distribution this dealer "
+                                          "did not make")
+            else:
+                self.client.receive_key(data)
+            return self.client.encrypt_update(self.update, weight=float(self.weight))
+        raise RejectedMessage(None, f"unexpected server message in a ckks round (kind {kind}); "
+                              "expected a key request or a key delivery")
+
+    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+        from secagg.errors import RejectedMessage
+
+        release = self.client.decrypt_aggregate(payload)
+        if sorted(release.contributors) != sorted(meta["survivors"]):
+            raise RejectedMessage(None, f"the server's result lists survivors {meta['survivors']} "
+                                  f"but the signed receipts name {list(release.contributors)}")
+        # Released on the preset's grid (<= 2^-20 for COMPACT); integer weights stay exact.
+        self._total_weight = round(release.total_weight)
+        return np.array(release.weighted_sum, dtype=np.float64)
+
+    def total_weight(self, meta: dict[str, Any]) -> int:
+        if self._total_weight is None:
+            raise RuntimeError("decode the aggregate first: the total weight is encrypted with it")
+        return self._total_weight
+
+
+#: Protection modes this runtime speaks: mode name -> participant factory.
+CLIENT_MODES: dict[str, Callable[[RoundInfo, npt.NDArray[np.float32], int], Participant]] = {
+    "masking": _Masking, "plain": _Plain, "ckks": _CKKS,
 }
 
 
@@ -211,13 +344,15 @@ class RuntimeClient:
             state = resp.headers.get("X-Secagg-State", "waiting")
             if state == "message":
                 seen = int(resp.headers["X-Secagg-Stage-No"])
-                self._post(rid, party.reply(resp.content))
+                answer = party.reply(resp.content)
+                if answer is not None:  # some stages need nothing from some clients
+                    self._post(rid, answer)
             elif state == "done":
                 break
         resp = self._call("GET", f"/v1/rounds/{rid}/result")
         meta = json.loads(resp.headers["X-Secagg-Result"])
         weighted = party.decode(meta, resp.content)
-        return RoundResult(rid, info.index, info.mode, weighted, int(meta["total_weight"]),
+        return RoundResult(rid, info.index, info.mode, weighted, party.total_weight(meta),
                            tuple(meta["survivors"]), tuple(meta["dropped"]), time.time())
 
     def _post(self, round_id: int, body: bytes) -> None:

@@ -24,7 +24,7 @@ __all__ = ["main"]
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="secagg-server", description="The secagg aggregation "
-                                "server (untrusted: it sees masked vectors only).")
+                                "server (untrusted: it sees masked vectors or ciphertexts only).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the HTTP service (the default command)")
     serve.add_argument("--host", default="127.0.0.1")

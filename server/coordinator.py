@@ -33,6 +33,8 @@ from server.store import RoundRow, Store
 __all__ = ["Coordinator", "LiveRound"]
 
 log = logging.getLogger("secagg.server")
+_OPTIONS_DOC = {"masking": "secagg.masking.MaskingConfig.create",
+                "ckks": "server.modes (ckks options) and secagg.ckks.CKKSRoundConfig"}
 TICK_S = 0.1
 
 
@@ -131,8 +133,8 @@ class Coordinator:
         spec = self.modes.get(mode)
         if spec is None:
             raise Rejected(400, "mode_unavailable", f"mode {mode!r} is not available on this "
-                           "server" + (" yet (CKKS mode is not wired into the service yet)"
-                                       if mode == "ckks" else ""), f"one of {sorted(self.modes)}")
+                           "server" + (" (start it with --allow-plain)" if mode == "plain" else ""),
+                           f"one of {sorted(self.modes)}")
         async with self._open_lock:
             index = self.store.next_round_index(federation_id)
             try:
@@ -141,7 +143,7 @@ class Coordinator:
                 detail = str(exc) if isinstance(exc, InvalidParameter) else \
                     f"an option has the wrong type ({exc})"
                 raise Rejected(400, "invalid_options", detail, "options of the documented types "
-                               "(see secagg.masking.MaskingConfig.create)") from None
+                               f"(see {_OPTIONS_DOC.get(mode, 'server.modes')})") from None
             row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
                                           config, stage_timeout)
             self.live[row.id] = self._build(row)

@@ -5,10 +5,16 @@ One server process (``python -m server``) on 127.0.0.1 with a temporary data dir
 take part in alternating secure and ``plain`` rounds (the plain mode sums float32 uploads with no
 protection: same server, store, HTTP path and runtime), so the ratio isolates what protection
 costs. A round's time runs from the operator's "open round" request to the moment the last
-client holds the released aggregate (clients stamp it with ``time.time()`` on the same machine).
+client holds the released aggregate (clients stamp it with ``time.time()`` on the same machine;
+for CKKS that includes decrypting it, which happens on the clients).
+
+The secure mode is ``masking`` or ``ckks`` (COMPACT preset). The error against the plaintext sum
+needs the secure sum: for masking the bench rebuilds it from the released aggregate, for CKKS
+only the clients can decrypt, so after the timed rounds one more, untimed, CKKS round runs and
+the clients write its mean (``secagg-client --out``) for the bench to compare.
 
 ``secagg`` must not import the ``server`` or ``clients`` packages; this module only starts them
-as processes and speaks HTTP to them (:class:`ServerProcess` is reused by ``tests/server``).
+as processes and speaks HTTP to them (through :mod:`secagg.service`).
 """
 
 from __future__ import annotations
@@ -16,90 +22,26 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 
-__all__ = ["E2EResult", "ServerProcess", "create_federation", "free_port", "run_e2e_bench"]
+from secagg.service import ServerProcess, create_federation
 
-AVAILABLE_MODES = ("masking",)
+__all__ = ["E2EResult", "run_e2e_bench"]
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def create_federation(data_dir: str | Path, name: str, clients: int) -> dict[str, Any]:
-    """Run ``secagg-server federation create --json``; returns its tokens."""
-    out = subprocess.run([sys.executable, "-m", "server", "federation", "create", "--data",
-                          str(data_dir), "--name", name, "--clients", str(clients), "--json"],
-                         check=True, capture_output=True, text=True, timeout=60)
-    tokens: dict[str, Any] = json.loads(out.stdout)
-    return tokens
-
-
-@dataclass
-class ServerProcess:
-    """A real ``secagg-server`` process on loopback; ``start`` waits until /healthz answers."""
-
-    data_dir: Path
-    port: int = field(default_factory=free_port)
-    allow_plain: bool = False
-    log_level: str = "warning"
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port",
-               str(self.port), "--data", str(self.data_dir), "--log-level", self.log_level]
-        if self.allow_plain:
-            cmd.append("--allow-plain")
-        log = open(Path(self.data_dir).parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with code {self.proc.returncode} on start")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"server did not answer /healthz within {timeout} s")
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, no clean shutdown."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+AVAILABLE_MODES = ("masking", "ckks")
+#: The secure round's options per mode (plain rounds take ``vector_length`` only).
+_SECURE_OPTIONS: dict[str, dict[str, Any]] = {"masking": {"clip": 1.0}, "ckks": {"value_bound": 1.0}}
 
 
 @dataclass
@@ -119,9 +61,12 @@ class E2EResult:
 class _Client:
     """One ``secagg-client`` process, its stdout read line by line on a thread."""
 
-    def __init__(self, url: str, token_file: Path, update: Path, rounds: int, report: Path) -> None:
+    def __init__(self, url: str, token_file: Path, update: Path, rounds: int, report: Path,
+                 out: Path | None = None) -> None:
         cmd = [sys.executable, "-m", "clients", "--server", url, "--token-file", str(token_file), "--update",
                str(update), "--rounds", str(rounds), "--json", str(report)]
+        if out is not None:
+            cmd += ["--out", str(out)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True)
         self.lines: queue.Queue[str] = queue.Queue()
@@ -145,12 +90,26 @@ class _Client:
                 raise RuntimeError(f"client failed: {line}")
 
 
-def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 1, seed: int = 0,
-                  workdir: str | None = None, timeout: float = 300.0) -> E2EResult:
-    """Alternate ``repeats`` secure and plain rounds after ``warmup`` untimed pairs (first-use
-    costs in fresh processes); medians of the round times."""
+def _masking_sum(meta: dict[str, Any], payload: bytes, config: dict[str, Any]) -> np.ndarray:
     from secagg.masking import Aggregate, MaskingConfig
 
+    agg = Aggregate(total=np.frombuffer(payload, "<u4").astype(np.uint32),
+                    total_weight=meta["total_weight"], survivors=tuple(meta["survivors"]),
+                    dropped=tuple(meta["dropped"]), config=MaskingConfig.from_dict(config))
+    return agg.weighted_sum()
+
+
+def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 1, seed: int = 0,
+                  workdir: str | None = None, timeout: float = 300.0,
+                  mode: str = "masking") -> E2EResult:
+    """Alternate ``repeats`` secure (``mode``) and plain rounds after ``warmup`` untimed pairs
+    (first-use costs in fresh processes); medians of the round times."""
+    from secagg.errors import InvalidParameter
+
+    if mode not in AVAILABLE_MODES:
+        raise InvalidParameter(f"mode {mode!r} is not one of {AVAILABLE_MODES}")
+    # CKKS: one trailing secure round whose mean every client writes with --out (see above)
+    check_round = mode == "ckks"
     with tempfile.TemporaryDirectory(prefix="secagg-e2e-", dir=workdir) as tmp:
         root = Path(tmp)
         data = root / "data"
@@ -165,26 +124,28 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
                 tok.write_text(token)
                 os.chmod(tok, 0o600)
                 np.save(root / f"update-{i}.npy", updates[i])
-                procs.append(_Client(server.url, tok, root / f"update-{i}.npy", 2 * (repeats + warmup),
-                                     root / f"report-{i}.json"))
+                procs.append(_Client(server.url, tok, root / f"update-{i}.npy",
+                                     2 * (repeats + warmup) + check_round, root / f"report-{i}.json",
+                                     out=root / f"mean-{i}.npy" if check_round else None))
             for c in procs:
                 c.wait_for("client ", timeout)
             time.sleep(0.3)  # let every client's long poll for the next round arrive
             http = httpx.Client(base_url=server.url, timeout=60.0,
                                 headers={"Authorization": f"Bearer {tokens['operator_token']}"})
             opened: dict[int, tuple[str, float, dict[str, Any]]] = {}  # index -> mode, t0, info
-            for rep in range(repeats + warmup):
-                for mode in ("masking", "plain"):
-                    t0 = time.time()
-                    resp = http.post("/v1/rounds", json={
-                        "mode": mode, "stage_timeout_s": timeout,
-                        "options": {"vector_length": params, "clip": 1.0}})
-                    resp.raise_for_status()
-                    info = resp.json()
-                    if rep >= warmup:
-                        opened[info["index"]] = (mode, t0, info)
-                    for c in procs:
-                        c.wait_for(f"round {info['index']} ", timeout)
+            plan = [(rep >= warmup, kind) for rep in range(repeats + warmup) for kind in (mode, "plain")]
+            plan += [(False, mode)] * check_round
+            for timed, kind in plan:
+                options = {"vector_length": params, **(_SECURE_OPTIONS[mode] if kind == mode else {})}
+                t0 = time.time()
+                resp = http.post("/v1/rounds", json={
+                    "mode": kind, "stage_timeout_s": timeout, "options": options})
+                resp.raise_for_status()
+                info = resp.json()
+                if timed:
+                    opened[info["index"]] = (kind, t0, info)
+                for c in procs:
+                    c.wait_for(f"round {info['index']} ", timeout)
             results = {}
             for idx, (_, _, info) in opened.items():
                 r = http.get(f"/v1/rounds/{info['round_id']}/result")
@@ -202,23 +163,26 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
         for i in range(clients):
             for entry in json.loads((root / f"report-{i}.json").read_text())["rounds"]:
                 done[entry["index"]] = max(done.get(entry["index"], 0.0), entry["received_at"])
-        times: dict[str, list[float]] = {"masking": [], "plain": []}
-        sums: dict[str, list[np.ndarray]] = {"masking": [], "plain": []}
+        times: dict[str, list[float]] = {mode: [], "plain": []}
+        sums: dict[str, list[np.ndarray]] = {mode: [], "plain": []}
         survivors = clients
-        for idx, (mode, t0, info) in sorted(opened.items()):  # warm-up rounds are not in opened
-            times[mode].append(done[idx] - t0)
+        for idx, (kind, t0, info) in sorted(opened.items()):  # warm-up rounds are not in opened
+            times[kind].append(done[idx] - t0)
             meta, payload = results[idx]
-            if mode == "masking":
-                agg = Aggregate(total=np.frombuffer(payload, "<u4").astype(np.uint32),
-                                total_weight=meta["total_weight"], survivors=tuple(meta["survivors"]),
-                                dropped=tuple(meta["dropped"]),
-                                config=MaskingConfig.from_dict(info["config"]))
-                sums[mode].append(agg.weighted_sum())
-                survivors = min(survivors, len(meta["survivors"]))
-            else:
-                sums[mode].append(np.frombuffer(payload, "<f4").astype(np.float64))
-        err = max(float(np.max(np.abs(s - p))) for s in sums["masking"] for p in sums["plain"])
-    return E2EResult(secure_round_s=statistics.median(times["masking"]),
+            if kind == "plain":
+                sums[kind].append(np.frombuffer(payload, "<f4").astype(np.float64))
+                continue
+            survivors = min(survivors, len(meta["survivors"]))
+            if kind == "masking":
+                sums[kind].append(_masking_sum(meta, payload, info["config"]))
+        if check_round:  # each client's decrypted mean of the untimed last round, as a sum
+            for i in range(clients):
+                last = json.loads((root / f"report-{i}.json").read_text())["rounds"][-1]
+                if last["dropped"] or last["mode"] != mode:
+                    raise RuntimeError(f"client {i} did not complete the {mode} check round: {last}")
+                sums[mode].append(np.load(root / f"mean-{i}.npy") * last["total_weight"])
+        err = max(float(np.max(np.abs(s - p))) for s in sums[mode] for p in sums["plain"])
+    return E2EResult(secure_round_s=statistics.median(times[mode]),
                      plain_round_s=statistics.median(times["plain"]),
-                     secure_rounds_s=times["masking"], plain_rounds_s=times["plain"],
+                     secure_rounds_s=times[mode], plain_rounds_s=times["plain"],
                      max_abs_error_vs_plaintext=err, survivors=survivors)

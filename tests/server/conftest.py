@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from clients.runtime import RoundResult, RuntimeClient
-from secagg.bench.e2e import ServerProcess, create_federation
+from secagg.service import ServerProcess, create_federation
 
 N = 5
 
