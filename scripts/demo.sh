@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up .venv (scripts/setup.sh), then runs the main demo on its embedded defaults:
-# one secure-aggregation round with 20 clients, a fifth of them dropping at random stages.
+# Sets up .venv (scripts/setup.sh), then runs the smart-city demo on its embedded defaults:
+# a real server and three enterprise processes, DP LoRA training, 2 masked rounds (a few minutes).
+# Extra arguments go to `secagg demo` (e.g. --mode ckks, --json out.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/secagg simulate masking --clients 20 --params 200000 --dropout 0.2 --stage random --seed 1 "$@"
+.venv/bin/secagg demo "$@"
