@@ -262,23 +262,7 @@ def _ckks_config(num_clients: int, index: int, options: dict[str, Any]) -> dict[
 
 def ckks_round_config(config: dict[str, Any]) -> CKKSRoundConfig:
     """Rebuild the :class:`CKKSRoundConfig` a stored/published ckks config dict describes."""
-    try:
-        cfg = CKKSRoundConfig(
-            params=Preset.from_name(str(config["preset"])).params,
-            update_size=int(config["vector_length"]),
-            client_ids=tuple(range(int(config["num_clients"]))),
-            dealer=int(config["dealer"]),
-            min_clients=int(config["min_clients"]),
-            round=int(config["round"]),
-            session=bytes.fromhex(str(config["session"])),
-            value_bound=float(config["value_bound"]),
-            weight_bound=float(config["weight_bound"]),
-        )
-    except KeyError as exc:
-        raise InvalidParameter(f"ckks round config lacks {exc}") from None
-    if "digest" in config and cfg.digest().hex() != config["digest"]:
-        raise InvalidParameter("ckks round config does not match its digest (another secagg version?)")
-    return cfg
+    return CKKSRoundConfig.from_dict(config)
 
 
 def _upload_limit(cfg: CKKSRoundConfig) -> int:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from secagg.ckks.presets import CKKSParams
 from secagg.errors import InvalidParameter
@@ -84,6 +86,42 @@ class CKKSRoundConfig:
                 f"2^{self.params.headroom_bits}; clip harder, normalise weights, or use "
                 "Preset.PRECISE"
             )
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> CKKSRoundConfig:
+        """Rebuild a config from its published JSON form (what the server stores and sends).
+
+        Keys: ``preset``, ``vector_length``, ``client_ids`` (or ``num_clients`` for ids
+        0..n-1), ``dealer``, ``min_clients``, ``round``, ``session`` (hex), ``value_bound``,
+        ``weight_bound``; ``digest`` (hex), when present, must match, so both sides provably
+        hold the same round.
+        """
+        from secagg.ckks.presets import Preset
+
+        try:
+            ids = config.get("client_ids")
+            cfg = cls(
+                params=Preset.from_name(str(config["preset"])).params,
+                update_size=int(config["vector_length"]),
+                client_ids=tuple(int(i) for i in ids) if ids is not None else
+                tuple(range(int(config["num_clients"]))),
+                dealer=int(config["dealer"]),
+                min_clients=int(config["min_clients"]),
+                round=int(config["round"]),
+                session=bytes.fromhex(str(config["session"])),
+                value_bound=float(config["value_bound"]),
+                weight_bound=float(config["weight_bound"]),
+            )
+        except KeyError as exc:
+            raise InvalidParameter(f"ckks round config lacks {exc}") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, InvalidParameter):
+                raise
+            raise InvalidParameter(f"ckks round config has a field of the wrong type ({exc})") from None
+        if "digest" in config and cfg.digest().hex() != config["digest"]:
+            raise InvalidParameter("the ckks round config does not match its digest: the two sides "
+                                   "disagree on the round (different secagg versions?)")
+        return cfg
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical encoding of every field: equal configs, equal digests."""
