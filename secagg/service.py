@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -30,11 +31,21 @@ import httpx
 
 from secagg.errors import SecAggError
 
-__all__ = ["Operator", "OperatorError", "ServerProcess", "create_federation", "free_port"]
+__all__ = ["Operator", "OperatorError", "ServerProcess", "create_federation", "free_port", "tls_verify"]
 
 
 class OperatorError(SecAggError):
     """The server refused an operator request; the message carries its JSON error."""
+
+
+def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` from ``True``/``False`` or a CA bundle path (a file of PEM certificates)."""
+    if isinstance(verify, str):
+        if not Path(verify).is_file():
+            raise OperatorError(f"CA bundle {verify!r} does not exist; pass the PEM file that "
+                                "signed the server's certificate")
+        return ssl.create_default_context(cafile=verify)
+    return verify
 
 
 def free_port() -> int:
@@ -63,11 +74,14 @@ class ServerProcess:
     port: int = field(default_factory=free_port)
     allow_plain: bool = False
     log_level: str = "warning"
+    tls_cert: Path | None = None  # PEM chain; with tls_key, the server speaks HTTPS only
+    tls_key: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -78,6 +92,8 @@ class ServerProcess:
                str(self.port), "--data", str(self.data_dir), "--log-level", self.log_level]
         if self.allow_plain:
             cmd.append("--allow-plain")
+        if self.tls_cert or self.tls_key:
+            cmd += ["--tls-cert", str(self.tls_cert), "--tls-key", str(self.tls_key)]
         Path(self.data_dir).parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -88,7 +104,9 @@ class ServerProcess:
                 raise RuntimeError(f"server exited with code {self.proc.returncode} on start; "
                                    f"see {self.log_path}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1.0).status_code == 200:
+                # readiness only: the certificate is checked by every real client
+                if httpx.get(self.url + "/healthz", timeout=1.0,
+                             verify=not self.tls_cert).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -116,8 +134,8 @@ class Operator:
 
     def __init__(self, server: str, token: str, *, verify: bool | str = True,
                  timeout: float = 60.0) -> None:
-        self._http = httpx.Client(base_url=server.rstrip("/"), verify=verify, timeout=timeout,
-                                  headers={"Authorization": f"Bearer {token}"})
+        self._http = httpx.Client(base_url=server.rstrip("/"), verify=tls_verify(verify),
+                                  timeout=timeout, headers={"Authorization": f"Bearer {token}"})
 
     def __enter__(self) -> Operator:
         return self

@@ -1,0 +1,82 @@
+"""HTTPS end to end: ``--tls-cert/--tls-key`` on the server, ``--ca-cert``/``verify`` on clients.
+
+The certificate is made here with ``cryptography`` (a throwaway CA-less self-signed certificate
+for 127.0.0.1): a client that trusts it completes a round; one that does not is refused at the
+TLS handshake and never sends its token.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from clients.runtime import RuntimeClient
+from secagg.service import Operator, ServerProcess, create_federation
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secagg test server")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(
+                "127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def test_round_over_tls_and_untrusted_certificate_refused(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    tokens = create_federation(tmp_path / "data", "tls", 2)
+    server = ServerProcess(tmp_path / "data", tls_cert=cert, tls_key=key).start()
+    try:
+        assert server.url.startswith("https://")
+        # plain HTTP to the TLS port is not answered as HTTP
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(server.url.replace("https://", "http://") + "/healthz", timeout=3.0)
+        # a client that does not trust the certificate fails the handshake
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(server.url + "/healthz", timeout=3.0)
+
+        import threading
+
+        rng = np.random.default_rng(0)
+        ups = [rng.uniform(-0.5, 0.5, 500).astype(np.float32) for _ in range(2)]
+        results: dict[int, np.ndarray] = {}
+
+        def run(i: int) -> None:
+            with RuntimeClient(server.url, tokens["client_tokens"][i], verify=str(cert),
+                               poll_wait=2.0) as rt:
+                results[i] = rt.run_round(ups[i], timeout=60).weighted_sum
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        with Operator(server.url, tokens["operator_token"], verify=str(cert)) as op:
+            info = op.open_round("masking", {"vector_length": 500}, stage_timeout_s=30)
+            assert op.wait(info["round_id"], timeout=60)["status"] == "done"
+        for t in threads:
+            t.join(60)
+        assert set(results) == {0, 1}
+        np.testing.assert_allclose(results[0], ups[0] + ups[1], atol=2 * 2 / 65535 + 1e-6)
+    finally:
+        server.stop()
