@@ -26,12 +26,8 @@ def packed_size(count: int, bits: int) -> int:
     return bits * _groups(count) * 8
 
 
-class BitPacker:
-    """Packs one vector row by row, so packing can follow other chunked work while it is in cache.
-
-    Write the values into :attr:`buffer` (zero-padded to the layout's 64 rows), call
-    :meth:`pack_through` as prefixes of it become final, then :meth:`to_bytes`.
-    """
+class _PlanarVector:
+    """The planar layout's uint32 buffer (64 rows of G values, zero-padded) and argument checks."""
 
     def __init__(self, count: int, bits: int) -> None:
         if not 1 <= bits <= 32:
@@ -42,6 +38,17 @@ class BitPacker:
         self._groups = _groups(count)
         self.buffer = np.zeros(64 * self._groups, dtype=np.uint32)
         self._rows = self.buffer.reshape(64, self._groups)
+
+
+class BitPacker(_PlanarVector):
+    """Packs one vector row by row, so packing can follow other chunked work while it is in cache.
+
+    Write the values into :attr:`buffer` (zero-padded to the layout's 64 rows), call
+    :meth:`pack_through` as prefixes of it become final, then :meth:`to_bytes`.
+    """
+
+    def __init__(self, count: int, bits: int) -> None:
+        super().__init__(count, bits)
         self._out = np.zeros((bits, self._groups), dtype=np.uint64)
         self._low = np.empty(self._groups, dtype=np.uint64)
         self._shifted = np.empty(self._groups, dtype=np.uint64)
@@ -89,7 +96,7 @@ def unpack_bits(data: bytes, bits: int, count: int) -> npt.NDArray[np.uint32]:
     return one.result().copy()  # a writable array of its own
 
 
-class PackedSum:
+class PackedSum(_PlanarVector):
     """Sums many packed vectors mod 2^32 without materialising each one.
 
     Each lane row is shifted out of the packed words and added straight into a uint32
@@ -98,14 +105,7 @@ class PackedSum:
     """
 
     def __init__(self, count: int, bits: int) -> None:
-        if not 1 <= bits <= 32:
-            raise InvalidParameter(f"bits must be in [1, 32], found {bits}")
-        if count < 0:
-            raise InvalidParameter(f"count must be >= 0, found {count}")
-        self.count, self.bits = count, bits
-        self._groups = _groups(count)
-        self._flat = np.zeros(64 * self._groups, dtype=np.uint32)
-        self._rows = self._flat.reshape(64, self._groups)
+        super().__init__(count, bits)
         self._tmp = np.empty(self._groups, dtype=np.uint64)
         self._reduced = 0  # accumulator[:_reduced] has been reduced mod 2^bits
         self._closed = False
@@ -113,7 +113,7 @@ class PackedSum:
     @property
     def accumulator(self) -> npt.NDArray[np.uint32]:
         """The running sum of the first ``count`` values (a contiguous view; add masks here)."""
-        return self._flat[: self.count]
+        return self.buffer[: self.count]
 
     def add(self, data: bytes) -> None:
         if self._closed:
@@ -141,7 +141,7 @@ class PackedSum:
         """
         stop = min(stop, self.count)
         if self.bits < 32 and stop > self._reduced:
-            part = self._flat[self._reduced : stop]
+            part = self.buffer[self._reduced : stop]
             np.bitwise_and(part, np.uint32((1 << self.bits) - 1), out=part)
         self._reduced = max(self._reduced, stop)
 
@@ -152,6 +152,6 @@ class PackedSum:
         """
         self.reduce_through(self.count)
         self._closed = True
-        out = self._flat[: self.count]
+        out = self.buffer[: self.count]
         out.flags.writeable = False
         return out
