@@ -10,7 +10,8 @@ simulators run: :mod:`secagg.masking` (pairwise masks; the server releases the u
 :mod:`secagg.ckks` (the clients hold the round key, the server sums ciphertexts and releases the
 *encrypted* sum, which this runtime decrypts); this module only moves bytes. Each mode is a small
 participant class in :data:`CLIENT_MODES`. Connection errors and 5xx answers are retried with
-exponential backoff; waits are long polls, so a stage costs one round trip.
+exponential backoff; waits are long polls, and a message post waits for the reply to it
+(``?wait``), so a stage costs one request.
 
 Restarts: a client's round secrets live only in this process (``ClientSession`` and the CKKS
 round key refuse to be pickled, and nothing is written to disk). A client that restarts
@@ -24,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +35,7 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
-from secagg.masking import Aggregate, ClientSession, MaskingConfig, encode_update, wire
+from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
 
 if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round starts
     from secagg.ckks import CKKSClient, CKKSRoundConfig
@@ -100,21 +102,41 @@ class Participant(Protocol):
 
 
 class _Masking:
-    """Client side of a masking round: one ClientSession, replies computed in memory."""
+    """Client side of a masking round: one ClientSession, replies computed in memory.
+
+    Once its shares are sent, the update is masked in a worker thread while the other clients
+    share (:meth:`ClientSession.prepare_masked_input`), so the masked input is usually ready
+    when the share delivery arrives instead of being computed then.
+    """
 
     def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
         self.config = MaskingConfig.from_dict(info.config)
         values = encode_update(self.config, update, weight=weight)
         self.session = ClientSession(self.config, info.client_id, values)
+        self._preparing: threading.Thread | None = None
 
     def first(self) -> bytes:
         return wire.encode(self.session.start())
 
     def reply(self, data: bytes) -> bytes:
-        return self.session.handle_bytes(data)
+        if self._preparing is not None:  # the session is not thread-safe: let it finish first
+            self._preparing.join()
+            self._preparing = None
+        answer = self.session.handle_bytes(data)
+        if self.session.stage is Stage.SHARE:
+            self._preparing = threading.Thread(target=self._prepare, daemon=True,
+                                               name="secagg-mask")
+            self._preparing.start()
+        return answer
+
+    def _prepare(self) -> None:
+        try:
+            self.session.prepare_masked_input()
+        except Exception:  # the delivery masks the update itself (and reports any error)
+            log.debug("preparing the masked input failed", exc_info=True)
 
     def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
-        total = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+        total = np.frombuffer(payload, dtype="<u4")  # read in place: decoding makes a new array
         agg = Aggregate(total=total, total_weight=int(meta["total_weight"]),
                         survivors=tuple(meta["survivors"]), dropped=tuple(meta["dropped"]),
                         config=self.config)
@@ -331,38 +353,46 @@ class RuntimeClient:
                           f"{sorted(CLIENT_MODES)})")
         party = factory(info, np.asarray(update, dtype=np.float32), weight)
         rid = info.round_id
-        self._post(rid, party.first())
+        # Each post also waits for the round's next message to us (one request per stage); when
+        # it brings none (nothing within poll_wait, a refused retry, an older server), the inbox.
+        resp: httpx.Response | None = self._post(rid, party.first())
         seen = 0
         while True:
-            try:
-                resp = self._call("GET", f"/v1/rounds/{rid}/inbox",
-                                  params={"after": seen, "wait": self.poll_wait})
-            except ServerRefused as exc:
-                if exc.status in (409, 410):
-                    raise Dropped(exc.detail) from None
-                raise
+            if resp is None or resp.headers.get("X-Secagg-State") not in ("message", "done"):
+                try:
+                    resp = self._call("GET", f"/v1/rounds/{rid}/inbox",
+                                      params={"after": seen, "wait": self.poll_wait})
+                except ServerRefused as exc:
+                    if exc.status in (409, 410):
+                        raise Dropped(exc.detail) from None
+                    raise
             state = resp.headers.get("X-Secagg-State", "waiting")
+            if state == "done":
+                break
             if state == "message":
                 seen = int(resp.headers["X-Secagg-Stage-No"])
                 answer = party.reply(resp.content)
-                if answer is not None:  # some stages need nothing from some clients
-                    self._post(rid, answer)
-            elif state == "done":
-                break
+                # some stages need nothing from some clients
+                resp = None if answer is None else self._post(rid, answer)
+            else:
+                resp = None
         resp = self._call("GET", f"/v1/rounds/{rid}/result")
         meta = json.loads(resp.headers["X-Secagg-Result"])
         weighted = party.decode(meta, resp.content)
         return RoundResult(rid, info.index, info.mode, weighted, party.total_weight(meta),
                            tuple(meta["survivors"]), tuple(meta["dropped"]), time.time())
 
-    def _post(self, round_id: int, body: bytes) -> None:
+    def _post(self, round_id: int, body: bytes) -> httpx.Response | None:
+        """Post a message; the answer (ack, or the next message with ``wait``), or None when the
+        server refused it as already taken (then the inbox tells how the round goes on)."""
         try:
-            self._call("POST", f"/v1/rounds/{round_id}/messages", content=body, headers=OCTET)
+            return self._call("POST", f"/v1/rounds/{round_id}/messages", content=body,
+                              headers=OCTET, params={"wait": self.poll_wait})
         except ServerRefused as exc:
             if exc.code in ("replayed", "round_done"):
                 # Our earlier attempt landed and its ack was lost (or the round finished without
                 # needing it): the inbox, not this refusal, says whether we are in the result.
-                return
+                return None
             if exc.status in (409, 410):
                 raise Dropped(exc.detail) from None
             raise

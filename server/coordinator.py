@@ -3,39 +3,201 @@
 Rules that make crash recovery and fault handling simple:
 
 * A message is applied to the in-memory protocol (which validates it and changes nothing on
-  rejection), then appended to the store; only then is the client acknowledged. If the write
-  fails, the round is rebuilt from the store, so memory never runs ahead of disk.
-* A stage closes when everyone expected has answered or its deadline passes (silent clients
-  become dropouts). The close is recorded before the next messages are published to clients.
+  rejection) and appended to the store's event log; the client is acknowledged only once that
+  append is on disk. Until then nothing derived from it is visible: a stage close is published
+  only after its own event (which follows every message it depends on) is durable. If a write
+  fails, every not-yet-durable event of the round is refused and the round is rebuilt from the
+  store, so what clients were told never runs ahead of disk.
+* Appends are group-committed (:class:`Journal`): events queue in order and whatever is ready
+  when the disk is free is committed in one transaction, one fsync, while the round lock is
+  already released. So the ten small messages of a key-advert stage cost a couple of fsyncs,
+  not ten in a row, and large bodies are written to their files in parallel.
+* A stage closes as soon as everyone expected has answered (the last accepted message closes
+  it) or when its deadline passes (silent clients become dropouts). The close is recorded
+  before the next messages are published to clients.
 * On start-up every open round is rebuilt by replaying its events in order; its stage deadline
   restarts from now, giving clients time to reconnect.
-* Clients wait with long polls on an :class:`asyncio.Event` that is swapped on every change,
-  so a stage costs one round trip, not a polling interval.
+* Clients wait with long polls on an :class:`asyncio.Event` that is swapped when what they wait
+  for changes (a stage close, the end of the round), so a stage costs one round trip, not a
+  polling interval.
+* A client's exact retry of a message already accepted in the round is answered ``replayed``
+  (409) in every mode, even after its stage closed: the earlier attempt counts. Once the round
+  is complete, other messages get ``round_done`` (409), as every message does once the round
+  has left memory; both tell the client runtime to ask the inbox how it stands. Retries are
+  recognised by comparing with the accepted bytes (small bodies kept in memory, large ones
+  read back from the store only when the length matches), so no body is hashed for it (the
+  protocol sessions keep their own fingerprints).
 
-Heavy work (protocol checks on megabyte bodies, the unmask, fsyncs) runs in worker threads under
-a per-round lock, so the event loop keeps answering health checks and other rounds.
+Heavy work (protocol checks on large bodies, stage closes such as the unmask, file writes and
+fsyncs) runs in worker threads, so the event loop keeps answering health checks and other
+rounds; small messages (adverts, shares, unmask replies) are checked inline, which costs less
+than the hop to a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from secagg.errors import InvalidParameter
 from server.modes import MODES, ModeSpec, Rejected, RoundFailed, RoundProtocol
-from server.store import RoundRow, Store
+from server.store import INLINE_LIMIT, RoundRow, Store, event_row
 
-__all__ = ["Coordinator", "LiveRound"]
+__all__ = ["Coordinator", "Journal", "LiveRound", "StoreWriteFailed"]
 
 log = logging.getLogger("secagg.server")
 _OPTIONS_DOC = {"masking": "secagg.masking.MaskingConfig.create",
                 "ckks": "server.modes (ckks options) and secagg.ckks.CKKSRoundConfig"}
-TICK_S = 0.1
+TICK_S = 0.1  # deadline checks only: a stage whose last message arrives closes at once
+
+
+class StoreWriteFailed(Exception):
+    """An event could not be made durable; its round is being rebuilt from the store (the
+    client sees a 500 and retries)."""
+
+
+# ---- group commit ---------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Pending:
+    round_id: int
+    seq: int
+    kind: str  # "msg" or "advance"
+    stage: str
+    client_id: int | None
+    body: bytes | None
+    blob: asyncio.Future[str] | None  # the body's own file, being written
+    durable: asyncio.Future[None]
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (the awaiting request logs or answers it)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class Journal:
+    """Group commit of round events: appended in order, committed in batches (one fsync each).
+
+    :meth:`append` returns a future that resolves once the event is on disk. Events are written
+    in the order they were appended (the order of their per-round sequence numbers); a large
+    body's file is written in a worker thread as soon as it is appended, several at once, and its
+    row joins the first batch after the file is durable. If a batch fails, every event of the
+    affected rounds still queued fails with it (they were validated against state that included
+    the lost ones), those rounds refuse new events, and ``on_failure`` is told, to rebuild them
+    from disk (and then :meth:`release` them).
+    """
+
+    def __init__(self, store: Store, on_failure: Callable[[set[int]], None]) -> None:
+        self.store = store
+        self.on_failure = on_failure
+        # own threads: file writes wait on the disk, and must not queue behind protocol work
+        # (or starve it) in the loop's default executor; rows are committed from one thread
+        self._files = ThreadPoolExecutor(max_workers=8, thread_name_prefix="secagg-blob")
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="secagg-journal")
+        self._queue: deque[_Pending] = deque()
+        self._kick = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._poisoned: set[int] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        """Finish what was appended (so acknowledged work is not cut off), then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), 10.0)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._files.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
+
+    def check(self, round_id: int) -> None:
+        if round_id in self._poisoned:
+            raise StoreWriteFailed(f"round {round_id} is being rebuilt after a failed store write")
+
+    def release(self, round_id: int) -> None:
+        """The round was rebuilt from disk: it may append again."""
+        self._poisoned.discard(round_id)
+
+    def append(self, round_id: int, seq: int, kind: str, stage: str, client_id: int | None = None,
+               body: bytes | None = None) -> asyncio.Future[None]:
+        """Queue one event; the future resolves once it is on disk (or fails with
+        :class:`StoreWriteFailed`)."""
+        self.check(round_id)
+        loop = asyncio.get_running_loop()
+        blob = None
+        if body is not None and len(body) > INLINE_LIMIT:
+            blob = loop.run_in_executor(self._files, self.store.write_blob, round_id, seq, body)
+            blob.add_done_callback(_retrieve)
+        entry = _Pending(round_id, seq, kind, stage, client_id, body, blob, loop.create_future())
+        entry.durable.add_done_callback(_retrieve)
+        self._queue.append(entry)
+        self._idle.clear()
+        self._kick.set()
+        return entry.durable
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._kick.clear()
+                await self._kick.wait()
+                continue
+            head = self._queue[0]
+            if head.blob is not None and not head.blob.done():
+                await asyncio.wait([head.blob])
+            batch: list[_Pending] = []
+            while self._queue and (self._queue[0].blob is None or self._queue[0].blob.done()):
+                batch.append(self._queue.popleft())
+            try:
+                rows = [event_row(e.round_id, e.seq, e.kind, e.stage, e.client_id, e.body,
+                                  None if e.blob is None else e.blob.result()) for e in batch]
+                await asyncio.get_running_loop().run_in_executor(self._writer,
+                                                                 self.store.append_rows, rows)
+            except Exception as exc:  # any write error fails the batch, not the server
+                self._fail(batch, exc)
+                continue
+            for e in batch:
+                if not e.durable.done():
+                    e.durable.set_result(None)
+
+    def _fail(self, batch: list[_Pending], exc: Exception) -> None:
+        rounds = {e.round_id for e in batch}
+        log.error("store write failed (%s: %s) for round(s) %s; rebuilding them from disk",
+                  type(exc).__name__, exc, sorted(rounds))
+        doomed = batch + [e for e in self._queue if e.round_id in rounds]
+        self._queue = deque(e for e in self._queue if e.round_id not in rounds)
+        self._poisoned |= rounds
+        for e in doomed:
+            if not e.durable.done():
+                e.durable.set_exception(StoreWriteFailed(
+                    f"round {e.round_id}: the store could not record this event ({type(exc).__name__})"))
+        if rounds:
+            self.on_failure(rounds)
+
+
+# ---- live rounds ----------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Accepted:
+    """One accepted message, kept to recognise an exact retry of it."""
+
+    size: int
+    seq: int
+    body: bytes | None  # small bodies; large ones are compared with the stored copy
+    durable: asyncio.Future[None] | None  # None: known to be on disk
 
 
 @dataclass
@@ -46,17 +208,27 @@ class LiveRound:
     protocol: RoundProtocol
     participants: frozenset[int]
     deadline: float
-    seq: int = 0  # events recorded so far
+    seq: int = 0  # events recorded (or queued for the journal) so far
     stage_no: int = 0  # stage closes so far (clients poll with ``after=stage_no``)
     outbox: dict[int, bytes] = field(default_factory=dict)
     alive: frozenset[int] = frozenset()
-    accepted: set[bytes] = field(default_factory=set)  # SHA-256 of every accepted body
+    accepted: dict[int, list[_Accepted]] = field(default_factory=dict)  # per client
+    stale: bool = False  # replaced by a rebuild from disk after a failed write
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()
+
+    def largest_accepted(self, client_id: int) -> int:
+        """The size of this client's largest accepted message (0 if none)."""
+        return max((a.size for a in self.accepted.get(client_id, ())), default=0)
+
+    def remember(self, client_id: int, body: bytes, seq: int,
+                 durable: asyncio.Future[None] | None) -> None:
+        small = body if len(body) <= INLINE_LIMIT else None
+        self.accepted.setdefault(client_id, []).append(_Accepted(len(body), seq, small, durable))
 
 
 class Coordinator:
@@ -69,10 +241,20 @@ class Coordinator:
         self._new_round: dict[int, asyncio.Event] = {}
         self._open_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
+        self._journal: Journal | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def journal(self) -> Journal:
+        if self._journal is None:
+            raise RuntimeError("Coordinator.start() was not called")
+        return self._journal
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._journal = Journal(self.store, self._on_write_failure)
+        self._journal.start()
         await asyncio.to_thread(self.store.erase_finished)
         for row in self.store.rounds("open"):
             try:
@@ -89,26 +271,71 @@ class Coordinator:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        if self._journal is not None:
+            await self._journal.stop()
+        for task in list(self._background):
+            with contextlib.suppress(Exception):
+                await task
 
-    def _replay(self, row: RoundRow) -> None:
+    def _replay(self, row: RoundRow) -> LiveRound | None:
+        """Rebuild ``row`` from its stored events; the live round, or None if it completed."""
         live = self._build(row)
         for ev in self.store.events(row.id):
             if ev.kind == "msg":
                 assert ev.client_id is not None and ev.body is not None
                 live.protocol.receive(ev.client_id, ev.body)
-                live.accepted.add(hashlib.sha256(ev.body).digest())
+                live.remember(ev.client_id, ev.body, ev.seq, None)
             else:
-                self._publish(live, live.protocol.advance())
+                try:
+                    out = live.protocol.advance()
+                except RoundFailed as exc:  # crashed between a failing close and its record
+                    self._finish_failed(row.id, str(exc))
+                    self.live.pop(row.id, None)
+                    return None
+                self._publish(live, out)
             live.seq = ev.seq + 1
         if live.protocol.done:  # crashed between the last stage close and the release
             meta, payload = live.protocol.result()
             self._finish_done(row.id, meta, payload)
-            return
+            self.live.pop(row.id, None)
+            return None
         if not live.protocol.expected:
             live.deadline = time.monotonic()  # everyone had answered: close at the next tick
         self.live[row.id] = live
         log.info("round %d rebuilt from %d events at stage %s", row.id, live.seq,
                  live.protocol.stage)
+        return live
+
+    def _on_write_failure(self, rounds: set[int]) -> None:
+        for round_id in rounds:
+            self._spawn(self._rebuild(round_id))
+
+    async def _rebuild(self, round_id: int) -> None:
+        """Replace a round whose in-memory state ran ahead of a failed write by its stored state."""
+        live = self.live.get(round_id)
+        if live is None:
+            self.journal.release(round_id)
+            return
+        async with live.lock:
+            try:
+                if self.live.get(round_id) is live:
+                    live.stale = True
+                    try:
+                        await asyncio.to_thread(self._replay, live.row)
+                    except Exception as exc:
+                        log.error("round %d could not be rebuilt (%s); marking it failed",
+                                  round_id, type(exc).__name__)
+                        self.live.pop(round_id, None)
+                        await asyncio.to_thread(self._finish_failed, round_id, "could not be "
+                                                "rebuilt from the store after a failed write")
+            finally:
+                self.journal.release(round_id)
+                live.notify()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _build(self, row: RoundRow) -> LiveRound:
         spec = self.modes.get(row.mode)
@@ -175,66 +402,110 @@ class Coordinator:
 
     # ---- messages -------------------------------------------------------------------------------
 
+    def _gone(self, round_id: int) -> Rejected:
+        """The refusal for a round that is no longer live (as the HTTP layer gives it)."""
+        row = self.store.round(round_id)
+        status = "failed" if row is None else row.status
+        reason = f": {row.reason}" if row is not None and row.reason else ""
+        return Rejected(409, f"round_{status}", f"round {round_id} is {status}{reason}")
+
     async def submit(self, live: LiveRound, client_id: int, body: bytes) -> str:
         """Validate, record durably, and close the stage if everyone has answered."""
-        digest = (await asyncio.to_thread(hashlib.sha256, body)).digest()
-        async with live.lock:
-            # A retry whose ack was lost gets the same answer even if the round completed since:
-            # checked before completion, or that client would wrongly believe it dropped.
-            if digest in live.accepted:
-                raise Rejected(409, "replayed", "this exact message was already accepted in this "
-                               "round")
-            if live.protocol.done:
-                raise Rejected(409, "round_complete", "the round is already complete")
-            stage = live.protocol.stage
-            await asyncio.to_thread(live.protocol.receive, client_id, body)
-            try:
-                await asyncio.to_thread(self.store.append, live.row.id, live.seq, "msg", stage,
-                                        client_id, body)
-            except Exception:
-                log.exception("store write failed for round %d; rebuilding it from disk", live.row.id)
-                await asyncio.to_thread(self._replay, live.row)
-                raise
-            live.seq += 1
-            live.accepted.add(digest)
-            if not live.protocol.expected:
-                await self._advance(live)
-            else:
-                live.notify()
+        large = len(body) > INLINE_LIMIT
+        while True:
+            async with live.lock:
+                if live.stale:  # rebuilt from disk meanwhile: go on with the rebuilt round
+                    newer = self.live.get(live.row.id)
+                    if newer is None or newer is live:
+                        raise self._gone(live.row.id)
+                    live = newer
+                    continue
+                # A retry whose ack was lost gets the same answer even if the round completed
+                # since: checked before completion, or that client would believe it dropped.
+                await self._check_retry(live, client_id, body)
+                if live.protocol.done:  # completed, or failing: the inbox tells which
+                    raise Rejected(409, "round_done", f"round {live.row.id} has ended; its inbox "
+                                   "tells how")
+                limit = live.protocol.max_message_bytes()
+                if len(body) > limit:  # read in full only in case it was a retry (see the app)
+                    raise Rejected(413, "body_too_large", f"body is {len(body)} bytes; the limit "
+                                   f"here is {limit}", f"at most {limit} bytes")
+                self.journal.check(live.row.id)
+                stage = live.protocol.stage
+                if large:
+                    await asyncio.to_thread(live.protocol.receive, client_id, body)
+                else:
+                    live.protocol.receive(client_id, body)
+                seq = live.seq
+                live.seq += 1
+                durable = self.journal.append(live.row.id, seq, "msg", stage, client_id, body)
+                live.remember(client_id, body, seq, durable)
+                if not live.protocol.expected:
+                    await self._advance(live)  # publishes only once durable (after this message)
+            await durable  # the ack waits for the disk, the round lock does not
             return stage
 
+    async def _check_retry(self, live: LiveRound, client_id: int, body: bytes) -> None:
+        """Refuse (409 replayed) an exact copy of a message this client already had accepted."""
+        for prior in live.accepted.get(client_id, ()):
+            if prior.size != len(body):
+                continue
+            if prior.durable is not None:
+                await prior.durable  # a retry racing its original: answer once it is on disk
+            if prior.body is not None:
+                same = prior.body == body
+            else:
+                same = await asyncio.to_thread(self.store.event_body, live.row.id,
+                                               prior.seq) == body
+            if same:
+                raise Rejected(409, "replayed", "this exact message was already accepted in this "
+                               "round")
+
     async def _advance(self, live: LiveRound) -> None:
-        """Close the current stage (caller holds ``live.lock``)."""
+        """Close the current stage (caller holds ``live.lock``).
+
+        The close is an event like a message, so it is queued for the disk first and computed
+        while it is being written: replay repeats it, so what it yields (the next messages, the
+        result, or a failure) is a function of the log. Nothing it yields is published before
+        it is on disk (and with it every message before it)."""
         closing = live.protocol.stage
+        round_id = live.row.id
+        seq = live.seq
+        live.seq += 1
+        recorded = self.journal.append(round_id, seq, "advance", closing)
         try:
             out = await asyncio.to_thread(live.protocol.advance)
         except RoundFailed as exc:
-            log.warning("round %d failed at stage %s: %s", live.row.id, closing, exc)
-            await asyncio.to_thread(self._finish_failed, live.row.id, str(exc))
+            log.warning("round %d failed at stage %s: %s", round_id, closing, exc)
+            await recorded
+            await asyncio.to_thread(self._finish_failed, round_id, str(exc))
             self._drop_live(live)
             return
-        await asyncio.to_thread(self.store.append, live.row.id, live.seq, "advance", closing)
-        live.seq += 1
         if live.protocol.done:
             meta, payload = await asyncio.to_thread(live.protocol.result)
-            await asyncio.to_thread(self._finish_done, live.row.id, meta, payload)
-            log.info("round %d released its aggregate (%d survivors)", live.row.id,
+            # the result file is written while the close is committed; the status flips after
+            await asyncio.gather(recorded, asyncio.to_thread(self.store.write_result, round_id,
+                                                             payload))
+            await asyncio.to_thread(self.store.finish_round, round_id, status="done",
+                                    result_meta=meta, erase=True)
+            log.info("round %d released its aggregate (%d survivors)", round_id,
                      len(meta.get("survivors", ())))
             self._drop_live(live)
             return
+        await recorded
         self._publish(live, out)
         live.notify()
 
     def _finish_done(self, round_id: int, meta: dict[str, Any], payload: bytes) -> None:
-        self.store.finish_round(round_id, status="done", result_meta=meta, result=payload)
-        self.store.erase_bodies(round_id)
+        self.store.finish_round(round_id, status="done", result_meta=meta, result=payload,
+                                erase=True)
 
     def _finish_failed(self, round_id: int, reason: str) -> None:
-        self.store.finish_round(round_id, status="failed", reason=reason)
-        self.store.erase_bodies(round_id)
+        self.store.finish_round(round_id, status="failed", reason=reason, erase=True)
 
     def _drop_live(self, live: LiveRound) -> None:
-        self.live.pop(live.row.id, None)
+        if self.live.get(live.row.id) is live:
+            self.live.pop(live.row.id, None)
         live.notify()
 
     async def wait_inbox(self, round_id: int, client_id: int, after: int,
@@ -269,7 +540,8 @@ class Coordinator:
                     continue
                 try:
                     async with live.lock:
-                        if live.row.id in self.live and time.monotonic() >= live.deadline:
+                        if self.live.get(live.row.id) is live and not live.stale \
+                                and time.monotonic() >= live.deadline:
                             log.info("round %d: stage %s deadline passed; %d silent client(s) "
                                      "become dropouts", live.row.id, live.protocol.stage,
                                      len(live.protocol.expected))

@@ -8,11 +8,18 @@ Why this shape:
   that is the whole crash-recovery story (no session pickling, no partial snapshots).
 * Multi-megabyte bodies (masked vectors) go to their own files, written and fsynced before the
   SQLite row that names them commits. Putting them in the WAL would write every byte twice
-  (WAL, then checkpoint) and made a 10 x 1M-parameter round measurably slower.
-* When a round ends, :meth:`Store.erase_bodies` removes every stored message body (files deleted,
-  rows nulled with ``secure_delete`` on, the WAL checkpointed and truncated). What remains is
-  metadata (who sent what kind of message, how big, when) and the released aggregate: nothing
-  from which one client's update could be read.
+  (WAL, then checkpoint) and made a 10 x 1M-parameter round measurably slower. The files are
+  written by :meth:`Store.write_blob`, which callers may run for several bodies at once.
+* Rows are appended in batches (:meth:`Store.append_rows`): one transaction, one WAL fsync for
+  however many events were ready (the coordinator's group commit), instead of one per message.
+* Writes go through one connection under one lock; reads (token checks on every request, round
+  rows, replay) use a second, read-only connection, so they never wait behind a writer's fsync
+  (WAL readers see the last committed state).
+* When a round ends, every stored message body is removed (:meth:`Store.finish_round` with
+  ``erase``, or :meth:`Store.erase_bodies`): files deleted, rows nulled with ``secure_delete``
+  on, the WAL checkpointed and truncated; this happens before the aggregate is released. What
+  remains is metadata (who sent what kind of message, how big, when) and the released
+  aggregate: nothing from which one client's update could be read.
 * Tokens are random (256 bits), so a plain SHA-256 is a sound verifier; the hash is looked up by
   index and then compared with :func:`hmac.compare_digest` anyway.
 """
@@ -96,7 +103,8 @@ def hash_token(token: str) -> bytes:
 
 
 class Store:
-    """All durable state of one server, under ``data_dir``. Thread-safe (one connection + lock)."""
+    """All durable state of one server, under ``data_dir``. Thread-safe: a writer connection and a
+    read-only connection, each with its own lock."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir)
@@ -112,14 +120,26 @@ class Store:
                        "foreign_keys=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
+        self._rlock = threading.Lock()
+        self._rdb = sqlite3.connect(self.root / "secagg-server.sqlite3", isolation_level=None,
+                                    check_same_thread=False)
+        self._rdb.execute("PRAGMA query_only=ON")
 
     def close(self) -> None:
+        with self._rlock:
+            self._rdb.close()
         with self._lock:
             self._db.close()
 
     def _tx(self, sql: str, *params: Any) -> sqlite3.Cursor:
+        """A write (or a read that must see this connection's own writes)."""
         with self._lock:
             return self._db.execute(sql, params)
+
+    def _read(self, sql: str, *params: Any) -> list[Any]:
+        """A read of committed state on the read connection (never waits for a writer)."""
+        with self._rlock:
+            return self._rdb.execute(sql, params).fetchall()
 
     # ---- federations and tokens ----------------------------------------------------------------
 
@@ -145,20 +165,21 @@ class Store:
         return operator, clients
 
     def federations(self) -> list[dict[str, Any]]:
-        rows = self._tx("SELECT name, num_clients, created FROM federations ORDER BY id").fetchall()
+        rows = self._read("SELECT name, num_clients, created FROM federations ORDER BY id")
         return [{"name": n, "clients": k, "created": c} for n, k, c in rows]
 
     def federation_id(self, name: str) -> int | None:
-        row = self._tx("SELECT id FROM federations WHERE name = ?", name).fetchone()
-        return None if row is None else int(row[0])
+        rows = self._read("SELECT id FROM federations WHERE name = ?", name)
+        return int(rows[0][0]) if rows else None
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal of ``token``, or None. Never logs or stores the token itself."""
         digest = hash_token(token)
-        row = self._tx(
+        rows = self._read(
             "SELECT t.token_hash, t.federation_id, f.name, f.num_clients, t.role, t.client_id "
             "FROM tokens t JOIN federations f ON f.id = t.federation_id WHERE t.token_hash = ?",
-            digest).fetchone()
+            digest)
+        row = rows[0] if rows else None
         if row is None or not hmac.compare_digest(bytes(row[0]), digest):
             return None
         return Principal(federation_id=int(row[1]), federation=str(row[2]),
@@ -177,30 +198,50 @@ class Store:
         return RoundRow(rid, federation_id, index, mode, config, stage_timeout, "open", None, None)
 
     def next_round_index(self, federation_id: int) -> int:
-        row = self._tx("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds WHERE federation_id = ?",
-                       federation_id).fetchone()
-        return int(row[0])
+        rows = self._read("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds WHERE federation_id = ?",
+                          federation_id)
+        return int(rows[0][0])
 
     def round(self, round_id: int) -> RoundRow | None:
-        row = self._tx("SELECT id, federation_id, idx, mode, config, stage_timeout, status, reason, "
-                       "result_meta FROM rounds WHERE id = ?", round_id).fetchone()
-        return None if row is None else _round_row(row)
+        rows = self._read("SELECT id, federation_id, idx, mode, config, stage_timeout, status, "
+                          "reason, result_meta FROM rounds WHERE id = ?", round_id)
+        return _round_row(rows[0]) if rows else None
 
     def rounds(self, status: str | None = None) -> list[RoundRow]:
         sql = ("SELECT id, federation_id, idx, mode, config, stage_timeout, status, reason, "
                "result_meta FROM rounds")
-        rows = self._tx(sql + " WHERE status = ? ORDER BY id", status).fetchall() if status \
-            else self._tx(sql + " ORDER BY id").fetchall()
+        rows = self._read(sql + " WHERE status = ? ORDER BY id", status) if status \
+            else self._read(sql + " ORDER BY id")
         return [_round_row(r) for r in rows]
 
     def finish_round(self, round_id: int, *, status: str, reason: str | None = None,
-                     result_meta: dict[str, Any] | None = None, result: bytes | None = None) -> None:
-        """Record the end of a round; the result file is durable before the status flips."""
+                     result_meta: dict[str, Any] | None = None, result: bytes | None = None,
+                     erase: bool = False) -> None:
+        """Record the end of a round; the result file is durable before the status flips.
+
+        ``erase``: also forget its message bodies (:meth:`erase_bodies`), the rows in the same
+        transaction as the status (one fsync), the files and the WAL right after."""
         if result is not None:
-            _write_durably(self.results / f"round-{round_id}.bin", result)
-        self._tx("UPDATE rounds SET status = ?, reason = ?, result_meta = ?, finished = ? "
-                 "WHERE id = ?", status, reason,
-                 None if result_meta is None else json.dumps(result_meta), time.time(), round_id)
+            self.write_result(round_id, result)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("UPDATE rounds SET status = ?, reason = ?, result_meta = ?, "
+                                 "finished = ? WHERE id = ?", (status, reason, None if result_meta
+                                 is None else json.dumps(result_meta), time.time(), round_id))
+                if erase:
+                    self._db.execute("UPDATE events SET body = NULL, blob_file = NULL WHERE "
+                                     "round_id = ?", (round_id,))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        if erase:
+            self._erase_files(round_id)
+
+    def write_result(self, round_id: int, result: bytes) -> None:
+        """The released aggregate's file, durable (the round's status flips afterwards)."""
+        _write_durably(self.results / f"round-{round_id}.bin", result)
 
     def result(self, round_id: int) -> bytes:
         return (self.results / f"round-{round_id}.bin").read_bytes()
@@ -210,19 +251,49 @@ class Store:
     def append(self, round_id: int, seq: int, kind: str, stage: str, client_id: int | None = None,
                body: bytes | None = None) -> None:
         """Durably record one event; returns only once it is on disk."""
-        size = 0 if body is None else len(body)
-        blob_file = None
-        inline = body
-        if body is not None and size > INLINE_LIMIT:
-            blob_file = f"r{round_id}/{seq}.bin"
-            _write_durably(self.blobs / blob_file, body)
-            inline = None
-        self._tx("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", round_id, seq, kind,
-                 client_id, stage, size, inline, blob_file, time.time())
+        blob_file = self.write_blob(round_id, seq, body) if body is not None and \
+            len(body) > INLINE_LIMIT else None
+        self.append_rows([event_row(round_id, seq, kind, stage, client_id, body, blob_file)])
+
+    def write_blob(self, round_id: int, seq: int, body: bytes) -> str:
+        """Write a large body to its own file and fsync it (and its folder); returns the name to
+        record in the event's row. Safe to run for several bodies at once, in any order; the name
+        is unique, so a write left over from a failed batch never lands on a later event's file."""
+        blob_file = f"r{round_id}/{seq}-{secrets.token_hex(4)}.bin"
+        _write_durably(self.blobs / blob_file, body)
+        return blob_file
+
+    def append_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Commit event rows (from :func:`event_row`) in one transaction: one fsync for all.
+        Returns only once they are on disk; on an error none of them is recorded."""
+        if not rows:
+            return
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def event_body(self, round_id: int, seq: int) -> bytes | None:
+        """The stored body of one event (None once erased, or for a stage close)."""
+        rows = self._read("SELECT body, blob_file FROM events WHERE round_id = ? AND seq = ?",
+                          round_id, seq)
+        if not rows:
+            return None
+        body, blob_file = rows[0]
+        if blob_file is not None:
+            try:
+                return (self.blobs / str(blob_file)).read_bytes()
+            except FileNotFoundError:  # erased since the row was read
+                return None
+        return None if body is None else bytes(body)
 
     def events(self, round_id: int) -> Iterator[Event]:
-        rows = self._tx("SELECT seq, kind, client_id, stage, body, blob_file FROM events "
-                        "WHERE round_id = ? ORDER BY seq", round_id).fetchall()
+        rows = self._read("SELECT seq, kind, client_id, stage, body, blob_file FROM events "
+                          "WHERE round_id = ? ORDER BY seq", round_id)
         for seq, kind, client, stage, body, blob_file in rows:
             if blob_file is not None:
                 body = (self.blobs / blob_file).read_bytes()
@@ -232,6 +303,11 @@ class Store:
     def erase_bodies(self, round_id: int) -> None:
         """Forget every message body of a finished round (metadata and result stay)."""
         self._tx("UPDATE events SET body = NULL, blob_file = NULL WHERE round_id = ?", round_id)
+        self._erase_files(round_id)
+
+    def _erase_files(self, round_id: int) -> None:
+        """The blob files of a round whose rows no longer name them, and the WAL (which may still
+        hold small bodies: the checkpoint copies the nulled pages back and truncates it)."""
         shutil.rmtree(self.blobs / f"r{round_id}", ignore_errors=True)
         self._tx("PRAGMA wal_checkpoint(TRUNCATE)")
 
@@ -266,6 +342,15 @@ class Store:
         for d in self.blobs.iterdir():
             if not (d.name.startswith("r") and d.name[1:].isdigit() and int(d.name[1:]) in open_ids):
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def event_row(round_id: int, seq: int, kind: str, stage: str, client_id: int | None,
+              body: bytes | None, blob_file: str | None) -> tuple[Any, ...]:
+    """The ``events`` row of one event; a body written with :meth:`Store.write_blob` is named by
+    ``blob_file`` and not stored inline."""
+    size = 0 if body is None else len(body)
+    inline = body if blob_file is None else None
+    return (round_id, seq, kind, client_id, stage, size, inline, blob_file, time.time())
 
 
 def _round_row(row: tuple[Any, ...]) -> RoundRow:

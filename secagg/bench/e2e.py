@@ -8,6 +8,11 @@ costs. A round's time runs from the operator's "open round" request to the momen
 client holds the released aggregate (clients stamp it with ``time.time()`` on the same machine;
 for CKKS that includes decrypting it, which happens on the clients).
 
+A client that drops out of a round (a missed stage deadline, a refused message) prints why; that
+round's time would measure the deadline, not the protocol, and its aggregate leaves the dropout
+out, so it is left out of the medians and the error, and listed in ``E2EResult.dropouts`` (with
+a warning). If every timed round of a kind lost a client, the bench fails, naming them.
+
 The secure mode is ``masking`` or ``ckks`` (COMPACT preset). The error against the plaintext sum
 needs the secure sum: for masking the bench rebuilds it from the released aggregate, for CKKS
 only the clients can decrypt, so after the timed rounds one more, untimed, CKKS round runs and
@@ -28,7 +33,8 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +58,8 @@ class E2EResult:
     plain_rounds_s: list[float]
     max_abs_error_vs_plaintext: float
     survivors: int
+    #: Rounds some client dropped out of: {"index", "mode", "timed", "clients", "reasons"}.
+    dropouts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
@@ -77,17 +85,27 @@ class _Client:
         for line in self.proc.stdout:
             self.lines.put(line.rstrip())
 
-    def wait_for(self, prefix: str, timeout: float) -> str:
+    def wait_for(self, prefix: str, timeout: float, *, dropped: str | None = None) -> str:
+        """The first line starting with ``prefix`` (or with ``dropped``, if given)."""
         end = time.monotonic() + timeout
         while True:
             try:
                 line = self.lines.get(timeout=max(0.01, end - time.monotonic()))
             except queue.Empty:
                 raise TimeoutError(f"client did not print {prefix!r} within {timeout} s") from None
-            if line.startswith(prefix):
+            if line.startswith(prefix) or (dropped is not None and line.startswith(dropped)):
                 return line
             if "Traceback" in line or "error" in line:
                 raise RuntimeError(f"client failed: {line}")
+
+    def wait_round(self, index: int, timeout: float) -> str | None:
+        """Wait for the client's line about round ``index``: None if it got the aggregate, else
+        why it dropped out (``secagg-client`` prints ``round N: dropped (why); ...``)."""
+        line = self.wait_for(f"round {index} ", timeout, dropped=f"round {index}: dropped")
+        if line.startswith(f"round {index} "):
+            return None
+        why = line.partition("dropped")[2].strip()
+        return why.removesuffix("; waiting for the next round").removeprefix("(").removesuffix(")")
 
 
 def _masking_sum(meta: dict[str, Any], payload: bytes, config: dict[str, Any]) -> np.ndarray:
@@ -133,6 +151,7 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
             http = httpx.Client(base_url=server.url, timeout=60.0,
                                 headers={"Authorization": f"Bearer {tokens['operator_token']}"})
             opened: dict[int, tuple[str, float, dict[str, Any]]] = {}  # index -> mode, t0, info
+            dropouts: list[dict[str, Any]] = []
             plan = [(rep >= warmup, kind) for rep in range(repeats + warmup) for kind in (mode, "plain")]
             plan += [(False, mode)] * check_round
             for timed, kind in plan:
@@ -144,10 +163,17 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
                 info = resp.json()
                 if timed:
                     opened[info["index"]] = (kind, t0, info)
-                for c in procs:
-                    c.wait_for(f"round {info['index']} ", timeout)
+                # a round with a silent client waits out stage deadlines (``timeout`` each)
+                reasons = {i: why for i, c in enumerate(procs)
+                           if (why := c.wait_round(info["index"], 5 * timeout)) is not None}
+                if reasons:
+                    dropouts.append({"index": info["index"], "mode": kind, "timed": timed,
+                                     "clients": sorted(reasons), "reasons": reasons})
+            lost = {d["index"] for d in dropouts}
             results = {}
             for idx, (_, _, info) in opened.items():
+                if idx in lost:  # its aggregate leaves a client out (or there is none)
+                    continue
                 r = http.get(f"/v1/rounds/{info['round_id']}/result")
                 r.raise_for_status()
                 results[idx] = (json.loads(r.headers["X-Secagg-Result"]), r.content)
@@ -162,11 +188,23 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
         done: dict[int, float] = {}
         for i in range(clients):
             for entry in json.loads((root / f"report-{i}.json").read_text())["rounds"]:
+                if entry.get("dropped") or "received_at" not in entry:
+                    continue  # reported from the client's own line above (with its reason)
                 done[entry["index"]] = max(done.get(entry["index"], 0.0), entry["received_at"])
+        if dropouts:
+            warnings.warn("e2e bench: client(s) dropped out of round(s) "
+                          + "; ".join(f"{d['index']} ({d['mode']}{'' if d['timed'] else ', untimed'}"
+                                      f"): clients {d['clients']}: "
+                                      + ", ".join(f"{i}: {w}" for i, w in d["reasons"].items())
+                                      for d in dropouts)
+                          + "; those rounds are left out of the medians and the error",
+                          RuntimeWarning, stacklevel=2)
         times: dict[str, list[float]] = {mode: [], "plain": []}
         sums: dict[str, list[np.ndarray]] = {mode: [], "plain": []}
         survivors = clients
         for idx, (kind, t0, info) in sorted(opened.items()):  # warm-up rounds are not in opened
+            if idx in lost:
+                continue
             times[kind].append(done[idx] - t0)
             meta, payload = results[idx]
             if kind == "plain":
@@ -181,8 +219,12 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
                 if last["dropped"] or last["mode"] != mode:
                     raise RuntimeError(f"client {i} did not complete the {mode} check round: {last}")
                 sums[mode].append(np.load(root / f"mean-{i}.npy") * last["total_weight"])
+        for kind in (mode, "plain"):
+            if not times[kind]:
+                raise RuntimeError(f"e2e bench: every timed {kind} round lost a client, so none "
+                                   f"measures a whole round: {dropouts}")
         err = max(float(np.max(np.abs(s - p))) for s in sums[mode] for p in sums["plain"])
     return E2EResult(secure_round_s=statistics.median(times[mode]),
                      plain_round_s=statistics.median(times["plain"]),
                      secure_rounds_s=times[mode], plain_rounds_s=times["plain"],
-                     max_abs_error_vs_plaintext=err, survivors=survivors)
+                     max_abs_error_vs_plaintext=err, survivors=survivors, dropouts=dropouts)

@@ -91,6 +91,7 @@ class ClientSession:
         self._survivors: tuple[int, ...] | None = None
         # shares this client holds: owner -> (mask-key share, seed share)
         self._held: dict[int, tuple[SecretBytes, SecretBytes]] = {}
+        self._prepared: tuple[frozenset[int], bytes] | None = None  # see prepare_masked_input
         self.compute_seconds: dict[str, float] = {}
 
     # ---- public API ----------------------------------------------------------------------------
@@ -218,8 +219,30 @@ class ClientSession:
             self._held[v] = (SecretBytes(plain[: shamir.SHARE_BYTES], label="shamir-share"),
                              SecretBytes(plain[shamir.SHARE_BYTES :], label="shamir-share"))
         self._shared = shared
+        prepared, self._prepared = self._prepared, None
+        payload = prepared[1] if prepared is not None and prepared[0] == expected \
+            else self._masked_payload(expected)
+        self._stage = Stage.MASKED_INPUT
+        return m.MaskedInput(digest=self._digest, round=cfg.round, party=me, payload=payload)
+
+    def prepare_masked_input(self) -> None:
+        """Mask the update ahead of the share delivery, as if every neighbour shares.
+
+        Callable once the key directory is handled (stage ``share``), for instance in a worker
+        thread while the transport waits for the delivery; the caller must let it finish before
+        handing the delivery to :meth:`handle`, which then uses it if the delivery lists every
+        neighbour and otherwise masks again with the neighbours that did share. A prepared input
+        for the wrong set never leaves the session.
+        """
+        if self._stage is not Stage.SHARE:
+            raise ProtocolAbort(self._stage.value, "prepare_masked_input() needs the key "
+                                "directory handled and the delivery not yet")
+        self._prepared = (self._neighbours, self._masked_payload(self._neighbours))
+
+    def _masked_payload(self, neighbours: frozenset[int]) -> bytes:
+        cfg, me = self.config, self.client_id
         masks = [(keys.self_mask_key(self._seed, me, self._digest, cfg.round), False)]
-        for v in sorted(expected):
+        for v in sorted(neighbours):
             k = keys.pairwise_mask_key(self._mask, self._adverts[v].mask_public, me, v,
                                        self._digest, cfg.round)
             masks.append((k, me > v))
@@ -227,9 +250,7 @@ class ClientSession:
         acc = packer.buffer[: cfg.wire_length]
         acc[:] = self._values
         MaskExpander().apply_many(acc, masks, after_chunk=packer.pack_through)
-        self._stage = Stage.MASKED_INPUT
-        return m.MaskedInput(digest=self._digest, round=cfg.round, party=me,
-                             payload=packer.to_bytes())
+        return packer.to_bytes()
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
         if not set(survivors) <= self._shared:
