@@ -36,9 +36,10 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
+from secagg.service import tls_verify
 
 if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round starts
-    from secagg.ckks import CKKSClient, CKKSRoundConfig
+    from secagg.ckks import CKKSClient
 
 __all__ = ["Dropped", "RoundInfo", "RoundResult", "RuntimeClient", "ServerRefused"]
 
@@ -168,33 +169,6 @@ class _Plain:
         return int(meta["total_weight"])
 
 
-def ckks_config_from_dict(config: dict[str, Any]) -> CKKSRoundConfig:
-    """The :class:`CKKSRoundConfig` a ckks round's published config describes (the server's
-    ``server.modes.ckks_round_config``; this package does not import the server). The config's
-    ``digest`` must match: every message carries it, so a mismatch would fail later anyway."""
-    from secagg.ckks import CKKSRoundConfig, Preset
-    from secagg.errors import InvalidParameter
-
-    try:
-        cfg = CKKSRoundConfig(
-            params=Preset.from_name(str(config["preset"])).params,
-            update_size=int(config["vector_length"]),
-            client_ids=tuple(range(int(config["num_clients"]))),
-            dealer=int(config["dealer"]),
-            min_clients=int(config["min_clients"]),
-            round=int(config["round"]),
-            session=bytes.fromhex(str(config["session"])),
-            value_bound=float(config["value_bound"]),
-            weight_bound=float(config["weight_bound"]),
-        )
-    except KeyError as exc:
-        raise InvalidParameter(f"ckks round config lacks {exc}") from None
-    if cfg.digest().hex() != config.get("digest"):
-        raise InvalidParameter("the ckks round config does not match its digest: this client and "
-                               "the server disagree on the round (different secagg versions?)")
-    return cfg
-
-
 class _CKKS:
     """Client side of a CKKS round: one :class:`secagg.ckks.CKKSClient`.
 
@@ -210,11 +184,11 @@ class _CKKS:
     """
 
     def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
-        from secagg.ckks import CKKSClient
+        from secagg.ckks import CKKSClient, CKKSRoundConfig
         from secagg.encoding import clip_linf
         from secagg.errors import InvalidParameter
 
-        self.config = ckks_config_from_dict(info.config)
+        self.config = CKKSRoundConfig.from_dict(info.config)
         if update.shape != (self.config.update_size,):
             raise InvalidParameter(f"update has shape {update.shape}; the round expects "
                                    f"({self.config.update_size},)")
@@ -284,7 +258,7 @@ class RuntimeClient:
                  poll_wait: float = 20.0, retry_for: float = 60.0) -> None:
         self.poll_wait = poll_wait
         self.retry_for = retry_for
-        self._http = httpx.Client(base_url=server.rstrip("/"), verify=verify,
+        self._http = httpx.Client(base_url=server.rstrip("/"), verify=tls_verify(verify),
                                   headers={"Authorization": f"Bearer {token}"},
                                   timeout=httpx.Timeout(30.0, read=poll_wait + 30.0))
 
@@ -309,6 +283,10 @@ class RuntimeClient:
                     break
                 why = f"HTTP {resp.status_code}"
             except httpx.TransportError as exc:
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # retrying cannot fix trust
+                    raise ConnectionError(
+                        f"{method} {url}: the server's TLS certificate is not trusted; pass the "
+                        "CA bundle that signed it (--ca-cert / verify='ca.pem')") from None
                 why = type(exc).__name__
             if time.monotonic() + delay > give_up:
                 raise ConnectionError(f"{method} {url} failed for {self.retry_for:.0f} s "

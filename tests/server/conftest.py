@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,3 +96,24 @@ class HonestClients:
 
 def tolerance(n: int, clip: float = 1.0, bits: int = 16) -> float:
     return n * 2 * clip / ((1 << bits) - 1) + 1e-6
+
+
+def wait_stage(fed: Federation, rid: int, stage: str, awaiting: int, timeout: float = 20.0) -> None:
+    """Block until round ``rid`` is at ``stage`` awaiting ``awaiting`` clients."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        st = fed.status(rid)
+        if st.get("stage") == stage and st.get("awaiting") == awaiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"round never reached {stage} awaiting {awaiting}: {fed.status(rid)}")
+
+
+def expect_error(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
+    """Assert a clear JSON error: this status, an ``error`` code and a non-empty ``detail``."""
+    assert resp.status_code == status, (resp.status_code, resp.text)
+    body: dict[str, str] = resp.json()
+    assert body["detail"], body
+    if code is not None:
+        assert body["error"] == code, body
+    return body

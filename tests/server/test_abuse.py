@@ -11,17 +11,8 @@ import pytest
 
 from clients.runtime import RuntimeClient
 from secagg.masking import wire
-from tests.server.conftest import Federation, HonestClients, N, tolerance, updates
+from tests.server.conftest import Federation, HonestClients, N, expect_error, tolerance, updates
 from tests.server.manual import OCTET, ManualClient
-
-
-def _err(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    body: dict[str, str] = resp.json()
-    assert body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 def test_abuse_gets_clear_4xx_and_honest_clients_complete(fed: Federation) -> None:
@@ -35,43 +26,43 @@ def test_abuse_gets_clear_4xx_and_honest_clients_complete(fed: Federation) -> No
     base = fed.server.url
 
     # authentication and authorisation
-    _err(httpx.post(base + url, content=b"x", headers=OCTET), 401, "missing_token")
-    _err(httpx.post(base + url, content=b"x", headers={**OCTET, "Authorization": "Bearer nope"}),
+    expect_error(httpx.post(base + url, content=b"x", headers=OCTET), 401, "missing_token")
+    expect_error(httpx.post(base + url, content=b"x", headers={**OCTET, "Authorization": "Bearer nope"}),
          401, "invalid_token")
-    _err(httpx.get(base + "/v1/me", headers={"Authorization": "Basic abc"}), 401)
+    expect_error(httpx.get(base + "/v1/me", headers={"Authorization": "Basic abc"}), 401)
     with fed.op() as op:
-        _err(op.post(url, content=b"x", headers=OCTET), 403, "client_only")
+        expect_error(op.post(url, content=b"x", headers=OCTET), 403, "client_only")
     with fed.as_client(0) as c:
-        _err(c.post("/v1/rounds", json={"options": {"vector_length": 3}}), 403, "operator_only")
+        expect_error(c.post("/v1/rounds", json={"options": {"vector_length": 3}}), 403, "operator_only")
         # unknown round, malformed round id, unknown route
-        _err(c.post("/v1/rounds/999/messages", content=b"x", headers=OCTET), 404, "unknown_round")
-        _err(c.get("/v1/rounds/999/inbox"), 404, "unknown_round")
-        _err(c.get("/v1/rounds/999/result"), 404)
-        _err(c.get("/v1/rounds/abc"), 422)
-        _err(c.get("/nope"), 404)
-        _err(c.post(url, content=b"x", headers={"Content-Type": "application/json"}), 415)
+        expect_error(c.post("/v1/rounds/999/messages", content=b"x", headers=OCTET), 404, "unknown_round")
+        expect_error(c.get("/v1/rounds/999/inbox"), 404, "unknown_round")
+        expect_error(c.get("/v1/rounds/999/result"), 404)
+        expect_error(c.get("/v1/rounds/abc"), 422)
+        expect_error(c.get("/nope"), 404)
+        expect_error(c.post(url, content=b"x", headers={"Content-Type": "application/json"}), 415)
         # garbage, truncated, oversized
-        _err(c.post(url, content=b"\x00" * 100, headers=OCTET), 400, "invalid_message")
-        _err(c.post(url, content=b"", headers=OCTET), 400, "invalid_message")
+        expect_error(c.post(url, content=b"\x00" * 100, headers=OCTET), 400, "invalid_message")
+        expect_error(c.post(url, content=b"", headers=OCTET), 400, "invalid_message")
         advert = wire.encode(me.session.start())
-        _err(c.post(url, content=advert[:-7], headers=OCTET), 400, "invalid_message")
-        _err(c.post(url, content=advert + b"\x00", headers=OCTET), 400, "invalid_message")
-        _err(c.post(url, content=b"\x00" * 100_000, headers=OCTET), 413, "body_too_large")
+        expect_error(c.post(url, content=advert[:-7], headers=OCTET), 400, "invalid_message")
+        expect_error(c.post(url, content=advert + b"\x00", headers=OCTET), 400, "invalid_message")
+        expect_error(c.post(url, content=b"\x00" * 100_000, headers=OCTET), 413, "body_too_large")
     # a client posting as another
     with fed.as_client(1) as other:
-        _err(other.post(url, content=advert, headers=OCTET), 403, "wrong_sender")
+        expect_error(other.post(url, content=advert, headers=OCTET), 403, "wrong_sender")
     # operator can open only known modes
     with fed.op() as op:
-        body = _err(op.post("/v1/rounds", json={"mode": "nope", "options": {}}), 400,
+        body = expect_error(op.post("/v1/rounds", json={"mode": "nope", "options": {}}), 400,
                     "mode_unavailable")
         assert "nope" in body["detail"]
-        _err(op.post("/v1/rounds", content=b"{not json", headers={"Content-Type": "x"}), 400)
-        _err(op.post("/v1/rounds", json={"mode": "masking", "options": {"nope": 1}}), 400)
-        _err(op.post("/v1/rounds", json={"mode": "plain", "options": {"vector_length": 3}}), 400)
+        expect_error(op.post("/v1/rounds", content=b"{not json", headers={"Content-Type": "x"}), 400)
+        expect_error(op.post("/v1/rounds", json={"mode": "masking", "options": {"nope": 1}}), 400)
+        expect_error(op.post("/v1/rounds", json={"mode": "plain", "options": {"vector_length": 3}}), 400)
     # now the real advert is accepted once; the replay is refused
     me.send(advert)
     with fed.as_client(0) as c:
-        _err(c.post(url, content=advert, headers=OCTET), 409, "replayed")
+        expect_error(c.post(url, content=advert, headers=OCTET), 409, "replayed")
     # random junk never yields a 5xx
     rng = np.random.default_rng(0)
     with fed.as_client(2) as c:
@@ -91,7 +82,7 @@ def test_abuse_gets_clear_4xx_and_honest_clients_complete(fed: Federation) -> No
         assert np.max(np.abs(res.weighted_sum - want)) <= tolerance(N)
     # a message after the end is refused too
     with fed.as_client(0) as c:
-        _err(c.post(url, content=advert, headers=OCTET), 409)
+        expect_error(c.post(url, content=advert, headers=OCTET), 409)
 
 
 @pytest.mark.parametrize("path", ["/v1/me", "/v1/rounds/next?wait=0", "/v1/rounds/1"])
@@ -109,7 +100,7 @@ def test_tokens_from_another_federation_do_not_cross(fed: Federation, tmp_path, 
     elif path.startswith("/v1/rounds/next"):
         assert resp.status_code == 204  # the other federation's round is not offered
     else:
-        _err(resp, 404, "unknown_round")
+        expect_error(resp, 404, "unknown_round")
 
 
 def test_retry_of_an_accepted_message_after_completion_still_gets_the_result(
@@ -128,7 +119,7 @@ def test_retry_of_an_accepted_message_after_completion_still_gets_the_result(
     clients.join()
     rid = info["round_id"]
     assert "result" in fed.status(rid)  # the round completed and released
-    _err(last.post(last.sent[-1]), 409, "round_done")
+    expect_error(last.post(last.sent[-1]), 409, "round_done")
     assert last.inbox(wait=1.0).headers["X-Secagg-State"] == "done"
     with RuntimeClient(fed.server.url, fed.tokens[N - 1]) as rt:
         rt._post(rid, last.sent[-1])  # the runtime's retry path: no Dropped raised

@@ -27,7 +27,7 @@ from secagg.ckks.messages import Kind
 from secagg.ckks.wire import MAGIC, frame, u32
 from secagg.errors import InvalidParameter
 from secagg.hazmat.seal_codec import CiphertextRejected
-from tests.server.conftest import Federation, start_federation, updates
+from tests.server.conftest import Federation, expect_error, start_federation, updates, wait_stage
 
 N3 = 3
 LENGTH = 2000
@@ -49,15 +49,6 @@ def open_ckks(fed: Federation, timeout: float = 20.0, **options: Any) -> dict[st
     assert resp.status_code == 201, resp.text
     info: dict[str, Any] = resp.json()
     return info
-
-
-def _err(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
-    assert resp.status_code == status, (resp.status_code, resp.text)
-    body: dict[str, str] = resp.json()
-    assert body["detail"], body
-    if code is not None:
-        assert body["error"] == code, body
-    return body
 
 
 class Clients:
@@ -158,16 +149,6 @@ class ManualCKKS:
         return [seed, box]
 
 
-def _wait_stage(fed: Federation, rid: int, stage: str, awaiting: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        st = fed.status(rid)
-        if st.get("stage") == stage and st.get("awaiting") == awaiting:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"round never reached {stage} awaiting {awaiting}: {fed.status(rid)}")
-
-
 def _mean(ups: list[np.ndarray], ids: list[int], weights: dict[int, int] | None = None) -> np.ndarray:
     w = weights or {}
     total = sum(w.get(i, 1) * ups[i].astype(np.float64) for i in ids)
@@ -242,7 +223,7 @@ def test_too_few_uploads_release_nothing(fed3: Federation) -> None:
     status = fed3.status(info["round_id"])
     assert status["status"] == "failed" and "min_clients is 3" in status["reason"], status
     with fed3.as_client(0) as c:
-        _err(c.get(f"/v1/rounds/{info['round_id']}/result"), 409, "no_result")
+        expect_error(c.get(f"/v1/rounds/{info['round_id']}/result"), 409, "no_result")
 
 
 def test_a_missing_dealer_fails_the_round_with_a_clear_reason(fed3: Federation) -> None:
@@ -292,7 +273,7 @@ def test_the_runtime_checks_its_input_against_the_round_before_sending_anything(
 def test_bad_options_and_bad_bodies_get_clear_4xx_and_the_round_completes(fed3: Federation) -> None:
     with fed3.op() as op:
         def bad_open(options: dict[str, Any]) -> str:
-            body = _err(op.post("/v1/rounds", json={"mode": "ckks", "options": options}), 400,
+            body = expect_error(op.post("/v1/rounds", json={"mode": "ckks", "options": options}), 400,
                         "invalid_options")
             return body["detail"]
 
@@ -316,30 +297,30 @@ def test_bad_options_and_bad_bodies_get_clear_4xx_and_the_round_completes(fed3: 
         def post(body: bytes) -> httpx.Response:
             return c.post(url, content=body, headers=OCTET)
 
-        _err(post(b"\x00" * 100), 400, "invalid_message")
-        _err(post(b""), 400, "invalid_message")
-        _err(post(advert[:-7]), 400, "invalid_message")
-        _err(post(advert + b"\x00"), 413, "body_too_large")  # an advert has one exact size
-        _err(post(MAGIC + bytes([Kind.AGGREGATE])), 400, "invalid_message")
-        _err(post(b"\x00" * 100_000), 413, "body_too_large")
+        expect_error(post(b"\x00" * 100), 400, "invalid_message")
+        expect_error(post(b""), 400, "invalid_message")
+        expect_error(post(advert[:-7]), 400, "invalid_message")
+        expect_error(post(advert + b"\x00"), 413, "body_too_large")  # an advert has one exact size
+        expect_error(post(MAGIC + bytes([Kind.AGGREGATE])), 400, "invalid_message")
+        expect_error(post(b"\x00" * 100_000), 413, "body_too_large")
         early = frame(Kind.UPLOAD, [b"\x00" * 32, b"\x00" * 8, u32(2), b"", b"\x00" * 64])
-        body = _err(post(early), 409, "wrong_stage")
+        body = expect_error(post(early), 409, "wrong_stage")
         assert "advert" in body["expected"]
     with fed3.as_client(1) as other:  # a client posting as another
-        _err(other.post(url, content=advert, headers=OCTET), 403, "wrong_sender")
+        expect_error(other.post(url, content=advert, headers=OCTET), 403, "wrong_sender")
     me.send(advert)
-    _err(me.post(advert), 409, "replayed")
+    expect_error(me.post(advert), 409, "replayed")
     upload = me.next_answer()
     tampered = bytearray(upload)
     tampered[len(upload) // 2] ^= 0x01
-    body = _err(me.post(bytes(tampered)), 400, "invalid_message")
+    body = expect_error(me.post(bytes(tampered)), 400, "invalid_message")
     assert "authentication failed" in body["detail"]
-    _err(me.post(upload[:-100]), 400, "invalid_message")
-    _err(me.post(upload + b"\x00"), 400, "invalid_message")
+    expect_error(me.post(upload[:-100]), 400, "invalid_message")
+    expect_error(me.post(upload + b"\x00"), 400, "invalid_message")
     limit = len(upload) * 3  # above any valid upload of this round (one ciphertext)
-    _err(me.post(upload + b"\x00" * limit), 413, "body_too_large")
-    _err(me.post(advert), 409, "replayed")  # an earlier stage's message, replayed
-    _err(me.post(upload, as_client=0), 403, "wrong_sender")
+    expect_error(me.post(upload + b"\x00" * limit), 413, "body_too_large")
+    expect_error(me.post(advert), 409, "replayed")  # an earlier stage's message, replayed
+    expect_error(me.post(upload, as_client=0), 403, "wrong_sender")
     rng = np.random.default_rng(0)
     for _ in range(20):
         junk = rng.bytes(int(rng.integers(0, 400)))
@@ -349,7 +330,7 @@ def test_bad_options_and_bad_bodies_get_clear_4xx_and_the_round_completes(fed3: 
         assert 400 <= resp.status_code < 500, resp.text
     assert httpx.get(fed3.server.url + "/healthz").status_code == 200
     me.send(upload)  # the refusals above did not exclude this client
-    _err(me.post(upload), 409)  # replay after the round completed (round_done or replayed)
+    expect_error(me.post(upload), 409)  # replay after the round completed (round_done or replayed)
     results = clients.join()
     want = _mean(ups, [0, 1, 2])
     for res in results.values():
@@ -414,7 +395,7 @@ def test_server_crash_mid_round_resumes_and_stored_bytes_reveal_no_update(fed3: 
     uploads = [p.next_answer() for p in parties]
     parties[0].send(uploads[0])
     parties[1].send(uploads[1])
-    _wait_stage(fed3, rid, "upload", 1)
+    wait_stage(fed3, rid, "upload", 1)
     data_dir = fed3.server.data_dir
 
     # positive controls mid-round: the uploads are on disk, and with the round key (which the

@@ -12,18 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.server.conftest import Federation, HonestClients, N, tolerance, updates
+from tests.server.conftest import Federation, HonestClients, N, tolerance, updates, wait_stage
 from tests.server.manual import ManualClient
-
-
-def _wait_stage(fed: Federation, rid: int, stage: str, awaiting: int, timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        st = fed.status(rid)
-        if st.get("stage") == stage and st.get("awaiting") == awaiting:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"round never reached {stage} awaiting {awaiting}: {fed.status(rid)}")
 
 
 def test_full_round_gives_the_aggregate(fed: Federation) -> None:
@@ -100,14 +90,14 @@ def test_server_killed_mid_round_resumes_and_keeps_nothing_readable(fed: Federat
     rid = info["round_id"]
     held = ManualClient(fed, N - 1, info, ups[N - 1])
     held.advertise()
-    _wait_stage(fed, rid, "share", 1)  # everyone else has shared; the round waits for us
+    wait_stage(fed, rid, "share", 1)  # everyone else has shared; the round waits for us
     held.step()  # its shares
-    _wait_stage(fed, rid, "masked-input", 1)
+    wait_stage(fed, rid, "masked-input", 1)
     fed.server.kill()  # crash while everyone is in the masked-input stage
     fed.server.start()
     held.step()  # masked input to the restarted server
     masked = held.sent[-1]
-    _wait_stage(fed, rid, "unmask", 1, timeout=30)
+    wait_stage(fed, rid, "unmask", 1, timeout=30)
     data_dir = fed.server.data_dir
     # positive control: mid-round the masked vector is on disk, so the scan can see it
     needles = [masked[i : i + 64] for i in range(100, len(masked) - 64, len(masked) // 16)]

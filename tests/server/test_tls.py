@@ -53,9 +53,12 @@ def test_round_over_tls_and_untrusted_certificate_refused(tmp_path: Path) -> Non
         # plain HTTP to the TLS port is not answered as HTTP
         with pytest.raises(httpx.HTTPError):
             httpx.get(server.url.replace("https://", "http://") + "/healthz", timeout=3.0)
-        # a client that does not trust the certificate fails the handshake
+        # a client that does not trust the certificate fails the handshake, at once and clearly
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(server.url + "/healthz", timeout=3.0)
+        with RuntimeClient(server.url, tokens["client_tokens"][0], retry_for=60) as untrusting, \
+                pytest.raises(ConnectionError, match="TLS certificate is not trusted"):
+            untrusting.whoami()
 
         import threading
 
