@@ -28,6 +28,9 @@ from secagg.errors import InvalidParameter
 
 __all__ = ["DPConfig", "NoiseMode", "TrainReport", "evaluate", "train_nonprivate", "train_private"]
 
+#: default :attr:`DPConfig.adapter_lr_scale` (see :func:`_param_groups` for why it is below 1)
+ADAPTER_LR_SCALE = 0.3
+
 
 class NoiseMode(enum.Enum):
     SECURE = "secure"
@@ -40,11 +43,19 @@ class DPConfig:
 
     ``target_epsilon`` is this round's own (epsilon, ``delta``) under ``accountant``; the ledger
     composes rounds. ``batch_size`` is the expected Poisson batch: sample rate q = 1/ceil(N/batch).
+    ``learning_rate`` is AdamW's rate for the head and sensor projection; the LoRA adapters step at
+    ``learning_rate * adapter_lr_scale`` (1.0: one rate for every trainable tensor).
+
+    The defaults are the DP recipe tuned for ``secagg bench dp`` on a validation split (large
+    expected batches, more epochs at a fixed epsilon, a high head rate and slower adapters); on each
+    shipped enterprise alone (~240 records, epsilon 4) it also beat the earlier defaults (3 epochs,
+    batch 32, rate 5e-3 for all) on held-out records. ``batch_size`` ~ a third of an enterprise's
+    records keeps the sample rate near the tuned 1/3.
     """
 
-    epochs: int = 3
-    batch_size: int = 32
-    learning_rate: float = 5e-3
+    epochs: int = 10
+    batch_size: int = 96
+    learning_rate: float = 3e-2
     max_grad_norm: float = 1.0
     delta: float = 1e-5
     target_epsilon: float | None = None
@@ -53,6 +64,7 @@ class DPConfig:
     noise_mode: NoiseMode = NoiseMode.SECURE
     max_length: int = 32
     seed: int | None = None
+    adapter_lr_scale: float = ADAPTER_LR_SCALE
 
     def __post_init__(self) -> None:
         if (self.target_epsilon is None) == (self.noise_multiplier is None):
@@ -64,7 +76,7 @@ class DPConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise InvalidParameter(f"{name} must be an integer >= 1, found {value!r}")
-        for name in ("learning_rate", "max_grad_norm"):
+        for name in ("learning_rate", "max_grad_norm", "adapter_lr_scale"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise InvalidParameter(f"{name} must be a finite number > 0, found {value}")
@@ -90,6 +102,28 @@ class TrainReport(PrivacySpend):
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def _param_groups(model: nn.Module, learning_rate: float,
+                  adapter_lr_scale: float) -> list[dict[str, object]]:
+    """AdamW groups: head and sensor projection at ``learning_rate``, LoRA at the scaled rate.
+
+    Why two rates (DP-SGD): clipping bounds each example's whole gradient and the noise is
+    isotropic, but almost all of the clipped norm sits in the ~1.7k head weights (the pooled text
+    features have norm ~5) and little in the ~74k adapter weights. Per coordinate the adapters'
+    signal is below the noise, and Adam turns pure noise into full-size steps: at the rate the head
+    needs, the adapters random-walk and degrade the encoder's features (validation accuracy at
+    epsilon 8 fell from 0.85 to 0.49 when the adapters took the head's 3e-2).
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    adapters = [p for n, p in named if "lora_" in n]
+    rest = [p for n, p in named if "lora_" not in n]
+    groups: list[dict[str, object]] = []
+    if rest:
+        groups.append({"params": rest, "lr": learning_rate})
+    if adapters:
+        groups.append({"params": adapters, "lr": learning_rate * adapter_lr_scale})
+    return groups
 
 
 def _step(model: nn.Module, batch: list[torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -123,7 +157,8 @@ def train_private(
         torch.manual_seed(seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, generator=generator)
     model.train()
-    optimizer = torch.optim.AdamW(_trainable(model), lr=config.learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(_param_groups(model, config.learning_rate, config.adapter_lr_scale),
+                                  lr=config.learning_rate, weight_decay=0.0)
     common = dict(module=model, optimizer=optimizer, data_loader=loader,
                   max_grad_norm=config.max_grad_norm, poisson_sampling=True,
                   noise_generator=generator, wrap_model=False)
@@ -170,14 +205,18 @@ def train_private(
 
 def train_nonprivate(
     model: nn.Module, dataset: TensorDataset, *, epochs: int, batch_size: int,
-    learning_rate: float, seed: int = 0, progress: bool = True,
+    learning_rate: float, seed: int = 0, progress: bool = True, adapter_lr_scale: float = 1.0,
 ) -> float:
-    """The non-private baseline (same model, optimiser, shuffled batches); returns mean loss."""
+    """The non-private baseline (same model, optimiser, shuffled batches); returns mean loss.
+
+    ``learning_rate`` / ``adapter_lr_scale`` as in :class:`DPConfig`.
+    """
     generator = torch.Generator()
     generator.manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
     model.train()
-    optimizer = torch.optim.AdamW(_trainable(model), lr=learning_rate, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(_param_groups(model, learning_rate, adapter_lr_scale),
+                                  lr=learning_rate, weight_decay=0.0)
     loss_fn = nn.CrossEntropyLoss()
     losses = []
     with tqdm(total=epochs * len(loader), desc="non-private", disable=not progress,

@@ -88,6 +88,56 @@ def test_per_sample_gradients_are_exact_and_clipped(
     hooks.cleanup()
 
 
+def test_secure_mode_clips_each_example_of_a_batch(
+    tokenizer: object, small_records: list[Record]
+) -> None:
+    """The production engine (CSPRNG noise and sampling) clips exactly as Opacus does."""
+    model = build_model(encoder=TINY, lora_rank=4)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    ids, mask, sensors, labels = make_dataset(small_records[:8], tokenizer).tensors
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(ids, mask, sensors, labels), batch_size=8)
+    clip = 1e-3
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    hooks, dp_opt, _ = SecurePrivacyEngine().make_private(
+        module=model, optimizer=opt, data_loader=loader, noise_multiplier=0.0, max_grad_norm=clip,
+        wrap_model=False, poisson_sampling=True)
+    assert isinstance(dp_opt, CsprngDPOptimizer)
+    torch.nn.functional.cross_entropy(model(ids, mask, sensors), labels).backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    norms = torch.stack([p.grad_sample.reshape(8, -1).norm(dim=1) for p in params]).norm(dim=0)
+    assert bool((norms > clip).all())  # every example needs clipping
+    dp_opt.clip_and_accumulate()
+    factors = (clip / (norms + 1e-6)).clamp(max=1.0)
+    for p in params:
+        expected = torch.einsum("i,i...->i...", factors, p.grad_sample).sum(dim=0)
+        torch.testing.assert_close(p.summed_grad, expected, rtol=1e-5, atol=1e-9)
+    total = torch.stack([p.summed_grad.norm() for p in params]).norm()
+    assert float(total) <= 8 * clip * (1 + 1e-4)  # the sum of 8 clipped examples
+    hooks.cleanup()
+
+
+def test_adapters_step_at_the_scaled_rate() -> None:
+    from clients.trainer import _param_groups
+
+    model = build_model(encoder=TINY, lora_rank=2)
+    groups = _param_groups(model, 3e-2, 0.1)
+    assert [g["lr"] for g in groups] == [pytest.approx(3e-2), pytest.approx(3e-3)]
+    names = {id(p): n for n, p in model.named_parameters()}
+    head, adapters = ([names[id(p)] for p in g["params"]] for g in groups)  # type: ignore[attr-defined]
+    assert head and all(n.startswith(("head.", "sensor_proj.")) for n in head)
+    assert adapters and all("lora_" in n for n in adapters)
+    assert len(head) + len(adapters) == sum(p.requires_grad for p in model.parameters())
+    with pytest.raises(InvalidParameter, match="adapter_lr_scale"):
+        _config(adapter_lr_scale=0.0)
+
+
 def test_secure_optimizer_noise_has_the_promised_std() -> None:
     p = torch.nn.Parameter(torch.zeros(200_000))
     opt = CsprngDPOptimizer(torch.optim.SGD([p], lr=1.0), noise_multiplier=1.5,
