@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--ledger", metavar="JSON", help="privacy ledger file (required to train)")
     train.add_argument("--epsilon", type=float, default=8.0,
                        help="total privacy budget over all rounds (8); delta 1e-5")
-    train.add_argument("--epochs", type=int, default=3, help="local DP-SGD epochs per round (3)")
+    train.add_argument("--epochs", type=int, default=10, help="local DP-SGD epochs per round (10)")
     train.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm",
                        help="text encoder (minilm: all-MiniLM-L6-v2 from its wheel)")
     train.add_argument("--state-dir", help="save the combined model here after each round "

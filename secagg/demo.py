@@ -49,7 +49,7 @@ class DemoConfig:
     clients: int = 3
     rounds: int = 2
     epsilon: float = 8.0
-    epochs: int = 3
+    epochs: int = 5
     encoder: str = "minilm"
     threads_per_client: int = 1
     stage_timeout_s: float = 120.0

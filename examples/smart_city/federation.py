@@ -49,7 +49,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm")
     args = parser.parse_args()
-    plan = FederationPlan(rounds=args.rounds, budget_epsilon=8.0, epochs=3 if
+    plan = FederationPlan(rounds=args.rounds, budget_epsilon=8.0, epochs=5 if
                           args.encoder == "minilm" else 1, encoder=EncoderKind(args.encoder))
 
     work = tempfile.mkdtemp(prefix="smart-city-")
