@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import replace
-from typing import Any, NoReturn
 
 from secagg.ckks.config import PROTOCOL, VERSION, CKKSRoundConfig
 from secagg.ckks.messages import KeyAdvert, KeyDistribution, roster_digest
 from secagg.errors import AuthenticationFailed, RejectedMessage
 from secagg.hazmat.agreement import X25519KeyPair
-from secagg.hazmat.handles import SecretBytes, refuse_pickle
+from secagg.hazmat.handles import SecretBytes, Unpicklable
 from secagg.hazmat.kdf import KeyContext, Purpose
 from secagg.hazmat.seal_codec import KEY_SEED_BYTES, SealKeys, SealSession
 from secagg.hazmat.sealed_box import open_box, seal_to
@@ -30,7 +29,7 @@ from secagg.hazmat.signing import SigningKey, verify_signature
 __all__ = ["CKKSKey", "check_advert", "check_roster", "deal_key", "open_key"]
 
 
-class CKKSKey:
+class CKKSKey(Unpicklable):
     """The round's CKKS secret key (as its seed) with the SEAL objects built from it.
 
     Build it through the ceremony (:func:`deal_key`, :func:`open_key`); it cannot be printed,
@@ -56,14 +55,6 @@ class CKKSKey:
 
     __str__ = __repr__
 
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        refuse_pickle(self)
-
-    def __copy__(self) -> NoReturn:
-        refuse_pickle(self)
-
-    def __deepcopy__(self, memo: Any) -> NoReturn:
-        refuse_pickle(self)
 
 
 def _box_context(config: CKKSRoundConfig, recipient: int) -> KeyContext:

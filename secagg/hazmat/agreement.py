@@ -7,12 +7,11 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any, NoReturn
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from secagg.errors import InvalidParameter
-from secagg.hazmat.handles import SecretBytes, refuse_pickle
+from secagg.hazmat.handles import SecretBytes, Unpicklable
 
 __all__ = ["X25519KeyPair", "validate_public_key"]
 
@@ -27,7 +26,7 @@ def validate_public_key(public: bytes, *, what: str = "X25519 public key") -> X2
     return X25519PublicKey.from_public_bytes(public)
 
 
-class X25519KeyPair:
+class X25519KeyPair(Unpicklable):
     """An X25519 private key with its public half. Redacted, unpicklable."""
 
     __slots__ = ("_private", "public_bytes")
@@ -74,11 +73,3 @@ class X25519KeyPair:
     def __hash__(self) -> int:
         raise TypeError("X25519KeyPair is unhashable: hashing would leak it through dict timing")
 
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        refuse_pickle(self)
-
-    def __copy__(self) -> NoReturn:
-        refuse_pickle(self)
-
-    def __deepcopy__(self, memo: Any) -> NoReturn:
-        refuse_pickle(self)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from typing import Any, NoReturn
 
-__all__ = ["SecretBytes", "refuse_pickle"]
+__all__ = ["SecretBytes", "Unpicklable", "refuse_pickle"]
 
 
 def refuse_pickle(obj: object) -> NoReturn:
@@ -20,7 +20,29 @@ def refuse_pickle(obj: object) -> NoReturn:
     )
 
 
-class SecretBytes:
+class Unpicklable:
+    """Mixin for every object that holds secret material: pickling and copying raise.
+
+    A copy would outlive the owner's control of the secret (in a pickle on disk, in a forked
+    worker), so there is no way to make one short of an explicit export call.
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> NoReturn:
+        refuse_pickle(self)
+
+    def __reduce_ex__(self, protocol: Any) -> NoReturn:
+        refuse_pickle(self)
+
+    def __copy__(self) -> NoReturn:
+        refuse_pickle(self)
+
+    def __deepcopy__(self, memo: Any) -> NoReturn:
+        refuse_pickle(self)
+
+
+class SecretBytes(Unpicklable):
     """An immutable byte string that is secret (a seed, a private key, a share).
 
     ``repr``/``str`` are redacted, pickling raises, and equality is constant time.
@@ -54,14 +76,3 @@ class SecretBytes:
     def __hash__(self) -> int:
         raise TypeError("SecretBytes is unhashable: hashing would leak it through dict timing")
 
-    def __reduce__(self) -> NoReturn:
-        refuse_pickle(self)
-
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        refuse_pickle(self)
-
-    def __copy__(self) -> NoReturn:
-        refuse_pickle(self)
-
-    def __deepcopy__(self, memo: Any) -> NoReturn:
-        refuse_pickle(self)

@@ -12,14 +12,13 @@ reading of the keystream; masks mod 2^b for b <= 32 are their low b bits, which 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NoReturn, SupportsIndex
 
 import numpy as np
 import numpy.typing as npt
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from secagg.errors import InvalidParameter
-from secagg.hazmat.handles import SecretBytes, refuse_pickle
+from secagg.hazmat.handles import SecretBytes, Unpicklable
 
 __all__ = ["Keystream", "MaskExpander", "expand_mask"]
 
@@ -71,7 +70,7 @@ class MaskExpander:
                 after_chunk(stop)
 
 
-class Keystream:
+class Keystream(Unpicklable):
     """Successive uint32 words of one AES-256-CTR keystream, handed out chunk by chunk.
 
     For randomness that is consumed once, in order, next to other per-chunk work (stochastic
@@ -98,8 +97,6 @@ class Keystream:
     def __repr__(self) -> str:
         return "Keystream(<redacted>)"
 
-    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
-        refuse_pickle(self)
 
 
 def expand_mask(key: SecretBytes, length: int) -> npt.NDArray[np.uint32]:

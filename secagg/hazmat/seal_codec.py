@@ -28,14 +28,14 @@ import struct
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
 from secagg.errors import InvalidParameter
-from secagg.hazmat.handles import SecretBytes, refuse_pickle
+from secagg.hazmat.handles import SecretBytes, Unpicklable
 
 __all__ = [
     "KEY_SEED_BYTES",
@@ -203,7 +203,7 @@ class SealSession:
         return SealKeys(self, seed)
 
 
-class SealKeys:
+class SealKeys(Unpicklable):
     """The CKKS secret key, derived from a seed, with the encryptor and decryptor that use it.
 
     Redacted and unpicklable. The key itself never leaves: there is no export of the SEAL key,
@@ -243,11 +243,3 @@ class SealKeys:
     def __repr__(self) -> str:
         return "<SealKeys CKKS secret key: redacted>"
 
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        refuse_pickle(self)
-
-    def __copy__(self) -> NoReturn:
-        refuse_pickle(self)
-
-    def __deepcopy__(self, memo: Any) -> NoReturn:
-        refuse_pickle(self)

@@ -7,18 +7,17 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any, NoReturn
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from secagg.errors import AuthenticationFailed, InvalidParameter
-from secagg.hazmat.handles import refuse_pickle
+from secagg.hazmat.handles import Unpicklable
 
 __all__ = ["SigningKey", "verify_signature"]
 
 
-class SigningKey:
+class SigningKey(Unpicklable):
     """An Ed25519 private key. Redacted, unpicklable."""
 
     __slots__ = ("_private", "public_bytes")
@@ -47,14 +46,6 @@ class SigningKey:
     def __hash__(self) -> int:
         raise TypeError("SigningKey is unhashable: hashing would leak it through dict timing")
 
-    def __reduce_ex__(self, protocol: Any) -> NoReturn:
-        refuse_pickle(self)
-
-    def __copy__(self) -> NoReturn:
-        refuse_pickle(self)
-
-    def __deepcopy__(self, memo: Any) -> NoReturn:
-        refuse_pickle(self)
 
 
 def verify_signature(public: bytes, signature: bytes, message: bytes, *, what: str) -> None:

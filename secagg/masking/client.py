@@ -33,7 +33,7 @@ from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, P
 from secagg.hazmat import shamir
 from secagg.hazmat.aead import open_sealed, seal
 from secagg.hazmat.agreement import X25519KeyPair, validate_public_key
-from secagg.hazmat.handles import SecretBytes, refuse_pickle
+from secagg.hazmat.handles import SecretBytes, Unpicklable
 from secagg.hazmat.prg import MaskExpander
 from secagg.hazmat.signing import SigningKey, verify_signature
 from secagg.masking import keys, wire
@@ -45,7 +45,7 @@ from secagg.masking.update import client_value_bound
 __all__ = ["ClientSession"]
 
 
-class ClientSession:
+class ClientSession(Unpicklable):
     """One client's state for one round. Redacted and unpicklable: it holds secrets."""
 
     def __init__(
@@ -342,9 +342,6 @@ class ClientSession:
     def __repr__(self) -> str:
         return (f"<ClientSession client={self.client_id} round={self.config.round} "
                 f"stage={self._stage.value} secrets=redacted>")
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        refuse_pickle(self)
 
 
 _ORDER = [Stage.ADVERTISE, Stage.SHARE, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK,
