@@ -174,14 +174,16 @@ class FederatedEnterprise:
         self.client.restore_base(base)
         return after, completed
 
-    def _save_state(self, after: int, completed: int) -> None:
+    def _save_state(self, after: int, completed: int, *, model: bool = True) -> None:
+        """Record progress; ``model=False`` when the combined model has not changed since."""
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         model_path, progress_path = self._state_paths()
-        tmp_model = model_path.with_name(model_path.name + ".tmp.npy")
-        np.save(tmp_model, self.client.base)
-        tmp_model.replace(model_path)
+        if model or not model_path.exists():
+            tmp_model = model_path.with_name(model_path.name + ".tmp.npy")
+            np.save(tmp_model, self.client.base)
+            tmp_model.replace(model_path)
         tmp = progress_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"after": after, "completed": completed,
                                    "spec_digest": self.client.spec.digest().hex()}))
@@ -242,7 +244,8 @@ class FederatedEnterprise:
                                    "train_s": train_s, "loss": update.mean_loss})
             info = self.runtime.wait_for_round(after)
             after = info.index
-            self._save_state(after, r)  # a restart now must not rejoin this round's past stages
+            # a restart now must not rejoin this round's past stages
+            self._save_state(after, r, model=False)
             if self.audit_dir is not None:
                 self.audit_dir.mkdir(parents=True, exist_ok=True)
                 np.save(self.audit_dir / f"update-{self.name}-round{info.index}.npy", update.vector)
@@ -253,10 +256,10 @@ class FederatedEnterprise:
             try:
                 result = self.runtime.take_part(info, update.vector, self.plan.weight)
             except Dropped as exc:
-                self.client.apply_aggregate(np.zeros(self.client.spec.size))  # back to the base
+                self.client.restore_base(self.client.base)  # discard the local training
                 entry.dropped = True
                 report.rounds.append(entry)
-                self._save_state(after, r + 1)
+                self._save_state(after, r + 1, model=False)
                 self._emit("dropped", {"round": info.index, "reason": str(exc)})
                 continue
             if self.audit_dir is not None:

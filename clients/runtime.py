@@ -207,10 +207,10 @@ class _CKKS:
 
     def reply(self, data: bytes) -> bytes | None:
         from secagg.ckks.messages import KeyDelivery, Kind
-        from secagg.ckks.wire import MAGIC
+        from secagg.ckks.wire import peek
         from secagg.errors import RejectedMessage
 
-        kind = data[len(MAGIC)] if len(data) > len(MAGIC) and data.startswith(MAGIC) else None
+        kind, _ = peek(data)
         dealer = self.client.client_id == self.config.dealer
         if kind == Kind.KEY_REQUEST:
             if not dealer:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from secagg.errors import InvalidParameter, SecAggError
-from secagg.service import Operator, OperatorError, ServerProcess, create_federation
+from secagg.service import Operator, ServerProcess, create_federation
 
 __all__ = ["ENTERPRISES", "DemoConfig", "DemoFailed", "run_demo"]
 
@@ -160,24 +160,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         if len(dims) != 1:
             raise DemoFailed(f"enterprises built different models (dimensions {sorted(dims)})")
         dimension = dims.pop()
-        operator = Operator(server.url, tokens["operator_token"])
         released: list[dict[str, Any]] = []
-        for r in range(cfg.rounds):
-            bar.set_description(f"round {r + 1}/{cfg.rounds}: DP training")
-            for p in procs:
-                p.next_event("trained", 1800)
-                bar.update(1)
-            bar.set_description(f"round {r + 1}/{cfg.rounds}: {cfg.mode} aggregation")
-            try:
-                info = operator.open_round(cfg.mode, _round_options(cfg.mode, dimension),
-                                           stage_timeout_s=cfg.stage_timeout_s)
-            except OperatorError as exc:
-                raise DemoFailed(str(exc)) from None
-            for p in procs:
-                p.next_event("round", cfg.stage_timeout_s * 6)
-            released.append(operator.wait(info["round_id"], timeout=cfg.stage_timeout_s * 6))
-            bar.update(1)
-        operator.close()
+        with Operator(server.url, tokens["operator_token"]) as operator:
+            _run_rounds(cfg, procs, operator, dimension, released, bar)
         for p in procs:
             p.proc.wait(timeout=120)
         bar.set_description("done")
@@ -190,9 +175,26 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     report = _report(cfg, root, names, released, server_dir, audit, dimension)
     report["wall_s"] = round(time.monotonic() - t_start, 1)
     report["workdir"] = None if own_tmp else str(root)
-    if own_tmp:
+    if own_tmp:  # kept on failure: the error names the logs in it
         shutil.rmtree(root, ignore_errors=True)
     return report
+
+
+def _run_rounds(cfg: DemoConfig, procs: list[_ClientProcess], operator: Operator, dimension: int,
+                released: list[dict[str, Any]], bar: Any) -> None:
+    """The operator's part: open each round once every enterprise has trained, await its end."""
+    for r in range(cfg.rounds):
+        bar.set_description(f"round {r + 1}/{cfg.rounds}: DP training")
+        for p in procs:
+            p.next_event("trained", 1800)
+            bar.update(1)
+        bar.set_description(f"round {r + 1}/{cfg.rounds}: {cfg.mode} aggregation")
+        info = operator.open_round(cfg.mode, _round_options(cfg.mode, dimension),
+                                   stage_timeout_s=cfg.stage_timeout_s)
+        for p in procs:
+            p.next_event("round", cfg.stage_timeout_s * 6)
+        released.append(operator.wait(info["round_id"], timeout=cfg.stage_timeout_s * 6))
+        bar.update(1)
 
 
 def _report(cfg: DemoConfig, root: Path, names: tuple[str, ...], released: list[dict[str, Any]],

@@ -40,9 +40,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from secagg.ckks import CKKSRoundConfig, CKKSServer, Preset
+from secagg.ckks import wire as ckks_wire
 from secagg.ckks.layout import Layout
 from secagg.ckks.messages import KeyAdvert, Kind
-from secagg.ckks.wire import MAGIC as CKKS_MAGIC
 from secagg.errors import (
     AlreadyUsed,
     InvalidParameter,
@@ -54,7 +54,7 @@ from secagg.errors import (
 from secagg.hazmat.seal_codec import max_blob_bytes
 from secagg.masking import MaskingConfig, ServerSession, Stage, wire
 
-__all__ = ["MODES", "CKKSRound", "ModeSpec", "Rejected", "RoundFailed", "RoundProtocol", "ckks_round_config",
+__all__ = ["MODES", "CKKSRound", "ModeSpec", "Rejected", "RoundFailed", "RoundProtocol",
            "register_mode"]
 
 PLAIN_MAGIC = b"SAGP"
@@ -254,15 +254,10 @@ def _ckks_config(num_clients: int, index: int, options: dict[str, Any]) -> dict[
         "dealer": _int_option(options, "dealer", index % num_clients, 0, num_clients - 1),
         "session": secrets.token_bytes(32).hex(),
     }
-    cfg = ckks_round_config(config)  # the library's checks too (e.g. the overflow bound)
+    cfg = CKKSRoundConfig.from_dict(config)  # the library's checks too (e.g. the overflow bound)
     config["params"] = cfg.params.name
     config["digest"] = cfg.digest().hex()
     return config
-
-
-def ckks_round_config(config: dict[str, Any]) -> CKKSRoundConfig:
-    """Rebuild the :class:`CKKSRoundConfig` a stored/published ckks config dict describes."""
-    return CKKSRoundConfig.from_dict(config)
 
 
 def _upload_limit(cfg: CKKSRoundConfig) -> int:
@@ -283,27 +278,15 @@ _SENDER_FIELD: dict[int, int] = {Kind.ADVERT.value: 1, Kind.KEY_DISTRIBUTION.val
 
 
 def _peek_ckks(body: bytes) -> tuple[int | None, int | None]:
-    """``(kind, sender)`` read from a CKKS frame's header without copying it; None where unclear.
+    """``(kind, sender)`` from a CKKS frame's header; None where unclear.
 
     Only for routing and the token check: the full parse in :class:`CKKSServer` decides."""
-    if len(body) < len(CKKS_MAGIC) + 1 or body[: len(CKKS_MAGIC)] != CKKS_MAGIC:
-        return None, None
-    kind = body[len(CKKS_MAGIC)]
-    field = _SENDER_FIELD.get(kind)
+    kind, _ = ckks_wire.peek(body)
+    field = None if kind is None else _SENDER_FIELD.get(kind)
     if field is None:
         return kind, None
-    pos = len(CKKS_MAGIC) + 1
-    for i in range(field + 1):
-        if pos + 4 > len(body):
-            return kind, None
-        size = int.from_bytes(body[pos : pos + 4], "big")
-        pos += 4
-        if pos + size > len(body):
-            return kind, None
-        if i == field:
-            return kind, int.from_bytes(body[pos : pos + size], "big") if size == 4 else None
-        pos += size
-    return kind, None  # pragma: no cover - the loop always returns
+    _, raw = ckks_wire.peek(body, field)
+    return kind, int.from_bytes(raw, "big") if raw is not None and len(raw) == 4 else None
 
 
 _CKKS_ADVERT, _CKKS_KEYS, _CKKS_UPLOAD, _CKKS_DONE = "advert", "key-distribution", "upload", "done"
@@ -322,7 +305,7 @@ class CKKSRound:
     """
 
     def __init__(self, config: dict[str, Any], participants: frozenset[int]) -> None:
-        self.config = ckks_round_config(config)
+        self.config = CKKSRoundConfig.from_dict(config)
         if participants != frozenset(self.config.client_ids):
             raise InvalidParameter(f"ckks round config names clients {list(self.config.client_ids)}, "
                                    f"the round has {sorted(participants)}")

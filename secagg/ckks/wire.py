@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from secagg.errors import RejectedMessage
 
-__all__ = ["MAGIC", "frame", "join_fields", "split_fields", "u32", "u64", "unframe"]
+__all__ = ["MAGIC", "frame", "join_fields", "peek", "split_fields", "u32", "u64", "unframe"]
 
 MAGIC = b"SCK1"
 _LEN = struct.Struct(">I")
@@ -73,3 +73,28 @@ def unframe(
             f"'{names.get(kind, f'unknown kind {kind}')}'",
         )
     return split_fields(memoryview(data)[len(MAGIC) + 1 :], count=count, what=names[expected], sender=sender)
+
+
+def peek(data: bytes, field: int | None = None) -> tuple[int | None, bytes | None]:
+    """``(kind, bytes of field number field)`` from a frame's header, without parsing the rest.
+
+    For routing only (which stage a body is for, which sender it claims): None where the frame
+    is not one or is too short; the full parse (:func:`unframe`) still decides acceptance.
+    """
+    if len(data) < len(MAGIC) + 1 or data[: len(MAGIC)] != MAGIC:
+        return None, None
+    kind = data[len(MAGIC)]
+    if field is None:
+        return kind, None
+    pos = len(MAGIC) + 1
+    for i in range(field + 1):
+        if pos + 4 > len(data):
+            return kind, None
+        (size,) = _LEN.unpack_from(data, pos)
+        pos += 4
+        if pos + size > len(data):
+            return kind, None
+        if i == field:
+            return kind, bytes(data[pos : pos + size])
+        pos += size
+    return kind, None  # pragma: no cover - the loop returns at i == field
