@@ -134,6 +134,15 @@ class PackedSum(_PlanarVector):
                 tmp |= words[w + 1] << np.uint64(64 - s)
             np.add(self._rows[i], tmp, out=self._rows[i], casting="unsafe")
 
+    def subtract(self, data: bytes) -> None:
+        """Take back a vector that was added (a client found to have misbehaved after upload)."""
+        if self._closed:
+            raise InvalidParameter("this sum's result was already taken; start a new PackedSum")
+        values = unpack_bits(data, self.bits, self.count)
+        acc = self.accumulator
+        np.subtract(acc, values, out=acc)  # wraps mod 2^32, a multiple of 2^bits
+        self._reduced = 0
+
     def reduce_through(self, stop: int) -> None:
         """Reduce ``accumulator[:stop]`` mod 2^bits now (while a caller has it in cache).
 

@@ -18,12 +18,27 @@ __all__ = ["X25519KeyPair", "validate_public_key"]
 PUBLIC_KEY_BYTES = 32
 
 
+_PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))  # a fixed, public probe key
+
+
 def validate_public_key(public: bytes, *, what: str = "X25519 public key") -> X25519PublicKey:
-    """Parse a peer's public key, or raise :class:`InvalidParameter` naming ``what``."""
+    """Parse a peer's public key, or raise :class:`InvalidParameter` naming ``what``.
+
+    Low-order points (the all-zero key and its kin) are refused: a key exchange with one gives
+    the all-zero secret, the same for every party, so a peer advertising one would either share
+    its secrets in the clear or make its neighbours abort. ``cryptography`` detects them by the
+    all-zero exchange output; we run that exchange with a fixed public probe key.
+    """
     if not isinstance(public, bytes) or len(public) != PUBLIC_KEY_BYTES:
         size = len(public) if isinstance(public, bytes) else type(public).__name__
         raise InvalidParameter(f"{what} must be {PUBLIC_KEY_BYTES} bytes, found {size}")
-    return X25519PublicKey.from_public_bytes(public)
+    key = X25519PublicKey.from_public_bytes(public)
+    try:
+        _PROBE.exchange(key)
+    except ValueError:
+        raise InvalidParameter(f"{what} is a low-order point (it would give an all-zero shared "
+                               "secret); generate a real key") from None
+    return key
 
 
 class X25519KeyPair(Unpicklable):

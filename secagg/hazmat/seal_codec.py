@@ -15,6 +15,9 @@ What it relies on from SEAL (bundled in TenSEAL as ``tenseal.sealapi``), never r
   polynomial ``c1`` with the PRNG seed it was expanded from, halving the ciphertext.
 * ``Ciphertext.load`` (re-expands the seed, checks coefficients are reduced mod q) and
   ``Evaluator.add_inplace``; both need the public parameters only.
+* ``Ciphertext.save`` and the zstd that SEAL itself links (``ZSTD_decompress``, exported by
+  TenSEAL's ``_sealapi_cpp`` module) for :meth:`SealSession.coefficients`, a read-only copy of a
+  loaded ciphertext's RNS coefficients (the CKKS upload sketches of :mod:`secagg.ckks.sketch`).
 
 TenSEAL's bindings serialise through file paths only; the bytes go through an anonymous
 in-memory file (``memfd_create``), never through the disk.
@@ -23,9 +26,12 @@ in-memory file (``memfd_create``), never through the disk.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import struct
+import sys
 import tempfile
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,35 @@ KEY_SEED_BYTES = 64  # SEAL's prng_seed_type: 8 x uint64
 _SEAL_MAGIC = 0xA15E
 _HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compr mode, reserved, size
 _MAX_CIPHERTEXT_POLYS = 2
+_DYN_ARRAY_PREFIX = _HEADER.size + 8  # a DynArray's own SEAL header, then its u64 element count
+
+
+class _Zstd:
+    """``ZSTD_decompress`` from the zstd that SEAL links (TenSEAL exports it); loaded once."""
+
+    _lib: Any = None
+
+    @classmethod
+    def decompress_into(cls, src: bytes, dst: npt.NDArray[np.uint8], *, what: str) -> int:
+        if cls._lib is None:
+            path = getattr(sys.modules.get(seal.Ciphertext.__module__), "__file__", None)
+            try:
+                lib = ctypes.CDLL(path)
+                lib.ZSTD_decompress.restype = ctypes.c_size_t
+                lib.ZSTD_decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
+                                                ctypes.c_size_t]
+                lib.ZSTD_isError.restype = ctypes.c_uint
+                lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError, TypeError):
+                raise InvalidParameter(
+                    "this TenSEAL build does not export SEAL's zstd (ZSTD_decompress); reading "
+                    "ciphertext coefficients needs TenSEAL 0.3's wheels"
+                ) from None
+            cls._lib = lib
+        n = int(cls._lib.ZSTD_decompress(dst.ctypes.data, dst.size, src, len(src)))
+        if cls._lib.ZSTD_isError(n):
+            raise CiphertextRejected(f"{what}: its zstd payload does not decompress")
+        return n
 
 
 class CiphertextRejected(InvalidParameter):
@@ -189,6 +224,54 @@ class SealSession:
             )
         if not seal.is_valid_for(ct, self.context):
             raise CiphertextRejected(f"{what}: coefficients are not reduced modulo q")
+
+    @property
+    def level_moduli(self) -> tuple[int, ...]:
+        """The primes of the round's level (what every ciphertext's coefficients are reduced by)."""
+        data = self.context.get_context_data(self.parms_id)
+        return tuple(int(q.value()) for q in data.parms().coeff_modulus())
+
+    def coefficients(self, ct: Any, *, what: str = "ciphertext") -> npt.NDArray[np.uint64]:
+        """A read-only copy of a loaded (full) ciphertext's data: ``(polys, primes, N)`` uint64.
+
+        The values are SEAL's own RNS limbs in NTT form, each reduced modulo its prime, as
+        :meth:`add_inplace` adds them. They come from :meth:`dump` (SEAL's serialisation) and
+        SEAL's zstd; the layout is checked (sizes, the nested array header) and three
+        coefficients are compared with SEAL's own element accessor, so a SEAL layout change
+        fails loudly instead of returning wrong numbers. A seeded ``Serializable`` has no c1:
+        :meth:`load` its bytes first.
+        """
+        polys, primes, n = int(ct.size()), int(ct.coeff_modulus_size()), int(ct.poly_modulus_degree())
+        count = polys * primes * n
+        raw = self.dump(ct)
+        magic, hsize, _, _, compr, _, size = _HEADER.unpack_from(raw)
+        if magic != _SEAL_MAGIC or hsize != _HEADER.size or size != len(raw):
+            raise CiphertextRejected(f"{what}: SEAL wrote an unexpected header")
+        payload = raw[_HEADER.size :]
+        if compr == 0:
+            body = np.frombuffer(payload, dtype=np.uint8)
+        elif compr == 1:
+            body = np.frombuffer(zlib.decompress(payload), dtype=np.uint8)
+        elif compr == 2:
+            body = np.empty(count * 8 + 4096, dtype=np.uint8)
+            body = body[: _Zstd.decompress_into(payload, body, what=what)]
+        else:
+            raise CiphertextRejected(f"{what}: unknown compression mode {compr}")
+        start = body.size - count * 8
+        if start < _DYN_ARRAY_PREFIX:
+            raise CiphertextRejected(f"{what}: serialisation is shorter than its {count} coefficients")
+        inner = body[start - _DYN_ARRAY_PREFIX : start].tobytes()
+        magic, hsize, _, _, _, _, size = _HEADER.unpack_from(inner)
+        (elements,) = struct.unpack_from("<Q", inner, _HEADER.size)
+        if magic != _SEAL_MAGIC or hsize != _HEADER.size or elements != count \
+                or size != _DYN_ARRAY_PREFIX + count * 8:
+            raise CiphertextRejected(f"{what}: unexpected SEAL ciphertext layout (a newer SEAL?)")
+        out = body[start:].view("<u8").astype(np.uint64).reshape(polys, primes, n)
+        for i in (0, count // 2, count - 1):
+            if int(out.reshape(-1)[i]) != int(ct[i]):
+                raise CiphertextRejected(f"{what}: coefficient {i} does not match SEAL's accessor")
+        out.setflags(write=False)
+        return out
 
     def add_inplace(self, acc: Any, other: Any) -> None:
         self.evaluator.add_inplace(acc, other)

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from secagg.errors import AuthenticationFailed, InvalidParameter
 from secagg.hazmat.handles import Unpicklable
 
-__all__ = ["SigningKey", "verify_signature"]
+__all__ = ["SigningKey", "export_private_bytes_for_storage", "signing_key_from_private_bytes",
+           "verify_signature"]
 
 
 class SigningKey(Unpicklable):
@@ -56,3 +57,15 @@ def verify_signature(public: bytes, signature: bytes, message: bytes, *, what: s
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError):
         raise AuthenticationFailed(what) from None
+
+
+def signing_key_from_private_bytes(raw: bytes) -> SigningKey:
+    """Rebuild an Ed25519 key from its 32-byte seed (an identity file's contents)."""
+    if len(raw) != 32:
+        raise InvalidParameter(f"Ed25519 private key must be 32 bytes, found {len(raw)}")
+    return SigningKey(Ed25519PrivateKey.from_private_bytes(raw))
+
+
+def export_private_bytes_for_storage(key: SigningKey) -> bytes:
+    """The 32-byte seed of ``key``, to be written to a 0600 identity file. The only way out."""
+    return key._private.private_bytes_raw()

@@ -22,8 +22,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -35,12 +34,15 @@ from secagg.hazmat.aead import open_sealed, seal
 from secagg.hazmat.agreement import X25519KeyPair, validate_public_key
 from secagg.hazmat.handles import SecretBytes, Unpicklable
 from secagg.hazmat.prg import MaskExpander
-from secagg.hazmat.signing import SigningKey, verify_signature
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.graph import neighbours as build_graph
+from secagg.masking.graph import roster_neighbours, two_hop
 from secagg.masking.update import client_value_bound
+
+if TYPE_CHECKING:
+    from secagg.identity import Identity, Roster
 
 __all__ = ["ClientSession"]
 
@@ -54,9 +56,17 @@ class ClientSession(Unpicklable):
         client_id: int,
         values: npt.NDArray[np.uint32],
         *,
-        signing_key: SigningKey | None = None,
-        signing_keys: Mapping[int, bytes] | None = None,
+        identity: Identity | None = None,
+        roster: Roster | None = None,
+        insecure_global_survivor_checks: bool = False,
     ) -> None:
+        """``identity`` and ``roster`` are required in active mode (the default with a roster).
+
+        ``insecure_global_survivor_checks`` restores the checks this library had before the
+        per-neighbourhood ones (survivor count and t signatures from anyone, counted over the
+        whole federation). It exists so tests can show the attacks those checks let through;
+        never set it otherwise.
+        """
         if not 0 <= client_id < 2**32:
             raise InvalidParameter(f"client_id must be in [0, 2^32), found {client_id}")
         values = np.asarray(values)
@@ -69,14 +79,20 @@ class ClientSession(Unpicklable):
         if int(values.max(initial=0)) > bound:
             raise InvalidParameter(f"a value exceeds this client's headroom bound {bound}; "
                                    "encode the update with encode_update")
-        if config.active and (signing_key is None or signing_keys is None):
-            raise InvalidParameter("active mode needs signing_key and every client's public "
-                                   "signing key (signing_keys)")
+        config.check_roster(roster)
+        if config.active:
+            if identity is None or roster is None:
+                raise InvalidParameter("active mode needs this enterprise's identity and the "
+                                       "federation's pinned roster")
+            if roster.member(client_id).public_key != identity.public_key:
+                raise InvalidParameter(f"this identity ({identity.fingerprint}) is not the one "
+                                       f"the roster pins for client {client_id}")
         self.config = config
         self.client_id = client_id
         self._values = values
-        self._signing_key = signing_key
-        self._signing_keys = dict(signing_keys or {})
+        self._identity = identity
+        self._roster = roster
+        self._insecure_global = insecure_global_survivor_checks
         self._digest = config.digest()
         self._stage = Stage.ADVERTISE
         self._started = False
@@ -85,9 +101,17 @@ class ClientSession(Unpicklable):
         self._seed = SecretBytes(os.urandom(32), label="self-mask-seed")
         self._adverts: dict[int, m.AdvertiseKeys] = {}
         self._my_advert = b""
+        self._graph: dict[int, frozenset[int]] = {}
+        if config.active:
+            assert roster is not None
+            if client_id not in roster.ids:
+                raise InvalidParameter(f"client {client_id} is not in the roster")
+            self._graph = roster_neighbours(roster.ids, degree=config.neighbours,
+                                            roster_digest=config.roster_digest)
         self._neighbours: frozenset[int] = frozenset()
         self._holders: frozenset[int] = frozenset()
         self._shared: frozenset[int] = frozenset()
+        self._included: frozenset[int] = frozenset()  # neighbours masked with, shares held
         self._survivors: tuple[int, ...] | None = None
         # shares this client holds: owner -> (mask-key share, seed share)
         self._held: dict[int, tuple[SecretBytes, SecretBytes]] = {}
@@ -114,8 +138,8 @@ class ClientSession(Unpicklable):
                                                  self.config.round),
         )
         if self.config.active:
-            assert self._signing_key is not None  # checked in __init__
-            advert = dataclasses.replace(advert, signature=self._signing_key.sign(
+            assert self._identity is not None  # checked in __init__
+            advert = dataclasses.replace(advert, signature=self._identity.signing_key.sign(
                 keys.advert_bytes(advert)))
         self._my_advert = wire.encode(advert)
         self._tick("advertise", t0)
@@ -159,52 +183,66 @@ class ClientSession(Unpicklable):
         cfg, me = self.config, self.client_id
         adverts: dict[int, m.AdvertiseKeys] = {}
         seen: set[bytes] = set()
+        if cfg.active:  # the graph is the roster's; the directory holds only our neighbours
+            self._neighbours = self._graph[me]
+            self._holders = self._neighbours | {me}
+            stray = set(msg.adverts) - self._holders
+            if stray:
+                self._abort(f"the key directory carries adverts of clients {sorted(stray)[:5]} "
+                            "that are not this client's neighbours in the roster's graph")
         for party, raw in msg.adverts.items():
             adv = self._parse_advert(party, raw)
             for key in (adv.cipher_public, adv.mask_public):
                 if key in seen:
-                    self._abort("two advertised keys are identical (a replayed key)")
+                    self._abort(f"advertisement of client {party} repeats a key already "
+                                "advertised (a replayed key)")
                 seen.add(key)
             adverts[party] = adv
         if msg.adverts.get(me) != self._my_advert:
             self._abort("the key directory does not carry this client's own advertisement")
-        if len(adverts) < cfg.threshold:
-            self._abort(f"only {len(adverts)} clients advertised keys; threshold is {cfg.threshold}")
         self._adverts = adverts
-        graph = build_graph({p: a.cipher_public + a.mask_public for p, a in adverts.items()},
-                            degree=cfg.neighbours, config_digest=self._digest)
-        self._neighbours = graph[me]
-        self._holders = self._neighbours | {me}
-        if len(self._holders) < cfg.threshold:
-            self._abort(f"this client has {len(self._holders)} share holders; "
-                        f"threshold is {cfg.threshold}")
+        if not cfg.active:
+            graph = build_graph({p: a.cipher_public + a.mask_public for p, a in adverts.items()},
+                                degree=cfg.neighbours, config_digest=self._digest)
+            self._graph = graph
+            self._neighbours = graph[me]
+            self._holders = self._neighbours | {me}
+            if len(adverts) < cfg.threshold:
+                self._abort(f"only {len(adverts)} clients advertised keys; threshold is "
+                            f"{cfg.threshold}")
+        live = self._holders & set(adverts)
+        if len(live) < cfg.threshold:
+            self._abort(f"only {len(live)} of this client's {len(self._holders)} share holders "
+                        f"advertised keys; threshold is {cfg.threshold}")
         xs = [p + 1 for p in sorted(self._holders)]
         key_shares = shamir.split(self._mask.export_private_bytes_for_sharing(),
                                   threshold=cfg.threshold, xs=xs)
         seed_shares = shamir.split(self._seed, threshold=cfg.threshold, xs=xs)
         sealed: dict[int, bytes] = {}
-        for v in sorted(self._neighbours):
+        for v in sorted(live - {me}):
             payload = (key_shares[v + 1].expose_secret_bytes()
                        + seed_shares[v + 1].expose_secret_bytes())
             k = keys.share_key(self._cipher, adverts[v].cipher_public, me, v, self._digest, cfg.round)
             sealed[v] = seal(k, payload, keys.share_associated_data(self._digest, cfg.round, me, v))
         self._held[me] = (key_shares[me + 1], seed_shares[me + 1])
+        self._neighbours = live - {me}  # from here on: neighbours that advertised
         self._stage = Stage.SHARE
         return m.ShareKeys(digest=self._digest, round=cfg.round, party=me, sealed_shares=sealed)
 
     def _on_delivery(self, msg: m.ShareDelivery) -> m.MaskedInput:
         cfg, me = self.config, self.client_id
         shared = frozenset(msg.shared)
-        if not shared <= set(self._adverts):
-            self._abort("the share delivery lists clients that never advertised keys")
+        if not (shared & self._holders) <= set(self._adverts):
+            self._abort("the share delivery lists neighbours that never advertised keys")
         if me not in shared:
             self._abort("the share delivery says this client did not share")
-        if len(shared) < cfg.threshold:
+        if self._insecure_global and len(shared) < cfg.threshold:
             self._abort(f"only {len(shared)} clients shared keys; threshold is {cfg.threshold}")
-        expected = (self._neighbours & shared)
+        expected = self._neighbours & shared
         if set(msg.sealed_shares) != expected:
-            self._abort("the share delivery does not hold exactly one share from each "
+            self._abort("the share delivery does not hold exactly one share box from each "
                         "neighbour that shared")
+        bad: set[int] = set()
         for v in sorted(expected):
             k = keys.share_key(self._cipher, self._adverts[v].cipher_public, v, me,
                                self._digest, cfg.round)
@@ -213,17 +251,28 @@ class ClientSession(Unpicklable):
                                     keys.share_associated_data(self._digest, cfg.round, v, me),
                                     what=f"shares from client {v}")
             except AuthenticationFailed:
-                self._abort(f"shares from client {v} failed authentication (tampered or misrouted)")
+                if self._insecure_global:
+                    self._abort(f"shares from client {v} failed authentication")
+                bad.add(v)  # a malicious peer (or a tampering server): treat it as a dropout
+                continue
             if len(plain) != 2 * shamir.SHARE_BYTES:
-                self._abort(f"shares from client {v} have the wrong length")
+                bad.add(v)
+                continue
             self._held[v] = (SecretBytes(plain[: shamir.SHARE_BYTES], label="shamir-share"),
                              SecretBytes(plain[shamir.SHARE_BYTES :], label="shamir-share"))
+        included = frozenset(expected - bad)
+        if len(included) + 1 < cfg.threshold:
+            self._abort(f"only {len(included)} of this client's neighbours shared valid keys "
+                        f"(invalid boxes from {sorted(bad)}); with itself that is below the "
+                        f"threshold {cfg.threshold}")
         self._shared = shared
+        self._included = included
         prepared, self._prepared = self._prepared, None
-        payload = prepared[1] if prepared is not None and prepared[0] == expected \
-            else self._masked_payload(expected)
+        payload = prepared[1] if prepared is not None and prepared[0] == included \
+            else self._masked_payload(included)
         self._stage = Stage.MASKED_INPUT
-        return m.MaskedInput(digest=self._digest, round=cfg.round, party=me, payload=payload)
+        return m.MaskedInput(digest=self._digest, round=cfg.round, party=me, payload=payload,
+                             excluded=tuple(sorted(bad)))
 
     def prepare_masked_input(self) -> None:
         """Mask the update ahead of the share delivery, as if every neighbour shares.
@@ -253,43 +302,81 @@ class ClientSession(Unpicklable):
         return packer.to_bytes()
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
+        cfg, me = self.config, self.client_id
         if not set(survivors) <= self._shared:
             self._abort("the survivor set names clients that never shared keys")
-        if self.client_id not in survivors:
-            self._abort("the survivor set omits this client, which did upload its input")
-        if len(survivors) < self.config.threshold:
-            self._abort(f"only {len(survivors)} survivors; threshold is {self.config.threshold}")
+        if me not in survivors:
+            self._abort("the server reports this client as dropped although it uploaded its "
+                        "input (a neighbour may have reported its share box as invalid)")
+        if self._insecure_global:
+            if len(survivors) < cfg.threshold:
+                self._abort(f"only {len(survivors)} survivors; threshold is {cfg.threshold}")
+            return
+        # Per neighbourhood: the masks this client applied must stay among >= t survivors, or a
+        # server that "drops" its neighbours could strip them (Bell et al. 2020, section 4).
+        alive = (self._included | {me}) & set(survivors)
+        if len(alive) < cfg.threshold:
+            self._abort(f"the survivor set keeps only {len(alive)} of this client's share "
+                        f"holders; threshold is {cfg.threshold} (refusing to reveal shares)")
 
     def _on_consistency(self, msg: m.ConsistencyRequest) -> m.ConsistencySignature:
         self._check_survivors(msg.survivors)
         self._survivors = msg.survivors
-        assert self._signing_key is not None
-        sig = self._signing_key.sign(keys.consistency_bytes(self._digest, self.config.round,
-                                                            msg.survivors))
+        assert self._identity is not None
+        sig = self._identity.signing_key.sign(keys.consistency_bytes(
+            self._digest, self.config.round, msg.survivors))
         self._stage = Stage.UNMASK
         return m.ConsistencySignature(digest=self._digest, round=self.config.round,
                                       party=self.client_id, signature=sig)
+
+    def _check_consistency(self, msg: m.UnmaskRequest) -> None:
+        """Active mode: the survivor set is the one we signed, and it is confirmed by a quorum
+        in every neighbourhood we reveal shares for.
+
+        For each u among our share holders (ourselves and our neighbours) at least t of u's own
+        holders must have signed exactly this set. Two different sets cannot both reach that
+        quorum in u's neighbourhood unless >= 2t - m of u's holders are corrupt (honest clients
+        sign once), which is the event the parameter finder bounds; so every honest holder of
+        u reveals the same kind of share of u.
+        """
+        cfg = self.config
+        if msg.survivors != self._survivors:
+            self._abort("the server announced different survivor sets (consistency check)")
+        stray = set(msg.signatures) - set(msg.survivors)
+        if stray:
+            self._abort(f"consistency signatures from clients {sorted(stray)[:5]} that are not "
+                        "in the survivor set")
+        signed = keys.consistency_bytes(self._digest, cfg.round, msg.survivors)
+        wanted = set(msg.signatures) if self._insecure_global else \
+            set(msg.signatures) & two_hop(self._graph, self.client_id)
+        assert self._roster is not None
+        for party in sorted(wanted):
+            try:
+                self._roster.verify(party, msg.signatures[party], signed,
+                                    what="consistency signature")
+            except AuthenticationFailed:
+                self._abort(f"consistency signature of client {party} does not verify against "
+                            "the pinned roster: the server showed clients different survivor "
+                            "sets or forged a signature")
+        if self._insecure_global:
+            if len(wanted) < cfg.threshold:
+                self._abort("the unmask request lacks threshold-many survivor signatures")
+            return
+        for u in sorted(self._holders):
+            have = len(wanted & (self._graph[u] | {u}))
+            if have < cfg.threshold:
+                self._abort(f"only {have} of client {u}'s share holders confirmed the survivor "
+                            f"set; need {cfg.threshold} (consistency check per neighbourhood)")
 
     def _on_unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
         cfg = self.config
         self._check_survivors(msg.survivors)
         if cfg.active:
-            if msg.survivors != self._survivors:
-                self._abort("the server announced different survivor sets (consistency check)")
-            if len(msg.signatures) < cfg.threshold or not set(msg.signatures) <= set(msg.survivors):
-                self._abort("the unmask request lacks threshold-many survivor signatures")
-            signed = keys.consistency_bytes(self._digest, cfg.round, msg.survivors)
-            for party, sig in msg.signatures.items():
-                try:
-                    verify_signature(self._signing_keys[party], sig, signed,
-                                     what=f"consistency signature of client {party}")
-                except (AuthenticationFailed, KeyError):
-                    self._abort(f"consistency signature of client {party} does not verify: the "
-                                "server showed clients different survivor sets")
+            self._check_consistency(msg)
         survivors = set(msg.survivors)
         seed_shares: dict[int, bytes] = {}
         key_shares: dict[int, bytes] = {}
-        for owner in sorted(self._holders & self._shared):
+        for owner in sorted(self._included | {self.client_id}):
             key_share, seed_share = self._held[owner]
             if owner in survivors:
                 seed_shares[owner] = seed_share.expose_secret_bytes()
@@ -312,13 +399,13 @@ class ClientSession(Unpicklable):
         if adv.party != party or adv.digest != self._digest or adv.round != self.config.round:
             self._abort(f"advertisement of client {party} is for another party, config or round")
         if self.config.active:
-            if party not in self._signing_keys:
-                self._abort(f"client {party} has no registered signing key")
+            assert self._roster is not None
             try:
-                verify_signature(self._signing_keys[party], adv.signature,
-                                 keys.advert_bytes(adv), what=f"advertisement of {party}")
+                self._roster.verify(party, adv.signature, keys.advert_bytes(adv),
+                                    what="key advertisement")
             except AuthenticationFailed:
-                self._abort(f"advertisement of client {party} has an invalid signature")
+                self._abort(f"advertisement of client {party} is not signed by the identity the "
+                            "pinned roster gives it (keys swapped or forged)")
         return adv
 
     def _check_header(self, msg: m.ServerMessage) -> None:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from secagg.encoding.quantize import FixedPoint, check_headroom
 from secagg.errors import InvalidParameter
 from secagg.masking.params import choose_parameters
+
+if TYPE_CHECKING:
+    from secagg.identity import Roster
 
 _T = TypeVar("_T")
 
@@ -60,6 +64,7 @@ class MaskingConfig:
     active: bool = False
     round: int = 0
     session: bytes = field(default=b"\x00" * 16)
+    roster_digest: bytes = b""
     version: int = PROTOCOL_VERSION
 
     def __post_init__(self) -> None:
@@ -83,6 +88,12 @@ class MaskingConfig:
         if self.version != PROTOCOL_VERSION:
             raise InvalidParameter(f"protocol version {self.version} is not supported "
                                    f"(this is version {PROTOCOL_VERSION})")
+        if self.roster_digest and len(self.roster_digest) != 32:
+            raise InvalidParameter(f"roster_digest must be 32 bytes (Roster.digest()) or empty, "
+                                   f"found {len(self.roster_digest)}")
+        if self.active and not self.roster_digest:
+            raise InvalidParameter("active (malicious-server) mode verifies every peer against a "
+                                   "pinned roster: pass roster= to MaskingConfig.create")
         if len(self.session) != 16:
             raise InvalidParameter(f"session must be 16 bytes, found {len(self.session)}")
         if self.round < 0:
@@ -107,8 +118,10 @@ class MaskingConfig:
         corrupt_rate: float = 0.05,
         failure_probability: float = 2.0**-20,
         security_bits: int = 40,
-        active: bool = False,
+        active: bool | None = None,
+        roster: Roster | None = None,
         full_graph: bool = False,
+        sparse_graph: bool = False,
         neighbours: int | None = None,
         threshold: int | None = None,
         round: int = 0,
@@ -118,7 +131,20 @@ class MaskingConfig:
 
         ``mod_bits`` defaults to the fewest bits that make overflow impossible for
         ``num_clients`` clients of weight <= ``max_weight`` (plus ``noise_headroom``).
+
+        With a ``roster`` the round is in active (malicious-server) mode: adverts and the
+        consistency round are signed with the members' identity keys, the neighbour graph is
+        drawn from the roster (no party can steer it) and every survivor check is made per
+        neighbourhood. Without one (``active=False``) the round is the honest-but-curious
+        protocol: a server that deviates can read an update. Use it only for experiments.
         """
+        if active is None:
+            active = roster is not None
+        if active and roster is None:
+            raise InvalidParameter("active=True needs the federation's pinned roster (roster=)")
+        if roster is not None and len(roster) != num_clients:
+            raise InvalidParameter(f"the roster has {len(roster)} members but num_clients is "
+                                   f"{num_clients}; a round runs over the whole roster")
         fixed_point = FixedPoint(clip=clip, value_bits=value_bits)
         if mod_bits is None:
             worst = num_clients * max_weight * fixed_point.levels + noise_headroom
@@ -127,7 +153,7 @@ class MaskingConfig:
             chosen = choose_parameters(
                 num_clients=num_clients, dropout_rate=dropout_rate, corrupt_rate=corrupt_rate,
                 failure_probability=failure_probability, security_bits=security_bits,
-                active=active, full_graph=full_graph,
+                active=active, full_graph=full_graph, sparse_graph=sparse_graph,
             )
             neighbours = chosen.neighbours if neighbours is None else neighbours
             threshold = chosen.threshold if threshold is None else threshold
@@ -136,11 +162,27 @@ class MaskingConfig:
             threshold=threshold, fixed_point=fixed_point, mod_bits=mod_bits,
             max_weight=max_weight, noise_headroom=noise_headroom, active=active, round=round,
             session=os.urandom(16) if session is None else session,
+            roster_digest=b"" if roster is None else roster.digest(),
         )
 
     @property
     def full_graph(self) -> bool:
         return self.neighbours == self.num_clients - 1
+
+    def check_roster(self, roster: Roster | None) -> None:
+        """Refuse a config that is not bound to the roster this party pinned."""
+        if self.active and roster is None:
+            raise InvalidParameter("this round is in active mode: pass the federation's pinned "
+                                   "roster")
+        if roster is not None and not hmac.compare_digest(roster.digest(), self.roster_digest):
+            raise InvalidParameter(
+                "the round's config is bound to a different roster than the one pinned here "
+                f"(config roster {self.roster_digest.hex()[:16]}..., pinned "
+                f"{roster.digest().hex()[:16]}...); check that every enterprise and the server "
+                "use the same roster file")
+        if roster is not None and len(roster) != self.num_clients:
+            raise InvalidParameter(f"the roster has {len(roster)} members, the round "
+                                   f"{self.num_clients}")
 
     @property
     def wire_length(self) -> int:
@@ -156,6 +198,7 @@ class MaskingConfig:
             "mod_bits": self.mod_bits, "max_weight": self.max_weight,
             "noise_headroom": self.noise_headroom, "active": self.active,
             "round": self.round, "session": self.session.hex(),
+            "roster_digest": self.roster_digest.hex(),
         }
 
     @classmethod
@@ -164,11 +207,7 @@ class MaskingConfig:
         protocol = _field(data, "protocol", str)
         if protocol != PROTOCOL_NAME:
             raise InvalidParameter(f"config is for protocol {protocol!r}, expected {PROTOCOL_NAME!r}")
-        session = _field(data, "session", str)
-        try:
-            session_bytes = bytes.fromhex(session)
-        except ValueError:
-            raise InvalidParameter("config field 'session' must be hex, e.g. 32 hex digits") from None
+        session_bytes = _hex_field(data, "session")
         return cls(
             num_clients=_field(data, "num_clients", int),
             vector_length=_field(data, "vector_length", int),
@@ -182,12 +221,20 @@ class MaskingConfig:
             active=_field(data, "active", bool),
             round=_field(data, "round", int),
             session=session_bytes,
+            roster_digest=_hex_field(data, "roster_digest"),
             version=_field(data, "version", int),
         )
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON encoding: the identity of this round's parameters."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).digest()
+
+
+def _hex_field(data: Mapping[str, object], name: str) -> bytes:
+    try:
+        return bytes.fromhex(_field(data, name, str))
+    except ValueError:
+        raise InvalidParameter(f"config field '{name}' must be hex digits") from None
 
 
 def _field(data: Mapping[str, object], name: str, kind: type[_T]) -> _T:

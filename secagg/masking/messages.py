@@ -54,9 +54,12 @@ class ShareKeys(_Header):
 
 @dataclass(frozen=True, slots=True)
 class MaskedInput(_Header):
-    """Stage 2: the masked, bit-packed vector."""
+    """Stage 2: the masked, bit-packed vector, and the neighbours whose share boxes failed
+    authentication (``excluded``): the client left their pairwise masks out and holds no shares
+    of theirs, and the server must treat them as dropouts."""
 
     payload: bytes
+    excluded: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,17 @@ al. 2017 is the full graph). Each client's secrets are shared among its k neighb
 * correctness: every client keeps >= t holders alive. Sparse graphs bound it by a union over
   clients of a binomial tail, P[Bin(m, 1 - dropout) < t] * n <= failure_probability;
 * security (honest-but-curious server): no client has t corrupt holders,
-  P[Bin(m, corrupt) >= t] * n <= 2^-security_bits; with an active server that may lie about
-  dropouts (``active=True``), the server gets both kinds of shares only if 2t - m holders are
-  corrupt, so the bound uses 2t - m. On the full graph the corrupt count is taken as a worst case,
-  ceil(corrupt * n), not a probability.
+  P[Bin(m, corrupt) >= t] * n; with a malicious server that may lie about dropouts
+  (``active=True``), the per-neighbourhood consistency quorum lets it collect both kinds of shares
+  of a client only if 2t - m of that client's holders are corrupt, so the bound uses 2t - m;
+* isolation: a client whose k neighbours are all corrupt is exposed whatever t is (its pairwise
+  masks are all known to the coalition, and it reveals its own seed share when it survives), so
+  n * corrupt^k is added to the failure probability. Without this term, dropout_rate=0 led to
+  t = k + 1 with k far too small.
+
+Both events are summed and compared with 2^-security_bits; a (k, t) over the target is never
+returned. On the full graph the corrupt count is taken as a worst case, ceil(corrupt * n), not a
+probability.
 
 When no graph meets the correctness target (small federations), the full graph with the smallest
 secure t is returned and a warning says how likely the round is to fail.
@@ -104,21 +111,62 @@ def choose_parameters(
     security_bits: int = 40,
     active: bool = False,
     full_graph: bool = False,
+    sparse_graph: bool = False,
 ) -> GraphParameters:
-    """The sparsest neighbour graph (and its threshold) meeting the stated targets."""
+    """The sparsest neighbour graph (and its threshold) meeting the stated targets.
+
+    ``sparse_graph=True`` insists on a SecAgg+ graph even where none meets the correctness
+    target (small federations): the security target is still met, and a warning says how likely
+    a round is to fail from dropouts.
+    """
     _validate(num_clients, dropout_rate, corrupt_rate, failure_probability, security_bits)
     n = num_clients
+    if full_graph and sparse_graph:
+        raise InvalidParameter("full_graph and sparse_graph are mutually exclusive")
+    if sparse_graph:
+        return _sparse_only(n, dropout_rate, corrupt_rate, active, failure_probability,
+                            2.0**-security_bits)
     if full_graph or n <= 4:
         return _full_graph(n, dropout_rate, corrupt_rate, active, failure_probability)
     security_target = 2.0**-security_bits
     for k in range(2, n - 1, 2):  # Harary graphs H(k, n) need even k below n - 1
         m = k + 1
+        isolation = n * corrupt_rate**k
+        if isolation > security_target:
+            continue
         for t in range(m // 2 + 1, m + 1):
             correctness = n * (1 - binomial_tail(m, 1 - dropout_rate, t))
             if correctness > failure_probability:
                 break  # larger t only fails more often
             corrupt_needed = 2 * t - m if active else t
-            security = n * binomial_tail(m, corrupt_rate, corrupt_needed)
+            security = n * binomial_tail(m, corrupt_rate, corrupt_needed) + isolation
             if security <= security_target:
                 return GraphParameters(k, t, correctness, security)
     return _full_graph(n, dropout_rate, corrupt_rate, active, failure_probability)
+
+
+def _sparse_only(n: int, dropout: float, corrupt: float, active: bool,
+                 failure_probability: float, security_target: float) -> GraphParameters:
+    best: GraphParameters | None = None
+    for k in range(2, n - 1, 2):
+        m = k + 1
+        isolation = n * corrupt**k
+        if isolation > security_target:
+            continue
+        for t in range(m // 2 + 1, m + 1):
+            security = n * binomial_tail(m, corrupt, 2 * t - m if active else t) + isolation
+            if security <= security_target:
+                fail = n * (1 - binomial_tail(m, 1 - dropout, t))
+                if fail <= failure_probability:
+                    return GraphParameters(k, t, fail, security)
+                if best is None or fail < best.correctness_failure:
+                    best = GraphParameters(k, t, fail, security)
+                break
+    if best is None:
+        raise InvalidParameter(f"no sparse graph over {n} clients meets the security target at "
+                               f"corrupt_rate {corrupt}; use the full graph or add clients")
+    warnings.warn(
+        f"sparse graph k={best.neighbours}, t={best.threshold} over {n} clients: a round fails "
+        f"from dropouts with probability up to {min(1.0, best.correctness_failure):.2g} at "
+        f"dropout_rate {dropout} (target {failure_probability:.2g})", stacklevel=3)
+    return best

@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from secagg.encoding.packing import PackedSum, packed_size
 from secagg.errors import (
@@ -35,12 +35,15 @@ from secagg.hazmat.aead import NONCE_BYTES, TAG_BYTES
 from secagg.hazmat.agreement import X25519KeyPair, validate_public_key
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.prg import MaskExpander
-from secagg.hazmat.signing import verify_signature
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.graph import neighbours as build_graph
+from secagg.masking.graph import roster_neighbours, two_hop
 from secagg.masking.update import Aggregate
+
+if TYPE_CHECKING:
+    from secagg.identity import Roster
 
 __all__ = ["ServerSession"]
 
@@ -58,16 +61,20 @@ class ServerSession:
     """The aggregator's state for one round."""
 
     def __init__(self, config: MaskingConfig, *, participants: Iterable[int] | None = None,
-                 signing_keys: Mapping[int, bytes] | None = None) -> None:
+                 roster: Roster | None = None) -> None:
+        """``roster`` (public) is required in active mode: the server checks signatures as
+        messages arrive so that a forged one never reaches the clients (who check again)."""
         self.config = config
-        self.participants = frozenset(range(config.num_clients) if participants is None
-                                      else participants)
+        config.check_roster(roster)
+        if participants is None:
+            participants = roster.ids if roster is not None else range(config.num_clients)
+        self.participants = frozenset(participants)
         if len(self.participants) != config.num_clients:
             raise InvalidParameter(f"participants lists {len(self.participants)} clients; the "
                                    f"config is for num_clients={config.num_clients}")
-        if config.active and (signing_keys is None or not self.participants <= set(signing_keys)):
-            raise InvalidParameter("active mode needs a public signing key for every participant")
-        self._signing_keys = dict(signing_keys or {})
+        if roster is not None and self.participants != set(roster.ids):
+            raise InvalidParameter("participants must be the roster's client ids")
+        self._roster = roster
         self._digest = config.digest()
         self._stage = Stage.ADVERTISE
         self._received: dict[Stage, dict[int, Any]] = {s: {} for s in _EXPECTED_TYPE}
@@ -76,6 +83,14 @@ class ServerSession:
         self._packed: PackedSum | None = None
         self._expected: frozenset[int] = self.participants
         self._graph: dict[int, frozenset[int]] = {}
+        if config.active:
+            assert roster is not None
+            self._graph = roster_neighbours(roster.ids, degree=config.neighbours,
+                                            roster_digest=config.roster_digest)
+        self._u1: frozenset[int] = frozenset()
+        self._payloads: dict[int, bytes] = {}  # kept while a neighbour may still report it
+        self._excluded_by: dict[int, frozenset[int]] = {}  # reporter -> neighbours it excluded
+        self._accused: frozenset[int] = frozenset()
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
         self._result: Aggregate | None = None
@@ -105,7 +120,8 @@ class ServerSession:
         return header + {
             Stage.ADVERTISE: 3 * 36 + 68,
             Stage.SHARE: 4 + k * (8 + SEALED_SHARE_BYTES),
-            Stage.MASKED_INPUT: 4 + packed_size(self.config.wire_length, self.config.mod_bits),
+            Stage.MASKED_INPUT: 8 + 4 * k + packed_size(self.config.wire_length,
+                                                         self.config.mod_bits),
             Stage.CONSISTENCY: 4 + 64,
             Stage.UNMASK: 8 + (k + 1) * (8 + shamir.SHARE_BYTES),
             Stage.DONE: 0,
@@ -155,10 +171,16 @@ class ServerSession:
         if stage is Stage.ADVERTISE:
             self._advert_bytes[sender] = raw
         if isinstance(msg, m.MaskedInput):
-            # Sum as vectors arrive: the server never holds more than one masked vector at once.
+            # Sum as vectors arrive. A vector is kept only until every neighbour that could
+            # still report its sender's share box as invalid has uploaded.
             assert self._packed is not None
             self._packed.add(msg.payload)
-            msg = m.MaskedInput(digest=msg.digest, round=msg.round, party=msg.party, payload=b"")
+            self._payloads[sender] = msg.payload
+            self._excluded_by[sender] = frozenset(msg.excluded)
+            msg = m.MaskedInput(digest=msg.digest, round=msg.round, party=msg.party, payload=b"",
+                                excluded=msg.excluded)
+            self._received[stage][sender] = msg
+            self._release_payloads(sender)
         self._received[stage][sender] = msg
         self._tick(stage.value, t0)
 
@@ -201,16 +223,18 @@ class ServerSession:
         if len(msg.seed_commitment) != 32:
             raise RejectedMessage(msg.party, "seed_commitment must be 32 bytes")
         if self.config.active:
+            assert self._roster is not None
             try:
-                verify_signature(self._signing_keys[msg.party], msg.signature,
-                                 keys.advert_bytes(msg), what="key advertisement")
+                self._roster.verify(msg.party, msg.signature, keys.advert_bytes(msg),
+                                    what="key advertisement")
             except AuthenticationFailed:
-                raise RejectedMessage(msg.party, "key advertisement signature is invalid") from None
+                raise RejectedMessage(msg.party, "key advertisement is not signed by the identity "
+                                      "the roster pins for this client") from None
         elif msg.signature:
             raise RejectedMessage(msg.party, "signature given but the round is not in active mode")
 
     def _check_share(self, msg: m.ShareKeys) -> None:
-        want = self._graph[msg.party]
+        want = self._graph[msg.party] & self._u1
         if set(msg.sealed_shares) != want:
             raise RejectedMessage(msg.party, f"shares must be addressed to exactly the client's "
                                   f"{len(want)} neighbours")
@@ -223,17 +247,22 @@ class ServerSession:
             raise RejectedMessage(msg.party, f"masked vector is {len(msg.payload)} bytes; "
                                   f"{self.config.wire_length} values at {self.config.mod_bits} "
                                   f"bits need {want}")
+        stray = set(msg.excluded) - (self._graph[msg.party] & self._u2)
+        if stray:
+            raise RejectedMessage(msg.party, f"'excluded' names clients {sorted(stray)[:5]} that "
+                                  "are not neighbours that shared")
 
     def _check_consistency(self, msg: m.ConsistencySignature) -> None:
+        assert self._roster is not None
         try:
-            verify_signature(self._signing_keys[msg.party], msg.signature,
-                             keys.consistency_bytes(self._digest, self.config.round, self._u3),
-                             what="consistency signature")
+            self._roster.verify(msg.party, msg.signature,
+                                keys.consistency_bytes(self._digest, self.config.round, self._u3),
+                                what="consistency signature")
         except AuthenticationFailed:
             raise RejectedMessage(msg.party, "consistency signature is invalid") from None
 
     def _check_unmask(self, msg: m.UnmaskShares) -> None:
-        holds = (self._graph[msg.party] | {msg.party}) & self._u2
+        holds = ((self._graph[msg.party] | {msg.party}) & self._u2) - self._excluded_by[msg.party]
         want_seed, want_key = holds & self._u3, holds - self._u3
         if set(msg.seed_shares) != want_seed or set(msg.mask_key_shares) != want_key:
             raise RejectedMessage(msg.party, "unmask shares must cover exactly the seed shares of "
@@ -246,13 +275,22 @@ class ServerSession:
 
     def _close_advertise(self, u1: frozenset[int]) -> dict[int, m.ServerMessage]:
         adverts: dict[int, m.AdvertiseKeys] = self._received[Stage.ADVERTISE]
-        self._graph = build_graph({p: adverts[p].cipher_public + adverts[p].mask_public for p in u1},
-                                  degree=self.config.neighbours, config_digest=self._digest)
+        self._u1 = u1
+        if not self.config.active:
+            self._graph = build_graph(
+                {p: adverts[p].cipher_public + adverts[p].mask_public for p in u1},
+                degree=self.config.neighbours, config_digest=self._digest)
         self._require_holders(u1, Stage.ADVERTISE)
-        directory = {p: self._advert_bytes[p] for p in u1}
         self._expected, self._stage = u1, Stage.SHARE
-        return {p: m.KeyDirectory(digest=self._digest, round=self.config.round, party=p,
-                                  adverts=directory) for p in sorted(u1)}
+        if not self.config.active:
+            directory = {p: self._advert_bytes[p] for p in u1}
+            return {p: m.KeyDirectory(digest=self._digest, round=self.config.round, party=p,
+                                      adverts=directory) for p in sorted(u1)}
+        # Active mode: the graph is the roster's, so each client needs only its neighbours.
+        return {p: m.KeyDirectory(
+            digest=self._digest, round=self.config.round, party=p,
+            adverts={q: self._advert_bytes[q] for q in (self._graph[p] | {p}) & u1},
+        ) for p in sorted(u1)}
 
     def _close_share(self, u2: frozenset[int]) -> dict[int, m.ServerMessage]:
         self._u2 = u2
@@ -266,24 +304,41 @@ class ServerSession:
             sealed_shares={u: shares[u].sealed_shares[v] for u in shared if v in self._graph[u]},
         ) for v in shared}
 
-    def _close_masked_input(self, u3: frozenset[int]) -> dict[int, m.ServerMessage]:
+    def _close_masked_input(self, uploaded: frozenset[int]) -> dict[int, m.ServerMessage]:
+        # A client whose share box a neighbour could not open is a dropout: its vector comes
+        # back out of the sum and its mask key is reconstructed like any dropout's.
+        accused = frozenset().union(*(self._excluded_by[v] for v in uploaded)) & self._u2
+        assert self._packed is not None
+        for j in sorted(accused & uploaded):
+            self._packed.subtract(self._payloads[j])
+        self._payloads.clear()
+        self._accused = accused
+        u3 = uploaded - accused
+        if len(u3) < self.config.threshold:
+            raise NotEnoughParticipants(Stage.MASKED_INPUT.value, len(u3), self.config.threshold)
         self._u3 = u3
         survivors = tuple(sorted(u3))
         self._expected = u3
+        # Accused clients that uploaded get the survivor set too, so they learn at once that
+        # they were left out (and why) instead of waiting for a deadline.
+        told = sorted(u3 | (accused & uploaded))
         if self.config.active:
             self._stage = Stage.CONSISTENCY
             return {u: m.ConsistencyRequest(digest=self._digest, round=self.config.round, party=u,
-                                            survivors=survivors) for u in survivors}
+                                            survivors=survivors) for u in told}
         self._stage = Stage.UNMASK
         return {u: m.UnmaskRequest(digest=self._digest, round=self.config.round, party=u,
-                                   survivors=survivors) for u in survivors}
+                                   survivors=survivors) for u in told}
 
     def _close_consistency(self, u4: frozenset[int]) -> dict[int, m.ServerMessage]:
         sigs = {p: msg.signature for p, msg in self._received[Stage.CONSISTENCY].items()}
         survivors = tuple(sorted(self._u3))
         self._expected, self._stage = u4, Stage.UNMASK
-        return {u: m.UnmaskRequest(digest=self._digest, round=self.config.round, party=u,
-                                   survivors=survivors, signatures=sigs) for u in sorted(u4)}
+        # Each client checks, per neighbourhood, the signatures of its two-hop neighbourhood.
+        return {u: m.UnmaskRequest(
+            digest=self._digest, round=self.config.round, party=u, survivors=survivors,
+            signatures={p: sigs[p] for p in two_hop(self._graph, u) & u4},
+        ) for u in sorted(u4)}
 
     def _close_unmask(self, u5: frozenset[int]) -> dict[int, m.ServerMessage]:
         cfg = self.config
@@ -293,9 +348,14 @@ class ServerSession:
         assert packed is not None  # it already holds the sum of the survivors' masked vectors
         masks: list[tuple[SecretBytes, bool]] = []
         for owner in sorted(self._u2):
+            masked_with = {v for v in self._graph[owner] & self._u3
+                           if owner not in self._excluded_by[v]}
+            if owner not in self._u3 and not masked_with:
+                continue  # a dropout no survivor masked with: nothing of it to remove
             field = "seed_shares" if owner in self._u3 else "mask_key_shares"
             shares = {v + 1: _share(getattr(replies[v], field)[owner])
-                      for v in (self._graph[owner] | {owner}) & u5}
+                      for v in (self._graph[owner] | {owner}) & u5
+                      if owner not in self._excluded_by.get(v, frozenset())}
             secret = shamir.combine(shares, threshold=cfg.threshold, secret_bytes=32,
                                     stage=Stage.UNMASK.value)
             if owner in self._u3:
@@ -311,7 +371,7 @@ class ServerSession:
                 raise ProtocolAbort(Stage.UNMASK.value, f"the reconstructed mask key of client "
                                     f"{owner} does not match its advertised key (a holder sent a "
                                     "corrupted share)")
-            for v in sorted(self._graph[owner] & self._u3):
+            for v in sorted(masked_with):
                 k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v,
                                            self._digest, cfg.round)
                 masks.append((k, v < owner))  # undo v's +/- mask with the dropout
@@ -323,9 +383,18 @@ class ServerSession:
                                 "a client masked inconsistently")
         self._result = Aggregate(total=total[:-1], total_weight=total_weight,
                                  survivors=tuple(sorted(self._u3)),
-                                 dropped=tuple(sorted(self.participants - self._u3)), config=cfg)
+                                 dropped=tuple(sorted(self.participants - self._u3)), config=cfg,
+                                 excluded=tuple(sorted(self._accused)))
         self._stage = Stage.DONE
         return {}
+
+    def _release_payloads(self, sender: int) -> None:
+        """Forget vectors no neighbour can report any more (on sparse graphs, memory stays near
+        a neighbourhood's worth of vectors)."""
+        done = self._received[Stage.MASKED_INPUT]
+        for j in (self._graph[sender] | {sender}) & set(self._payloads):
+            if all(v in done and j not in self._excluded_by[v] for v in self._graph[j] & self._u2):
+                del self._payloads[j]
 
     def _require_holders(self, alive: frozenset[int], stage: Stage) -> None:
         """Fail early when some client can no longer have its secrets reconstructed."""

@@ -6,15 +6,18 @@ message crosses the same byte encoding a network transport would use; only the s
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import numpy.typing as npt
 
-from secagg.errors import NotEnoughParticipants
-from secagg.hazmat.signing import SigningKey
+from secagg.errors import InvalidParameter, NotEnoughParticipants
+from secagg.hazmat.signing import signing_key_from_private_bytes
+from secagg.identity import Identity, Roster
 from secagg.masking import messages as m
 from secagg.masking import wire
 from secagg.masking.client import ClientSession
@@ -22,7 +25,8 @@ from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.server import ServerSession
 from secagg.masking.update import Aggregate, encode_update
 
-__all__ = ["DROP_STAGES", "SimulationResult", "plan_dropouts", "simulate_round"]
+__all__ = ["DROP_STAGES", "SimulationResult", "insecure_simulated_federation", "plan_dropouts",
+           "simulate_round"]
 
 #: Stages at which a client can vanish, in protocol order.
 DROP_STAGES = (Stage.ADVERTISE, Stage.SHARE, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK)
@@ -61,6 +65,20 @@ class SimulationResult:
                 and self.aggregate.total_weight == int(self.expected_total[-1]))
 
 
+@lru_cache(maxsize=16)
+def insecure_simulated_federation(num_clients: int) -> tuple[Roster, tuple[Identity, ...]]:
+    """A roster of ``num_clients`` members with identities derived from a public label.
+
+    For in-memory simulations and tests only: anyone can recompute these private keys. Real
+    enterprises create theirs with :meth:`secagg.identity.Identity.create`.
+    """
+    identities = tuple(
+        Identity(f"sim-{i}", signing_key_from_private_bytes(
+            hashlib.sha256(b"secagg-insecure-simulated-identity" + i.to_bytes(4, "big")).digest()))
+        for i in range(num_clients))
+    return Roster.of("simulation", identities), identities
+
+
 def plan_dropouts(num_clients: int, fraction: float, stage: Stage | str, *, active: bool,
                   rng: np.random.Generator) -> dict[int, Stage]:
     """Choose round(fraction * n) clients to drop at ``stage`` ("random": each at a random one)."""
@@ -81,23 +99,32 @@ def simulate_round(
     weights: Sequence[int] | None = None,
     dropouts: Mapping[int, Stage] | None = None,
     rng: np.random.Generator | None = None,
+    identities: Sequence[Identity] | None = None,
+    roster: Roster | None = None,
 ) -> SimulationResult:
-    """Run one round; ``dropouts`` maps a client to the stage at which it stops answering."""
+    """Run one round; ``dropouts`` maps a client to the stage at which it stops answering.
+
+    Active configs need the federation's ``roster`` and each client's identity; by default the
+    :func:`insecure_simulated_federation` of the config's size is used.
+    """
     n = config.num_clients
     rng = rng if rng is not None else np.random.default_rng()
     drops = dict(dropouts or {})
     weights = list(weights) if weights is not None else [1] * n
-    signing = {i: SigningKey.generate() for i in range(n)} if config.active else {}
-    publics = {i: k.public_bytes for i, k in signing.items()} or None
+    if config.roster_digest and roster is None:
+        roster, identities = insecure_simulated_federation(n)
+        if roster.digest() != config.roster_digest:
+            raise InvalidParameter("this config is bound to a roster; pass roster= and identities=")
     client_seconds = {i: 0.0 for i in range(n)}
     values = {}
     for i in range(n):
         t0 = time.perf_counter()
         values[i] = encode_update(config, updates[i], weight=weights[i], rng=rng)
         client_seconds[i] += time.perf_counter() - t0
-    clients = {i: ClientSession(config, i, values[i], signing_key=signing.get(i),
-                                signing_keys=publics) for i in range(n)}
-    server = ServerSession(config, signing_keys=publics)
+    clients = {i: ClientSession(config, i, values[i],
+                                identity=identities[i] if identities is not None else None,
+                                roster=roster) for i in range(n)}
+    server = ServerSession(config, roster=roster)
     upload = {i: 0 for i in range(n)}
     outbox: dict[int, bytes] = {}
     for i, client in clients.items():

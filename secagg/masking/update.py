@@ -48,6 +48,8 @@ class Aggregate:
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     config: MaskingConfig
+    #: clients treated as dropouts because a neighbour found their share box invalid
+    excluded: tuple[int, ...] = ()
 
     def weighted_sum(self) -> npt.NDArray[np.float64]:
         """sum_u w_u * x_u over the survivors (within n * quantisation step per coordinate)."""

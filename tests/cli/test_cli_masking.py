@@ -32,9 +32,9 @@ def test_simulate_masking_below_threshold_exits_3_with_a_clear_reason(tmp_path: 
 
 def test_bad_arguments_are_named() -> None:
     proc = subprocess.run([sys.executable, "-m", "secagg.cli", "simulate", "masking",
-                           "--stage", "consistency"], capture_output=True, text=True)
+                           "--stage", "consistency", "--passive"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "--active" in proc.stderr
+    assert "--passive" in proc.stderr
 
 
 def test_bench_masking_without_anchor(tmp_path: Path) -> None:

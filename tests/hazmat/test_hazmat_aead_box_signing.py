@@ -273,8 +273,11 @@ LOW_ORDER = [
 @pytest.mark.parametrize("point", LOW_ORDER)
 def test_x25519_low_order_point_rejected(point: str) -> None:
     pair = X25519KeyPair.generate()
-    with pytest.raises(InvalidParameter, match="peer X25519 public key is a low-order point"):
+    with pytest.raises(InvalidParameter, match="low-order point"):
         pair.exchange(bytes.fromhex(point))
+    # and refused on sight, before any exchange (the server checks adverts with this)
+    with pytest.raises(InvalidParameter, match="advert key is a low-order point"):
+        validate_public_key(bytes.fromhex(point), what="advert key")
 
 
 def test_x25519_agreement_is_symmetric() -> None:

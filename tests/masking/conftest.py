@@ -6,9 +6,13 @@ import numpy as np
 import pytest
 
 from secagg.masking import MaskingConfig
+from secagg.masking.simulate import insecure_simulated_federation
 
 
 def make_config(n: int, length: int = 64, **kw: object) -> MaskingConfig:
+    """A config; ``active=True`` binds it to the insecure simulated roster of size n."""
+    if kw.get("active") and "roster" not in kw:
+        kw["roster"] = insecure_simulated_federation(n)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-federation dropout notes
         return MaskingConfig.create(num_clients=n, vector_length=length, round=7, **kw)  # type: ignore[arg-type]

@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from secagg.hazmat.signing import SigningKey
 from secagg.masking import ClientSession, MaskingConfig, ServerSession, encode_update, wire
+from secagg.masking.simulate import insecure_simulated_federation
 from secagg.masking import messages as m
 
 
@@ -25,13 +25,14 @@ class Round:
         rng = np.random.default_rng(0)
         r = cls(config, updates)
         n = config.num_clients
-        signing = {i: SigningKey.generate() for i in range(n)} if config.active else {}
-        publics = {i: k.public_bytes for i, k in signing.items()} or None
+        roster, identities = insecure_simulated_federation(n) if config.roster_digest \
+            else (None, None)
         for i in range(n):
             r.values[i] = encode_update(config, updates[i], rng=rng)
-            r.clients[i] = ClientSession(config, i, r.values[i], signing_key=signing.get(i),
-                                         signing_keys=publics)
-        r.server = ServerSession(config, signing_keys=publics)
+            r.clients[i] = ClientSession(config, i, r.values[i],
+                                         identity=identities[i] if identities else None,
+                                         roster=roster)
+        r.server = ServerSession(config, roster=roster)
         return r, {i: wire.encode(c.start()) for i, c in r.clients.items()}
 
     def deliver(self, outbox: dict[int, bytes]) -> dict[int, bytes]:

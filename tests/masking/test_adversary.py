@@ -21,6 +21,7 @@ from secagg.hazmat.prg import MaskExpander
 from secagg.masking import MaskingConfig, wire
 from secagg.masking import messages as m
 from secagg.masking.keys import pairwise_mask_key, seed_commitment, self_mask_key
+from secagg.masking.simulate import insecure_simulated_federation
 from tests.masking.conftest import random_updates
 from tests.masking.harness import Round, decode
 
@@ -115,7 +116,8 @@ def test_active_mode_detects_a_server_reporting_different_survivor_sets() -> Non
     n = 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        cfg = MaskingConfig.create(num_clients=n, vector_length=50, full_graph=True, active=True)
+        cfg = MaskingConfig.create(num_clients=n, vector_length=50, full_graph=True,
+                                   roster=insecure_simulated_federation(n)[0])
     r, outbox = Round.start(cfg, random_updates(n, 50))
     inbox = r.deliver(r.reply(r.deliver(r.reply(r.deliver(outbox)))))  # consistency requests
     assert all(isinstance(decode(b), m.ConsistencyRequest) for b in inbox.values())

@@ -81,11 +81,19 @@ def test_tampered_share_is_caught_by_its_recipient_and_others_finish() -> None:
     first = min(sealed)
     sealed[first] = sealed[first][:-1] + bytes([sealed[first][-1] ^ 1])
     inbox[3] = wire.encode(dataclasses.replace(delivery, sealed_shares=sealed))
-    with pytest.raises(ProtocolAbort, match="failed authentication"):
-        r.clients[3].handle_bytes(inbox[3])
-    outbox = r.reply(inbox, skip={3})  # client 3 aborted: to the server it dropped
-    r.run_to_end(outbox)
-    _assert_exact(r, [0, 1, 2, 4, 5])
+    outbox = r.reply(inbox)
+    reply = decode(outbox[3])
+    assert isinstance(reply, m.MaskedInput) and reply.excluded == (first,)
+    # The sender of the bad box is a dropout for everyone: its vector leaves the sum, and it is
+    # told at once that it was left out; everyone else finishes with the exact sum.
+    inbox = r.deliver(outbox)
+    assert first not in decode(inbox[1]).survivors  # type: ignore[union-attr]
+    with pytest.raises(ProtocolAbort, match="reports this client as dropped"):
+        r.clients[first].handle_bytes(inbox[first])
+    r.run_to_end(r.reply(inbox, skip={first}))
+    others = [i for i in range(6) if i != first]
+    _assert_exact(r, others)
+    assert r.server is not None and r.server.result.excluded == (first,)
 
 
 def test_client_refuses_a_second_unmask_request() -> None:
@@ -121,7 +129,7 @@ def test_server_directory_with_a_replayed_key_is_refused() -> None:
     adverts = dict(directory.adverts)
     forged = decode(adverts[0])
     adverts[1] = wire.encode(dataclasses.replace(forged, party=1))  # type: ignore[arg-type]
-    with pytest.raises(ProtocolAbort, match="identical"):
+    with pytest.raises(ProtocolAbort, match="replayed key"):
         r.clients[0].handle_bytes(wire.encode(dataclasses.replace(directory, adverts=adverts)))
 
 
