@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from secagg.encoding.packing import PackedSum, packed_size
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerSession"]
 
+_MAX_SUBSETS = 400  # random t-subsets tried when corrupted shares are present
 SEALED_SHARE_BYTES = NONCE_BYTES + 2 * shamir.SHARE_BYTES + TAG_BYTES
 _EXPECTED_TYPE: dict[Stage, type[Any]] = {
     Stage.ADVERTISE: m.AdvertiseKeys,
@@ -91,6 +93,7 @@ class ServerSession:
         self._payloads: dict[int, bytes] = {}  # kept while a neighbour may still report it
         self._excluded_by: dict[int, frozenset[int]] = {}  # reporter -> neighbours it excluded
         self._accused: frozenset[int] = frozenset()
+        self._liars: set[int] = set()  # holders caught sending corrupted unmask shares
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
         self._result: Aggregate | None = None
@@ -356,21 +359,20 @@ class ServerSession:
             shares = {v + 1: _share(getattr(replies[v], field)[owner])
                       for v in (self._graph[owner] | {owner}) & u5
                       if owner not in self._excluded_by.get(v, frozenset())}
-            secret = shamir.combine(shares, threshold=cfg.threshold, secret_bytes=32,
-                                    stage=Stage.UNMASK.value)
+            advert = adverts[owner]
+
+            def seed_ok(secret: SecretBytes, o: int = owner, a: m.AdvertiseKeys = advert) -> bool:
+                return keys.seed_commitment(secret, o, self._digest, cfg.round) == a.seed_commitment
+
+            def key_ok(secret: SecretBytes, a: m.AdvertiseKeys = advert) -> bool:
+                return X25519KeyPair.from_private_bytes(secret).public_bytes == a.mask_public
+
             if owner in self._u3:
-                if keys.seed_commitment(secret, owner, self._digest, cfg.round) != \
-                        adverts[owner].seed_commitment:
-                    raise ProtocolAbort(Stage.UNMASK.value, f"the reconstructed self-mask seed of "
-                                        f"client {owner} does not match its commitment (a "
-                                        "holder sent a corrupted share)")
+                secret = self._reconstruct(owner, "self-mask seed", shares, seed_ok)
                 masks.append((keys.self_mask_key(secret, owner, self._digest, cfg.round), True))
                 continue
+            secret = self._reconstruct(owner, "mask key", shares, key_ok)
             dropped = X25519KeyPair.from_private_bytes(secret)
-            if dropped.public_bytes != adverts[owner].mask_public:
-                raise ProtocolAbort(Stage.UNMASK.value, f"the reconstructed mask key of client "
-                                    f"{owner} does not match its advertised key (a holder sent a "
-                                    "corrupted share)")
             for v in sorted(masked_with):
                 k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v,
                                            self._digest, cfg.round)
@@ -384,9 +386,51 @@ class ServerSession:
         self._result = Aggregate(total=total[:-1], total_weight=total_weight,
                                  survivors=tuple(sorted(self._u3)),
                                  dropped=tuple(sorted(self.participants - self._u3)), config=cfg,
-                                 excluded=tuple(sorted(self._accused)))
+                                 excluded=tuple(sorted(self._accused)),
+                                 corrupt_shares=tuple(sorted(self._liars)))
         self._stage = Stage.DONE
         return {}
+
+    def _reconstruct(self, owner: int, what: str, shares: dict[int, SecretBytes],
+                     valid: Callable[[SecretBytes], bool]) -> SecretBytes:
+        """Rebuild one secret even if some holders sent corrupted shares.
+
+        Shares are checked against the owner's public commitment (the seed commitment, or the
+        advertised mask key). If the first t do not match, random t-subsets that avoid known
+        liars are tried (deterministically, so a restarted server replays the same choice); the
+        holders whose shares disagree with the recovered secret are named in the result.
+        """
+        t = self.config.threshold
+        trusted = {x: sh for x, sh in shares.items() if x - 1 not in self._liars}
+        xs = sorted(trusted)
+        if len(xs) < t:
+            raise NotEnoughParticipants(Stage.UNMASK.value, len(xs), t,
+                                        f"honest share holders of client {owner}")
+
+        def attempt(subset: Sequence[int]) -> SecretBytes | None:
+            try:
+                secret = shamir.combine({x: trusted[x] for x in subset}, threshold=t,
+                                        secret_bytes=32, stage=Stage.UNMASK.value)
+                return secret if valid(secret) else None
+            except InvalidParameter:
+                return None
+
+        first = attempt(xs[:t])
+        if first is not None:
+            return first
+        rng = random.Random(hashlib.sha256(self._digest + owner.to_bytes(4, "big")).digest())
+        for _ in range(_MAX_SUBSETS):
+            subset = sorted(rng.sample(xs, t))
+            secret = attempt(subset)
+            if secret is None:
+                continue
+            for x in xs:  # name every holder whose share disagrees with the recovered secret
+                if x not in subset and attempt([*subset[1:], x]) is None:
+                    self._liars.add(x - 1)
+            return secret
+        raise ProtocolAbort(Stage.UNMASK.value, f"could not rebuild the {what} of client {owner}: "
+                            f"more of its holders sent corrupted shares than the threshold "
+                            f"{t} tolerates among {len(xs)}")
 
     def _release_payloads(self, sender: int) -> None:
         """Forget vectors no neighbour can report any more (on sparse graphs, memory stays near

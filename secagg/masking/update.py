@@ -50,6 +50,8 @@ class Aggregate:
     config: MaskingConfig
     #: clients treated as dropouts because a neighbour found their share box invalid
     excluded: tuple[int, ...] = ()
+    #: holders whose unmask shares did not match the owner's commitment (their input counts)
+    corrupt_shares: tuple[int, ...] = ()
 
     def weighted_sum(self) -> npt.NDArray[np.float64]:
         """sum_u w_u * x_u over the survivors (within n * quantisation step per coordinate)."""

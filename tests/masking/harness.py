@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from secagg.masking import ClientSession, MaskingConfig, ServerSession, encode_update, wire
-from secagg.masking.simulate import insecure_simulated_federation
 from secagg.masking import messages as m
+from secagg.masking.simulate import insecure_simulated_federation
 
 
 @dataclass
