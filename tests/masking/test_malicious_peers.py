@@ -127,3 +127,59 @@ def test_too_many_corrupted_shares_end_the_round_cleanly() -> None:
         replies[liar] = wire.encode(dataclasses.replace(msg, seed_shares=junk))  # type: ignore[arg-type]
     with pytest.raises(ProtocolAbort, match="could not rebuild"):
         r.run_to_end(replies)
+
+
+def test_a_false_accusation_costs_the_accused_its_place_but_nothing_else() -> None:
+    """A malicious enterprise reports an honest neighbour's box as invalid: the neighbour is
+    treated as a dropout (its upload leaves the sum, its mask key is rebuilt, never its seed), and
+    everyone else gets the exact sum."""
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    r, outbox = Round.start(config, random_updates(N, 40))
+    inbox = r.deliver(r.reply(r.deliver(outbox)))  # share deliveries
+    assert r.server is not None
+    liar = 3
+    accused = min(r.server._graph[liar])
+    # The liar behaves exactly as if the accused's box were unreadable (a consistent lie: it
+    # leaves the accused's pairwise mask out and holds none of its shares).
+    delivery = decode(inbox[liar])
+    assert isinstance(delivery, m.ShareDelivery)
+    boxes = dict(delivery.sealed_shares)
+    boxes[accused] = bytes(len(boxes[accused]))
+    inbox[liar] = wire.encode(dataclasses.replace(delivery, sealed_shares=boxes))
+    outbox = r.reply(inbox)
+    assert decode(outbox[liar]).excluded == (accused,)  # type: ignore[union-attr]
+    inbox = r.deliver(outbox)
+    with pytest.raises(ProtocolAbort, match="reports this client as dropped"):
+        r.clients[accused].handle_bytes(inbox[accused])
+    replies = r.reply(inbox, skip={accused})
+    inbox = r.deliver(replies)
+    replies = r.reply(inbox)
+    seed_shares_of_accused = sum(accused in decode(b).seed_shares for b in replies.values())  # type: ignore[union-attr]
+    assert seed_shares_of_accused == 0
+    r.run_to_end(replies)
+    assert r.server.result.excluded == (accused,)
+    _exact(r, [i for i in range(N) if i != accused])
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(5, 3000), dropout=st.sampled_from([0.0, 0.01, 0.1, 0.2]),
+       corrupt=st.sampled_from([0.0, 0.01, 0.05, 0.1]), active=st.booleans())
+def test_parameter_finder_never_returns_a_graph_over_its_security_target(
+        n: int, dropout: float, corrupt: float, active: bool) -> None:
+    import warnings
+
+    from secagg.masking import choose_parameters
+    from secagg.masking.params import binomial_tail
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p = choose_parameters(num_clients=n, dropout_rate=dropout, corrupt_rate=corrupt,
+                              active=active)
+    m_ = p.holders
+    if p.neighbours < n - 1:  # sparse: the probabilistic bound, isolation included
+        need = 2 * p.threshold - m_ if active else p.threshold
+        risk = n * binomial_tail(m_, corrupt, need) + n * corrupt**p.neighbours
+        assert risk <= 2.0**-40
+    else:  # full graph: the worst-case count of corrupt clients is below what a split needs
+        c = int(np.ceil(corrupt * n))
+        assert (2 * p.threshold - n if active else p.threshold) > c
