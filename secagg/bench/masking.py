@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.prg import MaskExpander
 from secagg.masking import MaskingConfig, Stage, plan_dropouts, simulate_round
+from secagg.masking.simulate import insecure_simulated_federation
 
 __all__ = ["MaskingBenchResult", "measure_keystream", "run_masking_bench"]
 
@@ -65,16 +66,24 @@ def measure_keystream(words: int = 1 << 20, repeats: int = 12) -> tuple[float, f
 
 def run_masking_bench(*, clients: int, params: int, dropout: float, full_graph: bool,
                       value_bits: int = 16, clip: float = 8.0, repeats: int = 3,
-                      seed: int = 0, drop_stage: str = "unmask") -> MaskingBenchResult:
-    """Median over ``repeats`` rounds of our implementation (real state machines, wire bytes)."""
+                      seed: int = 0, drop_stage: str = "unmask",
+                      active: bool = True) -> MaskingBenchResult:
+    """Median over ``repeats`` rounds of our implementation (real state machines, wire bytes).
+
+    ``active`` (the default, what the service runs) signs adverts and the survivor set with
+    roster identities and runs the consistency round; ``active=False`` is the honest-but-curious
+    protocol, the same threat model as Flower's SecAgg+.
+    """
+    roster = insecure_simulated_federation(clients)[0] if active else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-federation dropout notes; reported elsewhere
         config = MaskingConfig.create(num_clients=clients, vector_length=params, clip=clip,
                                       value_bits=value_bits, dropout_rate=max(dropout, 0.01),
-                                      full_graph=full_graph, round=1)
+                                      full_graph=full_graph, round=1, roster=roster,
+                                      active=active)
     rng = np.random.default_rng(seed)
     updates = [rng.uniform(-1, 1, params).astype(np.float32) for _ in range(clients)]
-    drops = plan_dropouts(clients, dropout, Stage(drop_stage), active=False, rng=rng)
+    drops = plan_dropouts(clients, dropout, Stage(drop_stage), active=active, rng=rng)
     client_ms, server_ms, server_total, correct = [], [], [], True
     last: Any = None
     for _ in range(repeats):

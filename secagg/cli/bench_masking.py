@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "after sharing, before uploading (masked-input: pairwise masks rebuilt)")
     parser.add_argument("--graph", choices=("full", "sparse"), default="full",
                         help="full graph (SecAgg) or parameter-finder SecAgg+ graph (full)")
+    parser.add_argument("--mode", choices=("active", "passive"), default="active",
+                        help="active: the malicious-server protocol the service runs (roster "
+                        "signatures, consistency round; default); passive: honest-but-curious, "
+                        "Flower SecAgg+'s threat model")
     parser.add_argument("--compare", choices=("flower", "none"), default="flower",
                         help="anchor to run side by side (flower)")
     parser.add_argument("--value-bits", type=int, default=16,
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     ours = run_masking_bench(clients=args.clients, params=args.params, dropout=args.dropout,
                              full_graph=args.graph == "full", value_bits=args.value_bits,
                              clip=clip, repeats=args.repeats, seed=args.seed,
-                             drop_stage=args.drop_stage)
+                             drop_stage=args.drop_stage, active=args.mode == "active")
     mask_gbps, aes_gbps = measure_keystream()
     report: dict[str, Any] = {
         "correct": ours.correct,
@@ -76,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         "aes_ctr_gbps": aes_gbps,
         "mask_vs_keystream": mask_gbps / aes_gbps,
         "clients": args.clients, "params": args.params, "dropout": args.dropout,
-        "graph": args.graph, "drop_stage": args.drop_stage, "neighbours": ours.neighbours,
+        "graph": args.graph, "mode": args.mode, "drop_stage": args.drop_stage, "neighbours": ours.neighbours,
         "threshold": ours.threshold,
         "survivors": ours.survivors, "mod_bits": ours.mod_bits,
     }
