@@ -333,8 +333,8 @@ class ClientSession(Unpicklable):
         """Active mode: the survivor set is the one we signed, and it is confirmed by a quorum
         in every neighbourhood we reveal shares for.
 
-        For each u among our share holders (ourselves and our neighbours) at least t of u's own
-        holders must have signed exactly this set. Two different sets cannot both reach that
+        For each u whose share we are about to reveal (ourselves and the neighbours whose shares
+        we hold) at least t of u's own holders must have signed exactly this set. Two different sets cannot both reach that
         quorum in u's neighbourhood unless >= 2t - m of u's holders are corrupt (honest clients
         sign once), which is the event the parameter finder bounds; so every honest holder of
         u reveals the same kind of share of u.
@@ -363,7 +363,7 @@ class ClientSession(Unpicklable):
             if len(wanted) < cfg.threshold:
                 self._abort("the unmask request lacks threshold-many survivor signatures")
             return
-        for u in sorted(self._holders):
+        for u in sorted(self._included | {self.client_id}):  # every owner we reveal a share of
             have = len(wanted & (self._graph[u] | {u}))
             if have < cfg.threshold:
                 self._abort(f"only {have} of client {u}'s share holders confirmed the survivor "
