@@ -1,36 +1,87 @@
-"""CKKS aggregation: presets with the 128-bit check, a client-only key ceremony, compact
-ciphertexts, a server-side sum from public material only, and safe (rounded) release.
+"""CKKS aggregation against a malicious server: presets with the 128-bit check, a roster-
+authenticated key ceremony among the clients, compact ciphertexts, a server-side sum from public
+material only, a verifiable aggregate, and safe (rounded) release.
 
-``import secagg`` does not import this package (it loads TenSEAL). Typical round::
+``import secagg`` does not import this package (it loads TenSEAL). Two sans-IO sessions, the
+shape of :mod:`secagg.masking`'s, run a round under any transport::
 
+    roster = Roster.load("federation.roster.json")   # pinned by every enterprise, out of band
     config = CKKSRoundConfig(params=Preset.COMPACT.params, update_size=spec.size,
-                             client_ids=(1, 2, 3), dealer=1, min_clients=2, round=0,
-                             session=secrets.token_bytes(32))
-    server = CKKSServer(config); clients = {i: CKKSClient(config, i) for i in config.client_ids}
+                             client_ids=roster.ids, dealer=roster.ids[0], min_clients=2,
+                             round=0, session=secrets.token_bytes(32),
+                             roster_digest=roster.digest())
+    server = ServerSession(config, roster=roster)                       # the aggregator
+    client = ClientSession(config, my_id, update, weight=n_examples,   # each enterprise
+                           identity=Identity.load("me.identity"), roster=roster)
 
-then adverts -> ``server.key_request()`` -> ``dealer.deal`` -> ``server.key_delivery(i)`` ->
-``client.receive_key`` -> ``client.encrypt_update`` -> ``server.receive_upload`` ->
-``server.aggregate()`` -> ``client.decrypt_aggregate``; see ``secagg.ckks.simulate``.
+    server.receive(client.start())           # advert           (every client)
+    out = server.advance()                   # key request      -> every advertised client
+    reply = client.handle_bytes(out[my_id])  # dealer: key distribution; others: None
+    server.receive(reply)                    # (the dealer's)
+    out = server.advance()                   # key delivery     -> every keyed client
+    server.receive(client.handle_bytes(out[my_id]))   # the signed, sketched upload
+    out = server.advance()                   # aggregate        -> every contributor
+    client.handle_bytes(out[my_id])          # verify, decrypt, round: client.result.mean()
+
+Server side: ``receive`` raises :class:`~secagg.errors.RejectedMessage` and changes nothing on bad
+input (that client becomes a dropout), ``advance`` raises
+:class:`~secagg.errors.NotEnoughParticipants` when too few remain, ``expected``/``ready()`` say
+who is awaited, ``max_message_bytes()`` bounds bodies, ``result`` holds the encrypted aggregate.
+Client side: every refusal is a :class:`CheckFailed` naming the check; see
+:mod:`secagg.ckks.client` for what is checked when, :mod:`secagg.ckks.sketch` for the verifiable
+aggregate and its soundness, and :mod:`secagg.ckks.adversary` for the attacks and their tests.
+:mod:`secagg.ckks.simulate` drives both sessions in memory.
 """
 
-from secagg.ckks.client import CKKSClient, ClientStage
+from typing import Any, NoReturn
+
+from secagg.ckks.checks import Check, CheckFailed, MessageRefused
+from secagg.ckks.client import ClientSession, ClientStage
 from secagg.ckks.config import CKKSRoundConfig
 from secagg.ckks.keys import CKKSKey
 from secagg.ckks.layout import Layout
 from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ, CKKSParams, Preset
 from secagg.ckks.release import Release
-from secagg.ckks.server import CKKSServer, ServerStage
+from secagg.ckks.server import ServerResult, ServerSession, ServerStage
 
 __all__ = [
     "HE_STANDARD_128_MAX_LOGQ",
-    "CKKSClient",
     "CKKSKey",
     "CKKSParams",
     "CKKSRoundConfig",
-    "CKKSServer",
+    "Check",
+    "CheckFailed",
+    "ClientSession",
     "ClientStage",
     "Layout",
+    "MessageRefused",
     "Preset",
     "Release",
+    "ServerResult",
+    "ServerSession",
     "ServerStage",
 ]
+
+
+_REPLACED = {"CKKSServer": "ServerSession", "CKKSClient": "ClientSession"}
+
+
+def __getattr__(name: str) -> Any:
+    """Transition only: the pre-roster ``CKKSServer``/``CKKSClient`` still import (so modules that
+    name them load), but building one raises and names its replacement. Remove once the
+    service and the client runtime use the sessions."""
+    if name in _REPLACED:
+        new = _REPLACED[name]
+
+        def replaced(*_args: object, **_kwargs: object) -> NoReturn:
+            from secagg.errors import InvalidParameter
+
+            raise InvalidParameter(
+                f"secagg.ckks.{name} was replaced by secagg.ckks.{new}: the CKKS round is now bound "
+                "to the federation's pinned roster and every peer message is identity-signed (see "
+                "the secagg.ckks module docstring)"
+            )
+
+        replaced.__name__ = replaced.__qualname__ = name
+        return replaced
+    raise AttributeError(f"module 'secagg.ckks' has no attribute {name!r}")

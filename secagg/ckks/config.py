@@ -1,8 +1,11 @@
 """The frozen round configuration both sides of a CKKS round hold; its digest rides in every message.
 
-It fixes the parameters, who takes part, who deals the key and the bounds that make overflow
-impossible by construction: ``len(client_ids) * weight_bound * value_bound`` must fit the
-preset's ``max_abs_sum``, so no honest sum can wrap around the modulus.
+It fixes the parameters, who takes part, who deals the key, the federation's pinned roster (by its
+digest) and the bounds that make overflow impossible by construction: ``len(client_ids) *
+weight_bound * value_bound`` must fit the preset's ``max_abs_sum``, so no honest sum can wrap
+around the modulus. Every client session refuses a config whose ``roster_digest`` is not the
+digest of the roster it pinned (:meth:`secagg.identity.Roster.digest`), so a server cannot run a
+round over members the enterprises did not agree on.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from secagg.errors import InvalidParameter
 __all__ = ["PROTOCOL", "VERSION", "CKKSRoundConfig"]
 
 PROTOCOL = "secagg-ckks"
-VERSION = 1
+VERSION = 2  # 2: roster-bound configs, identity-signed ceremony, upload sketches
 _MIN_SESSION_BYTES = 16
 _MAX_CLIENT_ID = 2**32 - 1
+ROSTER_DIGEST_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +36,9 @@ class CKKSRoundConfig:
     ``min_clients`` (>= 2) is the fewest contributors an aggregate may have before a client
     agrees to decrypt it: an "aggregate" of one update is that update. ``dealer`` is the client
     that generates the round's secret key; it must be one of ``client_ids``. ``session`` is a
-    fresh random identifier (>= 16 bytes) agreed for this federation.
+    fresh random identifier (>= 16 bytes) agreed for this federation. ``roster_digest`` is the
+    32-byte :meth:`secagg.identity.Roster.digest` of the federation's pinned roster; the ids in
+    ``client_ids`` are roster ids.
     """
 
     params: CKKSParams
@@ -42,6 +48,7 @@ class CKKSRoundConfig:
     min_clients: int
     round: int
     session: bytes
+    roster_digest: bytes
     value_bound: float = 1.0
     weight_bound: float = 1.0
 
@@ -74,6 +81,13 @@ class CKKSRoundConfig:
                 f"CKKSRoundConfig.session must be >= {_MIN_SESSION_BYTES} random bytes, found "
                 f"{len(self.session)}; use secrets.token_bytes(32)"
             )
+        if not isinstance(self.roster_digest, bytes) or len(self.roster_digest) != ROSTER_DIGEST_BYTES:
+            found = len(self.roster_digest) if isinstance(self.roster_digest, bytes) else \
+                type(self.roster_digest).__name__
+            raise InvalidParameter(
+                f"CKKSRoundConfig.roster_digest must be the {ROSTER_DIGEST_BYTES}-byte digest of "
+                f"the federation's pinned roster (Roster.digest()), found {found}"
+            )
         for name in ("value_bound", "weight_bound"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -92,9 +106,9 @@ class CKKSRoundConfig:
         """Rebuild a config from its published JSON form (what the server stores and sends).
 
         Keys: ``preset``, ``vector_length``, ``client_ids`` (or ``num_clients`` for ids
-        0..n-1), ``dealer``, ``min_clients``, ``round``, ``session`` (hex), ``value_bound``,
-        ``weight_bound``; ``digest`` (hex), when present, must match, so both sides provably
-        hold the same round.
+        0..n-1), ``dealer``, ``min_clients``, ``round``, ``session`` (hex), ``roster_digest``
+        (hex), ``value_bound``, ``weight_bound``; ``digest`` (hex), when present, must match, so
+        both sides provably hold the same round. :meth:`to_dict` writes this form.
         """
         from secagg.ckks.presets import Preset
 
@@ -109,6 +123,7 @@ class CKKSRoundConfig:
                 min_clients=int(config["min_clients"]),
                 round=int(config["round"]),
                 session=bytes.fromhex(str(config["session"])),
+                roster_digest=bytes.fromhex(str(config["roster_digest"])),
                 value_bound=float(config["value_bound"]),
                 weight_bound=float(config["weight_bound"]),
             )
@@ -122,6 +137,31 @@ class CKKSRoundConfig:
             raise InvalidParameter("the ckks round config does not match its digest: the two sides "
                                    "disagree on the round (different secagg versions?)")
         return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        """The published JSON form (:meth:`from_dict` reads it back), with the ``digest``."""
+        from secagg.ckks.presets import Preset
+
+        preset = next((p for p in Preset if p.params == self.params), None)
+        if preset is None:
+            raise InvalidParameter(
+                f"CKKSRoundConfig.to_dict: parameters {self.params.name!r} are not a named preset; "
+                "only preset rounds have a published form"
+            )
+        return {
+            "protocol": PROTOCOL,
+            "preset": preset.name.lower(),
+            "vector_length": self.update_size,
+            "client_ids": list(self.client_ids),
+            "dealer": self.dealer,
+            "min_clients": self.min_clients,
+            "round": self.round,
+            "session": self.session.hex(),
+            "roster_digest": self.roster_digest.hex(),
+            "value_bound": self.value_bound,
+            "weight_bound": self.weight_bound,
+            "digest": self.digest().hex(),
+        }
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical encoding of every field: equal configs, equal digests."""
@@ -137,6 +177,7 @@ class CKKSRoundConfig:
             b"".join(struct.pack(">I", i) for i in self.client_ids),
             struct.pack(">IIQ", self.dealer, self.min_clients, self.round),
             hashlib.sha256(self.session).digest(),
+            self.roster_digest,
             struct.pack(">dd", self.value_bound, self.weight_bound),
         ]
         return hashlib.sha256(b"".join(struct.pack(">I", len(x)) + x for x in parts)).digest()

@@ -1,8 +1,14 @@
-"""Drive one whole CKKS round in memory with the real client and server objects.
+"""Drive one whole CKKS round in memory with the real sessions and the real wire bytes.
 
-The loop here is the transport: it passes bytes between :class:`CKKSClient` and
-:class:`CKKSServer` exactly as the HTTP server will, and times each party's work. Used by
-``secagg simulate ckks``, ``secagg bench ckks`` and the tests.
+The loop here is the transport: it passes bytes between :class:`~secagg.ckks.client.ClientSession`
+and :class:`~secagg.ckks.server.ServerSession` exactly as the HTTP service does, and times each
+party's work. Used by ``secagg simulate ckks``, ``secagg bench ckks``, the adversary harness and
+the tests.
+
+A simulated federation (:class:`Federation`) is a roster of throwaway in-memory identities.
+:func:`make_config` makes one when none is given and remembers it by its roster digest, so
+:func:`run_round` finds the identities for the config it is handed; pass ``federation=`` to
+either to use your own.
 """
 
 from __future__ import annotations
@@ -15,14 +21,80 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from secagg.ckks.client import CKKSClient
+from secagg.ckks.client import ClientSession
 from secagg.ckks.config import CKKSRoundConfig
 from secagg.ckks.presets import CKKSParams
 from secagg.ckks.release import Release
-from secagg.ckks.server import CKKSServer
-from secagg.errors import RejectedMessage
+from secagg.ckks.server import ServerSession
+from secagg.errors import InvalidParameter, RejectedMessage
+from secagg.identity import Identity, Roster
 
-__all__ = ["RoundResult", "key_ceremony", "make_config", "run_round"]
+__all__ = ["Federation", "RoundResult", "federation_for", "make_config", "run_round"]
+
+_REMEMBERED = 64  # simulated federations kept for run_round (throwaway keys, tests and benches)
+_SIMULATED: dict[bytes, Federation] = {}
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Federation:
+    """A roster and the private identities behind it: a simulation's enterprises, in memory."""
+
+    roster: Roster
+    identities: Mapping[int, Identity]
+
+    @classmethod
+    def generate(cls, client_ids: Sequence[int], *, name: str = "simulated-ckks") -> Federation:
+        """Fresh identities ``enterprise-<id>`` for ``client_ids`` and their roster."""
+        identities = {i: Identity.generate(f"enterprise-{i}") for i in client_ids}
+        roster = Roster(name, tuple(ident.member(i) for i, ident in identities.items()))
+        return cls(roster, identities)
+
+    def __repr__(self) -> str:
+        return f"<Federation {self.roster.federation} members={len(self.roster)} identities=redacted>"
+
+
+def federation_for(config: CKKSRoundConfig) -> Federation:
+    """The simulated federation :func:`make_config` made for ``config`` (by its roster digest)."""
+    fed = _SIMULATED.get(config.roster_digest)
+    if fed is None:
+        raise InvalidParameter(
+            "this config's roster is not a simulated federation made by make_config; pass "
+            "federation= (its roster and identities)"
+        )
+    return fed
+
+
+def make_config(
+    params: CKKSParams,
+    *,
+    update_size: int,
+    num_clients: int,
+    min_clients: int | None = None,
+    value_bound: float = 1.0,
+    weight_bound: float = 1.0,
+    round: int = 0,
+    federation: Federation | None = None,
+) -> CKKSRoundConfig:
+    """A round over clients ``1..num_clients`` (the dealer is client 1), bound to a roster."""
+    ids = tuple(range(1, num_clients + 1))
+    if federation is None:
+        federation = Federation.generate(ids)
+    digest = federation.roster.digest()
+    if len(_SIMULATED) >= _REMEMBERED and digest not in _SIMULATED:
+        del _SIMULATED[next(iter(_SIMULATED))]
+    _SIMULATED[digest] = federation
+    return CKKSRoundConfig(
+        params=params,
+        update_size=update_size,
+        client_ids=ids,
+        dealer=ids[0],
+        min_clients=min_clients if min_clients is not None else max(2, num_clients // 2 + 1),
+        round=round,
+        session=secrets.token_bytes(32),
+        roster_digest=digest,
+        value_bound=value_bound,
+        weight_bound=weight_bound,
+    )
 
 
 @dataclass(slots=True)
@@ -36,44 +108,11 @@ class RoundResult:
     client_encrypt_s: dict[int, float]
     server_sum_s: float
     client_decrypt_s: float
+    client_sketch_s: dict[int, float] = field(default_factory=dict)
+    client_verify_s: float = 0.0
     rejected: dict[int, str] = field(default_factory=dict)
-    server: CKKSServer | None = None
-    clients: dict[int, CKKSClient] = field(default_factory=dict)
-
-
-def make_config(
-    params: CKKSParams,
-    *,
-    update_size: int,
-    num_clients: int,
-    min_clients: int | None = None,
-    value_bound: float = 1.0,
-    weight_bound: float = 1.0,
-    round: int = 0,
-) -> CKKSRoundConfig:
-    ids = tuple(range(1, num_clients + 1))
-    return CKKSRoundConfig(
-        params=params,
-        update_size=update_size,
-        client_ids=ids,
-        dealer=ids[0],
-        min_clients=min_clients if min_clients is not None else max(2, num_clients // 2 + 1),
-        round=round,
-        session=secrets.token_bytes(32),
-        value_bound=value_bound,
-        weight_bound=weight_bound,
-    )
-
-
-def key_ceremony(server: CKKSServer, clients: Mapping[int, CKKSClient]) -> None:
-    """Adverts, the dealer's key distribution and its relay: every client ends up keyed."""
-    for client in clients.values():
-        server.receive_advert(client.advertise())
-    dealer = server.config.dealer
-    server.receive_key_distribution(clients[dealer].deal(server.key_request()))
-    for i, client in clients.items():
-        if i != dealer:
-            client.receive_key(server.key_delivery(i))
+    server: ServerSession | None = None
+    clients: dict[int, ClientSession] = field(default_factory=dict)
 
 
 def run_round(
@@ -84,50 +123,81 @@ def run_round(
     drop: Sequence[int] = (),
     tamper: Mapping[int, Callable[[bytes], bytes]] | None = None,
     on_client_done: Callable[[int], None] | None = None,
+    federation: Federation | None = None,
+    decrypt_at: Sequence[int] | None = None,
 ) -> RoundResult:
-    """One round: ceremony, uploads (``drop`` never upload; ``tamper`` rewrites an upload in
-    transit), server sum, and the dealer's decryption of the aggregate."""
-    server = CKKSServer(config)
-    clients = {i: CKKSClient(config, i) for i in config.client_ids}
+    """One round through the two sessions.
+
+    ``drop`` clients vanish after the key ceremony (they never upload); ``tamper`` rewrites a
+    client's upload in transit (the server refuses it: that client is a dropout). The aggregate
+    is verified and decrypted by ``decrypt_at`` (default: the first contributor), whose release
+    is returned. Raises :class:`~secagg.errors.NotEnoughParticipants` when too few remain.
+    """
+    fed = federation if federation is not None else federation_for(config)
+    server = ServerSession(config, roster=fed.roster)
+    clients = {
+        i: ClientSession(config, i, updates[i], weight=1.0 if weights is None else weights[i],
+                         identity=fed.identities[i], roster=fed.roster)
+        for i in config.client_ids
+    }
     t0 = time.perf_counter()
-    key_ceremony(server, clients)
+    for client in clients.values():
+        server.receive(client.start())
+    for i, request in server.advance().items():
+        reply = clients[i].handle_bytes(request)
+        if reply is not None:
+            server.receive(reply)
+    deliveries = server.advance()
     ceremony = time.perf_counter() - t0
 
     uploads: dict[int, bytes] = {}
     enc_s: dict[int, float] = {}
-    for i in config.client_ids:
+    sketch_s: dict[int, float] = {}
+    for i, delivery in deliveries.items():
         if i in drop:
             continue
-        w = 1.0 if weights is None else weights[i]
         t = time.perf_counter()
-        uploads[i] = clients[i].encrypt_update(updates[i], weight=w)
+        upload = clients[i].handle_bytes(delivery)
         enc_s[i] = time.perf_counter() - t
-        if tamper and i in tamper:
-            uploads[i] = tamper[i](uploads[i])
+        assert upload is not None  # a key delivery is always answered with the upload
+        sketch_s[i] = clients[i].compute_seconds.get("sketch", 0.0)
+        uploads[i] = tamper[i](upload) if tamper and i in tamper else upload
         if on_client_done is not None:
             on_client_done(i)
+    opened = [clients[i].compute_seconds.get("open key", 0.0) for i in deliveries if i in enc_s]
+    ceremony += float(np.mean(opened)) if opened else 0.0
 
     rejected: dict[int, str] = {}
     t = time.perf_counter()
     for i, blob in uploads.items():
         try:
-            server.receive_upload(blob, sender=i)
+            server.receive(blob)
         except RejectedMessage as exc:
             rejected[i] = exc.reason
-    aggregate = server.aggregate()
+    aggregates = server.advance()
     server_s = time.perf_counter() - t
 
-    t = time.perf_counter()
-    release = clients[config.dealer].decrypt_aggregate(aggregate)
-    dec_s = time.perf_counter() - t
+    readers = list(decrypt_at) if decrypt_at is not None else [next(iter(aggregates))]
+    if not readers or not set(readers) <= set(aggregates):
+        raise InvalidParameter(f"decrypt_at must name contributors of the round {sorted(aggregates)}, "
+                               f"found {readers}")
+    dec_s = verify_s = 0.0
+    for n, i in enumerate(readers):
+        t = time.perf_counter()
+        clients[i].handle_bytes(aggregates[i])
+        if n == 0:
+            dec_s = time.perf_counter() - t
+            verify_s = clients[i].compute_seconds.get("verify aggregate", 0.0)
     return RoundResult(
-        release=release,
+        release=clients[readers[0]].result,
         upload_bytes={i: len(b) for i, b in uploads.items()},
-        aggregate_bytes=len(aggregate),
+        aggregate_bytes=len(next(iter(aggregates.values()))),
         ceremony_s=ceremony,
         client_encrypt_s=enc_s,
         server_sum_s=server_s,
         client_decrypt_s=dec_s,
+        client_sketch_s=sketch_s,
+        client_verify_s=verify_s,
         rejected=rejected,
         server=server,
         clients=clients,

@@ -37,6 +37,8 @@ class Purpose(enum.Enum):
     SHARE_ENCRYPTION = "share-encryption"
     SEALED_BOX = "sealed-box"
     NOISE_SEED = "noise-seed"
+    SKETCH = "ckks-sketch"  # the projections of the verifiable CKKS aggregate
+    SKETCH_SEAL = "ckks-sketch-seal"  # the AEAD key hiding each upload's sketch from the server
 
 
 @dataclass(frozen=True, slots=True)
