@@ -160,13 +160,29 @@ class RosterMember:
 
 @dataclass(frozen=True, slots=True)
 class Roster:
-    """The federation's members, pinned by every enterprise. Its digest binds every round."""
+    """The federation's members, pinned by every enterprise. Its digest binds every round.
+
+    The roster also pins the federation's security policy for masking rounds: the fraction of
+    enterprises that may collude with the server (``corrupt_rate``) and the security target
+    (``security_bits``). A client refuses a round whose neighbour graph and threshold are weaker
+    than that policy, whatever the server asks for.
+    """
 
     federation: str
     members: tuple[RosterMember, ...]
+    corrupt_rate: float = 0.05
+    security_bits: int = 40
 
     def __post_init__(self) -> None:
         _check_name(self.federation, "federation name")
+        if isinstance(self.corrupt_rate, bool) or not isinstance(self.corrupt_rate, int | float) \
+                or not 0 <= self.corrupt_rate < 0.5:
+            raise InvalidParameter(f"roster policy corrupt_rate must be in [0, 0.5), found "
+                                   f"{self.corrupt_rate!r}")
+        if isinstance(self.security_bits, bool) or not isinstance(self.security_bits, int) \
+                or not 1 <= self.security_bits <= 128:
+            raise InvalidParameter(f"roster policy security_bits must be an integer in [1, 128], "
+                                   f"found {self.security_bits!r}")
         if len(self.members) < 2:
             raise InvalidParameter(f"a roster needs at least 2 members, found {len(self.members)}")
         ids = [mm.client_id for mm in self.members]
@@ -182,9 +198,11 @@ class Roster:
         object.__setattr__(self, "members", tuple(sorted(self.members, key=lambda mm: mm.client_id)))
 
     @classmethod
-    def of(cls, federation: str, identities: Iterable[Identity]) -> Roster:
+    def of(cls, federation: str, identities: Iterable[Identity], *, corrupt_rate: float = 0.05,
+           security_bits: int = 40) -> Roster:
         """A roster giving ``identities`` the ids 0, 1, ... in order (simulations, demos)."""
-        return cls(federation, tuple(ident.member(i) for i, ident in enumerate(identities)))
+        return cls(federation, tuple(ident.member(i) for i, ident in enumerate(identities)),
+                   corrupt_rate=corrupt_rate, security_bits=security_bits)
 
     @property
     def ids(self) -> tuple[int, ...]:
@@ -221,6 +239,8 @@ class Roster:
 
     def to_dict(self) -> dict[str, object]:
         return {"format": ROSTER_FORMAT, "version": _VERSION, "federation": self.federation,
+                "policy": {"corrupt_rate": float(self.corrupt_rate),
+                           "security_bits": self.security_bits},
                 "members": [{"id": mm.client_id, "name": mm.name,
                              "public_key": mm.public_key.hex()} for mm in self.members]}
 
@@ -248,7 +268,12 @@ class Roster:
         federation = data.get("federation")
         if not isinstance(federation, str):
             raise InvalidParameter("roster field 'federation' must be a string")
-        return cls(federation, tuple(out))
+        policy = data.get("policy", {})
+        if not isinstance(policy, dict) or not set(policy) <= {"corrupt_rate", "security_bits"}:
+            raise InvalidParameter("roster field 'policy' may hold only corrupt_rate and "
+                                   "security_bits")
+        return cls(federation, tuple(out), corrupt_rate=policy.get("corrupt_rate", 0.05),
+                   security_bits=policy.get("security_bits", 40))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Roster:

@@ -53,7 +53,7 @@ from secagg.masking import messages as m
 from secagg.masking.client import ClientSession
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.server import ServerSession
-from secagg.masking.simulate import insecure_simulated_federation
+from secagg.masking.simulate import insecure_simulated_federation, simulated_federation_for
 from secagg.masking.update import encode_update
 
 __all__ = ["ADVERSARIES", "AttackReport", "run_adversary"]
@@ -572,14 +572,12 @@ def run_adversary(
         raise InvalidParameter(f"unknown adversary {name!r}; choose from {sorted(ADVERSARIES)}")
     n = config.num_clients
     rng = rng if rng is not None else np.random.default_rng(0)
-    roster, identities = insecure_simulated_federation(n)
+    roster, identities = simulated_federation_for(config) if config.roster_digest \
+        else insecure_simulated_federation(n)
     server_attack = name in ("swap-keys", "rig-graph", "tailored-survivors", "split-survivors")
     if insecure and name != "split-survivors" and server_attack:
         config = dataclasses.replace(config, active=False, roster_digest=b"")
     use_roster = bool(config.roster_digest)
-    if use_roster and config.roster_digest != roster.digest():
-        raise InvalidParameter("run_adversary needs a config bound to the simulated roster "
-                               "(MaskingConfig.create(..., roster=insecure_simulated_federation(n)[0]))")
     insecure_checks = insecure and name in ("split-survivors", "tailored-survivors")
     if name == "rig-graph" and colluders is None:
         others = [i for i in range(n) if i != victim]

@@ -20,6 +20,7 @@ Stages (Bonawitz et al. 2017, section 4; neighbour graph of Bell et al. 2020):
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import os
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -101,6 +102,7 @@ class ClientSession(Unpicklable):
         self._seed = SecretBytes(os.urandom(32), label="self-mask-seed")
         self._adverts: dict[int, m.AdvertiseKeys] = {}
         self._my_advert = b""
+        self._transcript = b""
         self._graph: dict[int, frozenset[int]] = {}
         if config.active:
             assert roster is not None
@@ -200,6 +202,18 @@ class ClientSession(Unpicklable):
             adverts[party] = adv
         if msg.adverts.get(me) != self._my_advert:
             self._abort("the key directory does not carry this client's own advertisement")
+        if cfg.active:
+            # The transcript every survivor signs: it must list this client's fresh advert (so
+            # no signature from another round can be replayed into this one) and the very
+            # adverts this client was given for its neighbours.
+            for party, raw in msg.adverts.items():
+                listed = msg.advert_hashes.get(party)
+                if listed is None or not hmac.compare_digest(listed, keys.advert_hash(raw)):
+                    self._abort(f"the key directory's transcript does not list the advert of "
+                                f"client {party} that it delivered")
+            if any(len(h) != 32 for h in msg.advert_hashes.values()):
+                self._abort("the key directory's transcript holds malformed hashes")
+            self._transcript = keys.advert_transcript(self._digest, cfg.round, msg.advert_hashes)
         self._adverts = adverts
         if not cfg.active:
             graph = build_graph({p: a.cipher_public + a.mask_public for p, a in adverts.items()},
@@ -324,7 +338,7 @@ class ClientSession(Unpicklable):
         self._survivors = msg.survivors
         assert self._identity is not None
         sig = self._identity.signing_key.sign(keys.consistency_bytes(
-            self._digest, self.config.round, msg.survivors))
+            self._digest, self.config.round, msg.survivors, self._transcript))
         self._stage = Stage.UNMASK
         return m.ConsistencySignature(digest=self._digest, round=self.config.round,
                                       party=self.client_id, signature=sig)
@@ -334,10 +348,11 @@ class ClientSession(Unpicklable):
         in every neighbourhood we reveal shares for.
 
         For each u whose share we are about to reveal (ourselves and the neighbours whose shares
-        we hold) at least t of u's own holders must have signed exactly this set. Two different sets cannot both reach that
-        quorum in u's neighbourhood unless >= 2t - m of u's holders are corrupt (honest clients
-        sign once), which is the event the parameter finder bounds; so every honest holder of
-        u reveals the same kind of share of u.
+        we hold) at least t of u's own holders must have signed exactly this set. Two different
+        sets cannot both reach that quorum in u's neighbourhood unless >= 2t - m of u's holders
+        are corrupt (honest clients sign once), which is the event the parameter finder bounds;
+        so every honest holder of u reveals the same kind of share of u. The signed bytes include
+        the round's advert transcript, so signatures from another round cannot be replayed.
         """
         cfg = self.config
         if msg.survivors != self._survivors:
@@ -346,7 +361,7 @@ class ClientSession(Unpicklable):
         if stray:
             self._abort(f"consistency signatures from clients {sorted(stray)[:5]} that are not "
                         "in the survivor set")
-        signed = keys.consistency_bytes(self._digest, cfg.round, msg.survivors)
+        signed = keys.consistency_bytes(self._digest, cfg.round, msg.survivors, self._transcript)
         wanted = set(msg.signatures) if self._insecure_global else \
             set(msg.signatures) & two_hop(self._graph, self.client_id)
         assert self._roster is not None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from secagg.encoding.quantize import FixedPoint, check_headroom
 from secagg.errors import InvalidParameter
-from secagg.masking.params import choose_parameters
+from secagg.masking.params import choose_parameters, security_failure
 
 if TYPE_CHECKING:
     from secagg.identity import Roster
@@ -115,9 +115,9 @@ class MaskingConfig:
         max_weight: int = 1,
         noise_headroom: int = 0,
         dropout_rate: float = 0.1,
-        corrupt_rate: float = 0.05,
+        corrupt_rate: float | None = None,
         failure_probability: float = 2.0**-20,
-        security_bits: int = 40,
+        security_bits: int | None = None,
         active: bool | None = None,
         roster: Roster | None = None,
         full_graph: bool = False,
@@ -129,7 +129,8 @@ class MaskingConfig:
     ) -> MaskingConfig:
         """A validated config; k and t are chosen by :func:`choose_parameters` unless given.
 
-        ``mod_bits`` defaults to the fewest bits that make overflow impossible for
+        ``corrupt_rate`` and ``security_bits`` default to the roster's policy (0.05 and 40
+        without a roster). ``mod_bits`` defaults to the fewest bits that make overflow impossible for
         ``num_clients`` clients of weight <= ``max_weight`` (plus ``noise_headroom``).
 
         With a ``roster`` the round is in active (malicious-server) mode: adverts and the
@@ -140,6 +141,11 @@ class MaskingConfig:
         """
         if active is None:
             active = roster is not None
+        # The roster pins the policy; without one, the library's defaults.
+        if corrupt_rate is None:
+            corrupt_rate = roster.corrupt_rate if roster is not None else 0.05
+        if security_bits is None:
+            security_bits = roster.security_bits if roster is not None else 40
         if active and roster is None:
             raise InvalidParameter("active=True needs the federation's pinned roster (roster=)")
         if roster is not None and len(roster) != num_clients:
@@ -183,6 +189,17 @@ class MaskingConfig:
         if roster is not None and len(roster) != self.num_clients:
             raise InvalidParameter(f"the roster has {len(roster)} members, the round "
                                    f"{self.num_clients}")
+        if roster is not None and self.active:
+            risk = security_failure(num_clients=self.num_clients, neighbours=self.neighbours,
+                                    threshold=self.threshold, corrupt_rate=roster.corrupt_rate,
+                                    active=True)
+            if risk > 2.0**-roster.security_bits:
+                raise InvalidParameter(
+                    f"the round's graph (neighbours={self.neighbours}, threshold="
+                    f"{self.threshold}) is weaker than the roster's policy: with corrupt_rate "
+                    f"{roster.corrupt_rate} the coalition succeeds with probability {risk:.2g} "
+                    f"> 2^-{roster.security_bits}; refusing (open the round without explicit "
+                    "neighbours/threshold to let the parameter finder choose)")
 
     @property
     def wire_length(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes
@@ -20,6 +20,8 @@ from secagg.masking.messages import AdvertiseKeys
 
 __all__ = [
     "advert_bytes",
+    "advert_hash",
+    "advert_transcript",
     "consistency_bytes",
     "pairwise_mask_key",
     "seed_commitment",
@@ -63,10 +65,30 @@ def seed_commitment(seed: SecretBytes, me: int, digest: bytes, round_: int) -> b
                           + seed.expose_secret_bytes()).digest()
 
 
-def consistency_bytes(digest: bytes, round_: int, survivors: Iterable[int]) -> bytes:
-    """What each survivor signs in the consistency round (active mode)."""
+def consistency_bytes(digest: bytes, round_: int, survivors: Iterable[int],
+                      transcript: bytes) -> bytes:
+    """What each survivor signs in the consistency round (active mode).
+
+    ``transcript`` (:func:`advert_transcript`) hashes every advert of this round, each client's
+    fresh keys included, so a signature cannot be replayed into another round that reuses the
+    same config: the verifier's own fresh advert is in the transcript it checks against.
+    """
     ids = sorted(survivors)
-    return (b"secagg-consistency" + digest + struct.pack(f">QI{len(ids)}I", round_, len(ids), *ids))
+    return (b"secagg-consistency" + digest + transcript
+            + struct.pack(f">QI{len(ids)}I", round_, len(ids), *ids))
+
+
+def advert_hash(raw_advert: bytes) -> bytes:
+    """SHA-256 of one encoded (signed) advert, as listed in the key directory."""
+    return hashlib.sha256(b"secagg-advert" + raw_advert).digest()
+
+
+def advert_transcript(digest: bytes, round_: int, hashes: Mapping[int, bytes]) -> bytes:
+    """The round's advert transcript: every advertiser's id and advert hash, in id order."""
+    h = hashlib.sha256(b"secagg-advert-transcript" + digest + struct.pack(">QI", round_, len(hashes)))
+    for party in sorted(hashes):
+        h.update(struct.pack(">I", party) + hashes[party])
+    return h.digest()
 
 
 def advert_bytes(advert: AdvertiseKeys) -> bytes:

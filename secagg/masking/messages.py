@@ -82,9 +82,13 @@ class UnmaskShares(_Header):
 
 @dataclass(frozen=True, slots=True)
 class KeyDirectory(_Header):
-    """After stage 0: every advertising client's own encoded :class:`AdvertiseKeys`."""
+    """After stage 0: the encoded :class:`AdvertiseKeys` a client needs (all of them in passive
+    mode; its neighbours' and its own in active mode) and, in active mode, the hash of every
+    advert of the round (``advert_hashes``), from which each client computes the transcript it
+    binds its consistency signature to."""
 
     adverts: dict[int, bytes] = field(default_factory=dict)
+    advert_hashes: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from secagg.errors import InvalidParameter
 
-__all__ = ["GraphParameters", "binomial_tail", "choose_parameters"]
+__all__ = ["GraphParameters", "binomial_tail", "choose_parameters", "security_failure"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +170,20 @@ def _sparse_only(n: int, dropout: float, corrupt: float, active: bool,
         f"from dropouts with probability up to {min(1.0, best.correctness_failure):.2g} at "
         f"dropout_rate {dropout} (target {failure_probability:.2g})", stacklevel=3)
     return best
+
+
+def security_failure(*, num_clients: int, neighbours: int, threshold: int, corrupt_rate: float,
+                     active: bool) -> float:
+    """The failure probability :func:`choose_parameters` bounds, for a given (k, t).
+
+    Sparse graphs: n * P[Bin(k+1, gamma) >= 2t - (k+1)] (t without a roster) + n * gamma^k.
+    The full graph is judged by the worst-case corrupt count ceil(gamma * n): 0.0 when the
+    threshold withstands it, 1.0 when it does not. Clients use it to refuse a server's (k, t)
+    that is weaker than the roster's policy.
+    """
+    n, k, t = num_clients, neighbours, threshold
+    m = k + 1
+    need = 2 * t - m if active else t
+    if k >= n - 1:
+        return 0.0 if need > math.ceil(corrupt_rate * n) else 1.0
+    return min(1.0, n * binomial_tail(m, corrupt_rate, need) + n * corrupt_rate**k)

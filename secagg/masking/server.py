@@ -90,6 +90,7 @@ class ServerSession:
             self._graph = roster_neighbours(roster.ids, degree=config.neighbours,
                                             roster_digest=config.roster_digest)
         self._u1: frozenset[int] = frozenset()
+        self._transcript = b""
         self._payloads: dict[int, bytes] = {}  # kept while a neighbour may still report it
         self._excluded_by: dict[int, frozenset[int]] = {}  # reporter -> neighbours it excluded
         self._accused: frozenset[int] = frozenset()
@@ -259,7 +260,8 @@ class ServerSession:
         assert self._roster is not None
         try:
             self._roster.verify(msg.party, msg.signature,
-                                keys.consistency_bytes(self._digest, self.config.round, self._u3),
+                                keys.consistency_bytes(self._digest, self.config.round, self._u3,
+                                                       self._transcript),
                                 what="consistency signature")
         except AuthenticationFailed:
             raise RejectedMessage(msg.party, "consistency signature is invalid") from None
@@ -289,10 +291,14 @@ class ServerSession:
             directory = {p: self._advert_bytes[p] for p in u1}
             return {p: m.KeyDirectory(digest=self._digest, round=self.config.round, party=p,
                                       adverts=directory) for p in sorted(u1)}
-        # Active mode: the graph is the roster's, so each client needs only its neighbours.
+        # Active mode: the graph is the roster's, so each client needs only its neighbours'
+        # adverts, plus every advert's hash for the transcript the survivors will sign.
+        hashes = {q: keys.advert_hash(self._advert_bytes[q]) for q in sorted(u1)}
+        self._transcript = keys.advert_transcript(self._digest, self.config.round, hashes)
         return {p: m.KeyDirectory(
             digest=self._digest, round=self.config.round, party=p,
             adverts={q: self._advert_bytes[q] for q in (self._graph[p] | {p}) & u1},
+            advert_hashes=hashes,
         ) for p in sorted(u1)}
 
     def _close_share(self, u2: frozenset[int]) -> dict[int, m.ServerMessage]:
@@ -310,7 +316,13 @@ class ServerSession:
     def _close_masked_input(self, uploaded: frozenset[int]) -> dict[int, m.ServerMessage]:
         # A client whose share box a neighbour could not open is a dropout: its vector comes
         # back out of the sum and its mask key is reconstructed like any dropout's.
-        accused = frozenset().union(*(self._excluded_by[v] for v in uploaded)) & self._u2
+        # An honest client never reports more than m - t neighbours (it would fail its own
+        # holder check first); one that does is dropped itself and its reports ignored, so a
+        # single malicious enterprise cannot knock out more than m - t neighbours.
+        cap = self.config.neighbours + 1 - self.config.threshold
+        over = frozenset(v for v in uploaded if len(self._excluded_by[v]) > cap)
+        accused = frozenset().union(*(self._excluded_by[v] for v in uploaded - over)) & self._u2
+        accused |= over
         assert self._packed is not None
         for j in sorted(accused & uploaded):
             self._packed.subtract(self._payloads[j])
@@ -428,16 +440,20 @@ class ServerSession:
                 if x not in subset and attempt([*subset[1:], x]) is None:
                     self._liars.add(x - 1)
             return secret
-        raise ProtocolAbort(Stage.UNMASK.value, f"could not rebuild the {what} of client {owner}: "
-                            f"more of its holders sent corrupted shares than the threshold "
-                            f"{t} tolerates among {len(xs)}")
+        raise ProtocolAbort(Stage.UNMASK.value, f"could not rebuild the {what} of client {owner} "
+                            f"from any {t} of its {len(xs)} holders' shares: client {owner} dealt "
+                            "shares inconsistent with its signed commitment (or more of its "
+                            "holders lied than the threshold tolerates); exclude client "
+                            f"{owner} and run the round again")
 
     def _release_payloads(self, sender: int) -> None:
         """Forget vectors no neighbour can report any more (on sparse graphs, memory stays near
         a neighbourhood's worth of vectors)."""
         done = self._received[Stage.MASKED_INPUT]
+        cap = self.config.neighbours + 1 - self.config.threshold
         for j in (self._graph[sender] | {sender}) & set(self._payloads):
-            if all(v in done and j not in self._excluded_by[v] for v in self._graph[j] & self._u2):
+            if len(self._excluded_by[j]) <= cap and all(
+                    v in done and j not in self._excluded_by[v] for v in self._graph[j] & self._u2):
                 del self._payloads[j]
 
     def _require_holders(self, alive: frozenset[int], stage: Stage) -> None:

@@ -26,7 +26,7 @@ from secagg.masking.server import ServerSession
 from secagg.masking.update import Aggregate, encode_update
 
 __all__ = ["DROP_STAGES", "SimulationResult", "insecure_simulated_federation", "plan_dropouts",
-           "simulate_round"]
+           "simulate_round", "simulated_federation_for"]
 
 #: Stages at which a client can vanish, in protocol order.
 DROP_STAGES = (Stage.ADVERTISE, Stage.SHARE, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK)
@@ -65,18 +65,31 @@ class SimulationResult:
                 and self.aggregate.total_weight == int(self.expected_total[-1]))
 
 
-@lru_cache(maxsize=16)
-def insecure_simulated_federation(num_clients: int) -> tuple[Roster, tuple[Identity, ...]]:
+@lru_cache(maxsize=32)
+def insecure_simulated_federation(num_clients: int, *, corrupt_rate: float = 0.05
+                                  ) -> tuple[Roster, tuple[Identity, ...]]:
     """A roster of ``num_clients`` members with identities derived from a public label.
 
     For in-memory simulations and tests only: anyone can recompute these private keys. Real
-    enterprises create theirs with :meth:`secagg.identity.Identity.create`.
+    enterprises create theirs with :meth:`secagg.identity.Identity.create`. ``corrupt_rate``
+    is the roster's policy; 0.0 lets a test pick a deliberately small graph (to show an attack
+    where disjoint groups of t clients exist) that a real policy would refuse.
     """
     identities = tuple(
         Identity(f"sim-{i}", signing_key_from_private_bytes(
             hashlib.sha256(b"secagg-insecure-simulated-identity" + i.to_bytes(4, "big")).digest()))
         for i in range(num_clients))
-    return Roster.of("simulation", identities), identities
+    return Roster.of("simulation", identities, corrupt_rate=corrupt_rate), identities
+
+
+def simulated_federation_for(config: MaskingConfig) -> tuple[Roster, tuple[Identity, ...]]:
+    """The :func:`insecure_simulated_federation` a config is bound to (any tested policy)."""
+    for rate in (0.05, 0.0, 0.01, 0.1):
+        roster, identities = insecure_simulated_federation(config.num_clients, corrupt_rate=rate)
+        if roster.digest() == config.roster_digest:
+            return roster, identities
+    raise InvalidParameter("this config is bound to a roster that is not a simulated one; "
+                           "pass roster= and identities=")
 
 
 def plan_dropouts(num_clients: int, fraction: float, stage: Stage | str, *, active: bool,
@@ -112,9 +125,7 @@ def simulate_round(
     drops = dict(dropouts or {})
     weights = list(weights) if weights is not None else [1] * n
     if config.roster_digest and roster is None:
-        roster, identities = insecure_simulated_federation(n)
-        if roster.digest() != config.roster_digest:
-            raise InvalidParameter("this config is bound to a roster; pass roster= and identities=")
+        roster, identities = simulated_federation_for(config)
     client_seconds = {i: 0.0 for i in range(n)}
     values = {}
     for i in range(n):

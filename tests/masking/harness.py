@@ -8,7 +8,7 @@ import numpy as np
 
 from secagg.masking import ClientSession, MaskingConfig, ServerSession, encode_update, wire
 from secagg.masking import messages as m
-from secagg.masking.simulate import insecure_simulated_federation
+from secagg.masking.simulate import simulated_federation_for
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Round:
         rng = np.random.default_rng(0)
         r = cls(config, updates)
         n = config.num_clients
-        roster, identities = insecure_simulated_federation(n) if config.roster_digest \
+        roster, identities = simulated_federation_for(config) if config.roster_digest \
             else (None, None)
         for i in range(n):
             r.values[i] = encode_update(config, updates[i], rng=rng)

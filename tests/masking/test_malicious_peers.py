@@ -125,7 +125,7 @@ def test_too_many_corrupted_shares_end_the_round_cleanly() -> None:
         msg = decode(replies[liar])
         junk = {o: bytes(len(s)) for o, s in msg.seed_shares.items()}  # type: ignore[union-attr]
         replies[liar] = wire.encode(dataclasses.replace(msg, seed_shares=junk))  # type: ignore[arg-type]
-    with pytest.raises(ProtocolAbort, match="could not rebuild"):
+    with pytest.raises(ProtocolAbort, match="could not rebuild.*exclude client"):
         r.run_to_end(replies)
 
 
@@ -183,3 +183,69 @@ def test_parameter_finder_never_returns_a_graph_over_its_security_target(
     else:  # full graph: the worst-case count of corrupt clients is below what a split needs
         c = int(np.ceil(corrupt * n))
         assert (2 * p.threshold - n if active else p.threshold) > c
+
+
+def _signatures_at_consistency(r: Round, outbox: dict[int, bytes]) -> tuple[dict[int, bytes],
+                                                                            dict[int, bytes]]:
+    """Run a round to its unmask requests; returns (unmask requests, consistency signatures)."""
+    inbox = r.deliver(r.reply(r.deliver(r.reply(r.deliver(outbox)))))  # consistency requests
+    replies = r.reply(inbox)
+    sigs = {i: decode(b).signature for i, b in replies.items()}  # type: ignore[union-attr]
+    return r.deliver(replies), sigs
+
+
+def test_signatures_from_another_round_with_the_same_config_do_not_count() -> None:
+    """A server that reruns a config collects signatures in one round and replays them in the
+    next: they are bound to the first round's advert transcript, so they count for nothing."""
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    first, out1 = Round.start(config, random_updates(N, 40, 1))
+    requests1, sigs1 = _signatures_at_consistency(first, out1)
+    second, out2 = Round.start(config, random_updates(N, 40, 2))  # same config digest
+    requests2, _ = _signatures_at_consistency(second, out2)
+    req = decode(requests2[0])
+    assert isinstance(req, m.UnmaskRequest)
+    replayed = dataclasses.replace(req, signatures={p: sigs1[p] for p in req.signatures})
+    with pytest.raises(ProtocolAbort, match="confirmed the survivor set"):
+        second.clients[0].handle_bytes(wire.encode(replayed))
+    # control: the same signatures are accepted in the round they were made in
+    req1 = decode(requests1[0])
+    assert isinstance(req1, m.UnmaskRequest)
+    own = dataclasses.replace(req1, signatures={p: sigs1[p] for p in req1.signatures})
+    assert isinstance(decode(first.clients[0].handle_bytes(wire.encode(own))), m.UnmaskShares)
+
+
+def test_a_graph_weaker_than_the_rosters_policy_is_refused_by_clients_and_server() -> None:
+    from secagg.errors import InvalidParameter
+    from secagg.masking import ClientSession, MaskingConfig, ServerSession, encode_update
+    from secagg.masking.simulate import insecure_simulated_federation
+
+    roster, ids = insecure_simulated_federation(60)  # policy: corrupt_rate 0.05, 2^-40
+    weak = MaskingConfig.create(num_clients=60, vector_length=10, roster=roster,
+                                neighbours=2, threshold=2)
+    values = encode_update(weak, np.zeros(10, np.float32))
+    with pytest.raises(InvalidParameter, match="weaker than the roster's policy"):
+        ClientSession(weak, 0, values, identity=ids[0], roster=roster)
+    with pytest.raises(InvalidParameter, match="weaker than the roster's policy"):
+        ServerSession(weak, roster=roster)
+    chosen = MaskingConfig.create(num_clients=60, vector_length=10, roster=roster)
+    ClientSession(chosen, 0, encode_update(chosen, np.zeros(10, np.float32)), identity=ids[0],
+                  roster=roster)  # the finder's own choice meets the policy
+
+
+def test_an_enterprise_reporting_more_neighbours_than_an_honest_one_could_is_dropped_itself() -> None:
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    r, outbox = Round.start(config, random_updates(N, 40))
+    inbox = r.deliver(r.reply(r.deliver(outbox)))
+    outbox = r.reply(inbox)
+    assert r.server is not None
+    liar = 3
+    msg = decode(outbox[liar])
+    assert isinstance(msg, m.MaskedInput)
+    outbox[liar] = wire.encode(dataclasses.replace(
+        msg, excluded=tuple(sorted(r.server._graph[liar]))))  # all 8 > m - t = 3
+    inbox = r.deliver(outbox)
+    with pytest.raises(ProtocolAbort, match="reports this client as dropped"):
+        r.clients[liar].handle_bytes(inbox[liar])
+    r.run_to_end(r.reply(inbox, skip={liar}))
+    assert r.server.result.excluded == (liar,)
+    _exact(r, [i for i in range(N) if i != liar])
