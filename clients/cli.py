@@ -3,6 +3,10 @@
 With ``--data`` / ``--enterprise`` it trains the enterprise model with DP-LoRA each round
 (:class:`clients.federated.FederatedEnterprise`); with ``--update`` / ``--random`` it sends a
 fixed or random vector (what ``secagg bench e2e`` runs: protection cost without training).
+
+``secagg-client identity create|show`` and ``secagg-client roster create|show`` enrol the
+enterprise (:mod:`clients.enrolment`): its long-term identity and the federation's roster, which
+every enterprise pins and compares out of band.
 """
 
 from __future__ import annotations
@@ -17,6 +21,12 @@ Connects to a secagg server with this enterprise's bearer token, waits for round
 protocol the round asks for (masking or ckks; plain only on servers started with --allow-plain),
 and applies each released aggregate.
 
+--identity is this enterprise's identity file and --roster the federation's roster it pinned
+(both made beforehand: see "enrolment" below). Masking rounds are active (malicious-server)
+rounds: the client checks that the round is bound to its pinned roster and verifies every
+peer's signed keys against it, and refuses the round (reveals nothing more, takes no further
+part) if the server deviates from the protocol. Peers that send garbage become dropouts.
+
 With --data (your CSV/JSONL records: text, sensor readings, label) or --enterprise (a dataset
 shipped with secagg), each round trains the model with DP-SGD (Opacus, secure noise) on LoRA
 adapters and the head, within the --epsilon budget kept in the --ledger file; the released mean
@@ -27,12 +37,30 @@ round interrupted by the restart is dropped (round secrets never touch disk).
 The token is read from --token-file or the SECAGG_TOKEN environment variable (or --token, which
 other local users may see in the process list).
 
+exit status:
+  0  at least one round released an aggregate to this client (rounds it dropped out of or
+     refused are reported on stdout and in --json; with --rounds N > 1 a refused round does not
+     fail the run when others complete); also 0 when rounds were only dropped, never refused
+  3  a round was refused and no round completed (e.g. --rounds 1 and the server deviated, or
+     the server's federation is bound to another roster than --roster)
+  2  bad arguments, identity/roster/token problems, or the server unreachable or refusing
+
+enrolment (once per enterprise, before the federation is created):
+  secagg-client identity create --out energy.identity.json --name energy
+      # writes the private identity (0600) and energy.identity.json.pub.json to send the others
+  secagg-client roster create --federation city --out roster.json a.pub.json b.pub.json ...
+  secagg-client roster show roster.json     # compare fingerprints and digest by phone
+  secagg-client identity show energy.identity.json
+
 examples:
   SECAGG_TOKEN=sat_... secagg-client --server https://agg:8443 --ca-cert ca.pem \\
+      --identity energy.identity.json --roster roster.json \\
       --data incidents.csv --name energy --ledger energy.ledger.json --epsilon 8 --rounds 5
-  secagg-client --server http://127.0.0.1:8443 --token-file tok --enterprise energy_utility \\
-      --ledger /tmp/e.json --rounds 2 --state-dir /tmp/e-state
-  secagg-client --server http://127.0.0.1:8443 --token-file tok --random --rounds 3 --out mean.npy
+  secagg-client --server http://127.0.0.1:8443 --token-file tok --identity id.json \\
+      --roster roster.json --enterprise energy_utility --ledger /tmp/e.json --rounds 2 \\
+      --state-dir /tmp/e-state
+  secagg-client --server http://127.0.0.1:8443 --token-file tok --identity id.json \\
+      --roster roster.json --random --rounds 3 --out mean.npy
 """
 
 
@@ -41,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", help="bearer token (prefer --token-file or SECAGG_TOKEN)")
     parser.add_argument("--token-file", help="file holding the bearer token")
     parser.add_argument("--ca-cert", help="CA bundle to verify the server's TLS certificate")
+    parser.add_argument("--identity", required=True, metavar="JSON",
+                        help="this enterprise's identity file (secagg-client identity create)")
+    parser.add_argument("--roster", required=True, metavar="JSON",
+                        help="the federation's roster this enterprise pinned (compared out of "
+                        "band; never taken from the server)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="FILE", help="train on these records (.csv or .jsonl)")
     src.add_argument("--enterprise", choices=("energy_utility", "residential_security",
@@ -119,8 +152,12 @@ def _train_and_aggregate(args: argparse.Namespace) -> int:
                   f"combined-model accuracy {d['accuracy']:.3f}", flush=True)
         elif kind == "dropped":
             print(f"round {d['round']}: dropped ({d['reason']})", flush=True)
+        elif kind == "refused":
+            print(f"round {d['round']}: refused ({d['reason']})", flush=True)
 
+    identity, roster = _enrolment(args)
     with FederatedEnterprise.connect(args.server, _token(args), data=data, name=name,
+                                     identity=identity, roster=roster,
                                      ledger=args.ledger, plan=plan,
                                      verify=args.ca_cert or True, audit_dir=args.audit_dir,
                                      state_dir=args.state_dir,
@@ -128,7 +165,26 @@ def _train_and_aggregate(args: argparse.Namespace) -> int:
         report = ent.run(progress=not args.events)
     if args.json:
         write_json(args.json, report.to_dict())
+    return _exit_code(completed=sum(1 for r in report.rounds if not r.dropped),
+                      refused=[f"round {r.index}: {r.reason}" for r in report.rounds if r.refused])
+
+
+def _exit_code(*, completed: int, refused: list[str]) -> int:
+    """0 unless a round was refused and none completed (then 3, saying why); see --help."""
+    import sys
+
+    if refused and not completed:
+        print(f"secagg-client: error: refused {len(refused)} round(s) and completed none: "
+              + "; ".join(refused), file=sys.stderr)
+        return 3
     return 0
+
+
+def _enrolment(args: argparse.Namespace) -> tuple[Any, Any]:
+    """This enterprise's identity and the pinned roster, or InvalidParameter naming the file."""
+    from secagg.identity import Identity, Roster
+
+    return Identity.load(args.identity), Roster.load(args.roster)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         return _train_and_aggregate(args)
     import numpy as np
 
-    from clients.runtime import Dropped, RuntimeClient
+    from clients.runtime import Dropped, RoundRefused, RuntimeClient
     from secagg.cli._output import write_json
 
     rng = np.random.default_rng(args.seed)
@@ -144,10 +200,15 @@ def run(args: argparse.Namespace) -> int:
     verify: bool | str = args.ca_cert or True
     report: dict[str, Any] = {"rounds": []}
     after = -1
-    with RuntimeClient(args.server, _token(args), verify=verify, poll_wait=args.poll_wait) as rt:
-        me = rt.whoami()
-        print(f"client {me['client_id']} of federation {me['federation']!r}", flush=True)
-        for _ in range(args.rounds):
+    completed, refused = 0, []
+    identity, roster = _enrolment(args)
+    with RuntimeClient(args.server, _token(args), identity=identity, roster=roster,
+                       verify=verify, poll_wait=args.poll_wait) as rt:
+        me = rt.check_enrolment()
+        print(f"client {me['client_id']} of federation {me['federation']!r} as {identity.name} "
+              f"({identity.fingerprint}), roster {roster.digest().hex()[:16]}...", flush=True)
+        for r in range(args.rounds):
+            more = "; waiting for the next round" if r + 1 < args.rounds else ""
             info = rt.wait_for_round(after)
             after = info.index
             n = int(info.config["vector_length"])
@@ -155,10 +216,18 @@ def run(args: argparse.Namespace) -> int:
                 (rng.standard_normal(n, dtype=np.float32) * np.float32(args.scale))
             try:
                 res = rt.take_part(info, update, args.weight)
-            except Dropped as exc:
-                print(f"round {info.index}: dropped ({exc}); waiting for the next round", flush=True)
-                report["rounds"].append({"index": info.index, "mode": info.mode, "dropped": True})
+            except RoundRefused as exc:
+                print(f"round {info.index}: refused ({exc.reason}){more}", flush=True)
+                refused.append(f"round {info.index}: {exc.reason}")
+                report["rounds"].append({"index": info.index, "mode": info.mode, "dropped": True,
+                                         "refused": True, "reason": exc.reason})
                 continue
+            except Dropped as exc:
+                print(f"round {info.index}: dropped ({exc}){more}", flush=True)
+                report["rounds"].append({"index": info.index, "mode": info.mode, "dropped": True,
+                                         "reason": str(exc)})
+                continue
+            completed += 1
             print(f"round {info.index} ({info.mode}): aggregate of {len(res.survivors)} clients, "
                   f"total weight {res.total_weight}, |mean|_2 = {np.linalg.norm(res.mean):.4g}",
                   flush=True)
@@ -171,6 +240,115 @@ def run(args: argparse.Namespace) -> int:
                 np.save(args.out, res.mean)
     if args.json:
         write_json(args.json, report)
+    return _exit_code(completed=completed, refused=refused)
+
+
+# ---- enrolment: identity and roster ------------------------------------------------------------
+
+ENROL_DESCRIPTION = """\
+Enrolling an enterprise in a federation, before the server's operator creates it:
+
+  1. each enterprise, on its own machine:
+       secagg-client identity create --out energy.identity.json --name energy
+     (the identity file stays there, mode 0600; energy.identity.json.pub.json is public)
+  2. the enterprises exchange their .pub.json files; one assembles the roster (ids 0.. in
+     argument order) and sends roster.json to all, and the operator:
+       secagg-client roster create --federation city --out roster.json a.pub.json b.pub.json
+  3. every enterprise runs `secagg-client roster show roster.json` and compares the
+     fingerprints and the digest with the others over a second channel (a call)
+  4. the operator: secagg-server federation create --data D --name city --roster roster.json
+  5. each enterprise: secagg-client --server URL --token-file T --identity energy.identity.json
+     --roster roster.json ...
+"""
+
+
+def _enrol_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="secagg-client", description=ENROL_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True, metavar="{identity,roster}")
+    ident = sub.add_parser("identity", help="this enterprise's long-term identity")
+    isub = ident.add_subparsers(dest="action", required=True, metavar="{create,show}")
+    create = isub.add_parser("create", help="create an identity file and its public entry",
+                             description="Creates PATH (the private identity, mode 0600; keep it "
+                             "on this machine) and PATH.pub.json (name and public key: send it "
+                             "to the other enterprises), and prints the public key and its "
+                             "fingerprint.")
+    create.add_argument("--out", required=True, metavar="PATH", help="identity file to create")
+    create.add_argument("--name", required=True, help="this enterprise's name in the roster "
+                        "(letters, digits, '_', '.', '-')")
+    show = isub.add_parser("show", help="print an identity's name, public key and fingerprint")
+    show.add_argument("path", metavar="PATH")
+    rost = sub.add_parser("roster", help="assemble or show the federation's roster")
+    rsub = rost.add_subparsers(dest="action", required=True, metavar="{create,show}")
+    rcreate = rsub.add_parser("create", help="assemble a roster from public entries",
+                              description="Assembles the roster from the enterprises' public "
+                              "entries (PATH.pub.json); client ids are 0, 1, ... in argument "
+                              "order. Then compare it with `secagg-client roster show`.")
+    rcreate.add_argument("--federation", required=True, help="the federation's name (the "
+                         "operator's `federation create --name`)")
+    rcreate.add_argument("--out", required=True, metavar="JSON", help="roster file to write")
+    rcreate.add_argument("entries", nargs="+", metavar="PUB.json",
+                         help="public entries, one per enterprise")
+    rshow = rsub.add_parser("show", help="print ids, names, fingerprints and the digest")
+    rshow.add_argument("path", metavar="JSON")
+    rshow.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _print_roster(roster: Any) -> None:
+    print(f"federation {roster.federation!r}: {len(roster)} members")
+    width = max(len(mm.name) for mm in roster.members)
+    for mm in roster.members:
+        print(f"  {mm.client_id:>3}  {mm.name:<{width}}  {mm.fingerprint}")
+    print(f"digest {roster.digest().hex()}")
+
+
+def enrol(argv: list[str]) -> int:
+    """``secagg-client identity ...`` / ``secagg-client roster ...``."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from clients.enrolment import assemble_roster, create_identity, public_entry_path
+    from secagg.identity import Identity, Roster
+
+    args = _enrol_parser().parse_args(argv)
+    if args.what == "identity" and args.action == "create":
+        identity = create_identity(args.out, name=args.name)
+        print(f"created identity {args.out} (mode 600: keep it on this machine)")
+        print(f"name         {identity.name}")
+        print(f"public key   {identity.public_key.hex()}")
+        print(f"fingerprint  {identity.fingerprint}")
+        print(f"public entry {public_entry_path(args.out)} (send it to the other enterprises)")
+        return 0
+    if args.what == "identity":
+        identity = Identity.load(args.path)
+        print(f"name         {identity.name}")
+        print(f"public key   {identity.public_key.hex()}")
+        print(f"fingerprint  {identity.fingerprint}")
+        return 0
+    if args.action == "create":
+        out = Path(args.out)
+        if out.exists():
+            print(f"secagg-client: error: {out} already exists; choose another --out or move it "
+                  "aside", file=sys.stderr)
+            return 2
+        roster = assemble_roster(args.federation, list(args.entries))
+        roster.save(out)
+        print(f"wrote {out}")
+        _print_roster(roster)
+        print("compare these fingerprints and the digest with every enterprise over a second "
+              "channel before using the roster")
+        return 0
+    roster = Roster.load(args.path)
+    if args.json:
+        print(json.dumps({"federation": roster.federation, "digest": roster.digest().hex(),
+                          "members": [{"id": mm.client_id, "name": mm.name,
+                                       "public_key": mm.public_key.hex(),
+                                       "fingerprint": mm.fingerprint}
+                                      for mm in roster.members]}))
+    else:
+        _print_roster(roster)
     return 0
 
 
@@ -182,6 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     from clients.runtime import ServerRefused
     from secagg.errors import SecAggError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("identity", "roster"):
+        try:
+            return enrol(argv)
+        except SecAggError as exc:
+            print(f"secagg-client: error: {exc}", file=sys.stderr)
+            return 2
     parser = argparse.ArgumentParser(prog="secagg-client", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

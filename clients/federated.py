@@ -8,8 +8,14 @@ start::
     plan = FederationPlan(rounds=2, budget_epsilon=8.0)
     with FederatedEnterprise.connect("https://agg:8443", token, data="my_records.csv",
                                      name="energy_utility", ledger="energy.ledger.json",
+                                     identity="energy.identity.json", roster="roster.json",
                                      plan=plan, verify="ca.pem") as ent:
         report = ent.run()
+
+``identity`` is this enterprise's identity (file or :class:`secagg.identity.Identity`) and
+``roster`` the federation's roster it pinned out of band (file or :class:`~secagg.identity.Roster`).
+A round the client refuses (the server deviated from the protocol, or the round is bound to
+another roster) is reported like a dropped one, with ``refused`` set and the reason.
 
 Each round the enterprise trains from the common model with DP-SGD (its ledger refuses to
 overspend), waits for the server's next round, protects the update with the round's mode (masking
@@ -46,10 +52,11 @@ from clients.client import EnterpriseClient
 from clients.data import Record, load_records, split_records
 from clients.ledger import PrivacyLedger
 from clients.model import EncoderKind
-from clients.runtime import Dropped, RuntimeClient
+from clients.runtime import Dropped, RoundRefused, RuntimeClient
 from clients.trainer import DPConfig, NoiseMode
 from secagg.dp import Accountant, GaussianSteps
 from secagg.errors import InvalidParameter
+from secagg.identity import Identity, Roster
 
 __all__ = ["EnterpriseReport", "FederatedEnterprise", "FederationPlan", "RoundReport"]
 
@@ -114,6 +121,8 @@ class RoundReport:
     update_norm: float = 0.0
     train_s: float = 0.0
     protect_s: float = 0.0  # from round open seen to aggregate received
+    refused: bool = False  # this client refused the round (then dropped is set too)
+    reason: str | None = None  # why it dropped out or refused
 
 
 @dataclass(slots=True)
@@ -191,7 +200,8 @@ class FederatedEnterprise:
 
     @classmethod
     def connect(cls, server: str, token: str, *, data: str | Path, name: str,
-                ledger: str | Path, plan: FederationPlan | None = None,
+                ledger: str | Path, identity: Identity | str | Path,
+                roster: Roster | str | Path, plan: FederationPlan | None = None,
                 verify: bool | str = True, audit_dir: str | Path | None = None,
                 state_dir: str | Path | None = None,
                 on_event: Event | None = None) -> FederatedEnterprise:
@@ -202,12 +212,16 @@ class FederatedEnterprise:
         never sent anywhere. Leave it unset in production.
         """
         plan = plan or FederationPlan()
+        if not isinstance(identity, Identity):
+            identity = Identity.load(identity)
+        if not isinstance(roster, Roster):
+            roster = Roster.load(roster)
         train, test = split_records(load_records(data), test_fraction=plan.test_fraction)
         book = PrivacyLedger.open(ledger, enterprise=name, budget_epsilon=plan.budget_epsilon,
                                   delta=plan.delta)
         client = EnterpriseClient.create(train, ledger=book, encoder=plan.encoder,
                                          lora_rank=plan.lora_rank, seed=plan.model_seed)
-        runtime = RuntimeClient(server, token, verify=verify)
+        runtime = RuntimeClient(server, token, identity=identity, roster=roster, verify=verify)
         return cls(runtime, client, test, name=name, plan=plan,
                    audit_dir=None if audit_dir is None else Path(audit_dir),
                    state_dir=None if state_dir is None else Path(state_dir), on_event=on_event)
@@ -221,7 +235,7 @@ class FederatedEnterprise:
 
     def run(self, *, progress: bool = False) -> EnterpriseReport:
         """Take part in ``plan.rounds`` rounds; returns what happened (no update values)."""
-        me = self.runtime.whoami()
+        me = self.runtime.check_enrolment()
         after, completed = self._load_state()
         report = EnterpriseReport(name=self.name, client_id=int(me["client_id"]),
                                   dimension=self.client.spec.size, test_records=len(self.test),
@@ -258,9 +272,12 @@ class FederatedEnterprise:
             except Dropped as exc:
                 self.client.restore_base(self.client.base)  # discard the local training
                 entry.dropped = True
+                entry.refused = isinstance(exc, RoundRefused)
+                entry.reason = exc.reason if isinstance(exc, RoundRefused) else str(exc)
                 report.rounds.append(entry)
                 self._save_state(after, r + 1, model=False)
-                self._emit("dropped", {"round": info.index, "reason": str(exc)})
+                self._emit("refused" if entry.refused else "dropped",
+                           {"round": info.index, "reason": entry.reason})
                 continue
             if self.audit_dir is not None:
                 np.save(self.audit_dir / f"released-{self.name}-round{info.index}.npy",

@@ -1,9 +1,20 @@
 """The enterprise's client runtime: take part in rounds on a secagg server over HTTP(S).
 
     from clients.runtime import RuntimeClient
-    with RuntimeClient("https://agg.example:8443", token, verify="ca.pem") as rt:
+    from secagg.identity import Identity, Roster
+
+    with RuntimeClient("https://agg.example:8443", token, verify="ca.pem",
+                       identity=Identity.load("energy.identity.json"),
+                       roster=Roster.load("roster.json")) as rt:
         result = rt.run_round(update, weight=120)   # float32 vector; blocks until released
         new_params = params + result.mean
+
+The client is one enterprise of a federation whose roster (every member's identity public key)
+it pinned out of band. Masking rounds are active (malicious-server) rounds bound to that roster:
+before taking part the client checks that the round's config carries its pinned roster's digest,
+and every peer's signed keys and signatures are checked against the roster. A round in which the
+server deviates (or the config is bound to another roster) ends for this client with
+:class:`RoundRefused`, which says why; the process goes on to the next round.
 
 The protocol itself is the round's mode, run by the same sans-IO sessions the server and the
 simulators run: :mod:`secagg.masking` (pairwise masks; the server releases the unmasked sum) or
@@ -27,7 +38,6 @@ import logging
 import struct
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,13 +45,16 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from secagg.errors import InvalidParameter, ProtocolAbort, SecAggError
+from secagg.identity import Identity, Roster
 from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
 from secagg.service import tls_verify
 
 if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round starts
-    from secagg.ckks import CKKSClient
+    from secagg import ckks
 
-__all__ = ["Dropped", "RoundInfo", "RoundResult", "RuntimeClient", "ServerRefused"]
+__all__ = ["Dropped", "RoundInfo", "RoundRefused", "RoundResult", "RuntimeClient",
+           "ServerRefused"]
 
 log = logging.getLogger("clients.runtime")
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -57,6 +70,22 @@ class ServerRefused(Exception):
 
 class Dropped(Exception):
     """This client is out of the round (missed a deadline, restarted, or the round failed)."""
+
+
+class RoundRefused(Dropped):
+    """This client refused to go on with a round: the protocol detected something wrong.
+
+    The round's config is bound to another roster than the pinned one, the server relayed a
+    key, share box, survivor set or signature that does not verify, or it deviated from the
+    protocol in another way (a :class:`secagg.errors.ProtocolAbort` in the session). The client
+    revealed nothing more and takes no further part in the round; the others may still finish
+    it without this client. A subclass of :class:`Dropped` (code that goes on after a dropped
+    round goes on after a refused one); ``reason`` says why, ``round_index`` which round.
+    """
+
+    def __init__(self, round_index: int, reason: str) -> None:
+        super().__init__(f"round {round_index} refused by this client: {reason}")
+        self.round_index, self.reason = round_index, reason
 
 
 @dataclass(frozen=True)
@@ -110,10 +139,14 @@ class _Masking:
     when the share delivery arrives instead of being computed then.
     """
 
-    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
+    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
+                 identity: Identity, roster: Roster) -> None:
         self.config = MaskingConfig.from_dict(info.config)
+        check_round_roster(self.config.roster_digest, roster, active=self.config.active)
+        check_enrolment(info.client_id, identity, roster)
         values = encode_update(self.config, update, weight=weight)
-        self.session = ClientSession(self.config, info.client_id, values)
+        self.session = ClientSession(self.config, info.client_id, values, identity=identity,
+                                     roster=roster)
         self._preparing: threading.Thread | None = None
 
     def first(self) -> bytes:
@@ -150,7 +183,8 @@ class _Masking:
 class _Plain:
     """No protection (benchmark baseline): upload ``SAGP | u32 weight | float32[]``."""
 
-    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
+    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
+                 identity: Identity | None = None, roster: Roster | None = None) -> None:
         if update.shape != (int(info.config["vector_length"]),):
             raise ValueError(f"update has shape {update.shape}; the round expects "
                              f"({info.config['vector_length']},)")
@@ -170,25 +204,34 @@ class _Plain:
 
 
 class _CKKS:
-    """Client side of a CKKS round: one :class:`secagg.ckks.CKKSClient`.
+    """Client side of a CKKS round: one :class:`secagg.ckks.ClientSession`, bound to the pinned
+    roster and signing with this enterprise's identity (the same session the simulator runs).
 
-    Stages as the server runs them: post the key advert; on the key request, the dealer deals
-    the round key and the others post nothing; on the key delivery, open it (non-dealers) and
-    post the encrypted update. The server's result is the encrypted aggregate: ``decode``
-    decrypts it here (the client refuses anything but this round's aggregate of at least
-    ``min_clients`` signed uploads) and releases it rounded (:class:`secagg.ckks.Release`).
+    Stages as the server runs them: post the signed key advert; on the key request (every
+    advert the server accepted, each checked here against the roster) the dealer posts its
+    signed key distribution and the others post nothing; on the key delivery, open the key
+    (non-dealers, after checking the dealer's signature and that the box was sealed to their
+    own key) and post the encrypted, signed, sketched update. The server's result is the
+    encrypted aggregate: ``decode`` verifies it before decrypting (every contributor keyed and
+    signed its upload, this client's own upload is in it, at least ``min_clients``, and the
+    sketch check: it is the sum of exactly those uploads) and releases it rounded
+    (:class:`secagg.ckks.Release`). Any refusal is a :class:`secagg.ckks.CheckFailed` (a
+    :class:`ProtocolAbort`): the runtime ends the round for this client with
+    :class:`RoundRefused`.
 
     The update is clipped to the round's ``value_bound`` like masking clips to ``clip`` (the
     bound is what keeps the encrypted sum from overflowing); the weight must fit
     ``weight_bound``.
     """
 
-    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int) -> None:
-        from secagg.ckks import CKKSClient, CKKSRoundConfig
+    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
+                 identity: Identity, roster: Roster) -> None:
+        from secagg.ckks import CKKSRoundConfig, ClientSession
         from secagg.encoding import clip_linf
-        from secagg.errors import InvalidParameter
 
         self.config = CKKSRoundConfig.from_dict(info.config)
+        check_round_roster(self.config.roster_digest, roster)
+        check_enrolment(info.client_id, identity, roster)
         if update.shape != (self.config.update_size,):
             raise InvalidParameter(f"update has shape {update.shape}; the round expects "
                                    f"({self.config.update_size},)")
@@ -198,43 +241,25 @@ class _CKKS:
                                    "sets weight_bound when opening the round")
         self.update = clip_linf(update, self.config.value_bound)
         self.weight = weight
-        self.client: CKKSClient = CKKSClient(self.config, info.client_id)
-        self._dealt: bytes | None = None
+        self.session: ckks.ClientSession = ClientSession(
+            self.config, info.client_id, self.update, weight=float(weight), identity=identity,
+            roster=roster)
         self._total_weight: int | None = None
 
     def first(self) -> bytes:
-        return self.client.advertise()
+        return self.session.start()
 
     def reply(self, data: bytes) -> bytes | None:
-        from secagg.ckks.messages import KeyDelivery, Kind
-        from secagg.ckks.wire import peek
-        from secagg.errors import RejectedMessage
-
-        kind, _ = peek(data)
-        dealer = self.client.client_id == self.config.dealer
-        if kind == Kind.KEY_REQUEST:
-            if not dealer:
-                return None  # in the roster; the key delivery comes at the next stage
-            self._dealt = self.client.deal(data)
-            return self._dealt
-        if kind == Kind.KEY_DELIVERY:
-            if dealer:  # our "go": check the server relays exactly the distribution we signed
-                if KeyDelivery.from_bytes(data).distribution.to_bytes() != self._dealt:
-                    raise RejectedMessage(None, "the server relayed a key distribution this dealer "
-                                          "did not make")
-            else:
-                self.client.receive_key(data)
-            return self.client.encrypt_update(self.update, weight=float(self.weight))
-        raise RejectedMessage(None, f"unexpected server message in a ckks round (kind {kind}); "
-                              "expected a key request or a key delivery")
+        # key request -> the dealer's distribution (others: None); key delivery -> the upload
+        return self.session.handle_bytes(data)
 
     def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
-        from secagg.errors import RejectedMessage
-
-        release = self.client.decrypt_aggregate(payload)
+        self.session.handle_bytes(payload)  # verifies the aggregate, then decrypts and rounds
+        release = self.session.result
         if sorted(release.contributors) != sorted(meta["survivors"]):
-            raise RejectedMessage(None, f"the server's result lists survivors {meta['survivors']} "
-                                  f"but the signed receipts name {list(release.contributors)}")
+            raise ProtocolAbort("result", f"the server's result lists survivors "
+                                f"{meta['survivors']} but the verified aggregate's signed "
+                                f"receipts name {list(release.contributors)}")
         # Released on the preset's grid (<= 2^-20 for COMPACT); integer weights stay exact.
         self._total_weight = round(release.total_weight)
         return np.array(release.weighted_sum, dtype=np.float64)
@@ -245,17 +270,64 @@ class _CKKS:
         return self._total_weight
 
 
+class ParticipantFactory(Protocol):
+    def __call__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
+                 identity: Identity, roster: Roster) -> Participant: ...
+
+
 #: Protection modes this runtime speaks: mode name -> participant factory.
-CLIENT_MODES: dict[str, Callable[[RoundInfo, npt.NDArray[np.float32], int], Participant]] = {
+CLIENT_MODES: dict[str, ParticipantFactory] = {
     "masking": _Masking, "plain": _Plain, "ckks": _CKKS,
 }
+
+
+def _digest_prefix(digest: bytes) -> str:
+    return digest.hex()[:16] + "..." if digest else "(none)"
+
+
+def check_round_roster(round_digest: bytes, roster: Roster, *, active: bool = True) -> None:
+    """Raise :class:`ProtocolAbort` unless a round's config is bound to the pinned roster."""
+    if not active:
+        raise ProtocolAbort("config", "the server opened a passive (honest-but-curious) masking "
+                            "round; this client takes part only in active rounds bound to its "
+                            "pinned roster")
+    pinned = roster.digest()
+    if round_digest != pinned:
+        raise ProtocolAbort("config", f"the round is bound to roster {_digest_prefix(round_digest)}"
+                            f" but this client pinned roster {_digest_prefix(pinned)} (federation "
+                            f"{roster.federation!r}); check that the server's federation was "
+                            "created with the roster every enterprise compared")
+
+
+def check_enrolment(client_id: int, identity: Identity, roster: Roster) -> None:
+    """Raise :class:`ProtocolAbort` unless ``identity`` is the roster's member ``client_id``."""
+    if client_id not in roster.ids:
+        raise ProtocolAbort("config", f"the server says this token is client {client_id}, which "
+                            f"the pinned roster of {roster.federation!r} does not list (ids "
+                            f"{list(roster.ids)})")
+    member = roster.member(client_id)
+    if member.public_key != identity.public_key:
+        raise ProtocolAbort("config", f"the pinned roster gives client {client_id} to "
+                            f"{member.name} ({member.fingerprint}) but this identity is "
+                            f"{identity.name} ({identity.fingerprint}); use this enterprise's "
+                            "own token, identity file and the federation's roster together")
 
 
 class RuntimeClient:
     """One enterprise's connection to a server (one bearer token)."""
 
-    def __init__(self, server: str, token: str, *, verify: bool | str = True,
-                 poll_wait: float = 20.0, retry_for: float = 60.0) -> None:
+    def __init__(self, server: str, token: str, *, identity: Identity, roster: Roster,
+                 verify: bool | str = True, poll_wait: float = 20.0,
+                 retry_for: float = 60.0) -> None:
+        """``identity``: this enterprise's :class:`~secagg.identity.Identity`; ``roster``: the
+        federation's roster it pinned out of band (never one fetched from the server)."""
+        if not isinstance(identity, Identity):
+            raise InvalidParameter("identity must be this enterprise's secagg.identity.Identity "
+                                   "(Identity.load(path)); found " + type(identity).__name__)
+        if not isinstance(roster, Roster):
+            raise InvalidParameter("roster must be the federation's pinned secagg.identity.Roster "
+                                   "(Roster.load(path)); found " + type(roster).__name__)
+        self.identity, self.roster = identity, roster
         self.poll_wait = poll_wait
         self.retry_for = retry_for
         self._http = httpx.Client(base_url=server.rstrip("/"), verify=tls_verify(verify),
@@ -309,6 +381,20 @@ class RuntimeClient:
         me: dict[str, Any] = self._call("GET", "/v1/me").json()
         return me
 
+    def check_enrolment(self) -> dict[str, Any]:
+        """:meth:`whoami`, and check that this token's client id is this identity's entry in the
+        pinned roster (else :class:`InvalidParameter` saying which pieces do not belong
+        together). The rounds check it again; this only catches a mix-up before any round."""
+        me = self.whoami()
+        try:
+            check_enrolment(int(me["client_id"]), self.identity, self.roster)
+        except ProtocolAbort as exc:
+            raise InvalidParameter(exc.reason) from None
+        if me.get("federation") != self.roster.federation:
+            raise InvalidParameter(f"the token is for federation {me.get('federation')!r} but "
+                                   f"the pinned roster is for {self.roster.federation!r}")
+        return me
+
     def wait_for_round(self, after_index: int = -1, timeout: float | None = None) -> RoundInfo:
         """Block until the federation opens a round with index > ``after_index``."""
         end = None if timeout is None else time.monotonic() + timeout
@@ -323,13 +409,27 @@ class RuntimeClient:
     def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1) -> RoundResult:
         """Run ``info``'s protocol with ``update``; returns the released aggregate.
 
-        Raises :class:`Dropped` if this client is left out (it may join the next round).
+        Raises :class:`Dropped` if this client is left out (it may join the next round), and
+        :class:`RoundRefused` (a :class:`Dropped`) if it refused the round: the config is not
+        bound to the pinned roster, or the server deviated from the protocol.
         """
         factory = CLIENT_MODES.get(info.mode)
         if factory is None:
             raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
                           f"{sorted(CLIENT_MODES)})")
-        party = factory(info, np.asarray(update, dtype=np.float32), weight)
+        try:
+            party = factory(info, np.asarray(update, dtype=np.float32), weight,
+                            identity=self.identity, roster=self.roster)
+        except ProtocolAbort as exc:
+            raise RoundRefused(info.index, exc.reason) from None
+        try:
+            return self._run(info, party)
+        except SecAggError as exc:  # the session refused what the server sent: stop here
+            reason = exc.reason if isinstance(exc, ProtocolAbort) else str(exc)
+            log.info("round %d refused: %s", info.index, reason)
+            raise RoundRefused(info.index, reason) from None
+
+    def _run(self, info: RoundInfo, party: Participant) -> RoundResult:
         rid = info.round_id
         # Each post also waits for the round's next message to us (one request per stage); when
         # it brings none (nothing within poll_wait, a refused retry, an older server), the inbox.

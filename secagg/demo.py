@@ -1,13 +1,16 @@
 """The smart-city demo: a real server process and one client process per enterprise.
 
-What runs (nothing is simulated): ``secagg-server`` on 127.0.0.1 with a fresh SQLite store, a
-federation with one bearer token per enterprise, and one ``secagg-client`` process per
-enterprise (energy utility, residential security firm, city operations centre), each training
-the MiniLM + LoRA + sensor model with DP-SGD on its own shipped dataset and protecting its update
-with the chosen mode. This module is the operator: it opens the rounds and reads what the server
-stored. It never sees an update, except through the clients' audit files (``--audit-dir``),
-which exist so the demo can show that the released aggregate equals the plaintext sum and that
-no plaintext update reached the server's disk.
+What runs (nothing is simulated): each enterprise's long-term identity (one identity file per
+enterprise directory) and the federation's roster (:func:`secagg.service.enrol_locally`: on one
+machine, the exchange of public entries is skipped, not the checks), ``secagg-server`` on
+127.0.0.1 with a fresh SQLite store, a federation registered with that roster and one bearer
+token per enterprise, and one ``secagg-client`` process per enterprise (energy utility,
+residential security firm, city operations centre), each training the MiniLM + LoRA + sensor
+model with DP-SGD on its own shipped dataset and protecting its update with the chosen mode.
+This module is the operator: it opens the rounds and reads what the server stored. It never
+sees an update, except through the clients' audit files (``--audit-dir``), which exist so the
+demo can show that the released aggregate equals the plaintext sum and that no plaintext update
+reached the server's disk.
 
 ``secagg`` does not import ``clients`` or ``server``: both run as processes.
 """
@@ -31,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from secagg.errors import InvalidParameter, SecAggError
-from secagg.service import Operator, ServerProcess, create_federation
+from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
 
 __all__ = ["ENTERPRISES", "DemoConfig", "DemoFailed", "run_demo"]
 
@@ -95,7 +98,8 @@ class _ClientProcess:
         self.events.put({"event": "exit", "code": self.proc.wait()})
 
     def next_event(self, want: str, timeout: float) -> dict[str, Any]:
-        """The next event of kind ``want`` (or 'dropped'); raises if the process dies first."""
+        """The next event of kind ``want`` (or 'dropped' / 'refused'); raises if the process
+        dies first."""
         end = time.monotonic() + timeout
         while True:
             try:
@@ -108,7 +112,7 @@ class _ClientProcess:
                     self.log_path.exists() else []
                 raise DemoFailed(f"{self.name}'s client exited with code {ev['code']} "
                                  f"({tail[0] if tail else 'no output'}); log: {self.log_path}")
-            if ev["event"] in (want, "dropped"):
+            if ev["event"] in (want, "dropped", "refused"):
                 return ev
 
 
@@ -133,7 +137,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     names = ENTERPRISES[: cfg.clients]
     server_dir, audit = root / "server", root / "audit"
-    tokens = create_federation(server_dir, "smart-city", cfg.clients)
+    enrolled = enrol_locally(root / "enterprises", "smart-city", names)
+    tokens = create_federation(server_dir, "smart-city", enrolled.roster_path)
     server = ServerProcess(server_dir, log_level="warning").start()
     procs: list[_ClientProcess] = []
     bar = tqdm(total=cfg.clients * (1 + cfg.rounds) + cfg.rounds, desc="demo",
@@ -144,7 +149,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             tok.write_text(tokens["client_tokens"][i])
             os.chmod(tok, 0o600)
             cmd = [sys.executable, "-m", "clients", "--server", server.url, "--token-file",
-                   str(tok), "--enterprise", name, "--ledger", str(root / f"{name}.ledger.json"),
+                   str(tok), "--identity", str(enrolled.identity_paths[i]), "--roster",
+                   str(enrolled.roster_path), "--enterprise", name, "--ledger",
+                   str(root / f"{name}.ledger.json"),
                    "--rounds", str(cfg.rounds), "--epsilon", str(cfg.epsilon), "--epochs",
                    str(cfg.epochs), "--encoder", cfg.encoder, "--threads",
                    str(cfg.threads_per_client), "--state-dir", str(root / "state"),

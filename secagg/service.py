@@ -1,8 +1,9 @@
 """Run and operate a secagg server from Python: the process, the federation, the rounds.
 
-    from secagg.service import Operator, ServerProcess, create_federation
+    from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
 
-    tokens = create_federation("srv", "city", clients=3)        # one token per enterprise
+    enrolled = enrol_locally("ids", "city", ["energy", "security", "ops"])  # demo: one machine
+    tokens = create_federation("srv", "city", enrolled.roster_path)  # one token per enterprise
     server = ServerProcess(Path("srv")).start()                  # secagg-server on 127.0.0.1
     with Operator(server.url, tokens["operator_token"]) as op:
         info = op.open_round("masking", {"vector_length": 75_444, "clip": 2.0})
@@ -16,6 +17,7 @@ as it is in a deployment, and this module speaks to it over HTTP only.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import ssl
@@ -29,9 +31,11 @@ from typing import Any
 
 import httpx
 
-from secagg.errors import SecAggError
+from secagg.errors import InvalidParameter, SecAggError
+from secagg.identity import Identity, Roster
 
-__all__ = ["Operator", "OperatorError", "ServerProcess", "create_federation", "free_port", "tls_verify"]
+__all__ = ["LocalEnrolment", "Operator", "OperatorError", "ServerProcess", "create_federation",
+           "enrol_locally", "free_port", "tls_verify"]
 
 
 class OperatorError(SecAggError):
@@ -55,10 +59,62 @@ def free_port() -> int:
         return port
 
 
-def create_federation(data_dir: str | Path, name: str, clients: int) -> dict[str, Any]:
-    """Run ``secagg-server federation create --json``; returns its tokens (shown only once)."""
+@dataclass(frozen=True)
+class LocalEnrolment:
+    """What :func:`enrol_locally` made: the roster and each member's identity file."""
+
+    roster: Roster
+    roster_path: Path
+    identity_paths: tuple[Path, ...]  # in client-id order (the roster's ids 0..n-1)
+
+    def identity(self, client_id: int) -> Identity:
+        return Identity.load(self.identity_paths[client_id])
+
+
+def enrol_locally(directory: str | Path, federation: str, names: list[str] | tuple[str, ...],
+                  ) -> LocalEnrolment:
+    """Demos and tests on ONE machine: every enterprise's identity and the federation's roster.
+
+    Writes ``directory/<name>/identity.json`` (0600, in a 0700 directory: one directory per
+    enterprise, as if on its own machine) for each name, and ``directory/roster.json`` with ids
+    0, 1, ... in the order of ``names``. In a real federation each enterprise runs
+    ``secagg-client identity create`` on its own machine and the roster is assembled from the
+    public entries they exchange (README, "Enrolling an enterprise"); this helper only skips
+    the exchange, never the checks.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    identities: list[Identity] = []
+    for name in names:
+        home = root / name
+        home.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(home, 0o700)
+        path = home / "identity.json"
+        identities.append(Identity.create(path, name=name))
+        paths.append(path)
+    roster = Roster.of(federation, identities)
+    roster_path = root / "roster.json"
+    roster.save(roster_path)
+    return LocalEnrolment(roster=roster, roster_path=roster_path, identity_paths=tuple(paths))
+
+
+def create_federation(data_dir: str | Path, name: str,
+                      roster: Roster | str | os.PathLike[str]) -> dict[str, Any]:
+    """Run ``secagg-server federation create --roster ... --json``; returns its tokens (shown
+    only once) and ``roster_digest``. ``roster`` is a roster file or a :class:`Roster` (written
+    next to ``data_dir`` as ``<name>.roster.json`` for the command)."""
+    if isinstance(roster, Roster):
+        roster_path = Path(data_dir).parent / f"{name}.roster.json"
+        roster_path.parent.mkdir(parents=True, exist_ok=True)
+        roster.save(roster_path)
+    elif isinstance(roster, str | os.PathLike):
+        roster_path = Path(roster)
+    else:
+        raise InvalidParameter(f"roster must be a Roster or the path of a roster file, found "
+                               f"{type(roster).__name__}")
     out = subprocess.run([sys.executable, "-m", "server", "federation", "create", "--data",
-                          str(data_dir), "--name", name, "--clients", str(clients), "--json"],
+                          str(data_dir), "--name", name, "--roster", str(roster_path), "--json"],
                          capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
         raise OperatorError(f"creating federation {name!r} failed: {out.stderr.strip()}")

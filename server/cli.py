@@ -1,12 +1,15 @@
 """``secagg-server``: run the service, and the operator's offline commands.
 
     secagg-server --host 127.0.0.1 --port 8443 --data ./srv [--tls-cert F --tls-key F]
-    secagg-server federation create --data ./srv --name city --clients 3 [--json]
+    (plain HTTP off the loopback is refused unless --insecure-http; see server.app.serve)
+    secagg-server federation create --data ./srv --name city --roster roster.json [--json]
     secagg-server federation list --data ./srv
     secagg-server inspect --data ./srv [--json]
 
-``federation create`` prints the operator token and one token per client exactly once; only
-their SHA-256 is stored, so a lost token means enrolling again. It writes straight to the store
+``federation create`` registers the federation with its roster (the enterprises' public
+identity keys, assembled by them with ``secagg-client roster create``; the server never sees a
+private identity key) and prints the operator token and one token per roster member exactly
+once; only their SHA-256 is stored, so a lost token means enrolling again. It writes straight to the store
 and can run while the server is up (SQLite WAL allows it; the server reads tokens per request).
 """
 
@@ -14,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sqlite3
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -32,16 +35,36 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", required=True, help="data directory (SQLite store, blobs)")
     serve.add_argument("--tls-cert", help="PEM certificate chain (enables HTTPS)")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve.add_argument("--insecure-http", action="store_true",
+                       help="allow plain HTTP on a non-loopback --host (only behind a TLS proxy "
+                       "or an encrypted network: tokens travel in headers)")
+    serve.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+                       help="a request's line and headers must arrive within S seconds "
+                       "(default 10)")
+    serve.add_argument("--body-timeout", type=float, default=10.0, metavar="S",
+                       help="a request body must start within S seconds (default 10)")
+    serve.add_argument("--min-body-rate", type=int, default=16384, metavar="BYTES",
+                       help="...and then arrive at BYTES per second on average (default 16384)")
     serve.add_argument("--allow-plain", action="store_true",
                        help="also accept unprotected 'plain' rounds (benchmarks only)")
     serve.add_argument("--log-level", default="warning",
                        choices=("debug", "info", "warning", "error"))
     fed = sub.add_parser("federation", help="create or list federations (operator)")
     fsub = fed.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = fsub.add_parser("create", help="create a federation and print its tokens")
+    create = fsub.add_parser(
+        "create", help="create a federation from its roster and print its tokens",
+        description="Registers a federation with the roster its enterprises assembled "
+        "(`secagg-client roster create`) and compared (`secagg-client roster show`). Masking "
+        "rounds are bound to this roster: every client checks each peer's signed keys against "
+        "the roster it pinned itself, so the server cannot add, drop or swap a member. One "
+        "client token per roster member id (0..n-1).")
     create.add_argument("--data", required=True)
-    create.add_argument("--name", required=True)
-    create.add_argument("--clients", type=int, required=True, help="number of enterprises")
+    create.add_argument("--name", required=True, help="the federation's name; must be the "
+                        "roster's federation name")
+    create.add_argument("--roster", required=True, metavar="JSON",
+                        help="the federation's roster file (public keys only)")
+    create.add_argument("--clients", type=int, help="optional check: the number of enterprises "
+                        "(must equal the roster's size)")
     create.add_argument("--json", action="store_true", help="print the tokens as JSON")
     listing = fsub.add_parser("list", help="list federations")
     listing.add_argument("--data", required=True)
@@ -95,18 +118,25 @@ def _inspect(args: argparse.Namespace) -> int:
 def _federation(args: argparse.Namespace) -> int:
     from server.store import Store
 
-    if args.action == "create" and args.clients < 2:  # before the store creates --data
-        print("secagg-server: error: --clients must be >= 2 (secure aggregation needs at "
-              "least two enterprises)", file=sys.stderr)
-        return 2
+    roster = None
+    if args.action == "create":  # checked before the store creates --data
+        roster, why = _load_roster(args)
+        if roster is None:
+            print(f"secagg-server: error: {why}", file=sys.stderr)
+            return 2
     store = Store(args.data)
     try:
         if args.action == "list":
             for fed in store.federations():
-                print(f"{fed['name']}\t{fed['clients']} clients")
+                fid = store.federation_id(fed["name"])
+                pinned = None if fid is None else store.roster(fid)
+                digest = _roster_digest(pinned) if pinned else "no roster"
+                print(f"{fed['name']}\t{fed['clients']} clients\troster {digest}")
             return 0
+        assert roster is not None
         try:
-            operator, clients = store.create_federation(args.name, args.clients)
+            operator, clients = store.create_federation(args.name, len(roster),
+                                                        roster.to_dict())
         except sqlite3.IntegrityError:
             print(f"secagg-server: error: federation {args.name!r} already exists",
                   file=sys.stderr)
@@ -115,27 +145,60 @@ def _federation(args: argparse.Namespace) -> int:
         store.close()
     if args.json:
         print(json.dumps({"federation": args.name, "operator_token": operator,
-                          "client_tokens": clients}))
+                          "client_tokens": clients, "roster_digest": roster.digest().hex()}))
     else:
-        print(f"federation {args.name!r}: {args.clients} clients. Tokens are shown once; "
-              "hand each to its enterprise over a secure channel.")
+        print(f"federation {args.name!r}: {len(roster)} clients, roster digest "
+              f"{roster.digest().hex()}. Tokens are shown once; hand each to its enterprise "
+              "over a secure channel.")
         print(f"operator\t{operator}")
         for i, token in enumerate(clients):
-            print(f"client {i}\t{token}")
+            member = roster.member(i)
+            print(f"client {i}\t{token}\t{member.name} {member.fingerprint}")
     return 0
+
+
+def _load_roster(args: argparse.Namespace) -> tuple[Any, str]:
+    """(the roster, "") if ``--roster`` fits ``--name`` and ``--clients``; else (None, why)."""
+    from secagg.errors import InvalidParameter
+    from secagg.identity import Roster
+
+    try:
+        roster = Roster.load(args.roster)
+    except InvalidParameter as exc:
+        return None, f"{exc} (assemble it with `secagg-client roster create`)"
+    if roster.federation != args.name:
+        return None, (f"--name is {args.name!r} but roster {args.roster} is for federation "
+                      f"{roster.federation!r}; use the roster's name or assemble the roster again")
+    if args.clients is not None and args.clients != len(roster):
+        return None, (f"--clients {args.clients} does not match the roster's {len(roster)} "
+                      "members (leave --clients out: the roster decides)")
+    if sorted(roster.ids) != list(range(len(roster))):
+        return None, (f"roster ids must be 0..{len(roster) - 1} (the service numbers its clients "
+                      f"so), found {list(roster.ids)}; `secagg-client roster create` numbers "
+                      "members in argument order")
+    return roster, ""
+
+
+def _roster_digest(data: dict[str, Any]) -> str:
+    from secagg.errors import InvalidParameter
+    from secagg.identity import Roster
+
+    try:
+        return Roster.from_dict(data).digest().hex()
+    except InvalidParameter:
+        return "unreadable roster"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from server.app import Limits, serve
 
-    from server.app import create_app
-
-    if bool(args.tls_cert) != bool(args.tls_key):
-        print("secagg-server: error: --tls-cert and --tls-key go together", file=sys.stderr)
+    try:
+        limits = Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                        body_min_rate=args.min_body_rate)
+    except ValueError as exc:
+        print(f"secagg-server: error: bad --header-timeout, --body-timeout or --min-body-rate: "
+              f"{exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(args.data, allow_plain=args.allow_plain)
-    uvicorn.run(app, host=args.host, port=args.port, ssl_certfile=args.tls_cert,
-                ssl_keyfile=args.tls_key, log_level=args.log_level, access_log=False)
-    return 0
+    return serve(args.data, host=args.host, port=args.port, tls_cert=args.tls_cert,
+                 tls_key=args.tls_key, insecure_http=args.insecure_http,
+                 allow_plain=args.allow_plain, log_level=args.log_level, limits=limits)

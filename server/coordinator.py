@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from secagg.errors import InvalidParameter
+from secagg.identity import Roster
 from server.modes import MODES, ModeSpec, Rejected, RoundFailed, RoundProtocol
 from server.store import INLINE_LIMIT, RoundRow, Store, event_row
 
@@ -243,6 +244,14 @@ class Coordinator:
         self._ticker: asyncio.Task[None] | None = None
         self._journal: Journal | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._rosters: dict[int, Roster | None] = {}  # a federation's roster never changes
+
+    def roster(self, federation_id: int) -> Roster | None:
+        """The federation's pinned roster (public), or None for one created without it."""
+        if federation_id not in self._rosters:
+            data = self.store.roster(federation_id)
+            self._rosters[federation_id] = None if data is None else Roster.from_dict(data)
+        return self._rosters[federation_id]
 
     @property
     def journal(self) -> Journal:
@@ -342,7 +351,8 @@ class Coordinator:
         if spec is None:
             raise InvalidParameter(f"mode {row.mode!r} is not enabled on this server")
         participants = frozenset(range(int(row.config["num_clients"])))
-        return LiveRound(row=row, protocol=spec.build(row.config, participants),
+        roster = self.roster(row.federation_id)
+        return LiveRound(row=row, protocol=spec.build(row.config, participants, roster),
                          participants=participants, alive=participants,
                          deadline=time.monotonic() + row.stage_timeout)
 
@@ -365,7 +375,8 @@ class Coordinator:
         async with self._open_lock:
             index = self.store.next_round_index(federation_id)
             try:
-                config = spec.make_config(num_clients, index, options)
+                config = spec.make_config(num_clients, index, options,
+                                          self.roster(federation_id))
             except (TypeError, ValueError) as exc:  # InvalidParameter, or a string for a number
                 detail = str(exc) if isinstance(exc, InvalidParameter) else \
                     f"an option has the wrong type ({exc})"

@@ -22,6 +22,12 @@ Why this shape:
   aggregate: nothing from which one client's update could be read.
 * Tokens are random (256 bits), so a plain SHA-256 is a sound verifier; the hash is looked up by
   index and then compared with :func:`hmac.compare_digest` anyway.
+* The store is its owner's alone: the data directory and every folder in it are 0700, the SQLite
+  files (the database, its ``-wal`` and ``-shm``) and every stored file 0600. They are created
+  with those modes (SQLite gives the WAL and shared-memory files the database file's mode), and
+  existing ones are tightened on open. A data directory that someone else owns, or that its
+  group or the world may write to, is refused (:class:`DataDirError`): whoever can write there
+  can swap the round store.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -40,15 +47,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Event", "Principal", "RoundRow", "Store"]
+__all__ = ["DataDirError", "Event", "Principal", "RoundRow", "Store"]
 
 INLINE_LIMIT = 64 * 1024  # bodies above this go to their own fsynced file
 TOKEN_PREFIX = "sat_"  # noqa: S105 (a prefix, not a secret)
+DB_NAME = "secagg-server.sqlite3"
+DIR_MODE = 0o700  # the data directory and every folder in it: owner only
+FILE_MODE = 0o600  # the SQLite files and every stored file: owner read/write only
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS federations (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, num_clients INTEGER NOT NULL,
-    created REAL NOT NULL);
+    created REAL NOT NULL, roster TEXT);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash BLOB PRIMARY KEY, federation_id INTEGER NOT NULL REFERENCES federations(id),
     role TEXT NOT NULL CHECK (role IN ('client', 'operator')), client_id INTEGER);
@@ -102,28 +112,46 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+class DataDirError(Exception):
+    """The data directory is unsafe or unusable (someone else's, group/world-writable, not a
+    directory); the message says what is wrong and how to fix it."""
+
+
 class Store:
     """All durable state of one server, under ``data_dir``. Thread-safe: a writer connection and a
-    read-only connection, each with its own lock."""
+    read-only connection, each with its own lock.
+
+    ``data_dir`` is created 0700 if missing; an existing one must belong to this user and not be
+    writable by its group or the world (else :class:`DataDirError`), and is tightened to 0700,
+    its SQLite files and stored files to 0600."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.root = Path(data_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.blobs = self.root / "blobs"
         self.results = self.root / "results"
+        _prepare_data_dir(self.root)
         for d in (self.blobs, self.results):
-            d.mkdir(exist_ok=True)
+            _private_dir(d)
+        db_path = self.root / DB_NAME
+        _private_file(db_path, create=True)  # before SQLite: it would create it 0644
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.root / "secagg-server.sqlite3", isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON",
                        "foreign_keys=ON"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(federations)").fetchall()}
+        if "roster" not in columns:  # a store made before rosters: its federations have none
+            self._db.execute("ALTER TABLE federations ADD COLUMN roster TEXT")
         self._rlock = threading.Lock()
-        self._rdb = sqlite3.connect(self.root / "secagg-server.sqlite3", isolation_level=None,
-                                    check_same_thread=False)
+        self._rdb = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         self._rdb.execute("PRAGMA query_only=ON")
+        # -wal and -shm exist now; SQLite made them with the database's mode, but ones left by an
+        # earlier version (or another umask) are tightened too, as is every stored file
+        for suffix in ("-wal", "-shm", "-journal"):
+            _private_file(self.root / (DB_NAME + suffix))
+        for d in (self.blobs, self.results):
+            _tighten_tree(d)
 
     def close(self) -> None:
         with self._rlock:
@@ -143,16 +171,24 @@ class Store:
 
     # ---- federations and tokens ----------------------------------------------------------------
 
-    def create_federation(self, name: str, num_clients: int) -> tuple[str, list[str]]:
-        """Create a federation; returns (operator token, [client token per client id])."""
+    def create_federation(self, name: str, num_clients: int,
+                          roster: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+        """Create a federation; returns (operator token, [client token per client id]).
+
+        ``roster`` is the federation's public roster (``secagg.identity.Roster.to_dict()``, ids
+        ``0..num_clients-1``), kept verbatim: masking rounds are bound to it. Only public keys."""
+        if roster is not None and len(roster.get("members", ())) != num_clients:
+            raise ValueError(f"the roster has {len(roster.get('members', ()))} members, the "
+                             f"federation {num_clients} clients")
         operator = TOKEN_PREFIX + secrets.token_urlsafe(32)
         clients = [TOKEN_PREFIX + secrets.token_urlsafe(32) for _ in range(num_clients)]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(
-                    "INSERT INTO federations (name, num_clients, created) VALUES (?, ?, ?)",
-                    (name, num_clients, time.time()))
+                    "INSERT INTO federations (name, num_clients, created, roster) VALUES "
+                    "(?, ?, ?, ?)", (name, num_clients, time.time(),
+                                     None if roster is None else json.dumps(roster)))
                 fid = cur.lastrowid
                 self._db.execute("INSERT INTO tokens VALUES (?, ?, 'operator', NULL)",
                                  (hash_token(operator), fid))
@@ -167,6 +203,11 @@ class Store:
     def federations(self) -> list[dict[str, Any]]:
         rows = self._read("SELECT name, num_clients, created FROM federations ORDER BY id")
         return [{"name": n, "clients": k, "created": c} for n, k, c in rows]
+
+    def roster(self, federation_id: int) -> dict[str, Any] | None:
+        """The federation's stored public roster (as given to :meth:`create_federation`)."""
+        rows = self._read("SELECT roster FROM federations WHERE id = ?", federation_id)
+        return json.loads(rows[0][0]) if rows and rows[0][0] else None
 
     def federation_id(self, name: str) -> int | None:
         rows = self._read("SELECT id FROM federations WHERE name = ?", name)
@@ -359,11 +400,78 @@ def _round_row(row: tuple[Any, ...]) -> RoundRow:
                     reason=row[7], result_meta=None if row[8] is None else json.loads(row[8]))
 
 
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write, fsync the file and its directory: the bytes survive a crash once this returns."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _prepare_data_dir(root: Path) -> None:
+    """Create ``root`` 0700, or check an existing one is safe and tighten it to 0700."""
     try:
+        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        st = root.stat()
+    except FileExistsError:  # a file (or a dangling link) where the folder should be
+        raise DataDirError(f"the data directory {str(root)!r} exists but is not a directory; "
+                           "pass --data a directory path") from None
+    except OSError as exc:
+        raise DataDirError(f"cannot create or open the data directory {str(root)!r}: "
+                           f"{exc.strerror or exc}; choose a path this user can create") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise DataDirError(f"the data directory {str(root)!r} exists but is not a directory; "
+                           "pass --data a directory path")
+    uid = os.geteuid()
+    if st.st_uid != uid:
+        raise DataDirError(
+            f"the data directory {str(root)!r} belongs to uid {st.st_uid}, not to this user (uid "
+            f"{uid}): refusing to use a store someone else controls. Run the server as its owner, "
+            f"or give it to this user (chown -R {uid} {str(root)!r}) if that is intended")
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o022:
+        raise DataDirError(
+            f"the data directory {str(root)!r} is writable by its "
+            f"{'group and the world' if mode & 0o022 == 0o022 else 'group' if mode & 0o020 else 'world'}"
+            f" (mode {mode:04o}): whoever can write there can swap the round store or read its "
+            f"files. Check nobody tampered with it, then run: chmod 700 {str(root)!r}")
+    if mode != DIR_MODE:
+        os.chmod(root, DIR_MODE)
+
+
+def _private_dir(path: Path) -> None:
+    """A folder inside the data directory, created (or tightened to) 0700."""
+    path.mkdir(mode=DIR_MODE, exist_ok=True)
+    if stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
+        os.chmod(path, DIR_MODE)
+
+
+def _private_file(path: Path, *, create: bool = False) -> None:
+    """Tighten an existing file to 0600; with ``create``, make a missing one 0600 first."""
+    if create:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
+    try:
+        if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
+            os.chmod(path, FILE_MODE)
+    except FileNotFoundError:
+        pass
+
+
+def _tighten_tree(root: Path) -> None:
+    """Every folder under ``root`` to 0700 and every file to 0600 (files left by older versions
+    or written under a looser umask)."""
+    for entry in os.scandir(root):
+        if entry.is_symlink():
+            continue
+        mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
+        if entry.is_dir(follow_symlinks=False):
+            if mode != DIR_MODE:
+                os.chmod(entry.path, DIR_MODE)
+            _tighten_tree(Path(entry.path))
+        elif mode != FILE_MODE:
+            os.chmod(entry.path, FILE_MODE)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write, fsync the file and its directory: the bytes survive a crash once this returns.
+    The file is created 0600 and its folder 0700 (the process umask can only narrow them)."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # a file that already existed keeps its mode through O_CREAT
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]

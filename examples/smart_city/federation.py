@@ -1,8 +1,12 @@
 """The smart-city federation with the Python API: what `secagg demo` does, in one readable file.
 
-An operator starts the (untrusted) aggregation server and creates a federation; three enterprises
-each train their own copy of the model with DP-SGD on their own records and take part in rounds;
-the operator opens the rounds. Each enterprise runs in its own process, as it would on its own
+Each enterprise has a long-term identity and the federation a roster of their public keys, which
+every enterprise pins (here `enrol_locally` makes them in one directory per enterprise; in a real
+federation each enterprise runs `secagg-client identity create` on its own machine and they
+exchange public entries: README, "Enrolling an enterprise"). An operator starts the (untrusted)
+aggregation server and creates the federation from the roster; three enterprises each train
+their own copy of the model with DP-SGD on their own records and take part in rounds; the
+operator opens the rounds. Each enterprise runs in its own process, as it would on its own
 machine; here all of them share this computer and talk over 127.0.0.1.
 
     python examples/smart_city/federation.py                 # masking, 2 rounds, MiniLM
@@ -25,17 +29,18 @@ from clients import ENTERPRISES
 from clients.data import enterprise_path
 from clients.federated import FederatedEnterprise, FederationPlan
 from clients.model import EncoderKind
-from secagg.service import Operator, ServerProcess, create_federation
+from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
 
 
-def enterprise(name: str, server: str, token: str, workdir: str, plan: FederationPlan,
-               results: mp.Queue) -> None:
+def enterprise(name: str, server: str, token: str, workdir: str, identity: Path, roster: Path,
+               plan: FederationPlan, results: mp.Queue) -> None:
     """One enterprise's whole life: its data, ledger and model never leave this process."""
     import torch
 
     torch.set_num_threads(1)  # three trainers share this machine's cores
     with FederatedEnterprise.connect(
         server, token, data=enterprise_path(name), name=name, plan=plan,
+        identity=identity, roster=roster,  # its own identity, the roster it pinned
         ledger=Path(workdir) / f"{name}.ledger.json", state_dir=Path(workdir) / "state",
         on_event=lambda kind, data: results.put((name, kind, data)),
     ) as ent:
@@ -53,12 +58,15 @@ def main() -> None:
                           args.encoder == "minilm" else 1, encoder=EncoderKind(args.encoder))
 
     work = tempfile.mkdtemp(prefix="smart-city-")
-    tokens = create_federation(Path(work) / "server", "smart-city", clients=len(ENTERPRISES))
+    enrolled = enrol_locally(Path(work) / "enterprises", "smart-city", ENTERPRISES)
+    tokens = create_federation(Path(work) / "server", "smart-city", enrolled.roster_path)
     server = ServerProcess(Path(work) / "server").start()
     results: mp.Queue = mp.get_context("spawn").Queue()
     procs = [mp.get_context("spawn").Process(
-        target=enterprise, args=(name, server.url, token, work, plan, results))
-        for name, token in zip(ENTERPRISES, tokens["client_tokens"], strict=True)]
+        target=enterprise, args=(name, server.url, token, work, identity, enrolled.roster_path,
+                                 plan, results))
+        for name, token, identity in zip(ENTERPRISES, tokens["client_tokens"],
+                                         enrolled.identity_paths, strict=True)]
     for p in procs:
         p.start()
     try:

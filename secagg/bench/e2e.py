@@ -1,14 +1,17 @@
 """End to end over the project's own server: a secure round vs a plaintext round, real processes.
 
 One server process (``python -m server``) on 127.0.0.1 with a temporary data directory, and one
-``secagg-client`` process per client, each with a random float32 update. The same clients
+``secagg-client`` process per client, each with a random float32 update, its own identity and
+the federation's roster (:func:`secagg.service.enrol_locally`), so masking rounds are the
+service's active (malicious-server) rounds, as deployed. The same clients
 take part in alternating secure and ``plain`` rounds (the plain mode sums float32 uploads with no
 protection: same server, store, HTTP path and runtime), so the ratio isolates what protection
 costs. A round's time runs from the operator's "open round" request to the moment the last
 client holds the released aggregate (clients stamp it with ``time.time()`` on the same machine;
 for CKKS that includes decrypting it, which happens on the clients).
 
-A client that drops out of a round (a missed stage deadline, a refused message) prints why; that
+A client that drops out of a round (a missed stage deadline, a refused message) or refuses it
+prints why; that
 round's time would measure the deadline, not the protocol, and its aggregate leaves the dropout
 out, so it is left out of the medians and the error, and listed in ``E2EResult.dropouts`` (with
 a warning). If every timed round of a kind lost a client, the bench fails, naming them.
@@ -41,7 +44,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from secagg.service import ServerProcess, create_federation
+from secagg.service import ServerProcess, create_federation, enrol_locally
 
 __all__ = ["E2EResult", "run_e2e_bench"]
 
@@ -70,8 +73,9 @@ class _Client:
     """One ``secagg-client`` process, its stdout read line by line on a thread."""
 
     def __init__(self, url: str, token_file: Path, update: Path, rounds: int, report: Path,
-                 out: Path | None = None) -> None:
-        cmd = [sys.executable, "-m", "clients", "--server", url, "--token-file", str(token_file), "--update",
+                 identity: Path, roster: Path, out: Path | None = None) -> None:
+        cmd = [sys.executable, "-m", "clients", "--server", url, "--token-file", str(token_file),
+               "--identity", str(identity), "--roster", str(roster), "--update",
                str(update), "--rounds", str(rounds), "--json", str(report)]
         if out is not None:
             cmd += ["--out", str(out)]
@@ -100,11 +104,13 @@ class _Client:
 
     def wait_round(self, index: int, timeout: float) -> str | None:
         """Wait for the client's line about round ``index``: None if it got the aggregate, else
-        why it dropped out (``secagg-client`` prints ``round N: dropped (why); ...``)."""
-        line = self.wait_for(f"round {index} ", timeout, dropped=f"round {index}: dropped")
+        why it dropped out or refused it (``secagg-client`` prints ``round N: dropped (why); ...``
+        or ``round N: refused (why); ...``)."""
+        line = self.wait_for(f"round {index} ", timeout, dropped=f"round {index}: ")
         if line.startswith(f"round {index} "):
             return None
-        why = line.partition("dropped")[2].strip()
+        kind = "refused" if line.startswith(f"round {index}: refused") else "dropped"
+        why = line.partition(kind)[2].strip()
         return why.removesuffix("; waiting for the next round").removeprefix("(").removesuffix(")")
 
 
@@ -131,7 +137,9 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
     with tempfile.TemporaryDirectory(prefix="secagg-e2e-", dir=workdir) as tmp:
         root = Path(tmp)
         data = root / "data"
-        tokens = create_federation(data, "bench", clients)
+        enrolled = enrol_locally(root / "enterprises", "bench",
+                                 [f"client-{i}" for i in range(clients)])
+        tokens = create_federation(data, "bench", enrolled.roster_path)
         server = ServerProcess(data, allow_plain=True).start()
         procs: list[_Client] = []
         rng = np.random.default_rng(seed)
@@ -144,6 +152,7 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
                 np.save(root / f"update-{i}.npy", updates[i])
                 procs.append(_Client(server.url, tok, root / f"update-{i}.npy",
                                      2 * (repeats + warmup) + check_round, root / f"report-{i}.json",
+                                     enrolled.identity_paths[i], enrolled.roster_path,
                                      out=root / f"mean-{i}.npy" if check_round else None))
             for c in procs:
                 c.wait_for("client ", timeout)

@@ -33,8 +33,6 @@ aggregate and its soundness, and :mod:`secagg.ckks.adversary` for the attacks an
 :mod:`secagg.ckks.simulate` drives both sessions in memory.
 """
 
-from typing import Any, NoReturn
-
 from secagg.ckks.checks import Check, CheckFailed, MessageRefused
 from secagg.ckks.client import ClientSession, ClientStage
 from secagg.ckks.config import CKKSRoundConfig
@@ -62,26 +60,3 @@ __all__ = [
     "ServerStage",
 ]
 
-
-_REPLACED = {"CKKSServer": "ServerSession", "CKKSClient": "ClientSession"}
-
-
-def __getattr__(name: str) -> Any:
-    """Transition only: the pre-roster ``CKKSServer``/``CKKSClient`` still import (so modules that
-    name them load), but building one raises and names its replacement. Remove once the
-    service and the client runtime use the sessions."""
-    if name in _REPLACED:
-        new = _REPLACED[name]
-
-        def replaced(*_args: object, **_kwargs: object) -> NoReturn:
-            from secagg.errors import InvalidParameter
-
-            raise InvalidParameter(
-                f"secagg.ckks.{name} was replaced by secagg.ckks.{new}: the CKKS round is now bound "
-                "to the federation's pinned roster and every peer message is identity-signed (see "
-                "the secagg.ckks module docstring)"
-            )
-
-        replaced.__name__ = replaced.__qualname__ = name
-        return replaced
-    raise AttributeError(f"module 'secagg.ckks' has no attribute {name!r}")

@@ -19,19 +19,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from secagg.service import Operator, ServerProcess, create_federation
+from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
 
 pytestmark = pytest.mark.slow
 BUDGET = 6.0
 
 
 class Enterprise:
-    def __init__(self, root: Path, url: str, token: str, name: str) -> None:
+    def __init__(self, root: Path, url: str, token: str, name: str, identity: Path,
+                 roster: Path) -> None:
         tok = root / f"{name}.token"
         tok.write_text(token)
         os.chmod(tok, 0o600)
         self.cmd = [sys.executable, "-m", "clients", "--server", url, "--token-file", str(tok),
-                    "--enterprise", name, "--ledger", str(root / f"{name}.ledger.json"),
+                    "--identity", str(identity), "--roster", str(roster), "--enterprise", name,
+                    "--ledger", str(root / f"{name}.ledger.json"),
                     "--rounds", "2", "--epsilon", str(BUDGET), "--epochs", "1", "--encoder",
                     "test_only_tiny", "--threads", "1", "--state-dir", str(root / "state"),
                     "--events"]
@@ -66,11 +68,13 @@ class Enterprise:
 
 
 def test_killed_enterprise_resumes_with_the_combined_model(tmp_path: Path) -> None:
-    tokens = create_federation(tmp_path / "server", "resume", 2)
-    server = ServerProcess(tmp_path / "server").start()
     names = ("energy_utility", "city_operations")
-    ents = [Enterprise(tmp_path, server.url, t, n)
-            for t, n in zip(tokens["client_tokens"], names, strict=True)]
+    enrolled = enrol_locally(tmp_path / "enterprises", "resume", names)
+    tokens = create_federation(tmp_path / "server", "resume", enrolled.roster_path)
+    server = ServerProcess(tmp_path / "server").start()
+    ents = [Enterprise(tmp_path, server.url, t, n, ident, enrolled.roster_path)
+            for t, n, ident in zip(tokens["client_tokens"], names, enrolled.identity_paths,
+                                   strict=True)]
     try:
         dim = ents[0].expect("ready")["dimension"]
         ents[1].expect("ready")

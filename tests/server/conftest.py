@@ -1,4 +1,8 @@
-"""Real server processes on loopback for the service tests (temp data dir, always cleaned up)."""
+"""Real server processes on loopback for the service tests (temp data dir, always cleaned up).
+
+Every federation is enrolled as in a deployment: one identity file per enterprise directory and
+a roster (:func:`secagg.service.enrol_locally`, in the test's tmp dir), the federation created
+from the roster, and every client running with its identity and the pinned roster."""
 
 from __future__ import annotations
 
@@ -14,9 +18,19 @@ import numpy as np
 import pytest
 
 from clients.runtime import RoundResult, RuntimeClient
-from secagg.service import ServerProcess, create_federation
+from secagg.identity import Identity, Roster
+from secagg.service import LocalEnrolment, ServerProcess, create_federation, enrol_locally
 
 N = 5
+
+
+def make_federation(data: Path, name: str, n: int) -> dict[str, Any]:
+    """Enrol ``n`` enterprises next to ``data`` and create the federation from their roster;
+    the tokens (``create_federation``'s answer) plus ``enrolled`` (the identities, roster)."""
+    enrolled = enrol_locally(Path(data).parent / f"{name}-enterprises", name,
+                             [f"enterprise-{i}" for i in range(n)])
+    tokens = create_federation(data, name, enrolled.roster_path)
+    return {**tokens, "enrolled": enrolled}
 
 
 @dataclass
@@ -24,6 +38,19 @@ class Federation:
     server: ServerProcess
     operator: str
     tokens: list[str]
+    enrolled: LocalEnrolment
+
+    @property
+    def roster(self) -> Roster:
+        return self.enrolled.roster
+
+    def identity(self, i: int) -> Identity:
+        return self.enrolled.identity(i)
+
+    def runtime(self, i: int, **kw: Any) -> RuntimeClient:
+        """Client ``i``'s runtime, with its identity and the pinned roster."""
+        return RuntimeClient(self.server.url, self.tokens[i], identity=self.identity(i),
+                             roster=self.roster, **kw)
 
     def op(self) -> httpx.Client:
         return httpx.Client(base_url=self.server.url, timeout=30.0,
@@ -49,9 +76,9 @@ class Federation:
 
 def start_federation(tmp: Path, n: int = N) -> Federation:
     data = tmp / "data"
-    toks = create_federation(data, "test", n)
+    toks = make_federation(data, "test", n)
     server = ServerProcess(data, log_level="info").start()
-    return Federation(server, toks["operator_token"], toks["client_tokens"])
+    return Federation(server, toks["operator_token"], toks["client_tokens"], toks["enrolled"])
 
 
 @pytest.fixture
@@ -81,7 +108,7 @@ class HonestClients:
 
     def _run(self, fed: Federation, i: int, update: np.ndarray) -> None:
         try:
-            with RuntimeClient(fed.server.url, fed.tokens[i], poll_wait=2.0, retry_for=60.0) as rt:
+            with fed.runtime(i, poll_wait=2.0, retry_for=60.0) as rt:
                 self.results[i] = rt.run_round(update, timeout=60)
         except BaseException as exc:
             self.errors[i] = exc

@@ -18,7 +18,8 @@ class ManualClient:
     def __init__(self, fed: Federation, i: int, info: dict[str, Any], update: np.ndarray) -> None:
         self.fed, self.i, self.round_id = fed, i, info["round_id"]
         config = MaskingConfig.from_dict(info["config"])
-        self.session = ClientSession(config, i, encode_update(config, update))
+        self.session = ClientSession(config, i, encode_update(config, update),
+                                     identity=fed.identity(i), roster=fed.roster)
         self.seen = 0
         self.sent: list[bytes] = []
 

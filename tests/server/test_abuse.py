@@ -9,9 +9,16 @@ import httpx
 import numpy as np
 import pytest
 
-from clients.runtime import RuntimeClient
 from secagg.masking import wire
-from tests.server.conftest import Federation, HonestClients, N, expect_error, tolerance, updates
+from tests.server.conftest import (
+    Federation,
+    HonestClients,
+    N,
+    expect_error,
+    make_federation,
+    tolerance,
+    updates,
+)
 from tests.server.manual import OCTET, ManualClient
 
 
@@ -73,7 +80,7 @@ def test_abuse_gets_clear_4xx_and_honest_clients_complete(fed: Federation) -> No
             resp = c.post(url, content=junk, headers=OCTET)
             assert 400 <= resp.status_code < 500, resp.text
     assert httpx.get(base + "/healthz").status_code == 200
-    for _ in range(3):
+    for _ in range(4):  # shares, masked input, consistency signature, unmask reply
         me.step()
     results = clients.join()
     want = np.sum(np.stack(ups).astype(np.float64), axis=0)
@@ -87,9 +94,7 @@ def test_abuse_gets_clear_4xx_and_honest_clients_complete(fed: Federation) -> No
 
 @pytest.mark.parametrize("path", ["/v1/me", "/v1/rounds/next?wait=0", "/v1/rounds/1"])
 def test_tokens_from_another_federation_do_not_cross(fed: Federation, tmp_path, path: str) -> None:  # type: ignore[no-untyped-def]
-    from secagg.service import create_federation
-
-    other = create_federation(fed.server.data_dir, "other", 3)  # while the server runs
+    other = make_federation(fed.server.data_dir, "other", 3)  # while the server runs
     info = fed.open_round(10)
     time.sleep(0.05)
     h = {"Authorization": f"Bearer {other['client_tokens'][0]}"}
@@ -114,12 +119,12 @@ def test_retry_of_an_accepted_message_after_completion_still_gets_the_result(
     info = fed.open_round(length, timeout=20.0)
     last = ManualClient(fed, N - 1, info, ups[N - 1])
     last.advertise()
-    for _ in range(3):  # shares, masked input, unmask reply: the last message completes the round
+    for _ in range(4):  # shares, masked input, consistency, unmask reply: the last completes it
         last.step()
     clients.join()
     rid = info["round_id"]
     assert "result" in fed.status(rid)  # the round completed and released
     expect_error(last.post(last.sent[-1]), 409, "round_done")
     assert last.inbox(wait=1.0).headers["X-Secagg-State"] == "done"
-    with RuntimeClient(fed.server.url, fed.tokens[N - 1]) as rt:
+    with fed.runtime(N - 1) as rt:
         rt._post(rid, last.sent[-1])  # the runtime's retry path: no Dropped raised

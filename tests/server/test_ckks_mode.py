@@ -1,8 +1,13 @@
 """CKKS rounds over a real server process on loopback: the released mean, dropouts, a missing
-dealer, abuse of the message route, crash recovery, and an attack on the server's stored bytes.
+dealer, abuse of the message route, crash recovery, an attack on the server's stored bytes, and
+a forged aggregate.
 
-The server only relays the clients' key ceremony and sums ciphertexts; the clients decrypt the
-released (encrypted) aggregate themselves. Runtime clients run in threads of this process
+The federation is enrolled as in a deployment (``tests/server/conftest.py``): each enterprise
+holds an identity, the federation is created from their roster, and every round's config is
+bound to that roster. The server only relays the clients' signed key ceremony and sums
+ciphertexts (:class:`secagg.ckks.ServerSession` behind ``server.modes.CKKSRound``); the clients
+verify and decrypt the released (encrypted) aggregate themselves (:class:`secagg.ckks.
+ClientSession` behind the runtime). Runtime clients run in threads of this process
 (``clients.runtime.RuntimeClient``); where a test needs to hold a round at a chosen stage or read
 a client's key, it drives the runtime's own CKKS participant by hand (:class:`ManualCKKS`).
 """
@@ -13,7 +18,7 @@ import json
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +26,24 @@ import httpx
 import numpy as np
 import pytest
 
-from clients.runtime import _CKKS, OCTET, Dropped, RoundInfo, RoundResult, RuntimeClient
+from clients.runtime import (
+    _CKKS,
+    OCTET,
+    Dropped,
+    RoundInfo,
+    RoundRefused,
+    RoundResult,
+    RuntimeClient,
+)
+from secagg.ckks import CKKSRoundConfig
+from secagg.ckks.adversary import tweak_coefficient
+from secagg.ckks.client import session_for
 from secagg.ckks.layout import Layout
-from secagg.ckks.messages import Kind
-from secagg.ckks.wire import MAGIC, frame, u32
-from secagg.errors import InvalidParameter
+from secagg.ckks.messages import Aggregate, Kind, Upload
+from secagg.ckks.wire import MAGIC, frame, peek, u32
+from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.hazmat.seal_codec import CiphertextRejected
+from secagg.identity import Identity, Roster
 from tests.server.conftest import Federation, expect_error, start_federation, updates, wait_stage
 
 N3 = 3
@@ -67,7 +84,7 @@ class Clients:
 
     def _run(self, fed: Federation, i: int, update: np.ndarray, weight: int) -> None:
         try:
-            with RuntimeClient(fed.server.url, fed.tokens[i], poll_wait=2.0, retry_for=60.0) as rt:
+            with fed.runtime(i, poll_wait=2.0, retry_for=60.0) as rt:
                 self.results[i] = rt.run_round(update, weight=weight, timeout=60)
         except BaseException as exc:
             self.errors[i] = exc
@@ -90,7 +107,7 @@ class ManualCKKS:
                  weight: int = 1) -> None:
         self.fed, self.i, self.round_id = fed, i, info["round_id"]
         self.party = _CKKS(RoundInfo(info["round_id"], info["index"], "ckks", info["config"], i),
-                           update, weight)
+                           update, weight, identity=fed.identity(i), roster=fed.roster)
         self.seen = 0
         self.sent: list[bytes] = []
 
@@ -143,9 +160,9 @@ class ManualCKKS:
 
     def secrets(self) -> list[bytes]:
         """This client's secret bytes: the round key's seed and its X25519 private key."""
-        client = self.party.client
-        seed = client._keyed().expose_secret_seed_for_export().expose_secret_bytes()
-        box = client._box.export_private_bytes_for_sharing().expose_secret_bytes()
+        session = self.party.session
+        seed = session._require_key().expose_secret_seed_for_export().expose_secret_bytes()
+        box = session._box.export_private_bytes_for_sharing().expose_secret_bytes()
         return [seed, box]
 
 
@@ -164,6 +181,10 @@ def test_ckks_rounds_release_the_plaintext_mean(fed3: Federation) -> None:
     clients = Clients(fed3, [0, 1, 2], ups)
     info = open_ckks(fed3)
     assert info["config"]["protocol"] == "secagg-ckks" and info["config"]["dealer"] == 0
+    # bound to the federation's roster: its digest, and the roster's ids as client ids
+    assert info["config"]["roster_digest"] == fed3.roster.digest().hex()
+    assert info["config"]["client_ids"] == list(fed3.roster.ids) == [0, 1, 2]
+    assert CKKSRoundConfig.from_dict(info["config"]).roster_digest == fed3.roster.digest()
     results = clients.join()
     want = _mean(ups, [0, 1, 2])
     for res in results.values():
@@ -175,6 +196,8 @@ def test_ckks_rounds_release_the_plaintext_mean(fed3: Federation) -> None:
     status = fed3.status(info["round_id"])
     assert status["status"] == "done"
     assert status["result"]["encrypted"] is True and status["result"]["total_weight"] is None
+    assert status["result"]["survivors"] == [0, 1, 2] and status["result"]["dropped"] == []
+    assert status["result"]["excluded"] == []
 
     # weighted: the weights travel encrypted with the update; the next round has dealer 1
     weights = {0: 1, 1: 2, 2: 4}
@@ -238,7 +261,7 @@ def test_a_missing_dealer_fails_the_round_with_a_clear_reason(fed3: Federation) 
         assert isinstance(exc, Dropped) and "dealer (client 0)" in str(exc), exc
     status = fed3.status(info["round_id"])
     assert status["status"] == "failed"
-    assert "dealer (client 0) sent no key advert" in status["reason"], status
+    assert "dealer (client 0) sent no valid key advert" in status["reason"], status
 
     # round 1: the dealer (client 1) advertises, then never deals
     clients = Clients(fed3, [0, 2], ups)
@@ -249,23 +272,139 @@ def test_a_missing_dealer_fails_the_round_with_a_clear_reason(fed3: Federation) 
     assert set(clients.errors) == {0, 2}
     status = fed3.status(info["round_id"])
     assert status["status"] == "failed"
-    assert "dealer (client 1) sent no key distribution" in status["reason"], status
+    assert "dealer (client 1) sent no valid key distribution" in status["reason"], status
     assert httpx.get(fed3.server.url + "/healthz").status_code == 200
+
+
+def _local_federation(n: int, name: str = "local") -> tuple[list[Identity], Roster]:
+    identities = [Identity.generate(f"enterprise-{i}") for i in range(n)]
+    return identities, Roster.of(name, identities)
 
 
 def test_the_runtime_checks_its_input_against_the_round_before_sending_anything() -> None:
     from server.modes import MODES
 
-    config = MODES["ckks"].make_config(N3, 0, {"vector_length": 10, "weight_bound": 2})
+    identities, roster = _local_federation(N3)
+    config = MODES["ckks"].make_config(N3, 0, {"vector_length": 10, "weight_bound": 2}, roster)
     info = RoundInfo(1, 0, "ckks", config, 1)
+    me = identities[1]
     with pytest.raises(InvalidParameter, match="weight_bound=2"):
-        _CKKS(info, np.zeros(10, np.float32), 3)
+        _CKKS(info, np.zeros(10, np.float32), 3, identity=me, roster=roster)
     with pytest.raises(InvalidParameter, match="shape"):
-        _CKKS(info, np.zeros(11, np.float32), 1)
+        _CKKS(info, np.zeros(11, np.float32), 1, identity=me, roster=roster)
     with pytest.raises(InvalidParameter, match="digest"):
-        _CKKS(RoundInfo(1, 0, "ckks", {**config, "min_clients": 3}, 1), np.zeros(10, np.float32), 1)
-    party = _CKKS(info, np.full(10, 5.0, np.float32), 2)  # clipped to value_bound, like masking
+        _CKKS(RoundInfo(1, 0, "ckks", {**config, "min_clients": 3}, 1), np.zeros(10, np.float32), 1,
+              identity=me, roster=roster)
+    # clipped to value_bound, like masking
+    party = _CKKS(info, np.full(10, 5.0, np.float32), 2, identity=me, roster=roster)
     assert float(np.max(party.update)) == 1.0
+
+    # the roster binding: a round bound to another roster, or this identity under another id,
+    # is refused before anything is sent (a ProtocolAbort: the runtime's RoundRefused)
+    _, other = _local_federation(N3, "elsewhere")
+    foreign = MODES["ckks"].make_config(N3, 0, {"vector_length": 10}, other)
+    with pytest.raises(ProtocolAbort, match="roster"):
+        _CKKS(RoundInfo(1, 0, "ckks", foreign, 1), np.zeros(10, np.float32), 1, identity=me, roster=roster)
+    with pytest.raises(ProtocolAbort, match="pinned roster gives client 2"):
+        _CKKS(RoundInfo(1, 0, "ckks", config, 2), np.zeros(10, np.float32), 1, identity=me, roster=roster)
+
+
+def test_a_federation_without_a_roster_cannot_open_ckks_rounds() -> None:
+    from server.modes import MODES, CKKSRound
+
+    with pytest.raises(InvalidParameter, match="no pinned roster"):
+        MODES["ckks"].make_config(N3, 0, {"vector_length": 10}, None)
+    _, roster = _local_federation(N3)
+    config = MODES["ckks"].make_config(N3, 0, {"vector_length": 10}, roster)
+    with pytest.raises(InvalidParameter, match="roster"):
+        CKKSRound(config, frozenset(range(N3)), None)
+    _, other = _local_federation(N3, "elsewhere")
+    with pytest.raises(InvalidParameter, match="another roster"):
+        CKKSRound(config, frozenset(range(N3)), other)
+
+
+def test_the_adapter_is_the_library_session_and_replays_to_the_same_bytes() -> None:
+    """In memory, no server: the mode adapter over the library's sessions, its per-stage size
+    limits, its 409 refusals (from the session's state), and determinism (the coordinator's
+    crash recovery replays the accepted messages and closes into a fresh round)."""
+    from secagg.ckks import ClientSession, ServerStage
+    from server.modes import MODES, CKKSRound, Rejected
+
+    identities, roster = _local_federation(N3)
+    config = MODES["ckks"].make_config(N3, 4, {"vector_length": 10, "weight_bound": 2}, roster)
+    assert config["dealer"] == 4 % N3 == 1  # rotates with the round index
+    cfg = CKKSRoundConfig.from_dict(config)
+    ups = updates(N3, 10, seed=3)
+    clients = {i: ClientSession(cfg, i, ups[i], weight=2.0, identity=identities[i], roster=roster)
+               for i in range(N3)}
+    live = CKKSRound(config, frozenset(range(N3)), roster)
+    log: list[tuple[int, bytes] | None] = []  # what the coordinator journals: messages, closes
+
+    def take(i: int, body: bytes) -> None:
+        assert len(body) <= live.max_message_bytes()
+        assert live.claimed_sender(body) == i
+        live.receive(i, body)
+        log.append((i, body))
+
+    def refused(i: int, body: bytes) -> Rejected:
+        with pytest.raises(Rejected) as err:
+            live.receive(i, body)
+        return err.value
+
+    def close() -> dict[int, bytes]:
+        log.append(None)
+        return live.advance()
+
+    assert live.stage == ServerStage.ADVERT.value and live.expected == {0, 1, 2}
+    adverts = {i: c.start() for i, c in clients.items()}
+    assert all(len(a) == live.max_message_bytes() for a in adverts.values())  # one exact size
+    for i, advert in adverts.items():
+        take(i, advert)
+    second = ClientSession(cfg, 0, ups[0], identity=identities[0], roster=roster).start()
+    assert (refused(0, second).status, refused(0, second).code) == (409, "conflicting_message")
+    requests = close()
+    assert live.stage == "key-distribution" and live.expected == {1} and set(requests) == {0, 1, 2}
+    assert all(clients[i].handle_bytes(requests[i]) is None for i in (0, 2))
+    dist = clients[1].handle_bytes(requests[1])
+    assert dist is not None
+    assert refused(0, adverts[0]).code == "wrong_stage"
+    bad = bytearray(dist)
+    bad[-1] ^= 1  # the dealer's roster signature no longer verifies
+    err = refused(1, bytes(bad))
+    assert (err.status, err.code) == (400, "invalid_message") and "key-distribution-signature" in err.detail
+    take(1, dist)
+    deliveries = close()
+    assert live.stage == "upload" and set(deliveries) == {0, 1, 2}
+    uploads = {i: clients[i].handle_bytes(deliveries[i]) for i in range(N3)}
+    for i in (2, 0):
+        body = uploads[i]
+        assert body is not None
+        take(i, body)
+    again_0 = uploads[0]
+    assert again_0 is not None
+    err = refused(0, again_0)  # the session does not await client 0 any more
+    assert (err.status, err.code) == (409, "conflicting_message")
+    assert live.expected == {1}
+    close()  # the deadline passes: client 1 is a dropout
+    assert live.done
+    meta, payload = live.result()
+    assert meta["survivors"] == [0, 2] and meta["dropped"] == [1] and meta["excluded"] == []
+    release = None
+    for i in (0, 2):
+        assert clients[i].handle_bytes(payload) is None
+        release = clients[i].result
+    assert release is not None and release.contributors == (0, 2)
+    assert np.max(np.abs(release.mean() - (ups[0] + ups[2]) / 2)) <= 1e-4
+
+    # crash recovery: the journal replayed into a fresh round gives the same bytes throughout
+    again = CKKSRound(config, frozenset(range(N3)), roster)
+    for entry in log:
+        if entry is None:
+            again.advance()
+        else:
+            again.receive(*entry)
+    assert again.done and again.result() == (meta, payload)
+    assert again.session.stored_messages() == live.session.stored_messages()
 
 
 # ---- abuse -------------------------------------------------------------------------------------
@@ -314,7 +453,7 @@ def test_bad_options_and_bad_bodies_get_clear_4xx_and_the_round_completes(fed3: 
     tampered = bytearray(upload)
     tampered[len(upload) // 2] ^= 0x01
     body = expect_error(me.post(bytes(tampered)), 400, "invalid_message")
-    assert "authentication failed" in body["detail"]
+    assert "upload-signature" in body["detail"]  # the session names the check that failed
     expect_error(me.post(upload[:-100]), 400, "invalid_message")
     expect_error(me.post(upload + b"\x00"), 400, "invalid_message")
     limit = len(upload) * 3  # above any valid upload of this round (one ciphertext)
@@ -339,6 +478,106 @@ def test_bad_options_and_bad_bodies_get_clear_4xx_and_the_round_completes(fed3: 
     assert np.max(np.abs(me.result() / 3 - want)) <= 1e-4
 
 
+# ---- a malicious server: a forged aggregate ----------------------------------------------------
+
+Forgery = Callable[[CKKSRoundConfig, Aggregate, dict[int, Upload]], bytes]
+
+
+def _replay_one_upload(config: CKKSRoundConfig, honest: Aggregate, uploads: dict[int, Upload]) -> bytes:
+    """Client 1's upload passed off as the aggregate: added to itself once per contributor (so
+    the decrypted contributor count still matches), with every genuine signed receipt."""
+    seal = session_for(config)
+    sums = [seal.load(b, what="forged") for b in uploads[1].chunks]
+    for _ in honest.contributors[1:]:
+        for acc, blob in zip(sums, uploads[1].chunks, strict=True):
+            seal.add_inplace(acc, seal.load(blob, what="forged"))
+    chunks = tuple(seal.dump(ct) for ct in sums)
+    return Aggregate(honest.config_digest, honest.round, honest.receipts, chunks).to_bytes()
+
+
+def _tweak_the_sum(config: CKKSRoundConfig, honest: Aggregate, uploads: dict[int, Upload]) -> bytes:
+    """The honest sum with one raw coefficient moved by one: a tiny change nobody would see."""
+    chunks = (tweak_coefficient(session_for(config), honest.chunks[0], 5, 1), *honest.chunks[1:])
+    return Aggregate(honest.config_digest, honest.round, honest.receipts, chunks).to_bytes()
+
+
+class ForgedResultRuntime(RuntimeClient):
+    """The real runtime behind a server that sums honestly and then releases a forgery: every
+    ``/result`` answer's bytes are replaced by ``forge(...)`` of the genuine aggregate and the
+    uploads it saw (the server holds every upload; here they are collected as clients post
+    them). There is no server-side hook for this, so the forging sits at the client's side of
+    the HTTP connection: the bytes this client receives are exactly what such a server sends."""
+
+    def __init__(self, *args: Any, forge: Forgery | None, uploads: dict[int, Upload],
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.forge = forge
+        self.uploads = uploads  # shared by the clients of one test, like the server's view
+
+    def _call(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        resp = super()._call(method, url, **kw)
+        body = kw.get("content")
+        if method == "POST" and isinstance(body, bytes) and peek(body)[0] == Kind.UPLOAD:
+            upload = Upload.from_bytes(body)
+            self.uploads[upload.client_id] = upload
+        if self.forge is not None and method == "GET" and url.endswith("/result"):
+            meta = resp.headers["X-Secagg-Result"]
+            round_info = self._call("GET", url.removesuffix("/result")).json()
+            config = CKKSRoundConfig.from_dict(round_info["config"])
+            forged = self.forge(config, Aggregate.from_bytes(resp.content), self.uploads)
+            return httpx.Response(200, headers={"X-Secagg-Result": meta}, content=forged)
+        return resp
+
+
+def test_a_forged_aggregate_is_refused_by_the_clients_and_they_go_on(fed3: Federation) -> None:
+    uploads: dict[int, Upload] = {}
+    forgeries: dict[int, Forgery | None] = {0: _replay_one_upload, 1: _tweak_the_sum, 2: None}
+    outcomes: dict[int, list[RoundResult | BaseException]] = {i: [] for i in range(N3)}
+    ups = updates(N3, LENGTH, seed=27)
+
+    def run(i: int) -> None:
+        rt = ForgedResultRuntime(fed3.server.url, fed3.tokens[i], identity=fed3.identity(i),
+                                 roster=fed3.roster, poll_wait=2.0, retry_for=60.0,
+                                 forge=forgeries[i], uploads=uploads)
+        with rt:
+            after = -1
+            for _ in range(2):  # the forged round, then an honest one in the same process
+                info = rt.wait_for_round(after, timeout=60)
+                after = info.index
+                try:
+                    outcomes[i].append(rt.take_part(info, ups[i]))
+                except BaseException as exc:
+                    outcomes[i].append(exc)
+                rt.forge = None
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(N3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    first = open_ckks(fed3)
+    end = time.monotonic() + 60
+    while any(not outcomes[i] for i in range(N3)) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert fed3.status(first["round_id"])["status"] == "done"  # the server completed the round
+    second = open_ckks(fed3)
+    for t in threads:
+        t.join(90)
+    assert all(not t.is_alive() for t in threads), outcomes
+    want = _mean(ups, [0, 1, 2])
+    for i in (0, 1):  # each refused its forgery by the sketch check, decrypting nothing
+        refusal = outcomes[i][0]
+        assert isinstance(refusal, RoundRefused), outcomes[i]
+        assert refusal.round_index == first["index"] and "sketch-check" in refusal.reason, refusal
+    control = outcomes[2][0]  # the same round's genuine aggregate verifies and decrypts
+    assert isinstance(control, RoundResult), control
+    assert np.max(np.abs(control.mean - want)) <= 1e-4
+    for i in range(N3):  # and the refusing clients took part in the next round as usual
+        res = outcomes[i][1]
+        assert isinstance(res, RoundResult), (i, res)
+        assert res.index == second["index"] and res.survivors == (0, 1, 2)
+        assert np.max(np.abs(res.mean - want)) <= 1e-4
+
+
 # ---- crash recovery and the stored bytes -------------------------------------------------------
 
 def _files(data_dir: Path) -> list[bytes]:
@@ -356,8 +595,8 @@ def _decrypt_everything(data_dir: Path, party: ManualCKKS) -> list[np.ndarray]:
     every file under the data dir, load it with the round's public parameters and decrypt it.
     Returns the first ``LENGTH`` decoded values of each (chunk 0 of an update or a sum)."""
     config = party.party.config
-    session = party.party.client._session
-    key = party.party.client._keyed().seal
+    session = party.party.session._session
+    key = party.party.session._require_key().seal
     assert Layout(config.update_size, session.slots).chunks == 1
     header = struct.Struct("<HBBBBHQ")  # SEAL: magic, header size, version, compression, size
     found = []

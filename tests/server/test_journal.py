@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
+from secagg.identity import Identity, Roster
 from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
 from server.app import create_app
 from server.coordinator import Coordinator, StoreWriteFailed
@@ -20,6 +21,14 @@ from server.modes import MODES, PLAIN_MODE
 from server.store import Store
 
 N = 4
+#: The federation's enrolment, in memory (the store keeps only the public roster).
+IDENTITIES = [Identity.generate(f"enterprise-{i}") for i in range(N)]
+ROSTER = Roster.of("t", IDENTITIES)
+
+
+def _sessions(cfg: MaskingConfig, ups: list[np.ndarray]) -> list[ClientSession]:
+    return [ClientSession(cfg, i, encode_update(cfg, ups[i]), identity=IDENTITIES[i],
+                          roster=ROSTER) for i in range(N)]
 
 
 def _plain_body(values: np.ndarray) -> bytes:
@@ -31,7 +40,7 @@ def _run(tmp: Path, body: Callable[[Coordinator, Store], Awaitable[None]]) -> No
         store = Store(tmp / "data")
         fid = store.federation_id("t")
         if fid is None:
-            store.create_federation("t", N)
+            store.create_federation("t", N, ROSTER.to_dict())
         coord = Coordinator(store, {**MODES, "plain": PLAIN_MODE})
         await coord.start()
         try:
@@ -110,7 +119,7 @@ def test_post_with_wait_returns_the_next_stage_and_a_late_retry_is_a_replay(tmp_
     not 413 (the unmask stage's limit is far smaller)."""
     data = tmp_path / "data"
     store = Store(data)
-    op, toks = store.create_federation("t", N)
+    op, toks = store.create_federation("t", N, ROSTER.to_dict())
     store.close()
     length = 60_000
     rng = np.random.default_rng(1)
@@ -130,7 +139,7 @@ def test_post_with_wait_returns_the_next_stage_and_a_late_retry_is_a_replay(tmp_
                 info = resp.json()
             rid = info["round_id"]
             cfg = MaskingConfig.from_dict(info["config"])
-            sessions = [ClientSession(cfg, i, encode_update(cfg, ups[i])) for i in range(N)]
+            sessions = _sessions(cfg, ups)
             sent: list[list[bytes]] = [[] for _ in range(N)]
 
             async def post(i: int, msg: bytes) -> httpx.Response:
@@ -141,7 +150,7 @@ def test_post_with_wait_returns_the_next_stage_and_a_late_retry_is_a_replay(tmp_
 
             replies = await asyncio.gather(*(post(i, wire.encode(s.start()))
                                              for i, s in enumerate(sessions)))
-            for _stage in range(3):  # share, masked input, unmask
+            for _stage in range(4):  # share, masked input, consistency, unmask
                 for r in replies:
                     assert r.status_code == 200, r.text
                     assert r.headers["X-Secagg-State"] == "message"
@@ -165,7 +174,7 @@ def test_post_with_wait_returns_the_next_stage_and_a_late_retry_is_a_replay(tmp_
 def test_a_retry_of_a_large_message_after_its_stage_closed_is_a_replay(tmp_path: Path) -> None:
     data = tmp_path / "data"
     store = Store(data)
-    _, toks = store.create_federation("t", N)
+    _, toks = store.create_federation("t", N, ROSTER.to_dict())
     store.close()
     length = 60_000
     rng = np.random.default_rng(2)
@@ -178,7 +187,7 @@ def test_a_retry_of_a_large_message_after_its_stage_closed_is_a_replay(tmp_path:
             row = await coord.open_round(1, N, "masking", {"vector_length": length}, 30.0)
             transport = httpx.ASGITransport(app=app)
             cfg = MaskingConfig.from_dict(row.config)
-            sessions = [ClientSession(cfg, i, encode_update(cfg, ups[i])) for i in range(N)]
+            sessions = _sessions(cfg, ups)
             async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=30.0,
                                          headers={"Authorization": f"Bearer {toks[0]}"}) as c0:
                 live = coord.live[row.id]
@@ -189,7 +198,7 @@ def test_a_retry_of_a_large_message_after_its_stage_closed_is_a_replay(tmp_path:
                     msgs = [s.handle_bytes(live.outbox[i]) for i, s in enumerate(sessions)]
                     for i in range(N):
                         await coord.submit(live, i, msgs[i])
-                assert live.protocol.stage == "unmask" and len(msgs[0]) > 64 * 1024
+                assert live.protocol.stage == "consistency" and len(msgs[0]) > 64 * 1024
                 retry = await c0.post(f"/v1/rounds/{row.id}/messages", content=msgs[0],
                                       headers={"Content-Type": "application/octet-stream"})
                 assert retry.status_code == 409 and retry.json()["error"] == "replayed", retry.text

@@ -53,7 +53,9 @@ def test_a_killed_client_process_does_not_stop_the_round(fed: Federation, tmp_pa
     np.save(tmp_path / "u.npy", ups[0])
     (tmp_path / "tok").write_text(fed.tokens[0])
     victim = subprocess.Popen([sys.executable, "-m", "clients", "--server", fed.server.url, "--token-file",
-                               str(tmp_path / "tok"), "--update", str(tmp_path / "u.npy")],
+                               str(tmp_path / "tok"), "--identity", str(fed.enrolled.identity_paths[0]),
+                               "--roster", str(fed.enrolled.roster_path), "--update",
+                               str(tmp_path / "u.npy")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         clients = HonestClients(fed, list(range(1, N)), ups)
@@ -97,11 +99,15 @@ def test_server_killed_mid_round_resumes_and_keeps_nothing_readable(fed: Federat
     fed.server.start()
     held.step()  # masked input to the restarted server
     masked = held.sent[-1]
-    wait_stage(fed, rid, "unmask", 1, timeout=30)
+    wait_stage(fed, rid, "consistency", 1, timeout=30)
     data_dir = fed.server.data_dir
     # positive control: mid-round the masked vector is on disk, so the scan can see it
     needles = [masked[i : i + 64] for i in range(100, len(masked) - 64, len(masked) // 16)]
     assert _scan(data_dir, needles)
+    fed.server.kill()  # once more at the consistency stage (active rounds sign the survivors)
+    fed.server.start()
+    held.step()  # its consistency signature
+    wait_stage(fed, rid, "unmask", 1, timeout=30)
     fed.server.kill()  # and once more at the unmask stage
     fed.server.start()
     held.step()

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from clients.runtime import RuntimeClient
-from secagg.service import Operator, ServerProcess, create_federation
+from secagg.service import Operator, ServerProcess
+from tests.server.conftest import make_federation
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -46,7 +47,8 @@ def _self_signed(tmp: Path) -> tuple[Path, Path]:
 
 def test_round_over_tls_and_untrusted_certificate_refused(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
-    tokens = create_federation(tmp_path / "data", "tls", 2)
+    tokens = make_federation(tmp_path / "data", "tls", 2)
+    enrolled = tokens["enrolled"]
     server = ServerProcess(tmp_path / "data", tls_cert=cert, tls_key=key).start()
     try:
         assert server.url.startswith("https://")
@@ -56,7 +58,8 @@ def test_round_over_tls_and_untrusted_certificate_refused(tmp_path: Path) -> Non
         # a client that does not trust the certificate fails the handshake, at once and clearly
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(server.url + "/healthz", timeout=3.0)
-        with RuntimeClient(server.url, tokens["client_tokens"][0], retry_for=60) as untrusting, \
+        with RuntimeClient(server.url, tokens["client_tokens"][0], retry_for=60,
+                           identity=enrolled.identity(0), roster=enrolled.roster) as untrusting, \
                 pytest.raises(ConnectionError, match="TLS certificate is not trusted"):
             untrusting.whoami()
 
@@ -68,7 +71,8 @@ def test_round_over_tls_and_untrusted_certificate_refused(tmp_path: Path) -> Non
 
         def run(i: int) -> None:
             with RuntimeClient(server.url, tokens["client_tokens"][i], verify=str(cert),
-                               poll_wait=2.0) as rt:
+                               poll_wait=2.0, identity=enrolled.identity(i),
+                               roster=enrolled.roster) as rt:
                 results[i] = rt.run_round(ups[i], timeout=60).weighted_sum
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
