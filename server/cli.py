@@ -83,11 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
-    if args.command == "federation":
-        return _federation(args)
-    if args.command == "inspect":
-        return _inspect(args)
-    return _serve(args)
+    from server.store import DataDirError
+
+    try:
+        if args.command == "federation":
+            return _federation(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        return _serve(args)
+    except DataDirError as exc:  # an unsafe or unusable --data: one line, what to do
+        print(f"secagg-server: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _inspect(args: argparse.Namespace) -> int:
