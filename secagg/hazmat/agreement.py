@@ -21,18 +21,23 @@ PUBLIC_KEY_BYTES = 32
 _PROBE = X25519PrivateKey.from_private_bytes(bytes(range(1, 33)))  # a fixed, public probe key
 
 
-def validate_public_key(public: bytes, *, what: str = "X25519 public key") -> X25519PublicKey:
+def validate_public_key(public: bytes, *, what: str = "X25519 public key",
+                        probe_low_order: bool = True) -> X25519PublicKey:
     """Parse a peer's public key, or raise :class:`InvalidParameter` naming ``what``.
 
     Low-order points (the all-zero key and its kin) are refused: a key exchange with one gives
     the all-zero secret, the same for every party, so a peer advertising one would either share
     its secrets in the clear or make its neighbours abort. ``cryptography`` detects them by the
     all-zero exchange output; we run that exchange with a fixed public probe key.
+    ``probe_low_order=False`` skips the probe for a caller that runs its own exchange with the
+    key at once (:meth:`X25519KeyPair.exchange` refuses low-order points too).
     """
     if not isinstance(public, bytes) or len(public) != PUBLIC_KEY_BYTES:
         size = len(public) if isinstance(public, bytes) else type(public).__name__
         raise InvalidParameter(f"{what} must be {PUBLIC_KEY_BYTES} bytes, found {size}")
     key = X25519PublicKey.from_public_bytes(public)
+    if not probe_low_order:
+        return key
     try:
         _PROBE.exchange(key)
     except ValueError:

@@ -103,6 +103,7 @@ class ClientSession(Unpicklable):
         self._adverts: dict[int, m.AdvertiseKeys] = {}
         self._my_advert = b""
         self._transcript = b""
+        self._pair_keys: dict[int, SecretBytes] = {}  # neighbour -> pairwise mask key
         self._graph: dict[int, frozenset[int]] = {}
         if config.active:
             assert roster is not None
@@ -234,9 +235,15 @@ class ClientSession(Unpicklable):
         seed_shares = shamir.split(self._seed, threshold=cfg.threshold, xs=xs)
         sealed: dict[int, bytes] = {}
         for v in sorted(live - {me}):
+            try:  # both exchanges refuse a low-order key: refused here, at the directory
+                k = keys.share_key(self._cipher, adverts[v].cipher_public, me, v, self._digest,
+                                   cfg.round)
+                self._pair_keys[v] = keys.pairwise_mask_key(self._mask, adverts[v].mask_public,
+                                                            me, v, self._digest, cfg.round)
+            except InvalidParameter:
+                self._abort(f"advertisement of client {v} carries a low-order X25519 key")
             payload = (key_shares[v + 1].expose_secret_bytes()
                        + seed_shares[v + 1].expose_secret_bytes())
-            k = keys.share_key(self._cipher, adverts[v].cipher_public, me, v, self._digest, cfg.round)
             sealed[v] = seal(k, payload, keys.share_associated_data(self._digest, cfg.round, me, v))
         self._held[me] = (key_shares[me + 1], seed_shares[me + 1])
         self._neighbours = live - {me}  # from here on: neighbours that advertised
@@ -306,9 +313,7 @@ class ClientSession(Unpicklable):
         cfg, me = self.config, self.client_id
         masks = [(keys.self_mask_key(self._seed, me, self._digest, cfg.round), False)]
         for v in sorted(neighbours):
-            k = keys.pairwise_mask_key(self._mask, self._adverts[v].mask_public, me, v,
-                                       self._digest, cfg.round)
-            masks.append((k, me > v))
+            masks.append((self._pair_keys[v], me > v))
         packer = BitPacker(cfg.wire_length, cfg.mod_bits)
         acc = packer.buffer[: cfg.wire_length]
         acc[:] = self._values
@@ -399,6 +404,7 @@ class ClientSession(Unpicklable):
             else:
                 key_shares[owner] = key_share.expose_secret_bytes()
         self._held.clear()
+        self._pair_keys.clear()
         self._stage = Stage.DONE
         return m.UnmaskShares(digest=self._digest, round=cfg.round, party=self.client_id,
                               seed_shares=seed_shares, mask_key_shares=key_shares)
@@ -408,8 +414,9 @@ class ClientSession(Unpicklable):
     def _parse_advert(self, party: int, raw: bytes) -> m.AdvertiseKeys:
         try:
             adv: m.AdvertiseKeys = wire.decode(raw, expect=m.AdvertiseKeys, max_bytes=4096)
-            validate_public_key(adv.cipher_public)
-            validate_public_key(adv.mask_public)
+            # low-order points: refused by the exchanges _on_directory runs with both keys
+            validate_public_key(adv.cipher_public, probe_low_order=False)
+            validate_public_key(adv.mask_public, probe_low_order=False)
         except InvalidParameter as exc:
             self._abort(f"advertisement of client {party} is malformed: {exc}")
         if adv.party != party or adv.digest != self._digest or adv.round != self.config.round:
@@ -437,6 +444,7 @@ class ClientSession(Unpicklable):
     def _abort(self, reason: str) -> NoReturn:
         self._stage = Stage.DONE
         self._held.clear()
+        self._pair_keys.clear()
         raise ProtocolAbort("client", reason)
 
     def _tick(self, name: str, t0: float) -> None:

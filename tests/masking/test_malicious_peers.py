@@ -249,3 +249,16 @@ def test_an_enterprise_reporting_more_neighbours_than_an_honest_one_could_is_dro
     r.run_to_end(r.reply(inbox, skip={liar}))
     assert r.server.result.excluded == (liar,)
     _exact(r, [i for i in range(N) if i != liar])
+
+
+@pytest.mark.parametrize("field", ["cipher_public", "mask_public"])
+def test_a_client_refuses_a_low_order_key_in_its_directory(field: str) -> None:
+    config = make_config(6, 10, full_graph=True)  # passive: no signature stands in the way
+    r, outbox = Round.start(config, random_updates(6, 10))
+    inbox = r.deliver(outbox)
+    directory = decode(inbox[0])
+    assert isinstance(directory, m.KeyDirectory)
+    adverts = dict(directory.adverts)
+    adverts[1] = wire.encode(dataclasses.replace(decode(adverts[1]), **{field: bytes(32)}))  # type: ignore[arg-type]
+    with pytest.raises(ProtocolAbort, match="low-order"):
+        r.clients[0].handle_bytes(wire.encode(dataclasses.replace(directory, adverts=adverts)))
