@@ -73,7 +73,7 @@ class X25519KeyPair(Unpicklable):
 
     def exchange(self, peer_public: bytes) -> SecretBytes:
         """Raw X25519 shared secret with ``peer_public`` (rejects low-order points)."""
-        peer = validate_public_key(peer_public)
+        peer = validate_public_key(peer_public, probe_low_order=False)  # exchange checks it
         try:
             shared = self._private.exchange(peer)
         except ValueError as exc:  # all-zero output: a low-order point
