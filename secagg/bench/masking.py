@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.prg import MaskExpander
 from secagg.masking import MaskingConfig, Stage, plan_dropouts, simulate_round
+from secagg.masking.keys import MASK_KEY_BYTES
 from secagg.masking.simulate import insecure_simulated_federation
 
 __all__ = ["MaskingBenchResult", "measure_keystream", "run_masking_bench"]
@@ -46,8 +47,9 @@ class MaskingBenchResult:
 
 
 def measure_keystream(words: int = 1 << 20, repeats: int = 12) -> tuple[float, float]:
-    """(mask expansion GB/s, raw AES-256-CTR keystream GB/s), best of ``repeats``, same sizes."""
-    keys = [SecretBytes(os.urandom(32)) for _ in range(repeats)]
+    """(mask expansion GB/s, raw AES-CTR keystream GB/s), best of ``repeats``, same sizes and
+    the masking protocol's key size (AES-128)."""
+    keys = [SecretBytes(os.urandom(MASK_KEY_BYTES)) for _ in range(repeats)]
     acc = np.zeros(words, dtype=np.uint32)
     expander = MaskExpander()
     expander.apply(acc, keys[0])  # warm the buffers

@@ -28,7 +28,7 @@ _T = TypeVar("_T")
 __all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "MaskingConfig", "Stage"]
 
 PROTOCOL_NAME = "secagg-masking"
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: roster-bound active rounds, AES-128 mask keys
 
 
 class Stage(enum.Enum):

@@ -36,15 +36,21 @@ def _context(digest: bytes, round_: int, purpose: Purpose, pair: tuple[int, int]
                       round=round_, purpose=purpose, pair=pair)
 
 
+#: Mask keys are 128-bit AES keys (AES-128-CTR masks), derived from 256-bit secrets.
+MASK_KEY_BYTES = 16
+
+
 def pairwise_mask_key(own: X25519KeyPair, peer_public: bytes, me: int, peer: int,
                       digest: bytes, round_: int) -> SecretBytes:
     """The mask key both ends of the pair (me, peer) derive; the pair is ordered (min, max)."""
     pair = (min(me, peer), max(me, peer))
-    return derive_key(own.exchange(peer_public), _context(digest, round_, Purpose.PAIRWISE_MASK, pair))
+    return derive_key(own.exchange(peer_public), _context(digest, round_, Purpose.PAIRWISE_MASK, pair),
+                      length=MASK_KEY_BYTES)
 
 
 def self_mask_key(seed: SecretBytes, me: int, digest: bytes, round_: int) -> SecretBytes:
-    return derive_key(seed, _context(digest, round_, Purpose.SELF_MASK, (me, me)))
+    return derive_key(seed, _context(digest, round_, Purpose.SELF_MASK, (me, me)),
+                      length=MASK_KEY_BYTES)
 
 
 def share_key(own: X25519KeyPair, peer_public: bytes, src: int, dst: int,

@@ -151,10 +151,20 @@ def test_expand_mask_negative_length() -> None:
         expand_mask(SecretBytes(bytes(32)), -1)
 
 
-@pytest.mark.parametrize("size", [0, 16, 31, 33, 64])
+@pytest.mark.parametrize("size", [0, 15, 24, 31, 33, 64])
 def test_mask_key_size_checked(size: int) -> None:
-    with pytest.raises(InvalidParameter, match=rf"mask key must be 32 bytes, found {size}"):
+    with pytest.raises(InvalidParameter, match=rf"mask key must be 16 or 32 bytes, found {size}"):
         expand_mask(SecretBytes(bytes(size)), 4)
+
+
+def test_masking_keys_are_aes128_and_differ_from_the_aes256_reading() -> None:
+    """Masking derives 16-byte keys (AES-128-CTR); the first 16 bytes of a 32-byte key give a
+    different stream under AES-256, so the two key sizes never alias."""
+    from secagg.masking.keys import MASK_KEY_BYTES
+
+    assert MASK_KEY_BYTES == 16
+    key = bytes(range(32))
+    assert not np.array_equal(expand_mask(SecretBytes(key[:16]), 64), expand_mask(SecretBytes(key), 64))
 
 
 @pytest.mark.parametrize(

@@ -131,6 +131,8 @@ MASK_KEYS = [
     bytes(range(32)).hex(),
     "ff" * 32,
     hashlib.sha256(b"secagg mask vector 3").hexdigest(),
+    bytes(range(16)).hex(),  # 16-byte keys: AES-128-CTR, the masking protocol's mask keys
+    hashlib.sha256(b"secagg mask vector 5").hexdigest()[:32],
 ]
 MASK_LENGTHS = [0, 1, 7, 65536, 65537, 70001, 131072 + 5]
 
@@ -152,7 +154,8 @@ def make_expand_mask() -> dict[str, object]:
     return {
         "header": _header(
             "expand_mask(key, length): first/last 8 uint32 words and SHA-256 of all words as "
-            "little-endian bytes (AES-256-CTR, zero IV; chunk size 65536 words)"
+            "little-endian bytes (AES-256-CTR for 32-byte keys, AES-128-CTR for 16-byte keys, "
+            "zero IV; chunk size 65536 words)"
         ),
         "cases": cases,
     }
