@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import hmac
 import os
-import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
@@ -119,7 +118,6 @@ class ClientSession(Unpicklable):
         # shares this client holds: owner -> (mask-key share, seed share)
         self._held: dict[int, tuple[SecretBytes, SecretBytes]] = {}
         self._prepared: tuple[frozenset[int], bytes] | None = None  # see prepare_masked_input
-        self.compute_seconds: dict[str, float] = {}
 
     # ---- public API ----------------------------------------------------------------------------
 
@@ -133,7 +131,6 @@ class ClientSession(Unpicklable):
         if self._started:
             raise AlreadyUsed("ClientSession.start() was already called for this round")
         self._started = True
-        t0 = time.perf_counter()
         advert = m.AdvertiseKeys(
             digest=self._digest, round=self.config.round, party=self.client_id,
             cipher_public=self._cipher.public_bytes, mask_public=self._mask.public_bytes,
@@ -145,7 +142,6 @@ class ClientSession(Unpicklable):
             advert = dataclasses.replace(advert, signature=self._identity.signing_key.sign(
                 keys.advert_bytes(advert)))
         self._my_advert = wire.encode(advert)
-        self._tick("advertise", t0)
         return advert
 
     def handle(self, msg: m.ServerMessage) -> m.ClientMessage:
@@ -169,9 +165,7 @@ class ClientSession(Unpicklable):
                                   f"'{expected_stage.value}' was completed; refusing to answer twice")
             raise ProtocolAbort(stage.value, f"unexpected {type(msg).__name__}: waiting for the "
                                 f"'{stage.value}' stage")
-        t0 = time.perf_counter()
         reply: m.ClientMessage = handler(msg)
-        self._tick(expected_stage.value, t0)
         return reply
 
     def handle_bytes(self, data: bytes) -> bytes:
@@ -446,9 +440,6 @@ class ClientSession(Unpicklable):
         self._held.clear()
         self._pair_keys.clear()
         raise ProtocolAbort("client", reason)
-
-    def _tick(self, name: str, t0: float) -> None:
-        self.compute_seconds[name] = self.compute_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def __repr__(self) -> str:
         return (f"<ClientSession client={self.client_id} round={self.config.round} "

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -98,7 +97,17 @@ class ServerSession:
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
         self._result: Aggregate | None = None
-        self.compute_seconds: dict[str, float] = {}
+        # what to check on receipt and how to close, per stage (one table, no name building)
+        self._checks: dict[Stage, Callable[[Any], None]] = {
+            Stage.ADVERTISE: self._check_advertise, Stage.SHARE: self._check_share,
+            Stage.MASKED_INPUT: self._check_masked_input,
+            Stage.CONSISTENCY: self._check_consistency, Stage.UNMASK: self._check_unmask,
+        }
+        self._closers: dict[Stage, Callable[[frozenset[int]], dict[int, m.ServerMessage]]] = {
+            Stage.ADVERTISE: self._close_advertise, Stage.SHARE: self._close_share,
+            Stage.MASKED_INPUT: self._close_masked_input,
+            Stage.CONSISTENCY: self._close_consistency, Stage.UNMASK: self._close_unmask,
+        }
 
     # ---- public API ----------------------------------------------------------------------------
 
@@ -169,8 +178,7 @@ class ServerSession:
         if len(raw) > limit:
             raise RejectedMessage(sender, f"message is {len(raw)} bytes; the limit at "
                                   f"'{stage.value}' is {limit}")
-        t0 = time.perf_counter()
-        getattr(self, f"_check_{stage.name.lower()}")(msg)
+        self._checks[stage](msg)
         self._fingerprints[stage][sender] = fingerprint
         if stage is Stage.ADVERTISE:
             self._advert_bytes[sender] = raw
@@ -186,7 +194,6 @@ class ServerSession:
             self._received[stage][sender] = msg
             self._release_payloads(sender)
         self._received[stage][sender] = msg
-        self._tick(stage.value, t0)
 
     def advance(self) -> dict[int, m.ServerMessage]:
         """Close the current stage; returns the next message for each remaining client."""
@@ -198,13 +205,11 @@ class ServerSession:
         if len(answered) < need:
             self._stage = Stage.DONE
             raise NotEnoughParticipants(stage.value, len(answered), need)
-        t0 = time.perf_counter()
         try:
-            out: dict[int, m.ServerMessage] = getattr(self, f"_close_{stage.name.lower()}")(answered)
+            out: dict[int, m.ServerMessage] = self._closers[stage](answered)
         except ProtocolAbort:  # includes NotEnoughParticipants
             self._stage = Stage.DONE
             raise
-        self._tick(stage.value, t0)
         return out
 
     def advance_bytes(self) -> dict[int, bytes]:
@@ -464,9 +469,6 @@ class ServerSession:
                 self._stage = Stage.DONE
                 raise NotEnoughParticipants(stage.value, holders, self.config.threshold,
                                             f"share holders of client {owner}")
-
-    def _tick(self, name: str, t0: float) -> None:
-        self.compute_seconds[name] = self.compute_seconds.get(name, 0.0) + time.perf_counter() - t0
 
     def __repr__(self) -> str:
         return (f"<ServerSession round={self.config.round} stage={self._stage.value} "

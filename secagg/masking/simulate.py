@@ -148,18 +148,29 @@ def simulate_round(
     masked_bytes = 0
     error: str | None = None
     uploaded = set()
+    server_seconds: dict[str, float] = {}  # the driver measures; sessions read no clocks
+
+    def timed(stage: Stage, t0: float) -> None:
+        server_seconds[stage.value] = server_seconds.get(stage.value, 0.0) + \
+            time.perf_counter() - t0
+
     while True:
         for i, data in outbox.items():
             upload[i] += len(data)
             if wire.peek_type(data) is m.MaskedInput:
                 masked_bytes = len(data)
                 uploaded.add(i)
+            stage, t0 = server.stage, time.perf_counter()
             server.receive(data)
+            timed(stage, t0)
+        stage, t0 = server.stage, time.perf_counter()
         try:
             outgoing = server.advance_bytes()
         except NotEnoughParticipants as exc:
             error = str(exc)
             break
+        finally:
+            timed(stage, t0)
         if server.stage is Stage.DONE:
             break
         outbox = {}
@@ -183,7 +194,7 @@ def simulate_round(
         expected_total=expected,
         expected_survivors=tuple(sorted(uploaded)),
         client_seconds=client_seconds,
-        server_seconds=dict(server.compute_seconds),
+        server_seconds=server_seconds,
         upload_bytes=upload,
         masked_input_bytes=masked_bytes,
     )
