@@ -223,18 +223,88 @@ def make_pack_bits() -> dict[str, object]:
     }
 
 
+# --- protocol formats: config digests and the masking wire ------------------------------------
+
+def _masking_messages() -> list[object]:
+    from secagg.masking import messages as mm
+
+    d, r = bytes(range(32)), 7
+    return [
+        mm.AdvertiseKeys(digest=d, round=r, party=3, cipher_public=b"\x01" * 32,
+                         mask_public=b"\x02" * 32, seed_commitment=b"\x03" * 32,
+                         signature=b"\x04" * 64),
+        mm.ShareKeys(digest=d, round=r, party=3, sealed_shares={1: b"\x05" * 8, 9: b"\x06" * 8}),
+        mm.MaskedInput(digest=d, round=r, party=3, payload=b"\x07" * 16, excluded=(2, 5)),
+        mm.ConsistencySignature(digest=d, round=r, party=3, signature=b"\x08" * 64),
+        mm.UnmaskShares(digest=d, round=r, party=3, seed_shares={1: b"\x09" * 4},
+                        mask_key_shares={2: b"\x0a" * 4}),
+        mm.KeyDirectory(digest=d, round=r, party=3, adverts={3: b"\x0b" * 4},
+                        advert_hashes={3: b"\x0c" * 32, 4: b"\x0d" * 32}),
+        mm.ShareDelivery(digest=d, round=r, party=3, shared=(1, 3, 9),
+                         sealed_shares={1: b"\x0e" * 8}),
+        mm.ConsistencyRequest(digest=d, round=r, party=3, survivors=(1, 3)),
+        mm.UnmaskRequest(digest=d, round=r, party=3, survivors=(1, 3),
+                         signatures={1: b"\x0f" * 64}),
+    ]
+
+
+def _masking_configs() -> list[dict[str, object]]:
+    from secagg.encoding.quantize import FixedPoint
+    from secagg.masking import MaskingConfig
+
+    base = dict(num_clients=10, vector_length=1000, neighbours=9, threshold=6,
+                fixed_point=FixedPoint(clip=1.0, value_bits=16), mod_bits=20, round=3,
+                session=bytes(range(16)))
+    return [MaskingConfig(**base).to_dict(),  # type: ignore[arg-type]
+            MaskingConfig(**base, active=True, roster_digest=b"\x11" * 32).to_dict()]  # type: ignore[arg-type]
+
+
+def _ckks_config() -> dict[str, object]:
+    from secagg.ckks import CKKSRoundConfig, Preset
+
+    return CKKSRoundConfig(params=Preset.COMPACT.params, update_size=1000, client_ids=(0, 1, 2),
+                           dealer=0, min_clients=2, round=4, session=bytes(range(16)),
+                           roster_digest=b"\x22" * 32).to_dict()
+
+
+def make_protocol_formats() -> dict[str, object]:
+    from secagg.ckks import CKKSRoundConfig
+    from secagg.masking import MaskingConfig, wire
+
+    return {
+        "header": _header(
+            "masking configs (to_dict) with their SHA-256 digests, the CKKS round config with its "
+            "digest, and one encoded masking message of every type (hex): the formats clients "
+            "and servers of different releases must agree on"
+        ),
+        "masking_configs": [{"config": c, "digest": MaskingConfig.from_dict(c).digest().hex()}
+                            for c in _masking_configs()],
+        "ckks_config": {"config": _ckks_config(),
+                        "digest": CKKSRoundConfig.from_dict(_ckks_config()).digest().hex()},
+        "masking_wire": [{"type": type(msg).__name__, "hex": wire.encode(msg).hex()}  # type: ignore[arg-type]
+                         for msg in _masking_messages()],
+    }
+
+
 OUTPUTS = {
     "derive_key.json": make_derive_key,
     "expand_mask.json": make_expand_mask,
     "shamir_combine.json": make_shamir,
     "pack_bits.json": make_pack_bits,
+    "protocol_formats.json": make_protocol_formats,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="overwrite existing vector files")
+    parser.add_argument("--only", choices=sorted(OUTPUTS), action="append",
+                        help="write only this file (repeatable); the others stay frozen")
     args = parser.parse_args(argv)
+    if args.only:
+        for name in list(OUTPUTS):
+            if name not in args.only:
+                del OUTPUTS[name]
     existing = [name for name in OUTPUTS if (HERE / name).exists()]
     if existing and not args.force:
         print(f"refusing to overwrite frozen vectors {existing}; pass --force", file=sys.stderr)
