@@ -195,7 +195,10 @@ class Roster:
         names = [mm.name for mm in self.members]
         if len(set(names)) != len(names):
             raise InvalidParameter("roster member names must be unique")
-        object.__setattr__(self, "members", tuple(sorted(self.members, key=lambda mm: mm.client_id)))
+        if not isinstance(self.members, tuple) or list(ids) != sorted(ids):
+            raise InvalidParameter("roster members must be a tuple in increasing client_id order "
+                                   "(the digest depends on it); Roster.load and Roster.of sort "
+                                   "them for you")
 
     @classmethod
     def of(cls, federation: str, identities: Iterable[Identity], *, corrupt_rate: float = 0.05,
@@ -265,6 +268,7 @@ class Roster:
                 raise InvalidParameter(f"roster member #{i}: public_key must be 64 hex "
                                        "digits") from None
             out.append(RosterMember(client_id=entry["id"], name=entry["name"], public_key=key))
+        out.sort(key=lambda mm: mm.client_id)
         federation = data.get("federation")
         if not isinstance(federation, str):
             raise InvalidParameter("roster field 'federation' must be a string")

@@ -62,8 +62,10 @@ class CKKSRoundConfig:
             raise InvalidParameter(
                 f"CKKSRoundConfig.client_ids must be distinct integers in [0, 2^32), found {list(ids)[:8]}"
             )
-        if tuple(sorted(ids)) != ids:
-            object.__setattr__(self, "client_ids", tuple(sorted(ids)))
+        if not isinstance(ids, tuple) or tuple(sorted(ids)) != ids:
+            raise InvalidParameter(
+                "CKKSRoundConfig.client_ids must be a tuple in increasing order (the digest "
+                f"depends on it), found {list(ids)[:8]}; pass tuple(sorted(ids))")
         if self.dealer not in ids:
             raise InvalidParameter(
                 f"CKKSRoundConfig.dealer must be one of client_ids, found {self.dealer}; the key "
