@@ -155,10 +155,6 @@ class ServerSession:
             return self._keyed - set(self._receipts)
         return frozenset()
 
-    def ready(self) -> bool:
-        """True when every client expected at this stage has answered."""
-        return not self.expected
-
     @property
     def accepted(self) -> tuple[int, ...]:
         """Clients whose upload is in the sum so far (sorted)."""

@@ -122,10 +122,6 @@ class ServerSession:
             return frozenset()
         return self._expected - set(self._received[self._stage])
 
-    def ready(self) -> bool:
-        """True when every client expected at this stage has answered."""
-        return not self.expected
-
     def max_message_bytes(self) -> int:
         """Upper bound on one valid client message at the current stage (for body limits)."""
         header = 64

@@ -44,17 +44,17 @@ def test_a_round_driven_one_way() -> None:
         assert len(advert) <= server.max_message_bytes()
         server.receive(advert)
         assert i not in server.expected
-    assert server.ready()
+    assert not server.expected
     requests = server.advance()
     assert set(requests) == set(config.client_ids) and server.stage is ServerStage.KEYS
     assert server.expected == {config.dealer}
     _close(server, clients, requests)  # only the dealer answers
-    assert server.ready()
+    assert not server.expected
     deliveries = server.advance()
     assert set(deliveries) == set(config.client_ids) == server.keyed
     assert server.stage is ServerStage.UPLOAD and server.expected == server.keyed
     _close(server, clients, deliveries)
-    assert server.ready() and server.accepted == config.client_ids
+    assert not server.expected and server.accepted == config.client_ids
     aggregates = server.advance()
     assert server.stage is ServerStage.DONE and not server.expected
     assert set(aggregates) == set(config.client_ids)
