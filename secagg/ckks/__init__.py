@@ -25,7 +25,7 @@ shape of :mod:`secagg.masking`'s, run a round under any transport::
 
 Server side: ``receive`` raises :class:`~secagg.errors.RejectedMessage` and changes nothing on bad
 input (that client becomes a dropout), ``advance`` raises
-:class:`~secagg.errors.NotEnoughParticipants` when too few remain, ``expected``/``ready()`` say
+:class:`~secagg.errors.NotEnoughParticipants` when too few remain, ``expected`` says
 who is awaited, ``max_message_bytes()`` bounds bodies, ``result`` holds the encrypted aggregate.
 Client side: every refusal is a :class:`CheckFailed` naming the check; see
 :mod:`secagg.ckks.client` for what is checked when, :mod:`secagg.ckks.sketch` for the verifiable
