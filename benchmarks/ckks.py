@@ -110,7 +110,7 @@ def _nvflare(
     expected: npt.NDArray[np.float64],
     progress: bool,
 ) -> dict[str, Any]:
-    from secagg.bench.nvflare_anchor import NVFlareCKKS, split_tensors
+    from .nvflare_anchor import NVFlareCKKS, split_tensors
 
     flare = NVFlareCKKS()
     uploads, enc_s = [], []

@@ -8,9 +8,8 @@ Two measurements, both on the default enterprise model (all-MiniLM-L6-v2 + LoRA 
 * accuracy of the shared incident-category task (three enterprises' train splits pooled, their test
   splits pooled) trained non-privately and with DP-SGD at epsilon 1, 3 and 8.
 
-This module measures the enterprise client, so it imports :mod:`clients` inside its functions (never
-at module load): ``secagg`` itself still loads without it, and the protocol core never depends on
-it.
+This module measures the enterprise client (:mod:`secagg_clients`); it imports it, and torch,
+inside its functions, so ``secagg bench --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class DPBenchConfig:
     The recipe (``epochs`` .. ``nonprivate_adapter_lr_scale``) was tuned on a validation split
     carved from the pooled training records (never on the test split the bench reports): large
     expected DP batches (sample rate ~1/3) with more epochs at a fixed epsilon, a high rate for the
-    head and 0.3 of it for the LoRA adapters (see :func:`clients.trainer._param_groups`); the
+    head and 0.3 of it for the LoRA adapters (see :func:`secagg_clients.trainer._param_groups`); the
     non-private baseline got its own grid over the same knobs, and its best entry is its default.
     """
 
@@ -94,9 +93,9 @@ def _time_steps(cfg: DPBenchConfig) -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from clients.data import ENTERPRISES, load_enterprise
-    from clients.model import build_model, load_tokenizer, make_dataset
-    from clients.secure_noise import SecurePrivacyEngine
+    from secagg_clients.data import ENTERPRISES, load_enterprise
+    from secagg_clients.model import build_model, load_tokenizer, make_dataset
+    from secagg_clients.secure_noise import SecurePrivacyEngine
 
     tok = load_tokenizer()
     records = [r for e in ENTERPRISES for r in load_enterprise(e)][: cfg.batch_size]
@@ -139,9 +138,9 @@ def _time_steps(cfg: DPBenchConfig) -> dict[str, Any]:
 
 
 def _accuracy(cfg: DPBenchConfig) -> dict[str, Any]:
-    from clients.data import ENTERPRISES, load_enterprise, split_records
-    from clients.model import build_model, load_tokenizer, make_dataset
-    from clients.trainer import DPConfig, NoiseMode, evaluate, train_nonprivate, train_private
+    from secagg_clients.data import ENTERPRISES, load_enterprise, split_records
+    from secagg_clients.model import build_model, load_tokenizer, make_dataset
+    from secagg_clients.trainer import DPConfig, NoiseMode, evaluate, train_nonprivate, train_private
 
     tok = load_tokenizer()
     train, test = [], []

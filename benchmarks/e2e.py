@@ -1,8 +1,9 @@
 """End to end over the project's own server: a secure round vs a plaintext round, real processes.
 
-One server process (``python -m server``) on 127.0.0.1 with a temporary data directory, and one
-``secagg-client`` process per client, each with a random float32 update, its own identity and
-the federation's roster (:func:`secagg.service.enrol_locally`), so masking rounds are the
+One server process (``python -m secagg_server``) on 127.0.0.1 with a temporary data directory,
+and one ``secagg-client`` process (``python -m secagg_clients``) per client, each with a random
+float32 update, its own identity and the federation's roster
+(:func:`secagg_clients.enrolment.enrol_locally`), so masking rounds are the
 service's active (malicious-server) rounds, as deployed. The same clients
 take part in alternating secure and ``plain`` rounds (the plain mode sums float32 uploads with no
 protection: same server, store, HTTP path and runtime), so the ratio isolates what protection
@@ -21,8 +22,8 @@ needs the secure sum: for masking the bench rebuilds it from the released aggreg
 only the clients can decrypt, so after the timed rounds one more, untimed, CKKS round runs and
 the clients write its mean (``secagg-client --out``) for the bench to compare.
 
-``secagg`` must not import the ``server`` or ``clients`` packages; this module only starts them
-as processes and speaks HTTP to them (through :mod:`secagg.service`).
+The server and the clients run as separate processes, as deployed; this module plays the
+operator (:mod:`secagg_server.operator`) and speaks HTTP to the server.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from secagg.service import ServerProcess, create_federation, enrol_locally
+from secagg_clients.enrolment import enrol_locally
+from secagg_server.operator import ServerProcess, create_federation
 
 __all__ = ["E2EResult", "run_e2e_bench"]
 
@@ -74,7 +76,7 @@ class _Client:
 
     def __init__(self, url: str, token_file: Path, update: Path, rounds: int, report: Path,
                  identity: Path, roster: Path, out: Path | None = None) -> None:
-        cmd = [sys.executable, "-m", "clients", "--server", url, "--token-file", str(token_file),
+        cmd = [sys.executable, "-m", "secagg_clients", "--server", url, "--token-file", str(token_file),
                "--identity", str(identity), "--roster", str(roster), "--update",
                str(update), "--rounds", str(rounds), "--json", str(report)]
         if out is not None:

@@ -1,7 +1,10 @@
-"""The enterprise side: multimodal DP-LoRA fine-tuning (peft + Opacus), update exchange, ledger.
+"""The enterprise side: multimodal DP-LoRA fine-tuning (peft + Opacus), update exchange, enrolment.
 
-Heavy libraries (torch, peft, transformers, opacus) load when a name is first used, so importing
-``clients`` is cheap. ``secagg`` never imports this package.
+Installed as ``secagg_clients`` (the repository folder is ``clients/``). Heavy libraries (torch,
+peft, transformers, opacus) load when a name is first used, so importing ``secagg_clients`` is
+cheap. It imports :mod:`secagg` and never the server side; :mod:`secagg` never imports it
+(``tests/test_layers.py`` checks every import). The privacy ledger it keeps is
+:mod:`secagg.dp.ledger`, so ``secagg privacy ledger`` reads it without this package.
 """
 
 from __future__ import annotations
@@ -34,24 +37,24 @@ __all__ = [
 ]
 
 _WHERE = {
-    "ENTERPRISES": "clients.data", "LABELS": "clients.data", "Record": "clients.data",
-    "load_enterprise": "clients.data", "load_records": "clients.data",
-    "split_records": "clients.data",
-    "BudgetExceeded": "clients.ledger", "PrivacyLedger": "clients.ledger",
-    "EncoderKind": "clients.model", "build_model": "clients.model",
-    "load_tokenizer": "clients.model", "make_dataset": "clients.model",
-    "DPConfig": "clients.trainer", "NoiseMode": "clients.trainer", "evaluate": "clients.trainer",
-    "train_private": "clients.trainer",
-    "EnterpriseClient": "clients.client", "RoundUpdate": "clients.client",
-    "apply_aggregate": "clients.updates", "extract_update": "clients.updates",
-    "trainable_spec": "clients.updates",
+    "ENTERPRISES": ".data", "LABELS": ".data", "Record": ".data",
+    "load_enterprise": ".data", "load_records": ".data",
+    "split_records": ".data",
+    "BudgetExceeded": "secagg.dp.ledger", "PrivacyLedger": "secagg.dp.ledger",
+    "EncoderKind": ".model", "build_model": ".model",
+    "load_tokenizer": ".model", "make_dataset": ".model",
+    "DPConfig": ".trainer", "NoiseMode": ".trainer", "evaluate": ".trainer",
+    "train_private": ".trainer",
+    "EnterpriseClient": ".client", "RoundUpdate": ".client",
+    "apply_aggregate": ".updates", "extract_update": ".updates",
+    "trainable_spec": ".updates",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'clients' has no attribute {name!r}")
+        return getattr(importlib.import_module(_WHERE[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

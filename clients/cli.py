@@ -1,11 +1,11 @@
 """``secagg-client``: one enterprise takes part in rounds on a secagg server.
 
 With ``--data`` / ``--enterprise`` it trains the enterprise model with DP-LoRA each round
-(:class:`clients.federated.FederatedEnterprise`); with ``--update`` / ``--random`` it sends a
+(:class:`secagg_clients.federated.FederatedEnterprise`); with ``--update`` / ``--random`` it sends a
 fixed or random vector (what ``secagg bench e2e`` runs: protection cost without training).
 
 ``secagg-client identity create|show`` and ``secagg-client roster create|show`` enrol the
-enterprise (:mod:`clients.enrolment`): its long-term identity and the federation's roster, which
+enterprise (:mod:`secagg_clients.enrolment`): its long-term identity and the federation's roster, which
 every enterprise pins and compares out of band.
 """
 
@@ -121,11 +121,12 @@ def _token(args: argparse.Namespace) -> str:
 def _train_and_aggregate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from clients.data import enterprise_path
-    from clients.federated import FederatedEnterprise, FederationPlan, print_event
-    from clients.model import EncoderKind
     from secagg.cli._output import write_json
     from secagg.errors import InvalidParameter
+
+    from .data import enterprise_path
+    from .federated import FederatedEnterprise, FederationPlan, print_event
+    from .model import EncoderKind
 
     if not args.ledger:
         raise InvalidParameter("training needs --ledger FILE (the privacy ledger that keeps this "
@@ -192,8 +193,9 @@ def run(args: argparse.Namespace) -> int:
         return _train_and_aggregate(args)
     import numpy as np
 
-    from clients.runtime import Dropped, RoundRefused, RuntimeClient
     from secagg.cli._output import write_json
+
+    from .runtime import Dropped, RoundRefused, RuntimeClient
 
     rng = np.random.default_rng(args.seed)
     fixed = None if args.update is None else np.load(args.update).astype(np.float32).ravel()
@@ -309,8 +311,9 @@ def enrol(argv: list[str]) -> int:
     import sys
     from pathlib import Path
 
-    from clients.enrolment import assemble_roster, create_identity, public_entry_path
     from secagg.identity import Identity, Roster
+
+    from .enrolment import assemble_roster, create_identity, public_entry_path
 
     args = _enrol_parser().parse_args(argv)
     if args.what == "identity" and args.action == "create":
@@ -357,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     protocol package never imports the client side)."""
     import sys
 
-    from clients.runtime import ServerRefused
     from secagg.errors import SecAggError
+
+    from .runtime import ServerRefused
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("identity", "roster"):

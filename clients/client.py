@@ -20,19 +20,20 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from clients.data import Record
-from clients.ledger import LedgerEntry, PrivacyLedger
-from clients.model import EncoderKind, EnterpriseModel, build_model, load_tokenizer, make_dataset
-from clients.trainer import DPConfig, evaluate, train_private
-from clients.updates import (
+from secagg.dp import GaussianSteps, noise_multiplier
+from secagg.dp.ledger import LedgerEntry, PrivacyLedger
+from secagg.encoding import ParamSpec
+
+from .data import Record
+from .model import EncoderKind, EnterpriseModel, build_model, load_tokenizer, make_dataset
+from .trainer import DPConfig, evaluate, train_private
+from .updates import (
     apply_aggregate,
     extract_update,
     get_trainable_vector,
     set_trainable_vector,
     trainable_spec,
 )
-from secagg.dp import GaussianSteps, noise_multiplier
-from secagg.encoding import ParamSpec
 
 __all__ = ["EnterpriseClient", "RoundUpdate"]
 
@@ -86,7 +87,7 @@ class EnterpriseClient:
     def train_round(self, config: DPConfig, *, progress: bool = True) -> RoundUpdate:
         """Check the budget, train with DP-SGD from the common base, record, return the update.
 
-        Raises :class:`clients.ledger.BudgetExceeded` before any training if the round would
+        Raises :class:`secagg.dp.ledger.BudgetExceeded` before any training if the round would
         overspend. The model keeps its local weights until :meth:`apply_aggregate`.
         """
         planned = self.plan(config)

@@ -1,9 +1,10 @@
 """Enterprise records: free text + sensor readings + label, from CSV or JSONL.
 
-The shipped datasets (``data/enterprises/*.csv``, made by ``scripts/make_enterprise_data.py``) go
-through the same :func:`load_records` a user's own file does. Sensor features are normalised with
-fixed, public constants (:data:`SENSOR_SCALING`), never with statistics of the private data: a
-mean/std computed locally would leave the enterprise outside DP-SGD's guarantee.
+The shipped datasets (``clients/datasets/*.csv``, package data of ``secagg_clients``, made by
+``scripts/make_enterprise_data.py``) go through the same :func:`load_records` a user's own file
+does. Sensor features are normalised with fixed, public constants (:data:`SENSOR_SCALING`),
+never with statistics of the private data: a mean/std computed locally would leave the
+enterprise outside DP-SGD's guarantee.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ SENSOR_SCALING: dict[str, tuple[float, float]] = {
     "sound_db": (50.0, 10.0),
 }
 ENTERPRISES: tuple[str, ...] = ("energy_utility", "residential_security", "city_operations")
-_DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "enterprises"
+_DATA_DIR = Path(__file__).resolve().parent / "datasets"  # installed with the package
 
 
 @dataclass(frozen=True, slots=True)

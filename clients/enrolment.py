@@ -13,19 +13,23 @@ What ``secagg-client identity ...`` and ``secagg-client roster ...`` run::
 
 A public entry is ``{"name": NAME, "public_key": HEX}``: the enterprise's name and its Ed25519
 identity public key, nothing secret.
+
+For demos and tests on one machine, :func:`enrol_locally` plays every enterprise's part at once:
+one identity per enterprise directory and the roster, skipping only the exchange.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from secagg.errors import InvalidParameter
 from secagg.identity import Identity, Roster, RosterMember
 
-__all__ = ["assemble_roster", "create_identity", "load_public_entry", "public_entry_path",
-           "write_public_entry"]
+__all__ = ["LocalEnrolment", "assemble_roster", "create_identity", "enrol_locally",
+           "load_public_entry", "public_entry_path", "write_public_entry"]
 
 
 def public_entry_path(identity_path: str | os.PathLike[str]) -> Path:
@@ -101,3 +105,43 @@ def assemble_roster(federation: str, entries: list[str | os.PathLike[str]]) -> R
         seen[key], names[name] = Path(entry), Path(entry)
         members.append(RosterMember(client_id=i, name=name, public_key=key))
     return Roster(federation, tuple(members))
+
+
+@dataclass(frozen=True)
+class LocalEnrolment:
+    """What :func:`enrol_locally` made: the roster and each member's identity file."""
+
+    roster: Roster
+    roster_path: Path
+    identity_paths: tuple[Path, ...]  # in client-id order (the roster's ids 0..n-1)
+
+    def identity(self, client_id: int) -> Identity:
+        return Identity.load(self.identity_paths[client_id])
+
+
+def enrol_locally(directory: str | Path, federation: str, names: list[str] | tuple[str, ...],
+                  ) -> LocalEnrolment:
+    """Demos and tests on ONE machine: every enterprise's identity and the federation's roster.
+
+    Writes ``directory/<name>/identity.json`` (0600, in a 0700 directory: one directory per
+    enterprise, as if on its own machine) for each name, and ``directory/roster.json`` with ids
+    0, 1, ... in the order of ``names``. In a real federation each enterprise runs
+    ``secagg-client identity create`` on its own machine and the roster is assembled from the
+    public entries they exchange (README, "Enrolling an enterprise"); this helper only skips
+    the exchange, never the checks.
+    """
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    identities: list[Identity] = []
+    for name in names:
+        home = root / name
+        home.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(home, 0o700)
+        path = home / "identity.json"
+        identities.append(Identity.create(path, name=name))
+        paths.append(path)
+    roster = Roster.of(federation, identities)
+    roster_path = root / "roster.json"
+    roster.save(roster_path)
+    return LocalEnrolment(roster=roster, roster_path=roster_path, identity_paths=tuple(paths))

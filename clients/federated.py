@@ -3,7 +3,7 @@
 This is the loop a deployment runs per enterprise, and what ``secagg-client --data`` and the demo
 start::
 
-    from clients.federated import FederatedEnterprise, FederationPlan
+    from secagg_clients.federated import FederatedEnterprise, FederationPlan
 
     plan = FederationPlan(rounds=2, budget_epsilon=8.0)
     with FederatedEnterprise.connect("https://agg:8443", token, data="my_records.csv",
@@ -48,15 +48,16 @@ from typing import Any
 
 import numpy as np
 
-from clients.client import EnterpriseClient
-from clients.data import Record, load_records, split_records
-from clients.ledger import PrivacyLedger
-from clients.model import EncoderKind
-from clients.runtime import Dropped, RoundRefused, RuntimeClient
-from clients.trainer import DPConfig, NoiseMode
 from secagg.dp import Accountant, GaussianSteps
+from secagg.dp.ledger import PrivacyLedger
 from secagg.errors import InvalidParameter
 from secagg.identity import Identity, Roster
+
+from .client import EnterpriseClient
+from .data import Record, load_records, split_records
+from .model import EncoderKind
+from .runtime import Dropped, RoundRefused, RuntimeClient
+from .trainer import DPConfig, NoiseMode
 
 __all__ = ["EnterpriseReport", "FederatedEnterprise", "FederationPlan", "RoundReport"]
 
@@ -70,7 +71,7 @@ class FederationPlan:
     rounds: int = 2
     budget_epsilon: float = 8.0
     delta: float = 1e-5
-    # the DP recipe tuned for the enterprise task (see clients.trainer.DPConfig)
+    # the DP recipe tuned for the enterprise task (see secagg_clients.trainer.DPConfig)
     epochs: int = 10
     batch_size: int = 96
     learning_rate: float = 3e-2

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from clients.data import LABELS, SENSOR_FIELDS, Record, sensor_features
 from secagg.errors import InvalidParameter
+
+from .data import LABELS, SENSOR_FIELDS, Record, sensor_features
 
 __all__ = [
     "EncoderKind",

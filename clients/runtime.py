@@ -1,6 +1,6 @@
 """The enterprise's client runtime: take part in rounds on a secagg server over HTTP(S).
 
-    from clients.runtime import RuntimeClient
+    from secagg_clients.runtime import RuntimeClient
     from secagg.identity import Identity, Roster
 
     with RuntimeClient("https://agg.example:8443", token, verify="ca.pem",
@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import struct
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -48,7 +50,6 @@ import numpy.typing as npt
 from secagg.errors import InvalidParameter, ProtocolAbort, SecAggError
 from secagg.identity import Identity, Roster
 from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
-from secagg.service import tls_verify
 
 if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round starts
     from secagg import ckks
@@ -56,8 +57,21 @@ if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round 
 __all__ = ["Dropped", "RoundInfo", "RoundRefused", "RoundResult", "RuntimeClient",
            "ServerRefused"]
 
-log = logging.getLogger("clients.runtime")
+log = logging.getLogger(__name__)
 OCTET = {"Content-Type": "application/octet-stream"}
+
+
+def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
+    """httpx's ``verify`` from ``True``/``False`` or a CA bundle path (a file of PEM certificates).
+
+    The operator's HTTP client has its twin (``secagg_server.operator.tls_verify``): the two
+    sides share no code outside :mod:`secagg`, which carries no transport."""
+    if isinstance(verify, str):
+        if not Path(verify).is_file():
+            raise InvalidParameter(f"CA bundle {verify!r} does not exist; pass the PEM file that "
+                                   "signed the server's certificate")
+        return ssl.create_default_context(cafile=verify)
+    return verify
 
 
 class ServerRefused(Exception):

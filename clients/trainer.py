@@ -3,7 +3,7 @@
 Two noise modes, named for what they are:
 
 * :attr:`NoiseMode.SECURE` (default, production): noise and batch sampling from an AES-CTR keystream
-  (:mod:`clients.secure_noise`); cannot be seeded, by design.
+  (:mod:`secagg_clients.secure_noise`); cannot be seeded, by design.
 * :attr:`NoiseMode.INSECURE_FAST`: Opacus's stock path with torch's seedable PRNG. For experiments
   and reproducible tests only: an attacker who learns the PRNG state can subtract the noise.
 
@@ -142,7 +142,7 @@ def train_private(
     """Fine-tune ``model``'s trainable parameters in place with DP-SGD; Opacus hooks removed after."""
     from opacus import PrivacyEngine
 
-    from clients.secure_noise import SecurePrivacyEngine
+    from .secure_noise import SecurePrivacyEngine
 
     generator = None
     if config.noise_mode is NoiseMode.SECURE:

@@ -6,7 +6,7 @@ differ in what they see most (label priors), how they write (their own vocabular
 one) and their sensors' baselines; 8 % of labels are flipped and a third of the texts carry no
 category cue, so no model is perfect and each enterprise gains from the others' common classes.
 
-    python scripts/make_enterprise_data.py            # rewrites data/enterprises/*.csv
+    python scripts/make_enterprise_data.py            # rewrites clients/datasets/*.csv
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import csv
 import random
 from pathlib import Path
 
-from clients.data import LABELS
-from clients.data import SENSOR_FIELDS as SENSORS  # the loader's columns, in the loader's order
+from secagg_clients.data import LABELS
+from secagg_clients.data import SENSOR_FIELDS as SENSORS  # the loader's columns, in the loader's order
 
 SEED = 20240611
 LABEL_NOISE = 0.08
@@ -117,4 +117,4 @@ def generate(out_dir: Path, seed: int = SEED) -> None:
 
 
 if __name__ == "__main__":
-    generate(Path(__file__).resolve().parent.parent / "data" / "enterprises")
+    generate(Path(__file__).resolve().parent.parent / "clients" / "datasets")

@@ -16,5 +16,15 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
 fi
 echo "[setup] installing secagg with its dev and bench extras"
 "${PIP[@]}" install -e ".[dev,bench]"
+# benchmarks/ and examples/ are applications of this checkout, never installed. They are imported
+# as secagg_benchmarks and secagg_examples (opacus installs top-level packages named benchmarks
+# and examples): links to them in .venv, on its path through a .pth file, let `secagg bench` and
+# `secagg demo` (secagg.commands entry points in pyproject.toml) and the tests find them.
+APPS=.venv/secagg-source-checkout
+mkdir -p "$APPS"
+ln -sfn "$PWD/benchmarks" "$APPS/secagg_benchmarks"
+ln -sfn "$PWD/examples" "$APPS/secagg_examples"
+SITE=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+echo "$PWD/$APPS" > "$SITE/secagg_source_checkout.pth"
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
 echo "[setup] ready: .venv/bin/secagg --help"

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-echo "[test] ruff"; .venv/bin/ruff check secagg clients server tests examples
-echo "[test] mypy"; .venv/bin/mypy secagg clients server
+echo "[test] ruff"; .venv/bin/ruff check secagg clients server tests examples benchmarks scripts
+echo "[test] mypy"; .venv/bin/mypy secagg clients server benchmarks
 echo "[test] pytest"; .venv/bin/python -m pytest -q "$@"

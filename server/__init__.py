@@ -1,16 +1,19 @@
 """The untrusted aggregation server: an HTTP service over the sans-IO protocol sessions of
 :mod:`secagg`, a round coordinator with stage deadlines, and a durable SQLite round store.
 
-Run it with ``secagg-server --host H --port P --data DIR``; create a federation with
-``secagg-server federation create --data DIR --name N --clients K``. It never imports torch,
-peft or opacus.
+Installed as ``secagg_server`` (the repository folder is ``server/``). Run it with
+``secagg-server --host H --port P --data DIR``; create a federation with
+``secagg-server federation create --data DIR --name N --roster roster.json``. The operator's
+Python side (start the process, create the federation, open rounds) is
+:mod:`secagg_server.operator`. It imports :mod:`secagg` and never the client side, torch, peft,
+opacus or transformers (``tests/test_layers.py`` checks every import).
 """
 
 from __future__ import annotations
 
-from server.app import create_app
-from server.cli import main
-from server.modes import MODES, ModeSpec, RoundProtocol, register_mode
-from server.store import Store
+from .app import create_app
+from .cli import main
+from .modes import MODES, ModeSpec, RoundProtocol, register_mode
+from .store import Store
 
 __all__ = ["MODES", "ModeSpec", "RoundProtocol", "Store", "create_app", "main", "register_mode"]

@@ -1,12 +1,12 @@
-"""``python -m server`` is ``secagg-server``.
+"""``python -m secagg_server`` is ``secagg-server``.
 
 An unsafe data directory (someone else's, group/world-writable) is refused by the store with a
 message saying how to fix it; here that message is the whole output, for every command."""
 
 import sys
 
-from server.cli import main
-from server.store import DataDirError
+from .cli import main
+from .store import DataDirError
 
 try:
     code = main()

@@ -35,7 +35,7 @@ Transport hardening (:func:`serve`, the ``secagg-server`` command, runs it; see 
   A slow client holds one connection for a bounded time and never the round: stage deadlines
   and the other clients go on.
 * The process umask is 0077 and the store keeps its files 0600 in a 0700 directory that must be
-  the server user's own (:class:`server.store.Store`).
+  the server user's own (:class:`secagg_server.store.Store`).
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from server.coordinator import Coordinator, LiveRound
-from server.modes import MODES, PLAIN_MODE, Rejected
-from server.store import DataDirError, Principal, RoundRow, Store
+from .coordinator import Coordinator, LiveRound
+from .modes import MODES, PLAIN_MODE, Rejected
+from .store import DataDirError, Principal, RoundRow, Store
 
 if TYPE_CHECKING:
     from uvicorn.config import Config
@@ -223,7 +223,7 @@ def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 def create_app(data_dir: str | Path, *, allow_plain: bool = False,
                limits: Limits | None = None) -> FastAPI:
     """The service over the store in ``data_dir`` (created 0700 if missing; an unsafe existing
-    one raises :class:`server.store.DataDirError`). ``limits`` bound slow or large requests."""
+    one raises :class:`secagg_server.store.DataDirError`). ``limits`` bound slow or large requests."""
     limits = limits or Limits()
     store = Store(data_dir)
     modes = dict(MODES)

@@ -1,7 +1,7 @@
 """``secagg-server``: run the service, and the operator's offline commands.
 
     secagg-server --host 127.0.0.1 --port 8443 --data ./srv [--tls-cert F --tls-key F]
-    (plain HTTP off the loopback is refused unless --insecure-http; see server.app.serve)
+    (plain HTTP off the loopback is refused unless --insecure-http; see secagg_server.app.serve)
     secagg-server federation create --data ./srv --name city --roster roster.json [--json]
     secagg-server federation list --data ./srv
     secagg-server inspect --data ./srv [--json]
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args_list or (args_list[0].startswith("-") and args_list[0] not in ("-h", "--help")):
         args_list.insert(0, "serve")
     args = _parser().parse_args(args_list)
-    from server.store import DataDirError
+    from .store import DataDirError
 
     try:
         if args.command == "federation":
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from server.store import Store
+    from .store import Store
 
     if not (Path(args.data) / "secagg-server.sqlite3").is_file():
         print(f"secagg-server: error: {args.data!r} is not a server data directory",
@@ -122,7 +122,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _federation(args: argparse.Namespace) -> int:
-    from server.store import Store
+    from .store import Store
 
     roster = None
     if args.action == "create":  # checked before the store creates --data
@@ -196,7 +196,7 @@ def _roster_digest(data: dict[str, Any]) -> str:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.app import Limits, serve
+    from .app import Limits, serve
 
     try:
         limits = Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,

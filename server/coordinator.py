@@ -48,14 +48,15 @@ from typing import Any
 
 from secagg.errors import InvalidParameter
 from secagg.identity import Roster
-from server.modes import MODES, ModeSpec, Rejected, RoundFailed, RoundProtocol
-from server.store import INLINE_LIMIT, RoundRow, Store, event_row
+
+from .modes import MODES, ModeSpec, Rejected, RoundFailed, RoundProtocol
+from .store import INLINE_LIMIT, RoundRow, Store, event_row
 
 __all__ = ["Coordinator", "Journal", "LiveRound", "StoreWriteFailed"]
 
 log = logging.getLogger("secagg.server")
 _OPTIONS_DOC = {"masking": "secagg.masking.MaskingConfig.create",
-                "ckks": "server.modes (ckks options) and secagg.ckks.CKKSRoundConfig"}
+                "ckks": "secagg_server.modes (ckks options) and secagg.ckks.CKKSRoundConfig"}
 TICK_S = 0.1  # deadline checks only: a stage whose last message arrives closes at once
 
 
@@ -381,7 +382,7 @@ class Coordinator:
                 detail = str(exc) if isinstance(exc, InvalidParameter) else \
                     f"an option has the wrong type ({exc})"
                 raise Rejected(400, "invalid_options", detail, "options of the documented types "
-                               f"(see {_OPTIONS_DOC.get(mode, 'server.modes')})") from None
+                               f"(see {_OPTIONS_DOC.get(mode, 'secagg_server.modes')})") from None
             row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
                                           config, stage_timeout)
             self.live[row.id] = self._build(row)

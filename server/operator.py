@@ -1,17 +1,19 @@
-"""Run and operate a secagg server from Python: the process, the federation, the rounds.
+"""The operator's side from Python: the server process, the federation, the rounds.
 
-    from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
+    from secagg_clients.enrolment import enrol_locally
+    from secagg_server.operator import Operator, ServerProcess, create_federation
 
-    enrolled = enrol_locally("ids", "city", ["energy", "security", "ops"])  # demo: one machine
+    enrolled = enrol_locally("ids", "city", ["energy", "security", "ops"])  # enterprises' part
     tokens = create_federation("srv", "city", enrolled.roster_path)  # one token per enterprise
     server = ServerProcess(Path("srv")).start()                  # secagg-server on 127.0.0.1
     with Operator(server.url, tokens["operator_token"]) as op:
         info = op.open_round("masking", {"vector_length": 75_444, "clip": 2.0})
         status = op.wait(info["round_id"])                       # 'done' or 'failed'
 
-Used by the demo, the end-to-end benchmark, the tests and ``examples/smart_city``. ``secagg`` does
-not import the ``server`` package: the server is always a separate process (``python -m server``),
-as it is in a deployment, and this module speaks to it over HTTP only.
+Whoever runs the aggregation server runs this: the demo, the end-to-end benchmark, the tests and
+``examples/smart_city``. :class:`ServerProcess` and :func:`create_federation` run the server's
+own command line in a child process (``python -m secagg_server``), as a deployment does;
+:class:`Operator` speaks to the server over HTTP only, with the operator's token.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ from typing import Any
 import httpx
 
 from secagg.errors import InvalidParameter, SecAggError
-from secagg.identity import Identity, Roster
+from secagg.identity import Roster
 
-__all__ = ["LocalEnrolment", "Operator", "OperatorError", "ServerProcess", "create_federation",
-           "enrol_locally", "free_port", "tls_verify"]
+__all__ = ["Operator", "OperatorError", "ServerProcess", "create_federation", "free_port",
+           "tls_verify"]
 
 
 class OperatorError(SecAggError):
@@ -59,46 +61,6 @@ def free_port() -> int:
         return port
 
 
-@dataclass(frozen=True)
-class LocalEnrolment:
-    """What :func:`enrol_locally` made: the roster and each member's identity file."""
-
-    roster: Roster
-    roster_path: Path
-    identity_paths: tuple[Path, ...]  # in client-id order (the roster's ids 0..n-1)
-
-    def identity(self, client_id: int) -> Identity:
-        return Identity.load(self.identity_paths[client_id])
-
-
-def enrol_locally(directory: str | Path, federation: str, names: list[str] | tuple[str, ...],
-                  ) -> LocalEnrolment:
-    """Demos and tests on ONE machine: every enterprise's identity and the federation's roster.
-
-    Writes ``directory/<name>/identity.json`` (0600, in a 0700 directory: one directory per
-    enterprise, as if on its own machine) for each name, and ``directory/roster.json`` with ids
-    0, 1, ... in the order of ``names``. In a real federation each enterprise runs
-    ``secagg-client identity create`` on its own machine and the roster is assembled from the
-    public entries they exchange (README, "Enrolling an enterprise"); this helper only skips
-    the exchange, never the checks.
-    """
-    root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
-    identities: list[Identity] = []
-    for name in names:
-        home = root / name
-        home.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(home, 0o700)
-        path = home / "identity.json"
-        identities.append(Identity.create(path, name=name))
-        paths.append(path)
-    roster = Roster.of(federation, identities)
-    roster_path = root / "roster.json"
-    roster.save(roster_path)
-    return LocalEnrolment(roster=roster, roster_path=roster_path, identity_paths=tuple(paths))
-
-
 def create_federation(data_dir: str | Path, name: str,
                       roster: Roster | str | os.PathLike[str]) -> dict[str, Any]:
     """Run ``secagg-server federation create --roster ... --json``; returns its tokens (shown
@@ -113,7 +75,7 @@ def create_federation(data_dir: str | Path, name: str,
     else:
         raise InvalidParameter(f"roster must be a Roster or the path of a roster file, found "
                                f"{type(roster).__name__}")
-    out = subprocess.run([sys.executable, "-m", "server", "federation", "create", "--data",
+    out = subprocess.run([sys.executable, "-m", "secagg_server", "federation", "create", "--data",
                           str(data_dir), "--name", name, "--roster", str(roster_path), "--json"],
                          capture_output=True, text=True, timeout=60)
     if out.returncode != 0:
@@ -144,7 +106,7 @@ class ServerProcess:
         return Path(self.data_dir).parent / f"server-{self.port}.log"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        cmd = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port",
+        cmd = [sys.executable, "-m", "secagg_server", "serve", "--host", "127.0.0.1", "--port",
                str(self.port), "--data", str(self.data_dir), "--log-level", self.log_level]
         if self.allow_plain:
             cmd.append("--allow-plain")

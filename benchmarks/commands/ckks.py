@@ -46,8 +46,9 @@ def _fmt(value: float, unit: str = "") -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secagg.bench.ckks import TARGETS, run_bench
     from secagg.cli._output import print_table, write_json
+
+    from ..ckks import TARGETS, run_bench
 
     report = run_bench(
         clients=args.clients, params=args.params, compare=args.compare, preset=args.preset, seed=args.seed

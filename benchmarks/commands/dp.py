@@ -60,8 +60,9 @@ def _plot(report: dict[str, Any], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secagg.bench.dp import DPBenchConfig, run_dp_bench
     from secagg.cli._output import print_table, write_json
+
+    from ..dp import DPBenchConfig, run_dp_bench
 
     recipe = {} if args.epochs is None else {"epochs": args.epochs}
     cfg = DPBenchConfig(batch_size=args.batch_size, seq_len=args.seq_len,

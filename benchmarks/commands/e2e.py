@@ -38,9 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secagg.bench.e2e import AVAILABLE_MODES, run_e2e_bench
     from secagg.cli._output import print_table, write_json
     from secagg.errors import InvalidParameter
+
+    from ..e2e import AVAILABLE_MODES, run_e2e_bench
 
     if args.mode not in AVAILABLE_MODES:
         raise InvalidParameter(f"--mode {args.mode} is not available: the server runs "

@@ -55,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from secagg.bench.masking import measure_keystream, run_masking_bench
     from secagg.cli._checks import check_range
     from secagg.cli._output import print_table, write_json
+
+    from ..masking import measure_keystream, run_masking_bench
 
     check_range("--clients", args.clients, low=3)
     check_range("--params", args.params, low=1)
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         ["upload bytes/param", f"{ours.upload_bytes_per_param:.3f}", ""],
     ]
     if args.compare == "flower":
-        from secagg.bench.flower_anchor import run_flower_secaggplus
+        from ..flower_anchor import run_flower_secaggplus
 
         flower = run_flower_secaggplus(
             num_clients=args.clients, num_params=args.params, dropout=args.dropout,

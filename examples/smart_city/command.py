@@ -1,4 +1,8 @@
-"""``secagg demo``: three enterprises improve one model; the server sees only protected updates."""
+"""``secagg demo``: three enterprises improve one model; the server sees only protected updates.
+
+The ``secagg`` CLI loads this module through the ``secagg.commands`` entry point that
+pyproject.toml registers; it exists in a source checkout only (``bash scripts/demo.sh`` runs it).
+"""
 
 from __future__ import annotations
 
@@ -56,7 +60,8 @@ def _pct(x: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from secagg.cli._output import print_table, write_json
-    from secagg.demo import DemoConfig, run_demo
+
+    from .demo import DemoConfig, run_demo
 
     cfg = DemoConfig(mode=args.mode, clients=args.clients, rounds=args.rounds,
                      epsilon=args.epsilon, epochs=args.epochs, encoder=args.encoder,

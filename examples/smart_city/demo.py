@@ -1,8 +1,8 @@
 """The smart-city demo: a real server process and one client process per enterprise.
 
 What runs (nothing is simulated): each enterprise's long-term identity (one identity file per
-enterprise directory) and the federation's roster (:func:`secagg.service.enrol_locally`: on one
-machine, the exchange of public entries is skipped, not the checks), ``secagg-server`` on
+enterprise directory) and the federation's roster (:func:`secagg_clients.enrolment.enrol_locally`:
+on one machine, the exchange of public entries is skipped, not the checks), ``secagg-server`` on
 127.0.0.1 with a fresh SQLite store, a federation registered with that roster and one bearer
 token per enterprise, and one ``secagg-client`` process per enterprise (energy utility,
 residential security firm, city operations centre), each training the MiniLM + LoRA + sensor
@@ -12,7 +12,9 @@ sees an update, except through the clients' audit files (``--audit-dir``), which
 demo can show that the released aggregate equals the plaintext sum and that no plaintext update
 reached the server's disk.
 
-``secagg`` does not import ``clients`` or ``server``: both run as processes.
+The server and every enterprise run as separate processes (``python -m secagg_server``,
+``python -m secagg_clients``), as they would on separate machines; this module only plays the
+operator (:mod:`secagg_server.operator`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from secagg.errors import InvalidParameter, SecAggError
-from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
+from secagg_clients.enrolment import enrol_locally
+from secagg_server.operator import Operator, ServerProcess, create_federation
 
 __all__ = ["ENTERPRISES", "DemoConfig", "DemoFailed", "run_demo"]
 
@@ -148,7 +151,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             tok = root / f"{name}.token"
             tok.write_text(tokens["client_tokens"][i])
             os.chmod(tok, 0o600)
-            cmd = [sys.executable, "-m", "clients", "--server", server.url, "--token-file",
+            cmd = [sys.executable, "-m", "secagg_clients", "--server", server.url, "--token-file",
                    str(tok), "--identity", str(enrolled.identity_paths[i]), "--roster",
                    str(enrolled.roster_path), "--enterprise", name, "--ledger",
                    str(root / f"{name}.ledger.json"),
@@ -209,7 +212,7 @@ def _report(cfg: DemoConfig, root: Path, names: tuple[str, ...], released: list[
     reports = {n: json.loads((root / f"{n}.report.json").read_text()) for n in names}
     by_id = {rep["client_id"]: n for n, rep in reports.items()}
     inspect = json.loads(subprocess.run(
-        [sys.executable, "-m", "server", "inspect", "--data", str(server_dir), "--json"],
+        [sys.executable, "-m", "secagg_server", "inspect", "--data", str(server_dir), "--json"],
         check=True, capture_output=True, text=True, timeout=60).stdout)
     # the released aggregate (as each client decoded it) against the plaintext sum of the same
     # clients' updates; every client must also have decoded the same aggregate

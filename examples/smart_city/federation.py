@@ -25,11 +25,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from clients import ENTERPRISES
-from clients.data import enterprise_path
-from clients.federated import FederatedEnterprise, FederationPlan
-from clients.model import EncoderKind
-from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
+from secagg_clients import ENTERPRISES
+from secagg_clients.data import enterprise_path
+from secagg_clients.enrolment import enrol_locally
+from secagg_clients.federated import FederatedEnterprise, FederationPlan
+from secagg_clients.model import EncoderKind
+from secagg_server.operator import Operator, ServerProcess, create_federation
 
 
 def enterprise(name: str, server: str, token: str, workdir: str, identity: Path, roster: Path,

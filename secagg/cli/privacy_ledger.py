@@ -6,8 +6,9 @@ import argparse
 
 HELP = "show a privacy ledger: every round's spend and the total against the budget"
 DESCRIPTION = """\
-Reads the JSON ledger an enterprise client keeps (clients.PrivacyLedger) and prints one row per
-round. The total is the composition of all rounds in the ledger's accountant, as recorded.
+Reads the JSON ledger an enterprise client keeps (secagg.dp.ledger.PrivacyLedger) and prints one
+row per round. The total is the composition of all rounds in the ledger's accountant, as
+recorded.
 
   secagg privacy ledger runs/energy_utility.ledger.json
 """
@@ -19,10 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # the ledger format belongs to the client package; imported here, never at module load, so
-    # ``secagg`` loads without it (clients.ledger itself needs only secagg.dp, not torch)
-    from clients.ledger import PrivacyLedger
     from secagg.cli._output import print_table, write_json
+    from secagg.dp.ledger import PrivacyLedger  # needs secagg.dp only, not torch
 
     ledger = PrivacyLedger.load(args.path)  # checks the format and every round, naming the fault
     budget = ledger.budget_epsilon

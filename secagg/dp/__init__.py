@@ -5,6 +5,8 @@
   before masking, and its removal after unmasking.
 * :mod:`secagg.dp.client_level` -- the client-level epsilon of the released sum.
 * :mod:`secagg.dp.csprng` -- samplers fed by an AES-CTR keystream (no numpy/torch RNG for noise).
+* :mod:`secagg.dp.ledger` -- an enterprise's durable privacy ledger (its budget and every round's
+  spend), kept by the client and read by ``secagg privacy ledger``.
 
 Importing this package does not import torch; the Opacus accountants are loaded on first use.
 """

@@ -6,7 +6,9 @@ Each entry keeps the mechanism (sample rate, noise multiplier, steps, delta) and
 RDP and PRV; the total is recomputed by composing all entries in the ledger's accountant (Opacus),
 never by adding epsilons. :meth:`PrivacyLedger.check` refuses a round that would take the total past
 the budget, *before* any training. Entries hold no time stamps: the same run gives the same file.
-One writer per ledger file (one process per enterprise).
+One writer per ledger file (one process per enterprise). The enterprise client
+(``secagg_clients``) keeps it; it lives in the library so that ``secagg privacy ledger`` reads it
+without the client side.
 """
 
 from __future__ import annotations

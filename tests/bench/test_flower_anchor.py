@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from secagg.bench.flower_anchor import FlowerResult, run_flower_secaggplus
+from secagg_benchmarks.flower_anchor import FlowerResult, run_flower_secaggplus
 
 needs_flwr = pytest.mark.skipif(
     importlib.util.find_spec("flwr") is None,

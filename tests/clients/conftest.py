@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from clients.data import Record, load_enterprise, split_records
+from secagg_clients.data import Record, load_enterprise, split_records
 
 
 @pytest.fixture(scope="session")
 def tokenizer():  # type: ignore[no-untyped-def]
-    from clients.model import load_tokenizer
+    from secagg_clients.model import load_tokenizer
 
     return load_tokenizer()
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clients.data import ENTERPRISES, LABELS, enterprise_path, load_records, sensor_features
 from secagg.cli import main
 from secagg.errors import InvalidParameter
+from secagg_clients.data import ENTERPRISES, LABELS, enterprise_path, load_records, sensor_features
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def test_shipped_data_is_small_reproducible_and_differently_distributed(tmp_path
 def test_csv_and_jsonl_load_the_same(tmp_path: Path) -> None:
     records = load_records(enterprise_path("city_operations"))[:5]
     path = tmp_path / "own.jsonl"
-    from clients.data import SENSOR_FIELDS
+    from secagg_clients.data import SENSOR_FIELDS
 
     path.write_text("\n".join(json.dumps(
         {"text": r.text, "label": LABELS[r.label], **dict(zip(SENSOR_FIELDS, r.sensors, strict=True))}
@@ -84,8 +84,8 @@ socket.socket.connect = refuse
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
 import torch
-from clients.model import build_model, load_tokenizer, make_dataset
-from clients.data import load_enterprise
+from secagg_clients.model import build_model, load_tokenizer, make_dataset
+from secagg_clients.data import load_enterprise
 tok = load_tokenizer()
 model = build_model()
 ds = make_dataset(load_enterprise("energy_utility")[:2], tok)

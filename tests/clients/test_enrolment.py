@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from clients.cli import _exit_code
-from clients.enrolment import (
+from secagg.errors import InvalidParameter, ProtocolAbort
+from secagg.identity import Identity, Roster
+from secagg_clients.cli import _exit_code
+from secagg_clients.enrolment import (
     assemble_roster,
     create_identity,
     load_public_entry,
     public_entry_path,
 )
-from clients.runtime import RoundRefused, RuntimeClient, check_enrolment, check_round_roster
-from secagg.errors import InvalidParameter, ProtocolAbort
-from secagg.identity import Identity, Roster
+from secagg_clients.runtime import RoundRefused, RuntimeClient, check_enrolment, check_round_roster
 
 
 def _roster(n: int = 3, name: str = "city") -> tuple[list[Identity], Roster]:

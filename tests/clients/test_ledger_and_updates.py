@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from clients.client import EnterpriseClient
-from clients.data import Record
-from clients.ledger import BudgetExceeded, PrivacyLedger
-from clients.model import EncoderKind
-from clients.trainer import DPConfig, NoiseMode
 from secagg.cli import main
 from secagg.dp import GaussianSteps, epsilon
+from secagg.dp.ledger import BudgetExceeded, PrivacyLedger
 from secagg.errors import InvalidParameter
+from secagg_clients.client import EnterpriseClient
+from secagg_clients.data import Record
+from secagg_clients.model import EncoderKind
+from secagg_clients.trainer import DPConfig, NoiseMode
 
 TINY = EncoderKind.TEST_ONLY_TINY
 

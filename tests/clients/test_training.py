@@ -9,11 +9,11 @@ import pytest
 import torch
 from opacus import PrivacyEngine
 
-from clients.data import Record
-from clients.model import EncoderKind, build_model, make_dataset
-from clients.secure_noise import CsprngDPOptimizer, SecurePrivacyEngine
-from clients.trainer import DPConfig, NoiseMode, evaluate, train_private
 from secagg.errors import InvalidParameter
+from secagg_clients.data import Record
+from secagg_clients.model import EncoderKind, build_model, make_dataset
+from secagg_clients.secure_noise import CsprngDPOptimizer, SecurePrivacyEngine
+from secagg_clients.trainer import DPConfig, NoiseMode, evaluate, train_private
 
 TINY = EncoderKind.TEST_ONLY_TINY
 
@@ -124,7 +124,7 @@ def test_secure_mode_clips_each_example_of_a_batch(
 
 
 def test_adapters_step_at_the_scaled_rate() -> None:
-    from clients.trainer import _param_groups
+    from secagg_clients.trainer import _param_groups
 
     model = build_model(encoder=TINY, lora_rank=2)
     groups = _param_groups(model, 3e-2, 0.1)

@@ -113,8 +113,9 @@ def test_unreachable_target_is_a_clear_error() -> None:
 
 
 def test_importing_secagg_dp_loads_neither_torch_nor_clients() -> None:
-    code = ("import sys, secagg, secagg.dp, secagg.dp.csprng, secagg.bench.dp, "
-            "secagg.cli.privacy_epsilon, secagg.cli.bench_dp; "
-            "bad = [m for m in ('torch', 'opacus', 'clients') if m in sys.modules]; "
+    code = ("import sys, secagg, secagg.dp, secagg.dp.csprng, secagg.dp.ledger, "
+            "secagg.cli.privacy_epsilon, secagg.cli.privacy_ledger, secagg_benchmarks.dp, "
+            "secagg_benchmarks.commands.dp; "
+            "bad = [m for m in ('torch', 'opacus', 'secagg_clients') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from secagg.bench.dp import DPBenchConfig
 from secagg.cli import main
 from secagg.errors import InvalidParameter
+from secagg_benchmarks.dp import DPBenchConfig
 
 CONTRACT = ("accuracy.nonprivate", "accuracy.eps1", "accuracy.eps3", "accuracy.eps8",
             "private_step_s", "nonprivate_step_s", "ratio", "mode", "peak_memory_mb", "plot")
@@ -64,7 +64,7 @@ def test_bad_bench_config_names_the_field(kw: dict[str, object], field: str) -> 
 
 
 def test_bench_defaults_are_the_tuned_recipe() -> None:
-    from clients.trainer import DPConfig
+    from secagg_clients.trainer import DPConfig
 
     cfg = DPBenchConfig()
     assert cfg.encoder == "minilm" and cfg.epsilons == (1.0, 3.0, 8.0)

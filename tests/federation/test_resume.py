@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from secagg.service import Operator, ServerProcess, create_federation, enrol_locally
+from secagg_clients.enrolment import enrol_locally
+from secagg_server.operator import Operator, ServerProcess, create_federation
 
 pytestmark = pytest.mark.slow
 BUDGET = 6.0
@@ -31,7 +32,7 @@ class Enterprise:
         tok = root / f"{name}.token"
         tok.write_text(token)
         os.chmod(tok, 0o600)
-        self.cmd = [sys.executable, "-m", "clients", "--server", url, "--token-file", str(tok),
+        self.cmd = [sys.executable, "-m", "secagg_clients", "--server", url, "--token-file", str(tok),
                     "--identity", str(identity), "--roster", str(roster), "--enterprise", name,
                     "--ledger", str(root / f"{name}.ledger.json"),
                     "--rounds", "2", "--epsilon", str(BUDGET), "--epochs", "1", "--encoder",

@@ -1,7 +1,7 @@
 """Real server processes on loopback for the service tests (temp data dir, always cleaned up).
 
 Every federation is enrolled as in a deployment: one identity file per enterprise directory and
-a roster (:func:`secagg.service.enrol_locally`, in the test's tmp dir), the federation created
+a roster (:func:`secagg_clients.enrolment.enrol_locally`, in the test's tmp dir), the federation created
 from the roster, and every client running with its identity and the pinned roster."""
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import httpx
 import numpy as np
 import pytest
 
-from clients.runtime import RoundResult, RuntimeClient
 from secagg.identity import Identity, Roster
-from secagg.service import LocalEnrolment, ServerProcess, create_federation, enrol_locally
+from secagg_clients.enrolment import LocalEnrolment, enrol_locally
+from secagg_clients.runtime import RoundResult, RuntimeClient
+from secagg_server.operator import ServerProcess, create_federation
 
 N = 5
 

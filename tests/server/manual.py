@@ -7,8 +7,8 @@ from typing import Any
 import httpx
 import numpy as np
 
-from clients.runtime import OCTET
 from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
+from secagg_clients.runtime import OCTET
 from tests.server.conftest import Federation
 
 __all__ = ["OCTET", "ManualClient"]

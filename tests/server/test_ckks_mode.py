@@ -26,15 +26,6 @@ import httpx
 import numpy as np
 import pytest
 
-from clients.runtime import (
-    _CKKS,
-    OCTET,
-    Dropped,
-    RoundInfo,
-    RoundRefused,
-    RoundResult,
-    RuntimeClient,
-)
 from secagg.ckks import CKKSRoundConfig
 from secagg.ckks.adversary import tweak_coefficient
 from secagg.ckks.client import session_for
@@ -44,6 +35,15 @@ from secagg.ckks.wire import MAGIC, frame, peek, u32
 from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.hazmat.seal_codec import CiphertextRejected
 from secagg.identity import Identity, Roster
+from secagg_clients.runtime import (
+    _CKKS,
+    OCTET,
+    Dropped,
+    RoundInfo,
+    RoundRefused,
+    RoundResult,
+    RuntimeClient,
+)
 from tests.server.conftest import Federation, expect_error, start_federation, updates, wait_stage
 
 N3 = 3
@@ -282,7 +282,7 @@ def _local_federation(n: int, name: str = "local") -> tuple[list[Identity], Rost
 
 
 def test_the_runtime_checks_its_input_against_the_round_before_sending_anything() -> None:
-    from server.modes import MODES
+    from secagg_server.modes import MODES
 
     identities, roster = _local_federation(N3)
     config = MODES["ckks"].make_config(N3, 0, {"vector_length": 10, "weight_bound": 2}, roster)
@@ -310,7 +310,7 @@ def test_the_runtime_checks_its_input_against_the_round_before_sending_anything(
 
 
 def test_a_federation_without_a_roster_cannot_open_ckks_rounds() -> None:
-    from server.modes import MODES, CKKSRound
+    from secagg_server.modes import MODES, CKKSRound
 
     with pytest.raises(InvalidParameter, match="no pinned roster"):
         MODES["ckks"].make_config(N3, 0, {"vector_length": 10}, None)
@@ -328,7 +328,7 @@ def test_the_adapter_is_the_library_session_and_replays_to_the_same_bytes() -> N
     limits, its 409 refusals (from the session's state), and determinism (the coordinator's
     crash recovery replays the accepted messages and closes into a fresh round)."""
     from secagg.ckks import ClientSession, ServerStage
-    from server.modes import MODES, CKKSRound, Rejected
+    from secagg_server.modes import MODES, CKKSRound, Rejected
 
     identities, roster = _local_federation(N3)
     config = MODES["ckks"].make_config(N3, 4, {"vector_length": 10, "weight_bound": 2}, roster)

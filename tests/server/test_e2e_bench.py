@@ -8,19 +8,19 @@ from typing import Any
 
 import pytest
 
-from secagg.bench import e2e
+from secagg_benchmarks import e2e
 
 #: A secagg-client that leaves round 2 (the first timed secure round) without sending anything.
 _DROPPING_CLIENT = """
 import sys
-import clients.runtime as rt
+import secagg_clients.runtime as rt
 take_part = rt.RuntimeClient.take_part
 def leave_round_2(self, info, update, weight=1):
     if info.index == 2:
         raise rt.Dropped("left out on purpose by the test")
     return take_part(self, info, update, weight)
 rt.RuntimeClient.take_part = leave_round_2
-from clients.cli import main
+from secagg_clients.cli import main
 sys.argv[0] = "secagg-client"
 sys.exit(main())
 """
@@ -31,7 +31,7 @@ def test_a_dropout_in_a_timed_round_is_reported_and_left_out(monkeypatch: pytest
     popen = subprocess.Popen
 
     def patched(cmd: list[str], *args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-        if cmd[1:3] == ["-m", "clients"] and any(str(c).endswith("token-0") for c in cmd):
+        if cmd[1:3] == ["-m", "secagg_clients"] and any(str(c).endswith("token-0") for c in cmd):
             cmd = [cmd[0], "-c", _DROPPING_CLIENT, *cmd[3:]]
         return popen(cmd, *args, **kwargs)
 

@@ -114,7 +114,7 @@ def _client(fed: Federation, tmp: Path, i: int, roster: Path, identity: Path,
     tok.write_text(fed.tokens[i])
     os.chmod(tok, 0o600)
     np.save(tmp / f"u{i}.npy", np.zeros(10, np.float32))
-    return subprocess.Popen([sys.executable, "-m", "clients", "--server", fed.server.url,
+    return subprocess.Popen([sys.executable, "-m", "secagg_clients", "--server", fed.server.url,
                              "--token-file", str(tok), "--identity", str(identity), "--roster",
                              str(roster), "--update", str(tmp / f"u{i}.npy"), "--rounds",
                              str(rounds)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -32,9 +32,9 @@ import httpx
 import numpy as np
 import pytest
 
-from secagg.service import ServerProcess, free_port
-from server.app import InsecureBind, SafeFormatter, check_bind, is_loopback
-from server.store import DataDirError, Store
+from secagg_server.app import InsecureBind, SafeFormatter, check_bind, is_loopback
+from secagg_server.operator import ServerProcess, free_port
+from secagg_server.store import DataDirError, Store
 from tests.server.conftest import (
     Federation,
     HonestClients,
@@ -57,7 +57,7 @@ class Proc:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / f"server-{self.port}.log"
-        head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "server"]
+        head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "secagg_server"]
         cmd = [*head, "serve", "--host", host, "--port", str(self.port), "--data", str(data),
                "--log-level", "debug", *args]
         with open(self.log, "wb") as out:
@@ -411,7 +411,7 @@ def test_writable_data_dir_is_refused(tmp_path: Path, procs: Callable[..., Proc]
     assert f"is writable by its {who} (mode {mode & 0o7777:04o})" in out, out
     assert f"chmod 700 '{data}'" in out and "Traceback" not in out, out
     # the offline commands refuse it the same way
-    cmd = subprocess.run([sys.executable, "-m", "server", "inspect", "--data", str(data)],
+    cmd = subprocess.run([sys.executable, "-m", "secagg_server", "inspect", "--data", str(data)],
                          capture_output=True, text=True, timeout=60)
     assert cmd.returncode == 2 and "writable by its" in cmd.stderr and "Traceback" not in cmd.stderr
     assert _mode(data) == mode & 0o7777  # refused, not "fixed": someone may have tampered
@@ -522,7 +522,7 @@ def test_options_of_the_wrong_type_get_400_naming_them(fed: Federation) -> None:
 
 _BUGGY_MODE = """
 import sys
-from server.modes import ModeSpec, register_mode
+from secagg_server.modes import ModeSpec, register_mode
 
 def make_config(num_clients, index, options, *more):
     if "explode" in options:
@@ -546,7 +546,7 @@ class BuggyRound:
         return {}, b""
 
 register_mode(ModeSpec("buggy", make_config, BuggyRound))
-from server.cli import main
+from secagg_server.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 

@@ -15,10 +15,10 @@ import pytest
 
 from secagg.identity import Identity, Roster
 from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
-from server.app import create_app
-from server.coordinator import Coordinator, StoreWriteFailed
-from server.modes import MODES, PLAIN_MODE
-from server.store import Store
+from secagg_server.app import create_app
+from secagg_server.coordinator import Coordinator, StoreWriteFailed
+from secagg_server.modes import MODES, PLAIN_MODE
+from secagg_server.store import Store
 
 N = 4
 #: The federation's enrolment, in memory (the store keeps only the public roster).

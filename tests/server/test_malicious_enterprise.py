@@ -1,7 +1,7 @@
 """A malicious enterprise against three honest ``secagg-client`` processes, over a real server.
 
-Everything is a real process on a real socket: the server (``python -m server``), three honest
-enterprises (``python -m clients --update u.npy``, each with its identity and the pinned roster)
+Everything is a real process on a real socket: the server (``python -m secagg_server``), three honest
+enterprises (``python -m secagg_clients --update u.npy``, each with its identity and the pinned roster)
 and one malicious member of the roster (``tests/server/malicious.py``, written with the library:
 its own token and identity, so everything it signs verifies). The federation's masking rounds
 are the service's active rounds.
@@ -36,7 +36,7 @@ import numpy as np
 import pytest
 
 from secagg.masking import Aggregate, MaskingConfig
-from secagg.service import ServerProcess, free_port
+from secagg_server.operator import ServerProcess, free_port
 from tests.server.conftest import Federation, make_federation, tolerance, updates
 
 pytestmark = pytest.mark.slow
@@ -52,7 +52,7 @@ NO_LOW_ORDER_CHECK = """
 import sys
 import secagg.masking.server as s
 s.validate_public_key = lambda public, what="": None
-from server.cli import main
+from secagg_server.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 
@@ -65,7 +65,7 @@ def init(self, *args, **kwargs):
     kwargs["insecure_global_survivor_checks"] = True
     _init(self, *args, **kwargs)
 c.ClientSession.__init__ = init
-from clients.cli import main
+from secagg_clients.cli import main
 raise SystemExit(main(sys.argv[1:]))
 """
 
@@ -123,7 +123,7 @@ class Run:
     def honest(self, rounds: int, script: str | None = None) -> None:
         for i in HONEST:
             np.save(self.tmp / f"u{i}.npy", self.ups[i])
-            head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "clients"]
+            head = [sys.executable, "-c", script] if script else [sys.executable, "-m", "secagg_clients"]
             self.procs[i] = subprocess.Popen(
                 [*head, *self.common(i), "--update", str(self.tmp / f"u{i}.npy"),
                  "--rounds", str(rounds), "--json", str(self.tmp / f"report-{i}.json"),

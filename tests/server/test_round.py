@@ -52,8 +52,9 @@ def test_a_killed_client_process_does_not_stop_the_round(fed: Federation, tmp_pa
     ups = updates(N, 200_000, seed=2)
     np.save(tmp_path / "u.npy", ups[0])
     (tmp_path / "tok").write_text(fed.tokens[0])
-    victim = subprocess.Popen([sys.executable, "-m", "clients", "--server", fed.server.url, "--token-file",
-                               str(tmp_path / "tok"), "--identity", str(fed.enrolled.identity_paths[0]),
+    victim = subprocess.Popen([sys.executable, "-m", "secagg_clients", "--server", fed.server.url,
+                               "--token-file", str(tmp_path / "tok"),
+                               "--identity", str(fed.enrolled.identity_paths[0]),
                                "--roster", str(fed.enrolled.roster_path), "--update",
                                str(tmp_path / "u.npy")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from clients.runtime import RuntimeClient
-from secagg.service import Operator, ServerProcess
+from secagg_clients.runtime import RuntimeClient
+from secagg_server.operator import Operator, ServerProcess
 from tests.server.conftest import make_federation
 
 
