@@ -14,7 +14,8 @@ What ``insecure=True`` switches off, per attack:
   mode (no roster: unsigned adverts, a graph derived from what the server relays, global
   survivor checks), which is what the library did before the malicious-server work;
 * ``split-survivors``: active mode, but with the old global checks (t signatures from anyone);
-* ``low-order-key``: the server's and clients' refusal of low-order keys;
+* ``low-order-key``: the server's refusal of low-order keys (the key then reaches the
+  clients, whose exchanges with it fail);
 * ``garbage-shares``: treating the sender of an unreadable share box as a dropout (the old code
   aborted the whole round for the recipient).
 
@@ -27,34 +28,33 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from secagg.encoding.packing import unpack_bits
 from secagg.errors import (
-    AuthenticationFailed,
     InvalidParameter,
-    NotEnoughParticipants,
     ProtocolAbort,
-    RejectedMessage,
 )
 from secagg.hazmat import shamir
-from secagg.hazmat.aead import open_sealed, seal
+from secagg.hazmat.aead import seal
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes
-from secagg.hazmat.prg import MaskExpander
-from secagg.identity import Identity, Roster
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
-from secagg.masking.client import ClientSession
-from secagg.masking.config import MaskingConfig, Stage
-from secagg.masking.server import ServerSession
+from secagg.masking.attack_arena import (
+    Arena,
+    clean_refusals,
+    colluder_keys,
+    honest_exact,
+    open_box,
+    victim_recovered,
+)
+from secagg.masking.config import MaskingConfig
 from secagg.masking.simulate import insecure_simulated_federation, simulated_federation_for
-from secagg.masking.update import encode_update
 
 __all__ = ["ADVERSARIES", "AttackReport", "run_adversary"]
 
@@ -70,18 +70,6 @@ ADVERSARIES: dict[str, str] = {
     "garbage-shares": "a malicious enterprise sends random bytes as its sealed share boxes",
 }
 
-#: abort / refusal wording -> the name of the check that stopped the attack
-_CHECKS = (
-    ("not signed by the identity", "roster signature on key adverts"),
-    ("share holders advertised keys", "per-neighbourhood holder check (key directory)"),
-    ("not this client's neighbours in the roster", "roster-derived neighbour graph"),
-    ("survivor set keeps only", "per-neighbourhood survivor check"),
-    ("confirmed the survivor set", "per-neighbourhood consistency quorum"),
-    ("does not verify against the pinned roster", "roster-verified consistency signatures"),
-    ("different survivor sets", "consistency check"),
-    ("low-order point", "low-order key refused at advertise"),
-    ("share box as invalid", "invalid share box: sender treated as a dropout"),
-)
 
 
 @dataclass
@@ -110,220 +98,9 @@ class AttackReport:
                 "excluded": list(self.excluded)}
 
 
-ClientHook = Callable[[int, bytes], bytes | None]
-ServerHook = Callable[[int, bytes], bytes | None]
-
-
-class _Arena:
-    """A round over the real sessions, with hooks on every message in both directions."""
-
-    def __init__(self, config: MaskingConfig, updates: Sequence[npt.ArrayLike], *,
-                 roster: Roster | None, identities: Sequence[Identity] | None,
-                 rng: np.random.Generator, insecure_checks: bool = False,
-                 skip: frozenset[int] = frozenset()) -> None:
-        n = config.num_clients
-        self.config = config
-        self.digest = config.digest()
-        self.values = {i: encode_update(config, updates[i], rng=rng) for i in range(n)}
-        self.clients = {
-            i: ClientSession(config, i, self.values[i], roster=roster,
-                             identity=identities[i] if identities is not None else None,
-                             insecure_global_survivor_checks=insecure_checks)
-            for i in range(n) if i not in skip}
-        self.server = ServerSession(config, roster=roster)
-        self.sent: dict[int, list[bytes]] = {i: [] for i in range(n)}
-        self.aborts: dict[int, str] = {}
-        self.refused: dict[int, str] = {}
-        self.crashed: dict[int, str] = {}
-        self.finished: set[int] = set()
-        self.round_error: str | None = None
-        self.on_client: ClientHook = lambda i, data: data
-        self.on_server: ServerHook = lambda i, data: data
-        self.before_advance: Callable[[], None] = lambda: None
-        self.pending: dict[int, bytes] = {}
-
-    def run(self, outbox: dict[int, bytes] | None = None) -> None:
-        if outbox is None:
-            outbox = {i: wire.encode(c.start()) for i, c in self.clients.items()}
-        while True:
-            for i, data in outbox.items():
-                self.sent[i].append(data)
-                relayed = self.on_client(i, data)
-                if relayed is None:
-                    continue
-                try:
-                    self.server.receive(relayed)
-                except RejectedMessage as exc:
-                    self.refused[i] = exc.reason
-            self.before_advance()
-            try:
-                inbox = self.server.advance_bytes()
-            except (NotEnoughParticipants, ProtocolAbort) as exc:
-                self.round_error = str(exc)
-                inbox = {}
-            extra = self.extra_messages()
-            inbox.update(extra)
-            if not inbox:
-                return
-            outbox = {}
-            for i, data in sorted(inbox.items()):
-                if i in self.aborts or i not in self.clients:
-                    continue
-                delivered = self.on_server(i, data)
-                if delivered is None:
-                    continue
-                try:
-                    outbox[i] = self.clients[i].handle_bytes(delivered)
-                except ProtocolAbort as exc:
-                    self.aborts[i] = exc.reason
-                except Exception as exc:  # a crash is what the test must never see
-                    self.crashed[i] = f"{type(exc).__name__}: {exc}"
-                if self.clients[i].stage is Stage.DONE and i not in self.aborts:
-                    self.finished.add(i)
-
-    def extra_messages(self) -> dict[int, bytes]:
-        """Messages the adversary sends on its own (beyond the honest server's)."""
-        out, self.pending = self.pending, {}
-        return out
-
-    def messages(self, sender: int, kind: type[Any]) -> list[Any]:
-        out = []
-        for data in self.sent[sender]:
-            if wire.peek_type(data) is kind:
-                out.append(wire.decode(data))
-        return out
-
-    def detected_by(self) -> str | None:
-        for reason in [*self.aborts.values(), *self.refused.values()]:
-            for needle, name in _CHECKS:
-                if needle in reason:
-                    return name
-        return None
-
-
-# ---- what the coalition can compute ---------------------------------------------------------
-
-def _open_box(receiver: X25519KeyPair, sender_cipher_public: bytes, src: int, dst: int,
-              box: bytes, digest: bytes, round_: int) -> tuple[SecretBytes, SecretBytes] | None:
-    k = keys.share_key(receiver, sender_cipher_public, src, dst, digest, round_)
-    try:
-        plain = open_sealed(k, box, keys.share_associated_data(digest, round_, src, dst),
-                            what="share box")
-    except AuthenticationFailed:
-        return None
-    return (SecretBytes(plain[: shamir.SHARE_BYTES]), SecretBytes(plain[shamir.SHARE_BYTES :]))
-
-
-def _victim_recovered(arena: _Arena, victim: int, colluders: Sequence[int],
-                      known_keys: Mapping[bytes, X25519KeyPair],
-                      extra_shares: Mapping[int, Mapping[int, tuple[SecretBytes, SecretBytes]]]
-                      = {},
-                      ) -> bool:
-    """Can the coalition strip every mask off the victim's upload and read its exact input?"""
-    cfg, digest = arena.config, arena.digest
-    uploads = arena.messages(victim, m.MaskedInput)
-    adverts = arena.messages(victim, m.AdvertiseKeys)
-    if not uploads or not adverts:
-        return False
-    upload, advert = uploads[0], adverts[0]
-    # every share the coalition holds: owner -> kind -> {x: share}
-    shares: dict[int, dict[str, dict[int, SecretBytes]]] = {}
-
-    def add(owner: int, holder: int, key_share: SecretBytes | None,
-            seed_share: SecretBytes | None) -> None:
-        slot = shares.setdefault(owner, {"key": {}, "seed": {}})
-        if key_share is not None:
-            slot["key"][holder + 1] = key_share
-        if seed_share is not None:
-            slot["seed"][holder + 1] = seed_share
-
-    for sender in arena.sent:
-        for reply in arena.messages(sender, m.UnmaskShares):
-            for owner, raw in reply.seed_shares.items():
-                add(owner, sender, None, SecretBytes(raw))
-            for owner, raw in reply.mask_key_shares.items():
-                add(owner, sender, SecretBytes(raw), None)
-    for c in colluders:
-        for owner, (key_share, seed_share) in arena.clients[c]._held.items():
-            add(owner, c, key_share, seed_share)
-    for holder, held in extra_shares.items():
-        for owner, (key_share, seed_share) in held.items():
-            add(owner, holder, key_share, seed_share)
-
-    def rebuild(owner: int, kind: str) -> SecretBytes | None:
-        got = shares.get(owner, {}).get(kind, {})
-        if len(got) < cfg.threshold:
-            return None
-        try:
-            return shamir.combine(dict(list(got.items())[: cfg.threshold]),
-                                  threshold=cfg.threshold, secret_bytes=32)
-        except (InvalidParameter, NotEnoughParticipants):
-            return None
-
-    seed = rebuild(victim, "seed")
-    if seed is None or keys.seed_commitment(seed, victim, digest, cfg.round) != advert.seed_commitment:
-        return False
-    y = unpack_bits(upload.payload, cfg.mod_bits, cfg.wire_length)
-    MaskExpander().apply(y, keys.self_mask_key(seed, victim, digest, cfg.round), subtract=True)
-    victim_key = rebuild(victim, "key")
-    own = None
-    if victim_key is not None:
-        own = X25519KeyPair.from_private_bytes(victim_key)
-        if own.public_bytes != advert.mask_public:
-            own = None
-    session = arena.clients[victim]
-    for j in sorted(session._included):  # the victim's view: chosen or relayed by the server
-        peer_public = session._adverts[j].mask_public
-        if own is not None:
-            k = keys.pairwise_mask_key(own, peer_public, victim, j, digest, cfg.round)
-        else:
-            peer = known_keys.get(peer_public)
-            if peer is None:
-                rebuilt = rebuild(j, "key")
-                if rebuilt is not None:
-                    candidate = X25519KeyPair.from_private_bytes(rebuilt)
-                    peer = candidate if candidate.public_bytes == peer_public else None
-            if peer is None:
-                return False
-            k = keys.pairwise_mask_key(peer, advert.mask_public, j, victim, digest, cfg.round)
-        MaskExpander().apply(y, k, subtract=victim < j)  # undo the +/- the victim applied
-    y &= np.uint32((1 << cfg.mod_bits) - 1)
-    return bool(np.array_equal(y, arena.values[victim]))
-
-
-def _colluder_keys(arena: _Arena, colluders: Sequence[int]) -> dict[bytes, X25519KeyPair]:
-    return {arena.clients[c]._mask.public_bytes: arena.clients[c]._mask for c in colluders}
-
-
-def _honest_exact(arena: _Arena, bad: set[int]) -> tuple[bool, bool]:
-    """(honest_completed, exact) for a round whose server is honest."""
-    if arena.crashed:
-        return False, False
-    if arena.round_error is not None:
-        return False, False
-    try:
-        result = arena.server.result
-    except ProtocolAbort:
-        return False, False
-    modulus = np.uint64(1 << arena.config.mod_bits)
-    want = np.zeros(arena.config.wire_length, dtype=np.uint64)
-    for i in result.survivors:
-        want += arena.values[i]
-    want %= modulus
-    exact = bool(np.array_equal(result.total, want[:-1].astype(np.uint32))
-                 and result.total_weight == int(want[-1]))
-    honest_survived = set(result.survivors) >= (set(arena.clients) - bad - set(arena.aborts))
-    return honest_survived and exact, exact
-
-
-def _clean_refusals(arena: _Arena, honest: set[int]) -> bool:
-    """Under a malicious server: every honest client finished or refused with a reason."""
-    return not arena.crashed and all(i in arena.finished or i in arena.aborts for i in honest)
-
-
 # ---- the attacks ------------------------------------------------------------------------------
 
-def _swap_keys(arena: _Arena, victim: int) -> bool:
+def _swap_keys(arena: Arena, victim: int) -> bool:
     cfg, digest = arena.config, arena.digest
     fakes: dict[int, tuple[X25519KeyPair, X25519KeyPair]] = {}
     opened: dict[int, dict[int, tuple[SecretBytes, SecretBytes]]] = {}
@@ -360,7 +137,7 @@ def _swap_keys(arena: _Arena, victim: int) -> bool:
             msg: m.ShareKeys = wire.decode(data)
             me_public = wire.decode(arena.sent[victim][0]).cipher_public
             for p, box in msg.sealed_shares.items():
-                got = _open_box(fakes[p][0], me_public, victim, p, box, digest, cfg.round)
+                got = open_box(fakes[p][0], me_public, victim, p, box, digest, cfg.round)
                 if got is not None:
                     opened.setdefault(p, {})[victim] = got
             shared = tuple(sorted(set(msg.sealed_shares) | {victim}))
@@ -372,10 +149,10 @@ def _swap_keys(arena: _Arena, victim: int) -> bool:
     arena.on_server, arena.on_client = to_client, from_client
     arena.run()
     known = {mask.public_bytes: mask for _, mask in fakes.values()}
-    return _victim_recovered(arena, victim, (), known, opened)
+    return victim_recovered(arena, victim, (), known, opened)
 
 
-def _rig_graph(arena: _Arena, victim: int, colluders: Sequence[int]) -> bool:
+def _rig_graph(arena: Arena, victim: int, colluders: Sequence[int]) -> bool:
     cfg, digest = arena.config, arena.digest
     keep = set(colluders) | {victim}
 
@@ -413,7 +190,7 @@ def _rig_graph(arena: _Arena, victim: int, colluders: Sequence[int]) -> bool:
             msg: m.ShareKeys = wire.decode(data)
             me_public = arena.clients[victim]._cipher.public_bytes
             for c, box in msg.sealed_shares.items():
-                got = _open_box(arena.clients[c]._cipher, me_public, victim, c, box, digest,
+                got = open_box(arena.clients[c]._cipher, me_public, victim, c, box, digest,
                                 cfg.round)
                 if got is not None:
                     opened.setdefault(c, {})[victim] = got
@@ -434,10 +211,10 @@ def _rig_graph(arena: _Arena, victim: int, colluders: Sequence[int]) -> bool:
 
     arena.on_server, arena.on_client = to_client, from_client
     arena.run()
-    return _victim_recovered(arena, victim, colluders, _colluder_keys(arena, colluders), opened)
+    return victim_recovered(arena, victim, colluders, colluder_keys(arena, colluders), opened)
 
 
-def _views(arena: _Arena, victim: int, survivors: frozenset[int], group_fill: bool
+def _views(arena: Arena, victim: int, survivors: frozenset[int], group_fill: bool
            ) -> dict[int, tuple[int, ...]]:
     """Per-client survivor sets: the victim alive, its neighbours dropped to everyone but
     themselves; with ``group_fill``, each neighbour's view is also shown to t - 1 far clients
@@ -459,7 +236,7 @@ def _views(arena: _Arena, victim: int, survivors: frozenset[int], group_fill: bo
     return {i: tuple(sorted(v)) for i, v in views.items()}
 
 
-def _survivor_split(arena: _Arena, victim: int, group_fill: bool) -> bool:
+def _survivor_split(arena: Arena, victim: int, group_fill: bool) -> bool:
     cfg = arena.config
     views: dict[int, tuple[int, ...]] = {}
     sigs: dict[int, tuple[tuple[int, ...], bytes]] = {}
@@ -501,10 +278,10 @@ def _survivor_split(arena: _Arena, victim: int, group_fill: bool) -> bool:
     arena.on_server, arena.on_client = to_client, from_client
     arena.extra_messages = extra  # type: ignore[method-assign]
     arena.run()
-    return _victim_recovered(arena, victim, (), {})
+    return victim_recovered(arena, victim, (), {})
 
 
-def _low_order_key(arena: _Arena, attacker: int, insecure: bool) -> None:
+def _low_order_key(arena: Arena, attacker: int, insecure: bool) -> None:
     def from_client(i: int, data: bytes) -> bytes | None:
         if i == attacker and wire.peek_type(data) is m.AdvertiseKeys:
             msg: m.AdvertiseKeys = wire.decode(data)
@@ -519,28 +296,26 @@ def _low_order_key(arena: _Arena, attacker: int, insecure: bool) -> None:
 
     arena.on_client = from_client
     if insecure:
-        import secagg.masking.client as client_mod
         import secagg.masking.server as server_mod
 
         def lax(public: bytes, *, what: str = "") -> Any:
             if len(public) != 32:
                 raise InvalidParameter(f"{what} must be 32 bytes")
 
-        # The pre-fix validation (length only), in both sessions, for this run only.
-        spaces = (vars(client_mod), vars(server_mod))
-        saved = [space["validate_public_key"] for space in spaces]
-        for space in spaces:
-            space["validate_public_key"] = lax
+        # The pre-fix server (length check only) for this run: the key reaches the directory,
+        # where every honest neighbour's exchange with it fails and the round cannot complete.
+        space = vars(server_mod)
+        saved = space["validate_public_key"]
+        space["validate_public_key"] = lax
         try:
             arena.run()
         finally:
-            for space, fn in zip(spaces, saved, strict=True):
-                space["validate_public_key"] = fn
+            space["validate_public_key"] = saved
     else:
         arena.run()
 
 
-def _garbage_shares(arena: _Arena, attacker: int) -> None:
+def _garbage_shares(arena: Arena, attacker: int) -> None:
     def from_client(i: int, data: bytes) -> bytes | None:
         if i == attacker and wire.peek_type(data) is m.ShareKeys:
             msg: m.ShareKeys = wire.decode(data)
@@ -583,7 +358,7 @@ def run_adversary(
         others = [i for i in range(n) if i != victim]
         colluders = [int(c) for c in rng.choice(others, size=config.threshold - 1, replace=False)]
     colluders = tuple(colluders or ())
-    arena = _Arena(config, updates, roster=roster if use_roster else None,
+    arena = Arena(config, updates, roster=roster if use_roster else None,
                    identities=identities if use_roster else None, rng=rng,
                    insecure_checks=insecure_checks)
     attacker = n - 1 if victim != n - 1 else 0
@@ -604,10 +379,10 @@ def run_adversary(
         learned = False
     if server_attack:
         honest = set(arena.clients) - set(colluders)
-        completed = _clean_refusals(arena, honest)
-        _, exact = _honest_exact(arena, set(colluders))
+        completed = clean_refusals(arena, honest)
+        _, exact = honest_exact(arena, set(colluders))
     else:
-        completed, exact = _honest_exact(arena, {attacker})
+        completed, exact = honest_exact(arena, {attacker})
     try:
         excluded = arena.server.result.excluded
     except ProtocolAbort:

@@ -20,7 +20,6 @@ Stages (Bonawitz et al. 2017, section 4; neighbour graph of Bell et al. 2020):
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import os
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -31,14 +30,16 @@ from secagg.encoding.packing import BitPacker
 from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, ProtocolAbort
 from secagg.hazmat import shamir
 from secagg.hazmat.aead import open_sealed, seal
-from secagg.hazmat.agreement import X25519KeyPair, validate_public_key
+from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes, Unpicklable
 from secagg.hazmat.prg import MaskExpander
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
+from secagg.masking.directory import parse_adverts, transcript_of
 from secagg.masking.graph import neighbours as build_graph
 from secagg.masking.graph import roster_neighbours, two_hop
+from secagg.masking.survivors import own_holders_alive, quorum_gap, valid_signers
 from secagg.masking.update import client_value_bound
 
 if TYPE_CHECKING:
@@ -178,8 +179,6 @@ class ClientSession(Unpicklable):
 
     def _on_directory(self, msg: m.KeyDirectory) -> m.ShareKeys:
         cfg, me = self.config, self.client_id
-        adverts: dict[int, m.AdvertiseKeys] = {}
-        seen: set[bytes] = set()
         if cfg.active:  # the graph is the roster's; the directory holds only our neighbours
             self._neighbours = self._graph[me]
             self._holders = self._neighbours | {me}
@@ -187,28 +186,14 @@ class ClientSession(Unpicklable):
             if stray:
                 self._abort(f"the key directory carries adverts of clients {sorted(stray)[:5]} "
                             "that are not this client's neighbours in the roster's graph")
-        for party, raw in msg.adverts.items():
-            adv = self._parse_advert(party, raw)
-            for key in (adv.cipher_public, adv.mask_public):
-                if key in seen:
-                    self._abort(f"advertisement of client {party} repeats a key already "
-                                "advertised (a replayed key)")
-                seen.add(key)
-            adverts[party] = adv
         if msg.adverts.get(me) != self._my_advert:
             self._abort("the key directory does not carry this client's own advertisement")
-        if cfg.active:
-            # The transcript every survivor signs: it must list this client's fresh advert (so
-            # no signature from another round can be replayed into this one) and the very
-            # adverts this client was given for its neighbours.
-            for party, raw in msg.adverts.items():
-                listed = msg.advert_hashes.get(party)
-                if listed is None or not hmac.compare_digest(listed, keys.advert_hash(raw)):
-                    self._abort(f"the key directory's transcript does not list the advert of "
-                                f"client {party} that it delivered")
-            if any(len(h) != 32 for h in msg.advert_hashes.values()):
-                self._abort("the key directory's transcript holds malformed hashes")
-            self._transcript = keys.advert_transcript(self._digest, cfg.round, msg.advert_hashes)
+        try:
+            adverts = parse_adverts(cfg, self._digest, msg.adverts, self._roster)
+            if cfg.active:
+                self._transcript = transcript_of(cfg, self._digest, msg)
+        except ProtocolAbort as exc:
+            self._abort(exc.reason)
         self._adverts = adverts
         if not cfg.active:
             graph = build_graph({p: a.cipher_public + a.mask_public for p, a in adverts.items()},
@@ -325,11 +310,9 @@ class ClientSession(Unpicklable):
             if len(survivors) < cfg.threshold:
                 self._abort(f"only {len(survivors)} survivors; threshold is {cfg.threshold}")
             return
-        # Per neighbourhood: the masks this client applied must stay among >= t survivors, or a
-        # server that "drops" its neighbours could strip them (Bell et al. 2020, section 4).
-        alive = (self._included | {me}) & set(survivors)
-        if len(alive) < cfg.threshold:
-            self._abort(f"the survivor set keeps only {len(alive)} of this client's share "
+        alive = own_holders_alive(self._included, me, survivors)  # check (1), survivors.py
+        if alive < cfg.threshold:
+            self._abort(f"the survivor set keeps only {alive} of this client's share "
                         f"holders; threshold is {cfg.threshold} (refusing to reveal shares)")
 
     def _on_consistency(self, msg: m.ConsistencyRequest) -> m.ConsistencySignature:
@@ -343,16 +326,7 @@ class ClientSession(Unpicklable):
                                       party=self.client_id, signature=sig)
 
     def _check_consistency(self, msg: m.UnmaskRequest) -> None:
-        """Active mode: the survivor set is the one we signed, and it is confirmed by a quorum
-        in every neighbourhood we reveal shares for.
-
-        For each u whose share we are about to reveal (ourselves and the neighbours whose shares
-        we hold) at least t of u's own holders must have signed exactly this set. Two different
-        sets cannot both reach that quorum in u's neighbourhood unless >= 2t - m of u's holders
-        are corrupt (honest clients sign once), which is the event the parameter finder bounds;
-        so every honest holder of u reveals the same kind of share of u. The signed bytes include
-        the round's advert transcript, so signatures from another round cannot be replayed.
-        """
+        """Active mode: S is the set we signed and check (2) of :mod:`.survivors` holds."""
         cfg = self.config
         if msg.survivors != self._survivors:
             self._abort("the server announced different survivor sets (consistency check)")
@@ -361,27 +335,18 @@ class ClientSession(Unpicklable):
             self._abort(f"consistency signatures from clients {sorted(stray)[:5]} that are not "
                         "in the survivor set")
         signed = keys.consistency_bytes(self._digest, cfg.round, msg.survivors, self._transcript)
-        wanted = set(msg.signatures) if self._insecure_global else \
+        candidates = set(msg.signatures) if self._insecure_global else \
             set(msg.signatures) & two_hop(self._graph, self.client_id)
         assert self._roster is not None
-        valid = set()
-        for party in sorted(wanted):  # an invalid signature simply does not count
-            try:
-                self._roster.verify(party, msg.signatures[party], signed,
-                                    what="consistency signature")
-                valid.add(party)
-            except AuthenticationFailed:
-                continue
-        wanted = valid
+        signers = valid_signers(self._roster, msg.signatures, signed, candidates)
         if self._insecure_global:
-            if len(wanted) < cfg.threshold:
+            if len(signers) < cfg.threshold:
                 self._abort("the unmask request lacks threshold-many survivor signatures")
             return
-        for u in sorted(self._included | {self.client_id}):  # every owner we reveal a share of
-            have = len(wanted & (self._graph[u] | {u}))
-            if have < cfg.threshold:
-                self._abort(f"only {have} of client {u}'s share holders confirmed the survivor "
-                            f"set; need {cfg.threshold} (consistency check per neighbourhood)")
+        gap = quorum_gap(self._graph, self._included | {self.client_id}, signers, cfg.threshold)
+        if gap is not None:
+            self._abort(f"only {gap[1]} of client {gap[0]}'s share holders confirmed the survivor "
+                        f"set; need {cfg.threshold} (consistency check per neighbourhood)")
 
     def _on_unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
         cfg = self.config
@@ -404,26 +369,6 @@ class ClientSession(Unpicklable):
                               seed_shares=seed_shares, mask_key_shares=key_shares)
 
     # ---- helpers -------------------------------------------------------------------------------
-
-    def _parse_advert(self, party: int, raw: bytes) -> m.AdvertiseKeys:
-        try:
-            adv: m.AdvertiseKeys = wire.decode(raw, expect=m.AdvertiseKeys, max_bytes=4096)
-            # low-order points: refused by the exchanges _on_directory runs with both keys
-            validate_public_key(adv.cipher_public, probe_low_order=False)
-            validate_public_key(adv.mask_public, probe_low_order=False)
-        except InvalidParameter as exc:
-            self._abort(f"advertisement of client {party} is malformed: {exc}")
-        if adv.party != party or adv.digest != self._digest or adv.round != self.config.round:
-            self._abort(f"advertisement of client {party} is for another party, config or round")
-        if self.config.active:
-            assert self._roster is not None
-            try:
-                self._roster.verify(party, adv.signature, keys.advert_bytes(adv),
-                                    what="key advertisement")
-            except AuthenticationFailed:
-                self._abort(f"advertisement of client {party} is not signed by the identity the "
-                            "pinned roster gives it (keys swapped or forged)")
-        return adv
 
     def _check_header(self, msg: m.ServerMessage) -> None:
         if msg.digest != self._digest:

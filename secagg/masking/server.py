@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from secagg.encoding.packing import PackedSum, packed_size
@@ -32,14 +31,14 @@ from secagg.errors import (
 )
 from secagg.hazmat import shamir
 from secagg.hazmat.aead import NONCE_BYTES, TAG_BYTES
-from secagg.hazmat.agreement import X25519KeyPair, validate_public_key
-from secagg.hazmat.handles import SecretBytes
+from secagg.hazmat.agreement import validate_public_key
 from secagg.hazmat.prg import MaskExpander
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.graph import neighbours as build_graph
 from secagg.masking.graph import roster_neighbours, two_hop
+from secagg.masking.recovery import SecretRecovery, unmask_masks
 from secagg.masking.update import Aggregate
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerSession"]
 
-_MAX_SUBSETS = 400  # random t-subsets tried when corrupted shares are present
 SEALED_SHARE_BYTES = NONCE_BYTES + 2 * shamir.SHARE_BYTES + TAG_BYTES
 _EXPECTED_TYPE: dict[Stage, type[Any]] = {
     Stage.ADVERTISE: m.AdvertiseKeys,
@@ -93,7 +91,7 @@ class ServerSession:
         self._payloads: dict[int, bytes] = {}  # kept while a neighbour may still report it
         self._excluded_by: dict[int, frozenset[int]] = {}  # reporter -> neighbours it excluded
         self._accused: frozenset[int] = frozenset()
-        self._liars: set[int] = set()  # holders caught sending corrupted unmask shares
+        self._recovery = SecretRecovery(config)  # also remembers holders caught lying
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
         self._result: Aggregate | None = None
@@ -358,38 +356,12 @@ class ServerSession:
 
     def _close_unmask(self, u5: frozenset[int]) -> dict[int, m.ServerMessage]:
         cfg = self.config
-        replies: dict[int, m.UnmaskShares] = self._received[Stage.UNMASK]
-        adverts: dict[int, m.AdvertiseKeys] = self._received[Stage.ADVERTISE]
         packed = self._packed
         assert packed is not None  # it already holds the sum of the survivors' masked vectors
-        masks: list[tuple[SecretBytes, bool]] = []
-        for owner in sorted(self._u2):
-            masked_with = {v for v in self._graph[owner] & self._u3
-                           if owner not in self._excluded_by[v]}
-            if owner not in self._u3 and not masked_with:
-                continue  # a dropout no survivor masked with: nothing of it to remove
-            field = "seed_shares" if owner in self._u3 else "mask_key_shares"
-            shares = {v + 1: _share(getattr(replies[v], field)[owner])
-                      for v in (self._graph[owner] | {owner}) & u5
-                      if owner not in self._excluded_by.get(v, frozenset())}
-            advert = adverts[owner]
-
-            def seed_ok(secret: SecretBytes, o: int = owner, a: m.AdvertiseKeys = advert) -> bool:
-                return keys.seed_commitment(secret, o, self._digest, cfg.round) == a.seed_commitment
-
-            def key_ok(secret: SecretBytes, a: m.AdvertiseKeys = advert) -> bool:
-                return X25519KeyPair.from_private_bytes(secret).public_bytes == a.mask_public
-
-            if owner in self._u3:
-                secret = self._reconstruct(owner, "self-mask seed", shares, seed_ok)
-                masks.append((keys.self_mask_key(secret, owner, self._digest, cfg.round), True))
-                continue
-            secret = self._reconstruct(owner, "mask key", shares, key_ok)
-            dropped = X25519KeyPair.from_private_bytes(secret)
-            for v in sorted(masked_with):
-                k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v,
-                                           self._digest, cfg.round)
-                masks.append((k, v < owner))  # undo v's +/- mask with the dropout
+        masks = unmask_masks(self._recovery, cfg, graph=self._graph, shared=self._u2,
+                             survivors=self._u3, answered=u5, excluded_by=self._excluded_by,
+                             adverts=self._received[Stage.ADVERTISE],
+                             replies=self._received[Stage.UNMASK])
         MaskExpander().apply_many(packed.accumulator, masks, after_chunk=packed.reduce_through)
         total = packed.result()
         total_weight = int(total[-1])
@@ -400,52 +372,9 @@ class ServerSession:
                                  survivors=tuple(sorted(self._u3)),
                                  dropped=tuple(sorted(self.participants - self._u3)), config=cfg,
                                  excluded=tuple(sorted(self._accused)),
-                                 corrupt_shares=tuple(sorted(self._liars)))
+                                 corrupt_shares=tuple(sorted(self._recovery.liars)))
         self._stage = Stage.DONE
         return {}
-
-    def _reconstruct(self, owner: int, what: str, shares: dict[int, SecretBytes],
-                     valid: Callable[[SecretBytes], bool]) -> SecretBytes:
-        """Rebuild one secret even if some holders sent corrupted shares.
-
-        Shares are checked against the owner's public commitment (the seed commitment, or the
-        advertised mask key). If the first t do not match, random t-subsets that avoid known
-        liars are tried (deterministically, so a restarted server replays the same choice); the
-        holders whose shares disagree with the recovered secret are named in the result.
-        """
-        t = self.config.threshold
-        trusted = {x: sh for x, sh in shares.items() if x - 1 not in self._liars}
-        xs = sorted(trusted)
-        if len(xs) < t:
-            raise NotEnoughParticipants(Stage.UNMASK.value, len(xs), t,
-                                        f"honest share holders of client {owner}")
-
-        def attempt(subset: Sequence[int]) -> SecretBytes | None:
-            try:
-                secret = shamir.combine({x: trusted[x] for x in subset}, threshold=t,
-                                        secret_bytes=32, stage=Stage.UNMASK.value)
-                return secret if valid(secret) else None
-            except InvalidParameter:
-                return None
-
-        first = attempt(xs[:t])
-        if first is not None:
-            return first
-        rng = random.Random(hashlib.sha256(self._digest + owner.to_bytes(4, "big")).digest())
-        for _ in range(_MAX_SUBSETS):
-            subset = sorted(rng.sample(xs, t))
-            secret = attempt(subset)
-            if secret is None:
-                continue
-            for x in xs:  # name every holder whose share disagrees with the recovered secret
-                if x not in subset and attempt([*subset[1:], x]) is None:
-                    self._liars.add(x - 1)
-            return secret
-        raise ProtocolAbort(Stage.UNMASK.value, f"could not rebuild the {what} of client {owner} "
-                            f"from any {t} of its {len(xs)} holders' shares: client {owner} dealt "
-                            "shares inconsistent with its signed commitment (or more of its "
-                            "holders lied than the threshold tolerates); exclude client "
-                            f"{owner} and run the round again")
 
     def _release_payloads(self, sender: int) -> None:
         """Forget vectors no neighbour can report any more (on sparse graphs, memory stays near
@@ -470,6 +399,3 @@ class ServerSession:
         return (f"<ServerSession round={self.config.round} stage={self._stage.value} "
                 f"clients={self.config.num_clients}>")
 
-
-def _share(raw: bytes) -> SecretBytes:
-    return SecretBytes(raw, label="shamir-share")

@@ -1,0 +1,53 @@
+"""The two survivor checks a client makes before it reveals any share (active mode).
+
+After the masked inputs the server announces the survivor set S and each client signs it (with
+the round's advert transcript). A server that shows different clients different sets could make
+some holders of a client u reveal u's seed share and others u's mask-key share, and strip u's
+masks. Before revealing, a client therefore requires:
+
+1. :func:`own_holders_alive` -- S keeps at least t of the holders whose masks it applied
+   (itself included); otherwise a server that "drops" its neighbours could strip them
+   (Bell et al. 2020, section 4);
+2. :func:`quorum_gap` -- for each owner u whose share it reveals, at least t of u's own holders
+   signed exactly S. Honest clients sign once, so two different sets can both reach that quorum
+   in u's neighbourhood only if at least 2t - m of u's m holders are corrupt -- the event the
+   parameter finder bounds. Hence every honest holder of u reveals the same kind of share of u.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from secagg.errors import AuthenticationFailed
+from secagg.identity import Roster
+
+__all__ = ["own_holders_alive", "quorum_gap", "valid_signers"]
+
+
+def own_holders_alive(included: frozenset[int], me: int, survivors: Iterable[int]) -> int:
+    """How many of the holders whose masks ``me`` applied (and ``me``) are in S."""
+    return len((included | {me}) & set(survivors))
+
+
+def valid_signers(roster: Roster, signatures: Mapping[int, bytes], signed: bytes,
+                  candidates: Iterable[int]) -> set[int]:
+    """The candidates whose signature over ``signed`` verifies against the pinned roster (an
+    invalid signature simply does not count, so a malicious peer cannot make anyone abort)."""
+    valid = set()
+    for party in sorted(candidates):
+        try:
+            roster.verify(party, signatures[party], signed, what="consistency signature")
+        except AuthenticationFailed:
+            continue
+        valid.add(party)
+    return valid
+
+
+def quorum_gap(graph: Mapping[int, frozenset[int]], owners: Iterable[int], signers: set[int],
+               threshold: int) -> tuple[int, int] | None:
+    """The first owner whose holders signed fewer than ``threshold`` times, with that count."""
+    for u in sorted(owners):
+        have = len(signers & (graph[u] | {u}))
+        if have < threshold:
+            return u, have
+    return None
