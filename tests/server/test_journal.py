@@ -16,7 +16,8 @@ import pytest
 from secagg.identity import Identity, Roster
 from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
 from secagg_server.app import create_app
-from secagg_server.coordinator import Coordinator, StoreWriteFailed
+from secagg_server.coordinator import Coordinator
+from secagg_server.journal import StoreWriteFailed
 from secagg_server.modes import MODES, PLAIN_MODE
 from secagg_server.store import Store
 
