@@ -50,10 +50,12 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from secagg.ckks.checks import Check, CheckFailed
 from secagg.ckks.config import CKKSRoundConfig
 from secagg.ckks.messages import Receipt
 from secagg.ckks.wire import u32, u64
@@ -62,6 +64,10 @@ from secagg.hazmat.aead import NONCE_BYTES, TAG_BYTES, open_sealed, seal
 from secagg.hazmat.handles import SecretBytes, Unpicklable
 from secagg.hazmat.kdf import Purpose
 from secagg.hazmat.prg import Keystream
+
+if TYPE_CHECKING:
+    from secagg.ckks.keys import CKKSKey
+    from secagg.hazmat.seal_codec import SealSession
 
 __all__ = [
     "PROJECTIONS",
@@ -72,6 +78,7 @@ __all__ = [
     "seal_sketch",
     "sealed_sketch_bytes",
     "soundness_bits",
+    "verify_aggregate",
 ]
 
 PROJECTIONS = 2
@@ -198,3 +205,34 @@ def open_sketch(key: SecretBytes, config: CKKSRoundConfig, receipt: Receipt, lev
     raw = open_sealed(key, receipt.sealed_sketch, _aad(config, receipt.client_id, receipt.chunks_digest),
                       what=what)
     return struct.unpack(f">{PROJECTIONS * levels}Q", raw)
+
+
+def verify_aggregate(key: CKKSKey, config: CKKSRoundConfig, receipts: Sequence[Receipt],
+                     ciphertexts: Sequence[Any], session: SealSession,
+                     moduli: Sequence[int]) -> None:
+    """Raise :class:`CheckFailed` unless ``<R, aggregate>`` equals the sum of the announced
+    contributors' sealed sketches, mod every prime at the level (see the module docstring)."""
+    levels = len(moduli)
+    seal_key = key.derive(config, SKETCH_SEAL_PURPOSE)
+    expected = [0] * (PROJECTIONS * levels)
+    for receipt in receipts:
+        try:
+            values = open_sketch(seal_key, config, receipt, levels)
+        except AuthenticationFailed:
+            raise CheckFailed(
+                "aggregate", Check.SKETCH_SEAL,
+                f"the sealed sketch of client {receipt.client_id} does not open although that "
+                f"client signed it: client {receipt.client_id} is faulty or malicious",
+            ) from None
+        expected = [e + v for e, v in zip(expected, values, strict=True)]
+    sketcher = Sketcher(key.derive(config, SKETCH_PURPOSE), list(moduli), session.n)
+    for ct in ciphertexts:
+        sketcher.add(session.coefficients(ct, what="aggregate ciphertext"))
+    got = sketcher.value()
+    mods = [q for _ in range(PROJECTIONS) for q in moduli]
+    if any((e - g) % q for e, g, q in zip(expected, got, mods, strict=True)):
+        raise CheckFailed(
+            "aggregate", Check.SKETCH,
+            f"the aggregate is not the sum of the {len(receipts)} announced uploads (its "
+            "secret projection differs from the sum of their sketches); refusing to decrypt",
+        )
