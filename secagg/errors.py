@@ -12,9 +12,12 @@ No message built by this package contains secret material.
 
 from __future__ import annotations
 
+import enum
+
 __all__ = [
     "AlreadyUsed",
     "AuthenticationFailed",
+    "ErrorCode",
     "InvalidParameter",
     "NotEnoughParticipants",
     "ProtocolAbort",
@@ -59,14 +62,28 @@ class AuthenticationFailed(SecAggError):
         super().__init__(f"authentication failed for {what}")
 
 
+class ErrorCode(enum.StrEnum):
+    """Why a message was refused, as a code a transport can map (never by matching text)."""
+
+    REPLAYED = "replayed"  # the very message was already accepted
+    CONFLICTING_MESSAGE = "conflicting_message"  # a different message for a stage already answered
+    ROUND_COMPLETE = "round_complete"
+    WRONG_STAGE = "wrong_stage"  # a message for another stage than the current one
+    NOT_EXPECTED = "not_expected"  # the sender is not (or no longer) awaited at this stage
+    WRONG_SENDER = "wrong_sender"
+    INVALID_MESSAGE = "invalid_message"  # malformed, wrong size, bad signature, wrong config
+
+
 class RejectedMessage(SecAggError):
     """A single message was refused; the sender is treated as dropped, others continue."""
 
-    def __init__(self, sender: int | None, reason: str) -> None:
+    def __init__(self, sender: int | None, reason: str,
+                 code: ErrorCode = ErrorCode.INVALID_MESSAGE) -> None:
         who = "unknown sender" if sender is None else f"client {sender}"
         super().__init__(f"message from {who} rejected: {reason}")
         self.sender = sender
         self.reason = reason
+        self.code = code
 
 
 class AlreadyUsed(SecAggError):

@@ -63,6 +63,7 @@ from secagg.ckks.messages import (
 from secagg.ckks.sketch import sealed_sketch_bytes
 from secagg.errors import (
     AuthenticationFailed,
+    ErrorCode,
     InvalidParameter,
     NotEnoughParticipants,
     ProtocolAbort,
@@ -189,14 +190,15 @@ class ServerSession:
             raise RejectedMessage(None, f"a message must be bytes, found {type(message).__name__}")
         data = bytes(message)
         if self._stage is ServerStage.DONE:
-            raise RejectedMessage(None, "the round is already complete")
+            raise RejectedMessage(None, "the round is already complete", ErrorCode.ROUND_COMPLETE)
         limit = self.max_message_bytes()
         if len(data) > limit:
             raise RejectedMessage(None, f"message is {len(data)} bytes; the limit at stage "
                                   f"{self._stage.value!r} is {limit}")
         fingerprint = hashlib.sha256(data).digest()
         if fingerprint in self._seen:
-            raise RejectedMessage(None, "replayed message (already accepted in this round)")
+            raise RejectedMessage(None, "replayed message (already accepted in this round)",
+                                  ErrorCode.REPLAYED)
         t0 = time.perf_counter()
         if self._stage is ServerStage.ADVERT:
             self._receive_advert(data)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from secagg.encoding.packing import PackedSum, packed_size
 from secagg.errors import (
     AuthenticationFailed,
+    ErrorCode,
     InvalidParameter,
     NotEnoughParticipants,
     ProtocolAbort,
@@ -148,12 +149,13 @@ class ServerSession:
         sender = msg.party
         stage = self._stage
         if stage is Stage.DONE:
-            raise RejectedMessage(sender, "the round is already complete")
+            raise RejectedMessage(sender, "the round is already complete", ErrorCode.ROUND_COMPLETE)
         expected_type = _EXPECTED_TYPE[stage]
         fingerprint = hashlib.sha256(raw).digest()
         if any(hmac.compare_digest(seen.get(sender, b""), fingerprint)
                for seen in self._fingerprints.values()):
-            raise RejectedMessage(sender, "replayed message (already accepted in this round)")
+            raise RejectedMessage(sender, "replayed message (already accepted in this round)",
+                                  ErrorCode.REPLAYED)
         if msg.digest != self._digest:
             raise RejectedMessage(sender, "config digest mismatch: the client runs this round "
                                   "with different parameters")
@@ -162,13 +164,16 @@ class ServerSession:
                                   f"{self.config.round}")
         if not isinstance(msg, expected_type):
             raise RejectedMessage(sender, f"expected {expected_type.__name__} at stage "
-                                  f"'{stage.value}', found {type(msg).__name__}")
+                                  f"'{stage.value}', found {type(msg).__name__}",
+                                  ErrorCode.WRONG_STAGE)
         if sender in self._received[stage]:
-            raise RejectedMessage(sender, f"a second, different message for stage '{stage.value}'")
+            raise RejectedMessage(sender, f"a second, different message for stage '{stage.value}'",
+                                  ErrorCode.CONFLICTING_MESSAGE)
         if sender not in self._expected:
             why = "is not a participant" if sender not in self.participants else \
                 "dropped at an earlier stage"
-            raise RejectedMessage(sender, f"client {sender} {why}; not expected at '{stage.value}'")
+            raise RejectedMessage(sender, f"client {sender} {why}; not expected at '{stage.value}'",
+                                  ErrorCode.NOT_EXPECTED)
         if len(raw) > limit:
             raise RejectedMessage(sender, f"message is {len(raw)} bytes; the limit at "
                                   f"'{stage.value}' is {limit}")
