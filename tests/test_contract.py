@@ -96,3 +96,21 @@ def test_masking_refusals_carry_their_code() -> None:
     with pytest.raises(RejectedMessage) as info:
         server.receive(wire.encode(ClientSession(cfg, 0, encode_update(cfg, np.zeros(4))).start()))
     assert info.value.code is ErrorCode.CONFLICTING_MESSAGE
+
+
+def test_a_round_for_another_model_layout_is_refused_naming_both() -> None:
+    from secagg.encoding import ParamSpec
+    from secagg.masking import MaskingConfig
+
+    mine = ParamSpec.from_arrays({"lora_A": np.zeros((2, 3)), "head": np.zeros(4)})
+    other = ParamSpec.from_arrays({"lora_B": np.zeros((3, 2)), "head": np.zeros(4)})  # same size
+    assert mine.size == other.size
+    cfg = MaskingConfig.create(num_clients=3, vector_length=other.size, layout=other)
+    again = MaskingConfig.from_dict(cfg.to_dict())
+    assert again.layout_digest == other.digest()
+    with pytest.raises(InvalidParameter, match=rf"{other.digest().hex()[:16]}.*{mine.digest().hex()[:16]}"):
+        mine.check_round(again.layout_digest)
+    other.check_round(again.layout_digest)
+    mine.check_round(b"")  # a round naming no layout: checked on size by the protocol
+    with pytest.raises(InvalidParameter, match="does not match the model layout"):
+        MaskingConfig.create(num_clients=3, vector_length=other.size + 1, layout=other)

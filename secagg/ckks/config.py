@@ -51,8 +51,12 @@ class CKKSRoundConfig:
     roster_digest: bytes
     value_bound: float = 1.0
     weight_bound: float = 1.0
+    layout_digest: bytes = b""  # the model layout (ParamSpec digest) the round is for, if named
 
     def __post_init__(self) -> None:
+        if self.layout_digest and len(self.layout_digest) != 32:
+            raise InvalidParameter("CKKSRoundConfig.layout_digest must be a 32-byte ParamSpec "
+                                   "digest or empty")
         if not isinstance(self.params, CKKSParams):
             raise InvalidParameter("CKKSRoundConfig.params must be a CKKSParams; pass Preset.COMPACT.params")
         if self.update_size < 1:
@@ -128,6 +132,7 @@ class CKKSRoundConfig:
                 roster_digest=bytes.fromhex(str(config["roster_digest"])),
                 value_bound=float(config["value_bound"]),
                 weight_bound=float(config["weight_bound"]),
+                layout_digest=bytes.fromhex(str(config.get("layout_digest", ""))),
             )
         except KeyError as exc:
             raise InvalidParameter(f"ckks round config lacks {exc}") from None
@@ -162,6 +167,7 @@ class CKKSRoundConfig:
             "roster_digest": self.roster_digest.hex(),
             "value_bound": self.value_bound,
             "weight_bound": self.weight_bound,
+            "layout_digest": self.layout_digest.hex(),
             "digest": self.digest().hex(),
         }
 
@@ -181,5 +187,6 @@ class CKKSRoundConfig:
             hashlib.sha256(self.session).digest(),
             self.roster_digest,
             struct.pack(">dd", self.value_bound, self.weight_bound),
+            self.layout_digest,
         ]
         return hashlib.sha256(b"".join(struct.pack(">I", len(x)) + x for x in parts)).digest()

@@ -8,6 +8,7 @@ protocol config), and every mismatch is reported by name.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 from collections.abc import Mapping
@@ -136,3 +137,17 @@ class ParamSpec:
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON: equal specs, equal digests."""
         return hashlib.sha256(self.to_json().encode()).digest()
+
+    def check_round(self, layout_digest: bytes) -> None:
+        """Refuse a round opened for another model layout, naming both layouts.
+
+        Two models of equal size would otherwise be summed silently, parameter i of one with
+        parameter i of the other. A round that names no layout (empty digest) is checked on size
+        only, by the protocol.
+        """
+        mine = self.digest()
+        if layout_digest and not hmac.compare_digest(layout_digest, mine):
+            raise InvalidParameter(
+                f"the round is for model layout {layout_digest.hex()[:16]}..., this model's layout "
+                f"is {mine.hex()[:16]}... ({len(self.tensors)} tensors, {self.size} parameters): "
+                "the enterprises are not fine-tuning the same model; refusing to take part")

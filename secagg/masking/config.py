@@ -21,6 +21,7 @@ from secagg.errors import InvalidParameter
 from secagg.masking.params import choose_parameters, security_failure
 
 if TYPE_CHECKING:
+    from secagg.encoding.paramspec import ParamSpec
     from secagg.identity import Roster
 
 _T = TypeVar("_T")
@@ -65,6 +66,7 @@ class MaskingConfig:
     round: int = 0
     session: bytes = field(default=b"\x00" * 16)
     roster_digest: bytes = b""
+    layout_digest: bytes = b""  # the model layout (ParamSpec digest) the round is for, if named
     version: int = PROTOCOL_VERSION
 
     def __post_init__(self) -> None:
@@ -91,6 +93,8 @@ class MaskingConfig:
         if self.roster_digest and len(self.roster_digest) != 32:
             raise InvalidParameter(f"roster_digest must be 32 bytes (Roster.digest()) or empty, "
                                    f"found {len(self.roster_digest)}")
+        if self.layout_digest and len(self.layout_digest) != 32:
+            raise InvalidParameter("layout_digest must be a 32-byte ParamSpec digest or empty")
         if self.active and not self.roster_digest:
             raise InvalidParameter("active (malicious-server) mode verifies every peer against a "
                                    "pinned roster: pass roster= to MaskingConfig.create")
@@ -126,6 +130,7 @@ class MaskingConfig:
         threshold: int | None = None,
         round: int = 0,
         session: bytes | None = None,
+        layout: ParamSpec | None = None,
     ) -> MaskingConfig:
         """A validated config; k and t are chosen by :func:`choose_parameters` unless given.
 
@@ -139,6 +144,9 @@ class MaskingConfig:
         neighbourhood. Without one (``active=False``) the round is the honest-but-curious
         protocol: a server that deviates can read an update. Use it only for experiments.
         """
+        if layout is not None and layout.size != vector_length:
+            raise InvalidParameter(f"vector_length {vector_length} does not match the model layout "
+                                   f"({layout.size} parameters)")
         if active is None:
             active = roster is not None
         # The roster pins the policy; without one, the library's defaults.
@@ -169,6 +177,7 @@ class MaskingConfig:
             max_weight=max_weight, noise_headroom=noise_headroom, active=active, round=round,
             session=os.urandom(16) if session is None else session,
             roster_digest=b"" if roster is None else roster.digest(),
+            layout_digest=b"" if layout is None else layout.digest(),
         )
 
     @property
@@ -216,6 +225,7 @@ class MaskingConfig:
             "noise_headroom": self.noise_headroom, "active": self.active,
             "round": self.round, "session": self.session.hex(),
             "roster_digest": self.roster_digest.hex(),
+            "layout_digest": self.layout_digest.hex(),
         }
 
     @classmethod
@@ -239,6 +249,7 @@ class MaskingConfig:
             round=_field(data, "round", int),
             session=session_bytes,
             roster_digest=_hex_field(data, "roster_digest"),
+            layout_digest=_hex_field(data, "layout_digest") if "layout_digest" in data else b"",
             version=_field(data, "version", int),
         )
 
