@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from .app import create_app
 from .cli import main
-from .modes import MODES, ModeSpec, RoundProtocol, register_mode
+from .modes import ModeSpec, RoundProtocol, default_modes, register_mode
 from .store import Store
 
-__all__ = ["MODES", "ModeSpec", "RoundProtocol", "Store", "create_app", "main", "register_mode"]
+__all__ = ["ModeSpec", "RoundProtocol", "Store", "create_app", "default_modes", "main",
+           "register_mode"]

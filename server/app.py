@@ -66,7 +66,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .coordinator import Coordinator, LiveRound
-from .modes import MODES, PLAIN_MODE, Rejected
+from .modes import Rejected, default_modes
 from .store import DataDirError, Principal, RoundRow, Store
 
 if TYPE_CHECKING:
@@ -226,9 +226,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
     one raises :class:`secagg_server.store.DataDirError`). ``limits`` bound slow or large requests."""
     limits = limits or Limits()
     store = Store(data_dir)
-    modes = dict(MODES)
-    if allow_plain:
-        modes[PLAIN_MODE.name] = PLAIN_MODE
+    modes = default_modes(allow_plain=allow_plain)
     coord = Coordinator(store, modes)
 
     @asynccontextmanager
@@ -330,9 +328,11 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
                 or not 0.1 <= timeout <= 86400:  # NaN fails the comparison too
             raise Rejected(400, "invalid_request", f"stage_timeout_s must be a number of seconds "
                            f"in [0.1, 86400], found {json.dumps(timeout)[:40]}", "e.g. 60")
-        row = await coord.open_round(who.federation_id, who.num_clients, mode,
-                                     spec.get("options", {}), float(timeout))
-        return _round_info(row)
+        live = await coord.open_round(who.federation_id, who.num_clients, mode,
+                                      spec.get("options", {}), float(timeout))
+        # notes: what the mode warned about the operator's choice (e.g. a small federation's
+        # odds of a failed round); an empty list when it had nothing to say
+        return {**_round_info(live.row), "notes": list(live.notes)}
 
     @app.get("/v1/rounds/next")
     async def next_round(after: int = -1, wait: float = WAIT,

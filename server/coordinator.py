@@ -38,6 +38,8 @@ import asyncio
 import contextlib
 import logging
 import time
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,14 +47,12 @@ from secagg.errors import InvalidParameter
 from secagg.identity import Roster
 
 from .journal import Journal
-from .modes import MODES, ModeSpec, Rejected, RoundFailed, RoundProtocol
+from .modes import ModeSpec, Rejected, RoundFailed, RoundProtocol, default_modes
 from .store import INLINE_LIMIT, RoundRow, Store
 
 __all__ = ["Coordinator", "LiveRound"]
 
 log = logging.getLogger("secagg.server")
-_OPTIONS_DOC = {"masking": "secagg.masking.MaskingConfig.create",
-                "ckks": "secagg_server.modes (ckks options) and secagg.ckks.CKKSRoundConfig"}
 TICK_S = 0.1  # deadline checks only: a stage whose last message arrives closes at once
 
 
@@ -82,6 +82,7 @@ class LiveRound:
     alive: frozenset[int] = frozenset()
     accepted: dict[int, list[_Accepted]] = field(default_factory=dict)  # per client
     stale: bool = False  # replaced by a rebuild from disk after a failed write
+    notes: tuple[str, ...] = ()  # the mode's warnings when the round was opened (not stored)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -102,9 +103,9 @@ class LiveRound:
 class Coordinator:
     """Owns every live round of one server process."""
 
-    def __init__(self, store: Store, modes: dict[str, ModeSpec] | None = None) -> None:
+    def __init__(self, store: Store, modes: Mapping[str, ModeSpec] | None = None) -> None:
         self.store = store
-        self.modes = dict(MODES if modes is None else modes)
+        self.modes = dict(default_modes() if modes is None else modes)
         self.live: dict[int, LiveRound] = {}
         self._new_round: dict[int, asyncio.Event] = {}
         self._open_lock = asyncio.Lock()
@@ -233,7 +234,9 @@ class Coordinator:
     # ---- opening rounds -------------------------------------------------------------------------
 
     async def open_round(self, federation_id: int, num_clients: int, mode: str,
-                         options: dict[str, Any], stage_timeout: float) -> RoundRow:
+                         options: dict[str, Any], stage_timeout: float) -> LiveRound:
+        """Open the federation's next round; the live round, with the mode's ``notes`` (the
+        warnings its config raised, such as a small federation's odds of a failed round)."""
         spec = self.modes.get(mode)
         if spec is None:
             raise Rejected(400, "mode_unavailable", f"mode {mode!r} is not available on this "
@@ -242,21 +245,25 @@ class Coordinator:
         async with self._open_lock:
             index = self.store.next_round_index(federation_id)
             try:
-                config = spec.make_config(num_clients, index, options,
-                                          self.roster(federation_id))
+                config, notes = _with_notes(spec, num_clients, index, options,
+                                            self.roster(federation_id))
             except (TypeError, ValueError) as exc:  # InvalidParameter, or a string for a number
                 detail = str(exc) if isinstance(exc, InvalidParameter) else \
                     f"an option has the wrong type ({exc})"
                 raise Rejected(400, "invalid_options", detail, "options of the documented types "
-                               f"(see {_OPTIONS_DOC.get(mode, 'secagg_server.modes')})") from None
+                               f"(see {spec.options_doc})") from None
             row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
                                           config, stage_timeout)
-            self.live[row.id] = self._build(row)
+            live = self._build(row)
+            live.notes = notes
+            self.live[row.id] = live
         self._new_round_event(federation_id).set()
         self._new_round[federation_id] = asyncio.Event()
         log.info("round %d opened (federation %d, index %d, mode %s)", row.id, federation_id,
                  index, mode)
-        return row
+        for note in notes:
+            log.warning("round %d: %s", row.id, note)
+        return live
 
     def _new_round_event(self, federation_id: int) -> asyncio.Event:
         return self._new_round.setdefault(federation_id, asyncio.Event())
@@ -427,3 +434,22 @@ class Coordinator:
                 except Exception:
                     log.exception("deadline handling failed for round %d", live.row.id)
                     live.deadline = time.monotonic() + live.row.stage_timeout
+
+
+def _with_notes(spec: ModeSpec, num_clients: int, index: int, options: dict[str, Any],
+                roster: Roster | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """``spec.make_config(...)`` and the user warnings it raised, as notes for the operator
+    (risks they chose, e.g. a small federation's dropout odds); other warnings are re-issued.
+
+    ``catch_warnings`` is process-wide: a warning another thread raises during the call lands
+    here too (the call is short, and the protocol work in other threads does not warn)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        config = spec.make_config(num_clients, index, options, roster)
+    notes: dict[str, None] = {}
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            notes[str(w.message)] = None
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return config, tuple(notes)

@@ -282,10 +282,10 @@ def _local_federation(n: int, name: str = "local") -> tuple[list[Identity], Rost
 
 
 def test_the_runtime_checks_its_input_against_the_round_before_sending_anything() -> None:
-    from secagg_server.modes import MODES
+    from secagg_server.modes import default_modes
 
     identities, roster = _local_federation(N3)
-    config = MODES["ckks"].make_config(N3, 0, {"vector_length": 10, "weight_bound": 2}, roster)
+    config = default_modes()["ckks"].make_config(N3, 0, {"vector_length": 10, "weight_bound": 2}, roster)
     info = RoundInfo(1, 0, "ckks", config, 1)
     me = identities[1]
     with pytest.raises(InvalidParameter, match="weight_bound=2"):
@@ -302,7 +302,7 @@ def test_the_runtime_checks_its_input_against_the_round_before_sending_anything(
     # the roster binding: a round bound to another roster, or this identity under another id,
     # is refused before anything is sent (a ProtocolAbort: the runtime's RoundRefused)
     _, other = _local_federation(N3, "elsewhere")
-    foreign = MODES["ckks"].make_config(N3, 0, {"vector_length": 10}, other)
+    foreign = default_modes()["ckks"].make_config(N3, 0, {"vector_length": 10}, other)
     with pytest.raises(ProtocolAbort, match="roster"):
         _CKKS(RoundInfo(1, 0, "ckks", foreign, 1), np.zeros(10, np.float32), 1, identity=me, roster=roster)
     with pytest.raises(ProtocolAbort, match="pinned roster gives client 2"):
@@ -310,12 +310,13 @@ def test_the_runtime_checks_its_input_against_the_round_before_sending_anything(
 
 
 def test_a_federation_without_a_roster_cannot_open_ckks_rounds() -> None:
-    from secagg_server.modes import MODES, CKKSRound
+    from secagg_server.modes import default_modes
+    from secagg_server.modes.ckks import CKKSRound
 
     with pytest.raises(InvalidParameter, match="no pinned roster"):
-        MODES["ckks"].make_config(N3, 0, {"vector_length": 10}, None)
+        default_modes()["ckks"].make_config(N3, 0, {"vector_length": 10}, None)
     _, roster = _local_federation(N3)
-    config = MODES["ckks"].make_config(N3, 0, {"vector_length": 10}, roster)
+    config = default_modes()["ckks"].make_config(N3, 0, {"vector_length": 10}, roster)
     with pytest.raises(InvalidParameter, match="roster"):
         CKKSRound(config, frozenset(range(N3)), None)
     _, other = _local_federation(N3, "elsewhere")
@@ -328,10 +329,11 @@ def test_the_adapter_is_the_library_session_and_replays_to_the_same_bytes() -> N
     limits, its 409 refusals (from the session's state), and determinism (the coordinator's
     crash recovery replays the accepted messages and closes into a fresh round)."""
     from secagg.ckks import ClientSession, ServerStage
-    from secagg_server.modes import MODES, CKKSRound, Rejected
+    from secagg_server.modes import Rejected, default_modes
+    from secagg_server.modes.ckks import CKKSRound
 
     identities, roster = _local_federation(N3)
-    config = MODES["ckks"].make_config(N3, 4, {"vector_length": 10, "weight_bound": 2}, roster)
+    config = default_modes()["ckks"].make_config(N3, 4, {"vector_length": 10, "weight_bound": 2}, roster)
     assert config["dealer"] == 4 % N3 == 1  # rotates with the round index
     cfg = CKKSRoundConfig.from_dict(config)
     ups = updates(N3, 10, seed=3)

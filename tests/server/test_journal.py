@@ -18,7 +18,7 @@ from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
 from secagg_server.app import create_app
 from secagg_server.coordinator import Coordinator
 from secagg_server.journal import StoreWriteFailed
-from secagg_server.modes import MODES, PLAIN_MODE
+from secagg_server.modes import default_modes
 from secagg_server.store import Store
 
 N = 4
@@ -42,7 +42,7 @@ def _run(tmp: Path, body: Callable[[Coordinator, Store], Awaitable[None]]) -> No
         fid = store.federation_id("t")
         if fid is None:
             store.create_federation("t", N, ROSTER.to_dict())
-        coord = Coordinator(store, {**MODES, "plain": PLAIN_MODE})
+        coord = Coordinator(store, default_modes(allow_plain=True))
         await coord.start()
         try:
             await body(coord, store)
@@ -65,7 +65,7 @@ def test_a_stage_of_concurrent_messages_is_committed_in_one_or_two_batches(tmp_p
             append_rows(rows)
 
         store.append_rows = counting  # type: ignore[method-assign]
-        row = await coord.open_round(1, N, "plain", {"vector_length": 10}, 10.0)
+        row = (await coord.open_round(1, N, "plain", {"vector_length": 10}, 10.0)).row
         live = coord.live[row.id]
         await asyncio.gather(*(coord.submit(live, i, _plain_body(ups[i])) for i in range(N)))
         assert sum(commits) == N + 1 and len(commits) <= 2  # N messages and the close
@@ -81,7 +81,7 @@ def test_a_failed_write_is_refused_and_the_round_rebuilt_from_disk(tmp_path: Pat
     ups = [np.full(length, i + 1, dtype=np.float32) for i in range(N)]
 
     async def body(coord: Coordinator, store: Store) -> None:
-        row = await coord.open_round(1, N, "plain", {"vector_length": length}, 30.0)
+        row = (await coord.open_round(1, N, "plain", {"vector_length": length}, 30.0)).row
         old = coord.live[row.id]
         await coord.submit(old, 0, _plain_body(ups[0]))
         append_rows = store.append_rows
@@ -185,7 +185,7 @@ def test_a_retry_of_a_large_message_after_its_stage_closed_is_a_replay(tmp_path:
         app = create_app(data)
         async with app.router.lifespan_context(app):
             coord: Coordinator = app.state.coordinator
-            row = await coord.open_round(1, N, "masking", {"vector_length": length}, 30.0)
+            row = (await coord.open_round(1, N, "masking", {"vector_length": length}, 30.0)).row
             transport = httpx.ASGITransport(app=app)
             cfg = MaskingConfig.from_dict(row.config)
             sessions = _sessions(cfg, ups)

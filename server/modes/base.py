@@ -1,0 +1,128 @@
+"""What every protection mode shares: the round interface, its errors, and option checks.
+
+The HTTP layer and the round coordinator only know :class:`RoundProtocol`: take a client's bytes,
+say who is still awaited, close a stage, release a result. A mode is a :class:`ModeSpec`: how to
+make a round's stored config from the operator's options, and how to build the protocol object
+for it. The option helpers check JSON types and coarse ranges, each refusal naming the option,
+what it takes and what was found; the protocol libraries check the finer rules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from secagg.errors import InvalidParameter
+from secagg.identity import Roster
+
+__all__ = ["ModeSpec", "Rejected", "RoundFailed", "RoundProtocol", "bool_option",
+           "bound_option", "found", "int_option", "rate_option"]
+
+
+class Rejected(Exception):
+    """A client message was refused (HTTP ``status``); the round state is unchanged."""
+
+    def __init__(self, status: int, code: str, detail: str, expected: str | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.code, self.detail, self.expected = status, code, detail, expected
+
+
+class RoundFailed(Exception):
+    """The round cannot complete (too few clients, a protocol abort)."""
+
+
+class RoundProtocol(Protocol):
+    """What the coordinator needs from one round of one mode. Must be deterministic: the same
+    accepted messages and advances in the same order rebuild the same state (crash recovery)."""
+
+    @property
+    def stage(self) -> str: ...
+    @property
+    def expected(self) -> frozenset[int]: ...
+    @property
+    def done(self) -> bool: ...
+    def max_message_bytes(self) -> int: ...
+    def claimed_sender(self, body: bytes) -> int | None: ...
+    def receive(self, client_id: int, body: bytes) -> None: ...
+    def advance(self) -> dict[int, bytes]: ...
+    def result(self) -> tuple[dict[str, Any], bytes]: ...
+
+
+@dataclass(frozen=True)
+class ModeSpec:
+    """``make_config(num_clients, round_index, options, roster)`` -> JSON config stored with
+    the round; ``build(config, participants, roster)`` -> a fresh :class:`RoundProtocol` for it.
+
+    ``roster`` is the federation's pinned roster (public keys only), or None for a federation
+    created without one (a store from before rosters); a mode that needs it refuses then.
+    Warnings ``make_config`` emits (risks to utility the operator chose, such as a small
+    federation's dropout odds) reach the operator as the opened round's ``notes``.
+    ``options_doc`` says where the mode's options are documented (named in refusals)."""
+
+    name: str
+    make_config: Callable[[int, int, dict[str, Any], Roster | None], dict[str, Any]]
+    build: Callable[[dict[str, Any], frozenset[int], Roster | None], RoundProtocol]
+    options_doc: str = "secagg_server.modes"
+
+
+# ---- option checks ----------------------------------------------------------------------------
+
+def found(value: Any) -> str:
+    """``found <the value as JSON> (<its JSON type>)``, for an option's refusal."""
+    if value is None:
+        return "found null"
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        text = type(value).__name__
+    text = text if len(text) <= 40 else text[:37] + "..."
+    kind = ("a boolean" if isinstance(value, bool) else "an integer" if isinstance(value, int)
+            else ("a number with a fraction" if math.isfinite(value) else "not a finite number")
+            if isinstance(value, float) else "a string" if isinstance(value, str)
+            else "a list" if isinstance(value, list) else "an object" if isinstance(value, dict)
+            else type(value).__name__)
+    return f"found {text} ({kind})"
+
+
+def int_option(mode: str, options: dict[str, Any], name: str, default: int | None, low: int,
+               high: int) -> int:
+    """An integer option: a JSON integer (not a boolean, a string or ``10.0``) in [low, high]."""
+    value = options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidParameter(f"{mode} option '{name}' must be an integer in [{low}, {high}] "
+                               f"(a JSON integer: no fraction, no quotes), {found(value)}")
+    return value
+
+
+def bound_option(mode: str, options: dict[str, Any], name: str) -> float:
+    """A positive bound: a finite JSON number > 0 (not a boolean, a string, NaN or infinity);
+    1.0 when left out."""
+    value = options.get(name, 1.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value <= 0:
+        raise InvalidParameter(f"{mode} option '{name}' must be a finite number > 0 (a JSON "
+                               f"number), {found(value)}")
+    return float(value)
+
+
+def rate_option(mode: str, options: dict[str, Any], name: str, high: float) -> float:
+    """A rate: a finite JSON number in [0, high)."""
+    value = options[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or not 0 <= value < high:
+        raise InvalidParameter(f"{mode} option '{name}' must be a number in [0, {high:g}) (a JSON "
+                               f"number), {found(value)}")
+    return float(value)
+
+
+def bool_option(mode: str, options: dict[str, Any], name: str) -> bool:
+    """A flag: JSON true or false (not 0/1 or a string); false when left out."""
+    value = options.get(name, False)
+    if not isinstance(value, bool):
+        raise InvalidParameter(f"{mode} option '{name}' must be true or false (a JSON boolean), "
+                               f"{found(value)}")
+    return value
+
