@@ -172,7 +172,9 @@ class Operator:
 
     def open_round(self, mode: str, options: dict[str, Any], *,
                    stage_timeout_s: float = 60.0) -> dict[str, Any]:
-        """Open the federation's next round; returns its info (``round_id``, ``index``, config)."""
+        """Open the federation's next round; returns its info (``round_id``, ``index``, config,
+        and ``notes``: what the mode warned about this choice, e.g. a small federation's odds of
+        a failed round)."""
         resp = self._http.post("/v1/rounds", json={"mode": mode, "options": options,
                                                     "stage_timeout_s": stage_timeout_s})
         info: dict[str, Any] = self._ok(resp, f"opening a {mode} round").json()

@@ -32,9 +32,10 @@ import httpx
 import numpy as np
 import pytest
 
-from secagg_server.app import InsecureBind, SafeFormatter, check_bind, is_loopback
+from secagg_server.logs import SafeFormatter
 from secagg_server.operator import ServerProcess, free_port
 from secagg_server.store import DataDirError, Store
+from secagg_server.transport import InsecureBind, check_bind, is_loopback
 from tests.server.conftest import (
     Federation,
     HonestClients,
