@@ -49,7 +49,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .coordinator import Coordinator, LiveRound
 from .logs import log_config, where_raised
 from .modes import Rejected, default_modes
-from .store import DataDirError, Principal, RoundRow, Store
+from .store import DataDirError, Principal, Role, RoundRow, RoundStatus, Store
 from .transport import InsecureBind, Limits, check_bind, guarded_protocol, read_body
 
 __all__ = ["Limits", "create_app", "serve"]
@@ -162,12 +162,12 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
         return who
 
     async def client(who: Principal = Depends(principal)) -> Principal:  # noqa: B008
-        if who.role != "client" or who.client_id is None:
+        if who.role is not Role.CLIENT or who.client_id is None:
             raise Rejected(403, "client_only", "this route is for client tokens", "a client token")
         return who
 
     async def operator(who: Principal = Depends(principal)) -> Principal:  # noqa: B008
-        if who.role != "operator":
+        if who.role is not Role.OPERATOR:
             raise Rejected(403, "operator_only", "this route is for the federation's operator "
                            "token", "the operator token")
         return who
@@ -242,7 +242,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
             info.update(stage=live.protocol.stage, stage_no=live.stage_no,
                         awaiting=len(live.protocol.expected),
                         deadline_in_s=round(max(0.0, live.deadline - time.monotonic()), 3))
-            if who.role == "operator":
+            if who.role is Role.OPERATOR:
                 info["awaiting_clients"] = sorted(live.protocol.expected)
         return info
 
@@ -299,7 +299,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
     @app.get("/v1/rounds/{round_id}/result")
     async def result(round_id: int, who: Principal = Depends(principal)) -> Response:  # noqa: B008
         row = round_row(round_id, who)
-        if row.status != "done" or row.result_meta is None:
+        if row.status is not RoundStatus.DONE or row.result_meta is None:
             raise Rejected(409, "no_result", f"round {round_id} is {row.status}; no aggregate released",
                            "a round whose status is 'done'")
         payload = await asyncio.to_thread(store.result, round_id)

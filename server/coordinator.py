@@ -48,7 +48,7 @@ from secagg.identity import Roster
 
 from .journal import Journal
 from .modes import ModeSpec, Rejected, RoundFailed, RoundProtocol, default_modes
-from .store import INLINE_LIMIT, RoundRow, Store
+from .store import INLINE_LIMIT, EventKind, RoundRow, RoundStatus, Store
 
 __all__ = ["Coordinator", "LiveRound"]
 
@@ -133,7 +133,7 @@ class Coordinator:
         self._journal = Journal(self.store, self._on_write_failure)
         self._journal.start()
         await asyncio.to_thread(self.store.erase_finished)
-        for row in self.store.rounds("open"):
+        for row in self.store.rounds(RoundStatus.OPEN):
             try:
                 await asyncio.to_thread(self._replay, row)
             except Exception as exc:  # a round that cannot be rebuilt must not stop the server
@@ -158,7 +158,7 @@ class Coordinator:
         """Rebuild ``row`` from its stored events; the live round, or None if it completed."""
         live = self._build(row)
         for ev in self.store.events(row.id):
-            if ev.kind == "msg":
+            if ev.kind is EventKind.MSG:
                 assert ev.client_id is not None and ev.body is not None
                 live.protocol.receive(ev.client_id, ev.body)
                 live.remember(ev.client_id, ev.body, ev.seq, None)
@@ -290,7 +290,7 @@ class Coordinator:
     def _gone(self, round_id: int) -> Rejected:
         """The refusal for a round that is no longer live (as the HTTP layer gives it)."""
         row = self.store.round(round_id)
-        status = "failed" if row is None else row.status
+        status = RoundStatus.FAILED if row is None else row.status
         reason = f": {row.reason}" if row is not None and row.reason else ""
         return Rejected(409, f"round_{status}", f"round {round_id} is {status}{reason}")
 
@@ -323,7 +323,8 @@ class Coordinator:
                     live.protocol.receive(client_id, body)
                 seq = live.seq
                 live.seq += 1
-                durable = self.journal.append(live.row.id, seq, "msg", stage, client_id, body)
+                durable = self.journal.append(live.row.id, seq, EventKind.MSG, stage, client_id,
+                                             body)
                 live.remember(client_id, body, seq, durable)
                 if not live.protocol.expected:
                     await self._advance(live)  # publishes only once durable (after this message)
@@ -357,7 +358,7 @@ class Coordinator:
         round_id = live.row.id
         seq = live.seq
         live.seq += 1
-        recorded = self.journal.append(round_id, seq, "advance", closing)
+        recorded = self.journal.append(round_id, seq, EventKind.ADVANCE, closing)
         try:
             out = await asyncio.to_thread(live.protocol.advance)
         except RoundFailed as exc:
@@ -371,7 +372,7 @@ class Coordinator:
             # the result file is written while the close is committed; the status flips after
             await asyncio.gather(recorded, asyncio.to_thread(self.store.write_result, round_id,
                                                              payload))
-            await asyncio.to_thread(self.store.finish_round, round_id, status="done",
+            await asyncio.to_thread(self.store.finish_round, round_id, status=RoundStatus.DONE,
                                     result_meta=meta, erase=True)
             log.info("round %d released its aggregate (%d survivors)", round_id,
                      len(meta.get("survivors", ())))
@@ -382,11 +383,11 @@ class Coordinator:
         live.notify()
 
     def _finish_done(self, round_id: int, meta: dict[str, Any], payload: bytes) -> None:
-        self.store.finish_round(round_id, status="done", result_meta=meta, result=payload,
+        self.store.finish_round(round_id, status=RoundStatus.DONE, result_meta=meta, result=payload,
                                 erase=True)
 
     def _finish_failed(self, round_id: int, reason: str) -> None:
-        self.store.finish_round(round_id, status="failed", reason=reason, erase=True)
+        self.store.finish_round(round_id, status=RoundStatus.FAILED, reason=reason, erase=True)
 
     def _drop_live(self, live: LiveRound) -> None:
         if self.live.get(live.row.id) is live:
@@ -401,8 +402,8 @@ class Coordinator:
             live = self.live.get(round_id)
             if live is None:
                 row = self.store.round(round_id)
-                status = "missing" if row is None else row.status
-                return ("done" if status == "done" else "failed"), 0, None
+                done = row is not None and row.status is RoundStatus.DONE
+                return ("done" if done else "failed"), 0, None
             if live.stage_no > after and client_id in live.outbox:
                 return "message", live.stage_no, live.outbox[client_id]
             if client_id not in live.alive:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .store import INLINE_LIMIT, Store, event_row
+from .store import INLINE_LIMIT, EventKind, Store, event_row
 
 __all__ = ["Journal", "StoreWriteFailed"]
 
@@ -38,7 +38,7 @@ class StoreWriteFailed(Exception):
 class _Pending:
     round_id: int
     seq: int
-    kind: str  # "msg" or "advance"
+    kind: EventKind
     stage: str
     client_id: int | None
     body: bytes | None
@@ -100,8 +100,8 @@ class Journal:
         """The round was rebuilt from disk: it may append again."""
         self._poisoned.discard(round_id)
 
-    def append(self, round_id: int, seq: int, kind: str, stage: str, client_id: int | None = None,
-               body: bytes | None = None) -> asyncio.Future[None]:
+    def append(self, round_id: int, seq: int, kind: EventKind, stage: str,
+               client_id: int | None = None, body: bytes | None = None) -> asyncio.Future[None]:
         """Queue one event; the future resolves once it is on disk (or fails with
         :class:`StoreWriteFailed`)."""
         self.check(round_id)

@@ -12,9 +12,12 @@ Why this shape:
   written by :meth:`Store.write_blob`, which callers may run for several bodies at once.
 * Rows are appended in batches (:meth:`Store.append_rows`): one transaction, one WAL fsync for
   however many events were ready (the coordinator's group commit), instead of one per message.
-* Writes go through one connection under one lock; reads (token checks on every request, round
-  rows, replay) use a second, read-only connection, so they never wait behind a writer's fsync
-  (WAL readers see the last committed state).
+* Every write is one transaction on one connection under one lock (:meth:`Store._write`);
+  every read (token checks on every request, round rows, replay, the summary) uses a second,
+  read-only connection, so it never waits behind a writer's fsync (WAL readers see the last
+  committed state).
+* Roles, round statuses and event kinds are enums (:class:`Role`, :class:`RoundStatus`,
+  :class:`EventKind`) whose values are the strings stored in the database.
 * When a round ends, every stored message body is removed (:meth:`Store.finish_round` with
   ``erase``, or :meth:`Store.erase_bodies`): files deleted, rows nulled with ``secure_delete``
   on, the WAL checkpointed and truncated; this happens before the aggregate is released. What
@@ -43,11 +46,14 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DataDirError", "Event", "Principal", "RoundRow", "Store"]
+__all__ = ["DataDirError", "Event", "EventKind", "Principal", "Role", "RoundRow", "RoundStatus",
+           "Store"]
 
 INLINE_LIMIT = 64 * 1024  # bodies above this go to their own fsynced file
 TOKEN_PREFIX = "sat_"  # noqa: S105 (a prefix, not a secret)
@@ -55,21 +61,47 @@ DB_NAME = "secagg-server.sqlite3"
 DIR_MODE = 0o700  # the data directory and every folder in it: owner only
 FILE_MODE = 0o600  # the SQLite files and every stored file: owner read/write only
 
-_SCHEMA = """
+
+
+class Role(StrEnum):
+    """Who a token belongs to."""
+
+    CLIENT = "client"  # one enterprise of the federation (its enrolment id)
+    OPERATOR = "operator"  # opens the federation's rounds and reads their status
+
+
+class RoundStatus(StrEnum):
+    OPEN = "open"
+    DONE = "done"  # the aggregate was released
+    FAILED = "failed"  # the reason is stored with the round
+
+
+class EventKind(StrEnum):
+    """What a round's event records."""
+
+    MSG = "msg"  # an accepted client message
+    ADVANCE = "advance"  # a stage close
+
+
+def _one_of(values: type[StrEnum]) -> str:
+    return ", ".join(f"'{v.value}'" for v in values)
+
+
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS federations (
     id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, num_clients INTEGER NOT NULL,
     created REAL NOT NULL, roster TEXT);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash BLOB PRIMARY KEY, federation_id INTEGER NOT NULL REFERENCES federations(id),
-    role TEXT NOT NULL CHECK (role IN ('client', 'operator')), client_id INTEGER);
+    role TEXT NOT NULL CHECK (role IN ({_one_of(Role)})), client_id INTEGER);
 CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY, federation_id INTEGER NOT NULL REFERENCES federations(id),
     idx INTEGER NOT NULL, mode TEXT NOT NULL, config TEXT NOT NULL, stage_timeout REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('open', 'done', 'failed')), reason TEXT,
+    status TEXT NOT NULL CHECK (status IN ({_one_of(RoundStatus)})), reason TEXT,
     created REAL NOT NULL, finished REAL, result_meta TEXT, UNIQUE (federation_id, idx));
 CREATE TABLE IF NOT EXISTS events (
     round_id INTEGER NOT NULL REFERENCES rounds(id), seq INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('msg', 'advance')), client_id INTEGER, stage TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ({_one_of(EventKind)})), client_id INTEGER, stage TEXT NOT NULL,
     size INTEGER NOT NULL, body BLOB, blob_file TEXT, at REAL NOT NULL,
     PRIMARY KEY (round_id, seq));
 """
@@ -82,7 +114,7 @@ class Principal:
     federation_id: int
     federation: str
     num_clients: int
-    role: str  # "client" or "operator"
+    role: Role
     client_id: int | None
 
 
@@ -94,7 +126,7 @@ class RoundRow:
     mode: str
     config: dict[str, Any]
     stage_timeout: float
-    status: str
+    status: RoundStatus
     reason: str | None
     result_meta: dict[str, Any] | None
 
@@ -102,7 +134,7 @@ class RoundRow:
 @dataclass(frozen=True)
 class Event:
     seq: int
-    kind: str  # "msg" or "advance"
+    kind: EventKind
     client_id: int | None
     stage: str
     body: bytes | None
@@ -159,10 +191,19 @@ class Store:
         with self._lock:
             self._db.close()
 
-    def _tx(self, sql: str, *params: Any) -> sqlite3.Cursor:
-        """A write (or a read that must see this connection's own writes)."""
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer connection: committed (one fsync) when the block
+        ends, rolled back if it raises. Every write of the store goes through it."""
         with self._lock:
-            return self._db.execute(sql, params)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                    self._db.execute("ROLLBACK")
+                raise
 
     def _read(self, sql: str, *params: Any) -> list[Any]:
         """A read of committed state on the read connection (never waits for a writer)."""
@@ -182,22 +223,15 @@ class Store:
                              f"federation {num_clients} clients")
         operator = TOKEN_PREFIX + secrets.token_urlsafe(32)
         clients = [TOKEN_PREFIX + secrets.token_urlsafe(32) for _ in range(num_clients)]
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._db.execute(
-                    "INSERT INTO federations (name, num_clients, created, roster) VALUES "
-                    "(?, ?, ?, ?)", (name, num_clients, time.time(),
-                                     None if roster is None else json.dumps(roster)))
-                fid = cur.lastrowid
-                self._db.execute("INSERT INTO tokens VALUES (?, ?, 'operator', NULL)",
-                                 (hash_token(operator), fid))
-                self._db.executemany("INSERT INTO tokens VALUES (?, ?, 'client', ?)",
-                                     [(hash_token(t), fid, i) for i, t in enumerate(clients)])
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            fid = db.execute("INSERT INTO federations (name, num_clients, created, roster) VALUES "
+                             "(?, ?, ?, ?)", (name, num_clients, time.time(),
+                                              None if roster is None else json.dumps(roster))
+                             ).lastrowid
+            db.execute("INSERT INTO tokens VALUES (?, ?, ?, NULL)",
+                       (hash_token(operator), fid, Role.OPERATOR))
+            db.executemany("INSERT INTO tokens VALUES (?, ?, ?, ?)",
+                           [(hash_token(t), fid, Role.CLIENT, i) for i, t in enumerate(clients)])
         return operator, clients
 
     def federations(self) -> list[dict[str, Any]]:
@@ -224,19 +258,21 @@ class Store:
         if row is None or not hmac.compare_digest(bytes(row[0]), digest):
             return None
         return Principal(federation_id=int(row[1]), federation=str(row[2]),
-                         num_clients=int(row[3]), role=str(row[4]),
+                         num_clients=int(row[3]), role=Role(row[4]),
                          client_id=None if row[5] is None else int(row[5]))
 
     # ---- rounds ---------------------------------------------------------------------------------
 
     def create_round(self, federation_id: int, index: int, mode: str, config: dict[str, Any],
                      stage_timeout: float) -> RoundRow:
-        cur = self._tx("INSERT INTO rounds (federation_id, idx, mode, config, stage_timeout, status, "
-                       "created) VALUES (?, ?, ?, ?, ?, 'open', ?)", federation_id, index, mode,
-                       json.dumps(config), stage_timeout, time.time())
-        rid = cur.lastrowid
+        with self._write() as db:
+            rid = db.execute("INSERT INTO rounds (federation_id, idx, mode, config, stage_timeout, "
+                             "status, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (federation_id, index, mode, json.dumps(config), stage_timeout,
+                              RoundStatus.OPEN, time.time())).lastrowid
         assert rid is not None
-        return RoundRow(rid, federation_id, index, mode, config, stage_timeout, "open", None, None)
+        return RoundRow(rid, federation_id, index, mode, config, stage_timeout, RoundStatus.OPEN,
+                        None, None)
 
     def next_round_index(self, federation_id: int) -> int:
         rows = self._read("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds WHERE federation_id = ?",
@@ -248,14 +284,14 @@ class Store:
                           "reason, result_meta FROM rounds WHERE id = ?", round_id)
         return _round_row(rows[0]) if rows else None
 
-    def rounds(self, status: str | None = None) -> list[RoundRow]:
+    def rounds(self, status: RoundStatus | None = None) -> list[RoundRow]:
         sql = ("SELECT id, federation_id, idx, mode, config, stage_timeout, status, reason, "
                "result_meta FROM rounds")
         rows = self._read(sql + " WHERE status = ? ORDER BY id", status) if status \
             else self._read(sql + " ORDER BY id")
         return [_round_row(r) for r in rows]
 
-    def finish_round(self, round_id: int, *, status: str, reason: str | None = None,
+    def finish_round(self, round_id: int, *, status: RoundStatus, reason: str | None = None,
                      result_meta: dict[str, Any] | None = None, result: bytes | None = None,
                      erase: bool = False) -> None:
         """Record the end of a round; the result file is durable before the status flips.
@@ -264,19 +300,13 @@ class Store:
         transaction as the status (one fsync), the files and the WAL right after."""
         if result is not None:
             self.write_result(round_id, result)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("UPDATE rounds SET status = ?, reason = ?, result_meta = ?, "
-                                 "finished = ? WHERE id = ?", (status, reason, None if result_meta
-                                 is None else json.dumps(result_meta), time.time(), round_id))
-                if erase:
-                    self._db.execute("UPDATE events SET body = NULL, blob_file = NULL WHERE "
-                                     "round_id = ?", (round_id,))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            db.execute("UPDATE rounds SET status = ?, reason = ?, result_meta = ?, finished = ? "
+                       "WHERE id = ?", (status, reason, None if result_meta is None
+                                        else json.dumps(result_meta), time.time(), round_id))
+            if erase:
+                db.execute("UPDATE events SET body = NULL, blob_file = NULL WHERE round_id = ?",
+                           (round_id,))
         if erase:
             self._erase_files(round_id)
 
@@ -288,13 +318,6 @@ class Store:
         return (self.results / f"round-{round_id}.bin").read_bytes()
 
     # ---- events ---------------------------------------------------------------------------------
-
-    def append(self, round_id: int, seq: int, kind: str, stage: str, client_id: int | None = None,
-               body: bytes | None = None) -> None:
-        """Durably record one event; returns only once it is on disk."""
-        blob_file = self.write_blob(round_id, seq, body) if body is not None and \
-            len(body) > INLINE_LIMIT else None
-        self.append_rows([event_row(round_id, seq, kind, stage, client_id, body, blob_file)])
 
     def write_blob(self, round_id: int, seq: int, body: bytes) -> str:
         """Write a large body to its own file and fsync it (and its folder); returns the name to
@@ -309,14 +332,8 @@ class Store:
         Returns only once they are on disk; on an error none of them is recorded."""
         if not rows:
             return
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._write() as db:
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def event_body(self, round_id: int, seq: int) -> bytes | None:
         """The stored body of one event (None once erased, or for a stage close)."""
@@ -338,19 +355,22 @@ class Store:
         for seq, kind, client, stage, body, blob_file in rows:
             if blob_file is not None:
                 body = (self.blobs / blob_file).read_bytes()
-            yield Event(int(seq), str(kind), client, str(stage),
+            yield Event(int(seq), EventKind(kind), client, str(stage),
                         None if body is None else bytes(body))
 
     def erase_bodies(self, round_id: int) -> None:
         """Forget every message body of a finished round (metadata and result stay)."""
-        self._tx("UPDATE events SET body = NULL, blob_file = NULL WHERE round_id = ?", round_id)
+        with self._write() as db:
+            db.execute("UPDATE events SET body = NULL, blob_file = NULL WHERE round_id = ?",
+                       (round_id,))
         self._erase_files(round_id)
 
     def _erase_files(self, round_id: int) -> None:
         """The blob files of a round whose rows no longer name them, and the WAL (which may still
         hold small bodies: the checkpoint copies the nulled pages back and truncates it)."""
         shutil.rmtree(self.blobs / f"r{round_id}", ignore_errors=True)
-        self._tx("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._lock:  # not a transaction: a checkpoint runs outside one
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def summary(self) -> dict[str, Any]:
         """What is stored, per round: message counts and sizes by stage, bodies still held,
@@ -358,14 +378,14 @@ class Store:
         rounds = []
         for row in self.rounds():
             stages = [{"stage": str(stage), "messages": int(n), "bytes": int(size or 0)}
-                      for stage, n, size in self._tx(
+                      for stage, n, size in self._read(
                           "SELECT stage, COUNT(*), SUM(size) FROM events WHERE round_id = ? AND "
-                          "kind = 'msg' GROUP BY stage ORDER BY MIN(seq)", row.id).fetchall()]
-            senders = {int(c): int(b or 0) for c, b in self._tx(
-                "SELECT client_id, SUM(size) FROM events WHERE round_id = ? AND kind = 'msg' "
-                "GROUP BY client_id", row.id).fetchall()}
-            held = self._tx("SELECT COUNT(*) FROM events WHERE round_id = ? AND (body IS NOT NULL "
-                            "OR blob_file IS NOT NULL)", row.id).fetchone()[0]
+                          "kind = ? GROUP BY stage ORDER BY MIN(seq)", row.id, EventKind.MSG)]
+            senders = {int(c): int(b or 0) for c, b in self._read(
+                "SELECT client_id, SUM(size) FROM events WHERE round_id = ? AND kind = ? "
+                "GROUP BY client_id", row.id, EventKind.MSG)}
+            held = self._read("SELECT COUNT(*) FROM events WHERE round_id = ? AND (body IS NOT "
+                              "NULL OR blob_file IS NOT NULL)", row.id)[0][0]
             result = self.results / f"round-{row.id}.bin"
             rounds.append({"round_id": row.id, "index": row.index, "mode": row.mode,
                            "status": row.status, "stages": stages, "bytes_by_client": senders,
@@ -375,17 +395,17 @@ class Store:
 
     def erase_finished(self) -> None:
         """Startup cleanup: a crash between finishing a round and erasing it leaves bodies."""
-        for row in self._tx("SELECT DISTINCT e.round_id FROM events e JOIN rounds r ON r.id = "
-                            "e.round_id WHERE r.status != 'open' AND (e.body IS NOT NULL OR "
-                            "e.blob_file IS NOT NULL)").fetchall():
-            self.erase_bodies(int(row[0]))
-        open_ids = {r.id for r in self.rounds("open")}
+        for (round_id,) in self._read("SELECT DISTINCT e.round_id FROM events e JOIN rounds r ON "
+                                      "r.id = e.round_id WHERE r.status != ? AND (e.body IS NOT "
+                                      "NULL OR e.blob_file IS NOT NULL)", RoundStatus.OPEN):
+            self.erase_bodies(int(round_id))
+        open_ids = {r.id for r in self.rounds(RoundStatus.OPEN)}
         for d in self.blobs.iterdir():
             if not (d.name.startswith("r") and d.name[1:].isdigit() and int(d.name[1:]) in open_ids):
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def event_row(round_id: int, seq: int, kind: str, stage: str, client_id: int | None,
+def event_row(round_id: int, seq: int, kind: EventKind, stage: str, client_id: int | None,
               body: bytes | None, blob_file: str | None) -> tuple[Any, ...]:
     """The ``events`` row of one event; a body written with :meth:`Store.write_blob` is named by
     ``blob_file`` and not stored inline."""
@@ -396,7 +416,8 @@ def event_row(round_id: int, seq: int, kind: str, stage: str, client_id: int | N
 
 def _round_row(row: tuple[Any, ...]) -> RoundRow:
     return RoundRow(id=int(row[0]), federation_id=int(row[1]), index=int(row[2]), mode=str(row[3]),
-                    config=json.loads(row[4]), stage_timeout=float(row[5]), status=str(row[6]),
+                    config=json.loads(row[4]), stage_timeout=float(row[5]),
+                    status=RoundStatus(row[6]),
                     reason=row[7], result_meta=None if row[8] is None else json.loads(row[8]))
 
 
