@@ -27,39 +27,35 @@ def _permutation(ids: Sequence[int], seed: bytes) -> list[int]:
     return sorted(ids, key=lambda i: hashlib.sha256(seed + i.to_bytes(4, "big")).digest())
 
 
-def neighbours(
-    advertised: Mapping[int, bytes], *, degree: int, config_digest: bytes
-) -> dict[int, frozenset[int]]:
-    """Each advertised client's neighbours. ``advertised`` maps id -> the public-key bytes."""
-    ids = sorted(advertised)
-    n = len(ids)
-    if degree >= n - 1:
-        everyone = frozenset(ids)
-        return {i: everyone - {i} for i in ids}
-    h = hashlib.sha256(b"secagg-graph" + config_digest)
-    for i in ids:
-        h.update(i.to_bytes(4, "big") + advertised[i])
-    order = _permutation(ids, h.digest())
-    half = degree // 2
-    out: dict[int, frozenset[int]] = {}
-    for pos, i in enumerate(order):
-        out[i] = frozenset(order[(pos + d) % n] for d in range(-half, half + 1) if d != 0)
-    return out
-
-
-def roster_neighbours(ids: Sequence[int], *, degree: int, roster_digest: bytes
-                      ) -> dict[int, frozenset[int]]:
-    """Each roster member's neighbours, from the roster alone (active mode)."""
+def _harary(ids: Sequence[int], degree: int, seed: bytes) -> dict[int, frozenset[int]]:
+    """H(degree, n) over the permutation of ``ids`` that ``seed`` draws (the full graph when
+    ``degree >= n - 1``)."""
     ids = sorted(ids)
     n = len(ids)
     if degree >= n - 1:
         everyone = frozenset(ids)
         return {i: everyone - {i} for i in ids}
-    seed = hashlib.sha256(b"secagg-graph-roster" + roster_digest + degree.to_bytes(4, "big")).digest()
     order = _permutation(ids, seed)
     half = degree // 2
     return {i: frozenset(order[(pos + d) % n] for d in range(-half, half + 1) if d != 0)
             for pos, i in enumerate(order)}
+
+
+def neighbours(
+    advertised: Mapping[int, bytes], *, degree: int, config_digest: bytes
+) -> dict[int, frozenset[int]]:
+    """Each advertised client's neighbours. ``advertised`` maps id -> the public-key bytes."""
+    h = hashlib.sha256(b"secagg-graph" + config_digest)
+    for i in sorted(advertised):
+        h.update(i.to_bytes(4, "big") + advertised[i])
+    return _harary(list(advertised), degree, h.digest())
+
+
+def roster_neighbours(ids: Sequence[int], *, degree: int, roster_digest: bytes
+                      ) -> dict[int, frozenset[int]]:
+    """Each roster member's neighbours, from the roster alone (active mode)."""
+    seed = hashlib.sha256(b"secagg-graph-roster" + roster_digest + degree.to_bytes(4, "big")).digest()
+    return _harary(ids, degree, seed)
 
 
 def holders_of(graph: Mapping[int, frozenset[int]], owner: int) -> frozenset[int]:

@@ -49,24 +49,32 @@ def test_corrupted_unmask_shares_are_outvoted_and_named(liars: set[int], seed: i
     assert set(r.server.result.corrupt_shares) <= liars
 
 
+def _split_views(r: Round, outbox: dict[int, bytes], u: int
+                 ) -> tuple[dict[int, tuple[int, ...]], dict[int, bytes]]:
+    """Run to the consistency requests, tell u's holders that u dropped and everyone else that
+    it survived; returns each client's view and its signature over it."""
+    inbox = _to_consistency_requests(r, outbox)
+    assert r.server is not None
+    camp_b = set(r.server._graph[u])
+    views = {}
+    for i, data in inbox.items():
+        req = decode(data)
+        assert isinstance(req, m.ConsistencyRequest)
+        views[i] = tuple(s for s in req.survivors if s != u) if i in camp_b else req.survivors
+        inbox[i] = wire.encode(dataclasses.replace(req, survivors=views[i]))
+    sigs = {i: decode(r.clients[i].handle_bytes(d)).signature for i, d in inbox.items()}  # type: ignore[union-attr]
+    return views, sigs
+
+
 def test_a_server_splitting_one_clients_holders_is_stopped_by_the_quorum() -> None:
     """Holders of u are told u dropped, everyone else that it survived; each camp gets every
     signature on its own set. Every holder of u must refuse: neither kind of u's shares leaks."""
     config = make_config(N, 40, active=True, neighbours=K, threshold=T)
     r, outbox = Round.start(config, random_updates(N, 40))
-    inbox = _to_consistency_requests(r, outbox)
+    u = 5
+    views, sigs = _split_views(r, outbox, u)
     assert r.server is not None
     graph = r.server._graph
-    u = 5
-    camp_b = set(graph[u])
-    views = {}
-    for i, data in inbox.items():
-        req = decode(data)
-        assert isinstance(req, m.ConsistencyRequest)
-        view = tuple(s for s in req.survivors if s != u) if i in camp_b else req.survivors
-        views[i] = view
-        inbox[i] = wire.encode(dataclasses.replace(req, survivors=view))
-    sigs = {i: decode(r.clients[i].handle_bytes(d)).signature for i, d in inbox.items()}  # type: ignore[union-attr]
     revealed_about_u = 0
     refused = 0
     for i in graph[u] | {u}:
@@ -91,18 +99,10 @@ def test_split_positive_control_global_quorum_lets_both_camps_reveal() -> None:
     r, outbox = Round.start(config, random_updates(N, 40))
     for c in r.clients.values():
         c._insecure_global = True
-    inbox = _to_consistency_requests(r, outbox)
+    u = 5
+    views, sigs = _split_views(r, outbox, u)
     assert r.server is not None
     graph = r.server._graph
-    u = 5
-    camp_b = set(graph[u])
-    views = {}
-    for i, data in inbox.items():
-        req = decode(data)
-        view = tuple(s for s in req.survivors if s != u) if i in camp_b else req.survivors  # type: ignore[union-attr]
-        views[i] = view
-        inbox[i] = wire.encode(dataclasses.replace(req, survivors=view))  # type: ignore[arg-type]
-    sigs = {i: decode(r.clients[i].handle_bytes(d)).signature for i, d in inbox.items()}  # type: ignore[union-attr]
     key_shares = seed_shares = 0
     for i in graph[u] | {u}:
         same = {p: s for p, s in sigs.items() if views[p] == views[i]}
