@@ -30,7 +30,7 @@ Why this shape:
   with those modes (SQLite gives the WAL and shared-memory files the database file's mode), and
   existing ones are tightened on open. A data directory that someone else owns, or that its
   group or the world may write to, is refused (:class:`DataDirError`): whoever can write there
-  can swap the round store.
+  can swap the round store (:mod:`secagg_server.datadir`).
 """
 
 from __future__ import annotations
@@ -38,11 +38,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import shutil
 import sqlite3
-import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -52,14 +50,21 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .datadir import (
+    DataDirError,
+    prepare_data_dir,
+    private_dir,
+    private_file,
+    tighten_tree,
+    write_durably,
+)
+
 __all__ = ["DataDirError", "Event", "EventKind", "Principal", "Role", "RoundRow", "RoundStatus",
            "Store"]
 
 INLINE_LIMIT = 64 * 1024  # bodies above this go to their own fsynced file
 TOKEN_PREFIX = "sat_"  # noqa: S105 (a prefix, not a secret)
 DB_NAME = "secagg-server.sqlite3"
-DIR_MODE = 0o700  # the data directory and every folder in it: owner only
-FILE_MODE = 0o600  # the SQLite files and every stored file: owner read/write only
 
 
 
@@ -144,11 +149,6 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-class DataDirError(Exception):
-    """The data directory is unsafe or unusable (someone else's, group/world-writable, not a
-    directory); the message says what is wrong and how to fix it."""
-
-
 class Store:
     """All durable state of one server, under ``data_dir``. Thread-safe: a writer connection and a
     read-only connection, each with its own lock.
@@ -161,11 +161,11 @@ class Store:
         self.root = Path(data_dir)
         self.blobs = self.root / "blobs"
         self.results = self.root / "results"
-        _prepare_data_dir(self.root)
+        prepare_data_dir(self.root)
         for d in (self.blobs, self.results):
-            _private_dir(d)
+            private_dir(d)
         db_path = self.root / DB_NAME
-        _private_file(db_path, create=True)  # before SQLite: it would create it 0644
+        private_file(db_path, create=True)  # before SQLite: it would create it 0644
         self._lock = threading.Lock()
         self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
         for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON",
@@ -181,9 +181,9 @@ class Store:
         # -wal and -shm exist now; SQLite made them with the database's mode, but ones left by an
         # earlier version (or another umask) are tightened too, as is every stored file
         for suffix in ("-wal", "-shm", "-journal"):
-            _private_file(self.root / (DB_NAME + suffix))
+            private_file(self.root / (DB_NAME + suffix))
         for d in (self.blobs, self.results):
-            _tighten_tree(d)
+            tighten_tree(d)
 
     def close(self) -> None:
         with self._rlock:
@@ -312,7 +312,7 @@ class Store:
 
     def write_result(self, round_id: int, result: bytes) -> None:
         """The released aggregate's file, durable (the round's status flips afterwards)."""
-        _write_durably(self.results / f"round-{round_id}.bin", result)
+        write_durably(self.results / f"round-{round_id}.bin", result)
 
     def result(self, round_id: int) -> bytes:
         return (self.results / f"round-{round_id}.bin").read_bytes()
@@ -324,7 +324,7 @@ class Store:
         record in the event's row. Safe to run for several bodies at once, in any order; the name
         is unique, so a write left over from a failed batch never lands on a later event's file."""
         blob_file = f"r{round_id}/{seq}-{secrets.token_hex(4)}.bin"
-        _write_durably(self.blobs / blob_file, body)
+        write_durably(self.blobs / blob_file, body)
         return blob_file
 
     def append_rows(self, rows: list[tuple[Any, ...]]) -> None:
@@ -419,88 +419,3 @@ def _round_row(row: tuple[Any, ...]) -> RoundRow:
                     config=json.loads(row[4]), stage_timeout=float(row[5]),
                     status=RoundStatus(row[6]),
                     reason=row[7], result_meta=None if row[8] is None else json.loads(row[8]))
-
-
-def _prepare_data_dir(root: Path) -> None:
-    """Create ``root`` 0700, or check an existing one is safe and tighten it to 0700."""
-    try:
-        root.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        st = root.stat()
-    except FileExistsError:  # a file (or a dangling link) where the folder should be
-        raise DataDirError(f"the data directory {str(root)!r} exists but is not a directory; "
-                           "pass --data a directory path") from None
-    except OSError as exc:
-        raise DataDirError(f"cannot create or open the data directory {str(root)!r}: "
-                           f"{exc.strerror or exc}; choose a path this user can create") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise DataDirError(f"the data directory {str(root)!r} exists but is not a directory; "
-                           "pass --data a directory path")
-    uid = os.geteuid()
-    if st.st_uid != uid:
-        raise DataDirError(
-            f"the data directory {str(root)!r} belongs to uid {st.st_uid}, not to this user (uid "
-            f"{uid}): refusing to use a store someone else controls. Run the server as its owner, "
-            f"or give it to this user (chown -R {uid} {str(root)!r}) if that is intended")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o022:
-        raise DataDirError(
-            f"the data directory {str(root)!r} is writable by its "
-            f"{'group and the world' if mode & 0o022 == 0o022 else 'group' if mode & 0o020 else 'world'}"
-            f" (mode {mode:04o}): whoever can write there can swap the round store or read its "
-            f"files. Check nobody tampered with it, then run: chmod 700 {str(root)!r}")
-    if mode != DIR_MODE:
-        os.chmod(root, DIR_MODE)
-
-
-def _private_dir(path: Path) -> None:
-    """A folder inside the data directory, created (or tightened to) 0700."""
-    path.mkdir(mode=DIR_MODE, exist_ok=True)
-    if stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
-        os.chmod(path, DIR_MODE)
-
-
-def _private_file(path: Path, *, create: bool = False) -> None:
-    """Tighten an existing file to 0600; with ``create``, make a missing one 0600 first."""
-    if create:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE))
-    try:
-        if stat.S_IMODE(path.stat().st_mode) != FILE_MODE:
-            os.chmod(path, FILE_MODE)
-    except FileNotFoundError:
-        pass
-
-
-def _tighten_tree(root: Path) -> None:
-    """Every folder under ``root`` to 0700 and every file to 0600 (files left by older versions
-    or written under a looser umask)."""
-    for entry in os.scandir(root):
-        if entry.is_symlink():
-            continue
-        mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
-        if entry.is_dir(follow_symlinks=False):
-            if mode != DIR_MODE:
-                os.chmod(entry.path, DIR_MODE)
-            _tighten_tree(Path(entry.path))
-        elif mode != FILE_MODE:
-            os.chmod(entry.path, FILE_MODE)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    """Write, fsync the file and its directory: the bytes survive a crash once this returns.
-    The file is created 0600 and its folder 0700 (the process umask can only narrow them)."""
-    if not path.parent.is_dir():
-        path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)  # a file that already existed keeps its mode through O_CREAT
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
