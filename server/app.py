@@ -46,7 +46,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .coordinator import Coordinator, LiveRound
+from .coordinator import Coordinator
+from .live import LiveRound
 from .logs import log_config, where_raised
 from .modes import Rejected, default_modes
 from .store import DataDirError, Principal, Role, RoundRow, RoundStatus, Store

@@ -38,66 +38,21 @@ import asyncio
 import contextlib
 import logging
 import time
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from secagg.errors import InvalidParameter
 from secagg.identity import Roster
 
 from .journal import Journal
-from .modes import ModeSpec, Rejected, RoundFailed, RoundProtocol, default_modes
+from .live import LiveRound
+from .modes import ModeSpec, Rejected, RoundFailed, default_modes
 from .store import INLINE_LIMIT, EventKind, RoundRow, RoundStatus, Store
 
-__all__ = ["Coordinator", "LiveRound"]
+__all__ = ["Coordinator"]
 
 log = logging.getLogger("secagg.server")
 TICK_S = 0.1  # deadline checks only: a stage whose last message arrives closes at once
-
-
-# ---- live rounds ----------------------------------------------------------------------------
-
-@dataclass(eq=False)
-class _Accepted:
-    """One accepted message, kept to recognise an exact retry of it."""
-
-    size: int
-    seq: int
-    body: bytes | None  # small bodies; large ones are compared with the stored copy
-    durable: asyncio.Future[None] | None  # None: known to be on disk
-
-
-@dataclass
-class LiveRound:
-    """One open round: the protocol object plus what clients are waiting for."""
-
-    row: RoundRow
-    protocol: RoundProtocol
-    participants: frozenset[int]
-    deadline: float
-    seq: int = 0  # events recorded (or queued for the journal) so far
-    stage_no: int = 0  # stage closes so far (clients poll with ``after=stage_no``)
-    outbox: dict[int, bytes] = field(default_factory=dict)
-    alive: frozenset[int] = frozenset()
-    accepted: dict[int, list[_Accepted]] = field(default_factory=dict)  # per client
-    stale: bool = False  # replaced by a rebuild from disk after a failed write
-    notes: tuple[str, ...] = ()  # the mode's warnings when the round was opened (not stored)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
-
-    def largest_accepted(self, client_id: int) -> int:
-        """The size of this client's largest accepted message (0 if none)."""
-        return max((a.size for a in self.accepted.get(client_id, ())), default=0)
-
-    def remember(self, client_id: int, body: bytes, seq: int,
-                 durable: asyncio.Future[None] | None) -> None:
-        small = body if len(body) <= INLINE_LIMIT else None
-        self.accepted.setdefault(client_id, []).append(_Accepted(len(body), seq, small, durable))
 
 
 class Coordinator:
@@ -245,8 +200,8 @@ class Coordinator:
         async with self._open_lock:
             index = self.store.next_round_index(federation_id)
             try:
-                config, notes = _with_notes(spec, num_clients, index, options,
-                                            self.roster(federation_id))
+                config, notes = spec.configure(num_clients, index, options,
+                                               self.roster(federation_id))
             except (TypeError, ValueError) as exc:  # InvalidParameter, or a string for a number
                 detail = str(exc) if isinstance(exc, InvalidParameter) else \
                     f"an option has the wrong type ({exc})"
@@ -436,21 +391,3 @@ class Coordinator:
                     log.exception("deadline handling failed for round %d", live.row.id)
                     live.deadline = time.monotonic() + live.row.stage_timeout
 
-
-def _with_notes(spec: ModeSpec, num_clients: int, index: int, options: dict[str, Any],
-                roster: Roster | None) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """``spec.make_config(...)`` and the user warnings it raised, as notes for the operator
-    (risks they chose, e.g. a small federation's dropout odds); other warnings are re-issued.
-
-    ``catch_warnings`` is process-wide: a warning another thread raises during the call lands
-    here too (the call is short, and the protocol work in other threads does not warn)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        config = spec.make_config(num_clients, index, options, roster)
-    notes: dict[str, None] = {}
-    for w in caught:
-        if issubclass(w.category, UserWarning):
-            notes[str(w.message)] = None
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    return config, tuple(notes)

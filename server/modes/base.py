@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,13 +60,35 @@ class ModeSpec:
     ``roster`` is the federation's pinned roster (public keys only), or None for a federation
     created without one (a store from before rosters); a mode that needs it refuses then.
     Warnings ``make_config`` emits (risks to utility the operator chose, such as a small
-    federation's dropout odds) reach the operator as the opened round's ``notes``.
+    federation's dropout odds) reach the operator as the opened round's ``notes``
+    (:meth:`configure`).
     ``options_doc`` says where the mode's options are documented (named in refusals)."""
 
     name: str
     make_config: Callable[[int, int, dict[str, Any], Roster | None], dict[str, Any]]
     build: Callable[[dict[str, Any], frozenset[int], Roster | None], RoundProtocol]
     options_doc: str = "secagg_server.modes"
+
+    def configure(self, num_clients: int, index: int, options: dict[str, Any],
+                  roster: Roster | None) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """:attr:`make_config`'s config, and the user warnings it raised as notes for the
+        operator (risks they chose, e.g. a small federation's dropout odds); other warnings are
+        issued again, as if not caught.
+
+        ``catch_warnings`` is process-wide: a warning another thread raises during the call
+        lands here too (the call is short, and the protocol work of other threads does not
+        warn)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            config = self.make_config(num_clients, index, options, roster)
+        notes: dict[str, None] = {}  # in order, once each
+        for w in caught:
+            if issubclass(w.category, UserWarning):
+                notes[str(w.message)] = None
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                       source=w.source)
+        return config, tuple(notes)
 
 
 # ---- option checks ----------------------------------------------------------------------------

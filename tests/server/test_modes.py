@@ -92,6 +92,21 @@ def test_a_small_federation_s_dropout_odds_reach_the_operator_as_notes(tmp_path:
     assert not [w for w in shown if issubclass(w.category, UserWarning)], shown
 
 
+
+def test_configure_turns_user_warnings_into_notes_and_passes_others_on() -> None:
+    def make_config(n: int, index: int, options: dict[str, Any],
+                    roster: Roster | None) -> dict[str, Any]:
+        warnings.warn("a risk the operator chose", stacklevel=1)
+        warnings.warn("a risk the operator chose", stacklevel=1)  # told once
+        warnings.warn("an API going away", DeprecationWarning, stacklevel=1)
+        return {"n": n}
+
+    spec = ModeSpec("warns", make_config, PlainRound)
+    with pytest.warns(DeprecationWarning, match="an API going away") as shown:
+        config, notes = spec.configure(3, 0, {}, None)
+    assert config == {"n": 3} and notes == ("a risk the operator chose",)
+    assert [w.category for w in shown] == [DeprecationWarning]
+
 #: Opens rounds through the app factory and its HTTP routes, in a fresh interpreter.
 _LAZY_CKKS = """
 import asyncio, sys
