@@ -46,7 +46,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .coordinator import Coordinator
+from .coordinator import Coordinator, not_live
 from .live import LiveRound
 from .logs import log_config, where_raised
 from .modes import Rejected, default_modes
@@ -187,8 +187,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
         row = round_row(round_id, who)
         live = coord.live.get(round_id)
         if live is None:
-            raise Rejected(409, f"round_{row.status}", f"round {round_id} is {row.status}"
-                           + (f": {row.reason}" if row.reason else ""))
+            raise not_live(round_id, row)
         return live
 
     @app.get("/healthz")

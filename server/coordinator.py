@@ -49,7 +49,7 @@ from .live import LiveRound
 from .modes import ModeSpec, Rejected, RoundFailed, default_modes
 from .store import INLINE_LIMIT, EventKind, RoundRow, RoundStatus, Store
 
-__all__ = ["Coordinator"]
+__all__ = ["Coordinator", "not_live"]
 
 log = logging.getLogger("secagg.server")
 TICK_S = 0.1  # deadline checks only: a stage whose last message arrives closes at once
@@ -242,13 +242,6 @@ class Coordinator:
 
     # ---- messages -------------------------------------------------------------------------------
 
-    def _gone(self, round_id: int) -> Rejected:
-        """The refusal for a round that is no longer live (as the HTTP layer gives it)."""
-        row = self.store.round(round_id)
-        status = RoundStatus.FAILED if row is None else row.status
-        reason = f": {row.reason}" if row is not None and row.reason else ""
-        return Rejected(409, f"round_{status}", f"round {round_id} is {status}{reason}")
-
     async def submit(self, live: LiveRound, client_id: int, body: bytes) -> str:
         """Validate, record durably, and close the stage if everyone has answered."""
         large = len(body) > INLINE_LIMIT
@@ -257,7 +250,7 @@ class Coordinator:
                 if live.stale:  # rebuilt from disk meanwhile: go on with the rebuilt round
                     newer = self.live.get(live.row.id)
                     if newer is None or newer is live:
-                        raise self._gone(live.row.id)
+                        raise not_live(live.row.id, self.store.round(live.row.id))
                     live = newer
                     continue
                 # A retry whose ack was lost gets the same answer even if the round completed
@@ -391,3 +384,10 @@ class Coordinator:
                     log.exception("deadline handling failed for round %d", live.row.id)
                     live.deadline = time.monotonic() + live.row.stage_timeout
 
+
+def not_live(round_id: int, row: RoundRow | None) -> Rejected:
+    """The refusal (409 ``round_<status>``) of a message to a round that is no longer live;
+    ``row`` is its stored row (None: it could not be found, as if it failed)."""
+    status = RoundStatus.FAILED if row is None else row.status
+    reason = f": {row.reason}" if row is not None and row.reason else ""
+    return Rejected(409, f"round_{status}", f"round {round_id} is {status}{reason}")

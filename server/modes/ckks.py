@@ -148,7 +148,6 @@ class CKKSRound:
         if participants != frozenset(self.config.client_ids):
             raise InvalidParameter(f"ckks round config names clients {list(self.config.client_ids)}, "
                                    f"the round has {sorted(participants)}")
-        self.participants = participants
         self.dealer = self.config.dealer
         self.session = ckks.ServerSession(self.config, participants=participants, roster=roster)
         self._advertised: frozenset[int] = frozenset()  # who the key request went to
