@@ -20,9 +20,18 @@ The protocol itself is the round's mode, run by the same sans-IO sessions the se
 simulators run: :mod:`secagg.masking` (pairwise masks; the server releases the unmasked sum) or
 :mod:`secagg.ckks` (the clients hold the round key, the server sums ciphertexts and releases the
 *encrypted* sum, which this runtime decrypts); this module only moves bytes. Each mode is a small
-participant class in :data:`CLIENT_MODES`. Connection errors and 5xx answers are retried with
-exponential backoff; waits are long polls, and a message post waits for the reply to it
-(``?wait``), so a stage costs one request.
+participant class (:mod:`secagg_clients.participants`). Waits are long polls, and a message post
+waits for the reply to it (``?wait``), so a stage costs one request.
+
+Failures: once the server has answered, connection errors, timeouts and 5xx answers are retried
+with exponential backoff for ``retry_for`` seconds (a server restarting mid-round). Before it has
+answered, a server that is not there (connection refused, a host name that does not resolve) is
+given ``connect_grace`` seconds, and what retrying cannot heal (an untrusted certificate, http://
+against an HTTPS server or the reverse) fails at once: :class:`ServerUnreachable` says which URL,
+what failed and what to try (:mod:`secagg_clients.connection`).
+
+Events: ``on_event(kind, data)`` hears ``round_opened`` and ``stage_done`` (``round`` is the
+server's round index, ``round_id`` its id); ``secagg-client --events jsonl`` prints them.
 
 Restarts: a client's round secrets live only in this process (``ClientSession`` and the CKKS
 round key refuse to be pickled, and nothing is written to disk). A client that restarts
@@ -35,13 +44,10 @@ from __future__ import annotations
 
 import json
 import logging
-import ssl
-import struct
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import httpx
 import numpy as np
@@ -49,37 +55,34 @@ import numpy.typing as npt
 
 from secagg.errors import InvalidParameter, ProtocolAbort, SecAggError
 from secagg.identity import Identity, Roster
-from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
 
-if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round starts
-    from secagg import ckks
+from .connection import (
+    ServerRefused,
+    ServerUnreachable,
+    check_server_url,
+    diagnose,
+    tls_verify,
+)
+from .participants import (  # noqa: F401  (importable from here, as before)
+    _CKKS,
+    CLIENT_MODES,
+    Participant,
+    RoundInfo,
+    _Masking,
+    _Plain,
+    check_enrolment,
+    check_round_roster,
+)
 
-__all__ = ["Dropped", "RoundInfo", "RoundRefused", "RoundResult", "RuntimeClient",
-           "ServerRefused"]
+__all__ = ["Dropped", "Event", "RoundInfo", "RoundRefused", "RoundResult", "RuntimeClient",
+           "ServerRefused", "ServerUnreachable", "check_enrolment", "check_round_roster",
+           "tls_verify"]
 
 log = logging.getLogger(__name__)
 OCTET = {"Content-Type": "application/octet-stream"}
 
-
-def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
-    """httpx's ``verify`` from ``True``/``False`` or a CA bundle path (a file of PEM certificates).
-
-    The operator's HTTP client has its twin (``secagg_server.operator.tls_verify``): the two
-    sides share no code outside :mod:`secagg`, which carries no transport."""
-    if isinstance(verify, str):
-        if not Path(verify).is_file():
-            raise InvalidParameter(f"CA bundle {verify!r} does not exist; pass the PEM file that "
-                                   "signed the server's certificate")
-        return ssl.create_default_context(cafile=verify)
-    return verify
-
-
-class ServerRefused(Exception):
-    """The server answered 4xx: ``code`` and ``detail`` come from its JSON error body."""
-
-    def __init__(self, status: int, code: str, detail: str) -> None:
-        super().__init__(f"server refused ({status} {code}): {detail}")
-        self.status, self.code, self.detail = status, code, detail
+#: ``on_event(kind, data)``: what the runtime reports as a round goes (see the module doc)
+Event = Callable[[str, dict[str, Any]], None]
 
 
 class Dropped(Exception):
@@ -103,15 +106,6 @@ class RoundRefused(Dropped):
 
 
 @dataclass(frozen=True)
-class RoundInfo:
-    round_id: int
-    index: int
-    mode: str
-    config: dict[str, Any]
-    client_id: int
-
-
-@dataclass(frozen=True)
 class RoundResult:
     """The released aggregate of one round."""
 
@@ -129,224 +123,40 @@ class RoundResult:
         return self.weighted_sum / self.total_weight
 
 
-class Participant(Protocol):
-    """One client's side of one round in one mode (see :data:`CLIENT_MODES`)."""
-
-    def first(self) -> bytes:
-        """The message to post as soon as the round is known."""
-
-    def reply(self, data: bytes) -> bytes | None:
-        """Answer a stage message from the server; None when there is nothing to post."""
-
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
-        """The released weighted sum ``sum_i w_i x_i`` from the round's result."""
-
-    def total_weight(self, meta: dict[str, Any]) -> int:
-        """``sum_i w_i`` over the survivors (after :meth:`decode`)."""
-
-
-class _Masking:
-    """Client side of a masking round: one ClientSession, replies computed in memory.
-
-    Once its shares are sent, the update is masked in a worker thread while the other clients
-    share (:meth:`ClientSession.prepare_masked_input`), so the masked input is usually ready
-    when the share delivery arrives instead of being computed then.
-    """
-
-    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
-                 identity: Identity, roster: Roster) -> None:
-        self.config = MaskingConfig.from_dict(info.config)
-        check_round_roster(self.config.roster_digest, roster, active=self.config.active)
-        check_enrolment(info.client_id, identity, roster)
-        values = encode_update(self.config, update, weight=weight)
-        self.session = ClientSession(self.config, info.client_id, values, identity=identity,
-                                     roster=roster)
-        self._preparing: threading.Thread | None = None
-
-    def first(self) -> bytes:
-        return wire.encode(self.session.start())
-
-    def reply(self, data: bytes) -> bytes:
-        if self._preparing is not None:  # the session is not thread-safe: let it finish first
-            self._preparing.join()
-            self._preparing = None
-        answer = self.session.handle_bytes(data)
-        if self.session.stage is Stage.SHARE:
-            self._preparing = threading.Thread(target=self._prepare, daemon=True,
-                                               name="secagg-mask")
-            self._preparing.start()
-        return answer
-
-    def _prepare(self) -> None:
-        try:
-            self.session.prepare_masked_input()
-        except Exception:  # the delivery masks the update itself (and reports any error)
-            log.debug("preparing the masked input failed", exc_info=True)
-
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
-        total = np.frombuffer(payload, dtype="<u4")  # read in place: decoding makes a new array
-        agg = Aggregate(total=total, total_weight=int(meta["total_weight"]),
-                        survivors=tuple(meta["survivors"]), dropped=tuple(meta["dropped"]),
-                        config=self.config)
-        return agg.weighted_sum()
-
-    def total_weight(self, meta: dict[str, Any]) -> int:
-        return int(meta["total_weight"])
-
-
-class _Plain:
-    """No protection (benchmark baseline): upload ``SAGP | u32 weight | float32[]``."""
-
-    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
-                 identity: Identity | None = None, roster: Roster | None = None) -> None:
-        if update.shape != (int(info.config["vector_length"]),):
-            raise ValueError(f"update has shape {update.shape}; the round expects "
-                             f"({info.config['vector_length']},)")
-        self.body = struct.pack("<4sI", b"SAGP", weight) + update.astype("<f4").tobytes()
-
-    def first(self) -> bytes:
-        return self.body
-
-    def reply(self, data: bytes) -> bytes:
-        raise Dropped("a plain round has one stage; the server sent another message")
-
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
-        return np.frombuffer(payload, dtype="<f4").astype(np.float64)
-
-    def total_weight(self, meta: dict[str, Any]) -> int:
-        return int(meta["total_weight"])
-
-
-class _CKKS:
-    """Client side of a CKKS round: one :class:`secagg.ckks.ClientSession`, bound to the pinned
-    roster and signing with this enterprise's identity (the same session the simulator runs).
-
-    Stages as the server runs them: post the signed key advert; on the key request (every
-    advert the server accepted, each checked here against the roster) the dealer posts its
-    signed key distribution and the others post nothing; on the key delivery, open the key
-    (non-dealers, after checking the dealer's signature and that the box was sealed to their
-    own key) and post the encrypted, signed, sketched update. The server's result is the
-    encrypted aggregate: ``decode`` verifies it before decrypting (every contributor keyed and
-    signed its upload, this client's own upload is in it, at least ``min_clients``, and the
-    sketch check: it is the sum of exactly those uploads) and releases it rounded
-    (:class:`secagg.ckks.Release`). Any refusal is a :class:`secagg.ckks.CheckFailed` (a
-    :class:`ProtocolAbort`): the runtime ends the round for this client with
-    :class:`RoundRefused`.
-
-    The update is clipped to the round's ``value_bound`` like masking clips to ``clip`` (the
-    bound is what keeps the encrypted sum from overflowing); the weight must fit
-    ``weight_bound``.
-    """
-
-    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
-                 identity: Identity, roster: Roster) -> None:
-        from secagg.ckks import CKKSRoundConfig, ClientSession
-        from secagg.encoding import clip_linf
-
-        self.config = CKKSRoundConfig.from_dict(info.config)
-        check_round_roster(self.config.roster_digest, roster)
-        check_enrolment(info.client_id, identity, roster)
-        if update.shape != (self.config.update_size,):
-            raise InvalidParameter(f"update has shape {update.shape}; the round expects "
-                                   f"({self.config.update_size},)")
-        if isinstance(weight, bool) or not 1 <= weight <= self.config.weight_bound:
-            raise InvalidParameter(f"weight must be an integer in [1, weight_bound="
-                                   f"{self.config.weight_bound:g}], found {weight}; the operator "
-                                   "sets weight_bound when opening the round")
-        self.update = clip_linf(update, self.config.value_bound)
-        self.weight = weight
-        self.session: ckks.ClientSession = ClientSession(
-            self.config, info.client_id, self.update, weight=float(weight), identity=identity,
-            roster=roster)
-        self._total_weight: int | None = None
-
-    def first(self) -> bytes:
-        return self.session.start()
-
-    def reply(self, data: bytes) -> bytes | None:
-        # key request -> the dealer's distribution (others: None); key delivery -> the upload
-        return self.session.handle_bytes(data)
-
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
-        self.session.handle_bytes(payload)  # verifies the aggregate, then decrypts and rounds
-        release = self.session.result
-        if sorted(release.contributors) != sorted(meta["survivors"]):
-            raise ProtocolAbort("result", f"the server's result lists survivors "
-                                f"{meta['survivors']} but the verified aggregate's signed "
-                                f"receipts name {list(release.contributors)}")
-        # Released on the preset's grid (<= 2^-20 for COMPACT); integer weights stay exact.
-        self._total_weight = round(release.total_weight)
-        return np.array(release.weighted_sum, dtype=np.float64)
-
-    def total_weight(self, meta: dict[str, Any]) -> int:
-        if self._total_weight is None:
-            raise RuntimeError("decode the aggregate first: the total weight is encrypted with it")
-        return self._total_weight
-
-
-class ParticipantFactory(Protocol):
-    def __call__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
-                 identity: Identity, roster: Roster) -> Participant: ...
-
-
-#: Protection modes this runtime speaks: mode name -> participant factory.
-CLIENT_MODES: dict[str, ParticipantFactory] = {
-    "masking": _Masking, "plain": _Plain, "ckks": _CKKS,
-}
-
-
-def _digest_prefix(digest: bytes) -> str:
-    return digest.hex()[:16] + "..." if digest else "(none)"
-
-
-def check_round_roster(round_digest: bytes, roster: Roster, *, active: bool = True) -> None:
-    """Raise :class:`ProtocolAbort` unless a round's config is bound to the pinned roster."""
-    if not active:
-        raise ProtocolAbort("config", "the server opened a passive (honest-but-curious) masking "
-                            "round; this client takes part only in active rounds bound to its "
-                            "pinned roster")
-    pinned = roster.digest()
-    if round_digest != pinned:
-        raise ProtocolAbort("config", f"the round is bound to roster {_digest_prefix(round_digest)}"
-                            f" but this client pinned roster {_digest_prefix(pinned)} (federation "
-                            f"{roster.federation!r}); check that the server's federation was "
-                            "created with the roster every enterprise compared")
-
-
-def check_enrolment(client_id: int, identity: Identity, roster: Roster) -> None:
-    """Raise :class:`ProtocolAbort` unless ``identity`` is the roster's member ``client_id``."""
-    if client_id not in roster.ids:
-        raise ProtocolAbort("config", f"the server says this token is client {client_id}, which "
-                            f"the pinned roster of {roster.federation!r} does not list (ids "
-                            f"{list(roster.ids)})")
-    member = roster.member(client_id)
-    if member.public_key != identity.public_key:
-        raise ProtocolAbort("config", f"the pinned roster gives client {client_id} to "
-                            f"{member.name} ({member.fingerprint}) but this identity is "
-                            f"{identity.name} ({identity.fingerprint}); use this enterprise's "
-                            "own token, identity file and the federation's roster together")
-
-
 class RuntimeClient:
     """One enterprise's connection to a server (one bearer token)."""
 
     def __init__(self, server: str, token: str, *, identity: Identity, roster: Roster,
                  verify: bool | str = True, poll_wait: float = 20.0,
-                 retry_for: float = 60.0) -> None:
+                 retry_for: float = 60.0, connect_grace: float = 2.0,
+                 on_event: Event | None = None) -> None:
         """``identity``: this enterprise's :class:`~secagg.identity.Identity`; ``roster``: the
-        federation's roster it pinned out of band (never one fetched from the server)."""
+        federation's roster it pinned out of band (never one fetched from the server).
+
+        ``retry_for``: how long transient failures are retried once the server has answered;
+        ``connect_grace``: how long a server that never answered may stay unreachable
+        (:class:`ServerUnreachable` then); ``on_event``: see the module doc."""
         if not isinstance(identity, Identity):
             raise InvalidParameter("identity must be this enterprise's secagg.identity.Identity "
                                    "(Identity.load(path)); found " + type(identity).__name__)
         if not isinstance(roster, Roster):
             raise InvalidParameter("roster must be the federation's pinned secagg.identity.Roster "
                                    "(Roster.load(path)); found " + type(roster).__name__)
+        for what, value in (("poll_wait", poll_wait), ("retry_for", retry_for),
+                            ("connect_grace", connect_grace)):
+            if not (isinstance(value, int | float) and 0 <= value < float("inf")):
+                raise InvalidParameter(f"{what} must be a number of seconds >= 0, found {value!r}")
+        self.url = check_server_url(server)
         self.identity, self.roster = identity, roster
         self.poll_wait = poll_wait
         self.retry_for = retry_for
-        self._http = httpx.Client(base_url=server.rstrip("/"), verify=tls_verify(verify),
+        self.connect_grace = connect_grace
+        self._emit: Event = on_event or (lambda kind, data: None)
+        self._answered = False  # whether the server has ever answered this client
+        self._http = httpx.Client(base_url=self.url, verify=tls_verify(verify),
                                   headers={"Authorization": f"Bearer {token}"},
-                                  timeout=httpx.Timeout(30.0, read=poll_wait + 30.0))
+                                  timeout=httpx.Timeout(30.0, connect=10.0,
+                                                        read=poll_wait + 30.0))
 
     def __enter__(self) -> RuntimeClient:
         return self
@@ -360,24 +170,31 @@ class RuntimeClient:
     # ---- HTTP with retries ----------------------------------------------------------------------
 
     def _call(self, method: str, url: str, **kw: Any) -> httpx.Response:
-        """Send, retrying connection errors and 5xx with backoff; 4xx raise ServerRefused."""
-        delay, give_up = 0.05, time.monotonic() + self.retry_for
+        """Send, retrying what can heal (see the module doc); 4xx raise :class:`ServerRefused`,
+        the rest :class:`ServerUnreachable`."""
+        delay, start = 0.05, time.monotonic()
         while True:
             try:
                 resp = self._http.request(method, url, **kw)
+                self._answered = True
                 if resp.status_code < 500:
                     break
-                why = f"HTTP {resp.status_code}"
+                what = f"the server answered HTTP {resp.status_code}"
+                hint, budget = "see the server's log", self.retry_for
             except httpx.TransportError as exc:
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # retrying cannot fix trust
-                    raise ConnectionError(
-                        f"{method} {url}: the server's TLS certificate is not trusted; pass the "
-                        "CA bundle that signed it (--ca-cert / verify='ca.pem')") from None
-                why = type(exc).__name__
-            if time.monotonic() + delay > give_up:
-                raise ConnectionError(f"{method} {url} failed for {self.retry_for:.0f} s "
-                                      f"(last: {why})")
-            log.info("%s %s: %s; retrying in %.2f s", method, url, why, delay)
+                problem = diagnose(exc, self._http.base_url, probe=not self._answered)
+                if problem.permanent:  # retrying cannot fix trust or a wrong scheme
+                    raise ServerUnreachable(self.url, problem.what, problem.hint) from None
+                what, hint = problem.what, problem.hint
+                healing = isinstance(exc, httpx.TimeoutException) or \
+                    (self._answered and problem.transient)
+                budget = self.retry_for if healing else self.connect_grace
+            waited = time.monotonic() - start
+            if waited + delay > budget:
+                if waited > 0:
+                    what += f" (retried for {waited:.1f} s)"
+                raise ServerUnreachable(self.url, what, hint)
+            log.info("%s %s: %s; retrying in %.2f s", method, url, what, delay)
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         if resp.status_code >= 400:
@@ -427,6 +244,8 @@ class RuntimeClient:
         :class:`RoundRefused` (a :class:`Dropped`) if it refused the round: the config is not
         bound to the pinned roster, or the server deviated from the protocol.
         """
+        self._emit("round_opened", {"round": info.index, "round_id": info.round_id,
+                                    "mode": info.mode, "client_id": info.client_id})
         factory = CLIENT_MODES.get(info.mode)
         if factory is None:
             raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
@@ -448,6 +267,7 @@ class RuntimeClient:
         # Each post also waits for the round's next message to us (one request per stage); when
         # it brings none (nothing within poll_wait, a refused retry, an older server), the inbox.
         resp: httpx.Response | None = self._post(rid, party.first())
+        self._stage_done(info, party)
         seen = 0
         while True:
             if resp is None or resp.headers.get("X-Secagg-State") not in ("message", "done"):
@@ -465,7 +285,11 @@ class RuntimeClient:
                 seen = int(resp.headers["X-Secagg-Stage-No"])
                 answer = party.reply(resp.content)
                 # some stages need nothing from some clients
-                resp = None if answer is None else self._post(rid, answer)
+                if answer is None:
+                    resp = None
+                else:
+                    resp = self._post(rid, answer)
+                    self._stage_done(info, party)
             else:
                 resp = None
         resp = self._call("GET", f"/v1/rounds/{rid}/result")
@@ -473,6 +297,10 @@ class RuntimeClient:
         weighted = party.decode(meta, resp.content)
         return RoundResult(rid, info.index, info.mode, weighted, party.total_weight(meta),
                            tuple(meta["survivors"]), tuple(meta["dropped"]), time.time())
+
+    def _stage_done(self, info: RoundInfo, party: Participant) -> None:
+        self._emit("stage_done", {"round": info.index, "round_id": info.round_id,
+                                  "mode": info.mode, "stage": party.last_stage})
 
     def _post(self, round_id: int, body: bytes) -> httpx.Response | None:
         """Post a message; the answer (ack, or the next message with ``wait``), or None when the
