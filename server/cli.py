@@ -6,6 +6,11 @@
     secagg-server federation list --data ./srv
     secagg-server inspect --data ./srv [--json]
 
+Every bad argument, file, port or store is refused with one line naming it (exit 2): numbers
+out of range (each numeric option declares its range with ``secagg.cli._checks.number``), a TLS
+certificate or key that is missing, unreadable, swapped with the other or not its pair, a port
+out of range or already in use, and a store that is not a readable SQLite database.
+
 ``federation create`` registers the federation with its roster (the enterprises' public
 identity keys, assembled by them with ``secagg-client roster create``; the server never sees a
 private identity key) and prints the operator token and one token per roster member exactly
@@ -17,33 +22,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sqlite3
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
 
 
+STORE_FILE = "secagg-server.sqlite3"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="secagg-server", description="The secagg aggregation "
-                                "server (untrusted: it sees masked vectors or ciphertexts only).")
+    from secagg.cli._checks import ArgumentParser, name, number
+
+    seconds = number(float, low=0, high=3600, low_open=True, unit="seconds")
+    p = ArgumentParser(prog="secagg-server", description="The secagg aggregation server "
+                       "(untrusted: it sees masked vectors or ciphertexts only).")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the HTTP service (the default command)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument("--port", type=number(int, low=1, high=65535), default=8443,
+                       help="TCP port (default 8443)")
     serve.add_argument("--data", required=True, help="data directory (SQLite store, blobs)")
     serve.add_argument("--tls-cert", help="PEM certificate chain (enables HTTPS)")
     serve.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve.add_argument("--insecure-http", action="store_true",
                        help="allow plain HTTP on a non-loopback --host (only behind a TLS proxy "
                        "or an encrypted network: tokens travel in headers)")
-    serve.add_argument("--header-timeout", type=float, default=10.0, metavar="S",
+    serve.add_argument("--header-timeout", type=seconds, default=10.0, metavar="S",
                        help="a request's line and headers must arrive within S seconds "
                        "(default 10)")
-    serve.add_argument("--body-timeout", type=float, default=10.0, metavar="S",
+    serve.add_argument("--body-timeout", type=seconds, default=10.0, metavar="S",
                        help="a request body must start within S seconds (default 10)")
-    serve.add_argument("--min-body-rate", type=int, default=16384, metavar="BYTES",
+    serve.add_argument("--min-body-rate", type=number(int, low=1, high=2**30), default=16384,
+                       metavar="BYTES",
                        help="...and then arrive at BYTES per second on average (default 16384)")
     serve.add_argument("--allow-plain", action="store_true",
                        help="also accept unprotected 'plain' rounds (benchmarks only)")
@@ -59,11 +74,13 @@ def _parser() -> argparse.ArgumentParser:
         "the roster it pinned itself, so the server cannot add, drop or swap a member. One "
         "client token per roster member id (0..n-1).")
     create.add_argument("--data", required=True)
-    create.add_argument("--name", required=True, help="the federation's name; must be the "
+    create.add_argument("--name", required=True, type=name,
+                        help="the federation's name; must be the "
                         "roster's federation name")
     create.add_argument("--roster", required=True, metavar="JSON",
                         help="the federation's roster file (public keys only)")
-    create.add_argument("--clients", type=int, help="optional check: the number of enterprises "
+    create.add_argument("--clients", type=number(int, low=1), help="optional check: the "
+                        "number of enterprises "
                         "(must equal the roster's size)")
     create.add_argument("--json", action="store_true", help="print the tokens as JSON")
     listing = fsub.add_parser("list", help="list federations")
@@ -92,16 +109,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inspect(args)
         return _serve(args)
     except DataDirError as exc:  # an unsafe or unusable --data: one line, what to do
-        print(f"secagg-server: error: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc)
+    except sqlite3.DatabaseError as exc:  # a damaged store (IntegrityError is handled where due)
+        store = Path(args.data) / STORE_FILE
+        return _refuse(f"the store {store} is not a readable SQLite database ({exc}); restore it "
+                       "from a backup, or move --data aside and create the federation again")
+
+
+def _refuse(why: object) -> int:
+    print(f"secagg-server: error: {why}", file=sys.stderr, flush=True)
+    return 2
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .store import Store
 
-    if not (Path(args.data) / "secagg-server.sqlite3").is_file():
+    if not (Path(args.data) / STORE_FILE).is_file():
         print(f"secagg-server: error: {args.data!r} is not a server data directory",
               file=sys.stderr)
         return 2
@@ -202,9 +225,86 @@ def _serve(args: argparse.Namespace) -> int:
         limits = Limits(header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
                         body_min_rate=args.min_body_rate)
     except ValueError as exc:
-        print(f"secagg-server: error: bad --header-timeout, --body-timeout or --min-body-rate: "
-              f"{exc}", file=sys.stderr)
-        return 2
+        return _refuse(f"bad --header-timeout, --body-timeout or --min-body-rate: {exc}")
+    why = tls_problem(args.tls_cert, args.tls_key) or port_problem(args.host, args.port)
+    if why:
+        return _refuse(why)
     return serve(args.data, host=args.host, port=args.port, tls_cert=args.tls_cert,
                  tls_key=args.tls_key, insecure_http=args.insecure_http,
                  allow_plain=args.allow_plain, log_level=args.log_level, limits=limits)
+
+
+_PEM_CERT = b"-----BEGIN CERTIFICATE-----"
+_PEM_KEY = re.compile(rb"-----BEGIN (?:RSA |EC |DSA |ENCRYPTED )?PRIVATE KEY-----")
+
+
+def tls_problem(cert: str | None, key: str | None) -> str | None:
+    """Why ``--tls-cert``/``--tls-key`` cannot serve HTTPS (one line), or None if they can."""
+    import ssl
+
+    if bool(cert) != bool(key):
+        return ("--tls-cert and --tls-key go together: pass the certificate chain and its "
+                "private key (PEM files)")
+    if not cert or not key:
+        return None
+    pem: dict[str, bytes] = {}
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).exists():
+            return f"{flag} {path} does not exist"
+        try:
+            pem[flag] = Path(path).read_bytes()
+        except OSError as exc:
+            return f"cannot read {flag} {path} ({exc.strerror or exc})"
+    c, k = pem["--tls-cert"], pem["--tls-key"]
+    c_is_cert, k_is_key = _PEM_CERT in c, bool(_PEM_KEY.search(k))
+    if not c_is_cert and _PEM_KEY.search(c) and _PEM_CERT in k:
+        return (f"--tls-cert and --tls-key are swapped: {cert} holds a private key and {key} a "
+                f"certificate; pass --tls-cert {key} --tls-key {cert}")
+    if not c_is_cert:
+        also = "; it holds a private key: pass it as --tls-key" if _PEM_KEY.search(c) else ""
+        return f"--tls-cert {cert} holds no PEM certificate (-----BEGIN CERTIFICATE-----){also}"
+    if not k_is_key:
+        also = "; it holds a certificate: pass it as --tls-cert" if _PEM_CERT in k else ""
+        return f"--tls-key {key} holds no PEM private key (-----BEGIN PRIVATE KEY-----){also}"
+    if b"ENCRYPTED" in k:
+        return (f"--tls-key {key} is encrypted with a passphrase; secagg-server needs it "
+                f"unencrypted (mode 0600): openssl pkey -in {key} -out server.key")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            return (f"--tls-key {key} is not the private key of the certificate in --tls-cert "
+                    f"{cert}; pass the key the certificate was issued for")
+        reason = (exc.reason or str(exc)).replace("_", " ").lower()
+        return f"cannot use --tls-cert {cert} with --tls-key {key}: {reason}"
+    return None
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why this process cannot listen on ``host:port`` (in use, privileged, not this machine's
+    address), or None. Bound with SO_REUSEADDR, as uvicorn binds."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"--host {host!r} does not resolve to an address of this machine ({exc.strerror})"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is already in use (another secagg-server?); "
+                        "choose another --port or stop the process that holds it")
+            if exc.errno == errno.EACCES:
+                return (f"listening on port {port} needs privileges this user lacks; choose a "
+                        "--port of 1024 or above")
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return f"--host {host!r} is not an address of this machine"
+            return f"cannot listen on {host}:{port} ({exc.strerror or exc})"
+    return None
