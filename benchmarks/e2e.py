@@ -11,8 +11,9 @@ costs. A round's time runs from the operator's "open round" request to the momen
 client holds the released aggregate (clients stamp it with ``time.time()`` on the same machine;
 for CKKS that includes decrypting it, which happens on the clients).
 
-A client that drops out of a round (a missed stage deadline, a refused message) or refuses it
-prints why; that
+The bench follows each client through its events (``secagg-client --events jsonl``: one JSON
+object per line on stdout; the human lines go to the client's log). A client that drops out of
+a round (a missed stage deadline, a refused message) or refuses it reports why; that
 round's time would measure the deadline, not the protocol, and its aggregate leaves the dropout
 out, so it is left out of the medians and the error, and listed in ``E2EResult.dropouts`` (with
 a warning). If every timed round of a kind lost a client, the bench fails, naming them.
@@ -72,48 +73,55 @@ class E2EResult:
 
 
 class _Client:
-    """One ``secagg-client`` process, its stdout read line by line on a thread."""
+    """One ``secagg-client`` process; its events (JSON lines on stdout) read on a thread, its
+    human lines and errors in ``log``."""
 
     def __init__(self, url: str, token_file: Path, update: Path, rounds: int, report: Path,
-                 identity: Path, roster: Path, out: Path | None = None) -> None:
+                 identity: Path, roster: Path, log: Path, out: Path | None = None) -> None:
         cmd = [sys.executable, "-m", "secagg_clients", "--server", url, "--token-file", str(token_file),
                "--identity", str(identity), "--roster", str(roster), "--update",
-               str(update), "--rounds", str(rounds), "--json", str(report)]
+               str(update), "--rounds", str(rounds), "--json", str(report), "--events", "jsonl"]
         if out is not None:
             cmd += ["--out", str(out)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
-        self.lines: queue.Queue[str] = queue.Queue()
+        self.log = log
+        with open(log, "w") as err:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.lines.put(line.rstrip())
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:  # not an event (stdout is events only, but be lenient)
+                continue
+        self.events.put({"event": "exit", "code": self.proc.wait()})
 
-    def wait_for(self, prefix: str, timeout: float, *, dropped: str | None = None) -> str:
-        """The first line starting with ``prefix`` (or with ``dropped``, if given)."""
+    def wait_for(self, kinds: tuple[str, ...], timeout: float) -> dict[str, Any]:
+        """The next event of one of ``kinds``; raises if the client fails or exits first."""
         end = time.monotonic() + timeout
         while True:
             try:
-                line = self.lines.get(timeout=max(0.01, end - time.monotonic()))
+                ev = self.events.get(timeout=max(0.01, end - time.monotonic()))
             except queue.Empty:
-                raise TimeoutError(f"client did not print {prefix!r} within {timeout} s") from None
-            if line.startswith(prefix) or (dropped is not None and line.startswith(dropped)):
-                return line
-            if "Traceback" in line or "error" in line:
-                raise RuntimeError(f"client failed: {line}")
+                raise TimeoutError(f"client sent no {kinds} event within {timeout} s; see "
+                                   f"{self.log}") from None
+            if ev["event"] in kinds:
+                return ev
+            if ev["event"] == "error":
+                raise RuntimeError(f"client failed: {ev['message']}")
+            if ev["event"] == "exit":
+                tail = self.log.read_text().strip().splitlines()[-1:] or ["no output"]
+                raise RuntimeError(f"client exited with code {ev['code']}: {tail[0]}")
 
     def wait_round(self, index: int, timeout: float) -> str | None:
-        """Wait for the client's line about round ``index``: None if it got the aggregate, else
-        why it dropped out or refused it (``secagg-client`` prints ``round N: dropped (why); ...``
-        or ``round N: refused (why); ...``)."""
-        line = self.wait_for(f"round {index} ", timeout, dropped=f"round {index}: ")
-        if line.startswith(f"round {index} "):
-            return None
-        kind = "refused" if line.startswith(f"round {index}: refused") else "dropped"
-        why = line.partition(kind)[2].strip()
-        return why.removesuffix("; waiting for the next round").removeprefix("(").removesuffix(")")
+        """Wait for the client's outcome of round ``index``: None if it got the aggregate, else
+        why it dropped out or refused it."""
+        while True:
+            ev = self.wait_for(("round_completed", "round_dropped", "round_refused"), timeout)
+            if ev["round"] == index:
+                return None if ev["event"] == "round_completed" else str(ev["reason"])
 
 
 def _masking_sum(meta: dict[str, Any], payload: bytes, config: dict[str, Any]) -> np.ndarray:
@@ -155,9 +163,10 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
                 procs.append(_Client(server.url, tok, root / f"update-{i}.npy",
                                      2 * (repeats + warmup) + check_round, root / f"report-{i}.json",
                                      enrolled.identity_paths[i], enrolled.roster_path,
+                                     root / f"client-{i}.log",
                                      out=root / f"mean-{i}.npy" if check_round else None))
             for c in procs:
-                c.wait_for("client ", timeout)
+                c.wait_for(("ready",), timeout)
             time.sleep(0.3)  # let every client's long poll for the next round arrive
             http = httpx.Client(base_url=server.url, timeout=60.0,
                                 headers={"Authorization": f"Bearer {tokens['operator_token']}"})
@@ -200,7 +209,7 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
         for i in range(clients):
             for entry in json.loads((root / f"report-{i}.json").read_text())["rounds"]:
                 if entry.get("dropped") or "received_at" not in entry:
-                    continue  # reported from the client's own line above (with its reason)
+                    continue  # reported from the client's own event above (with its reason)
                 done[entry["index"]] = max(done.get(entry["index"], 0.0), entry["received_at"])
         if dropouts:
             warnings.warn("e2e bench: client(s) dropped out of round(s) "

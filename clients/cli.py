@@ -15,6 +15,8 @@ import argparse
 import os
 from typing import Any
 
+from .events import Reporter
+
 HELP = "take part in aggregation rounds on a secagg server"
 DESCRIPTION = """\
 Connects to a secagg server with this enterprise's bearer token, waits for rounds, runs the
@@ -36,6 +38,16 @@ round interrupted by the restart is dropped (round secrets never touch disk).
 
 The token is read from --token-file or the SECAGG_TOKEN environment variable (or --token, which
 other local users may see in the process list).
+
+Rounds are always named by the server's round index (what the operator's open_round answers as
+"index"). --events jsonl prints one JSON object per line on stdout for each event (ready,
+trained, round_opened, stage_done, round_completed, round_dropped, round_refused, error, done;
+see secagg_clients.events) and moves the human lines to stderr, so tools parse no prose.
+
+A server that is not there fails in seconds with one line saying which URL, what failed
+(connection refused, a host name that does not resolve, an untrusted certificate, http:// against
+an HTTPS server or the reverse) and what to try; once the server has answered, connection errors,
+timeouts and 5xx answers are retried for a minute (a server restarting mid-round).
 
 exit status:
   0  at least one round released an aggregate to this client (rounds it dropped out of or
@@ -65,6 +77,11 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from secagg.cli._checks import number
+
+    from .events import EVENT_FORMATS
+
+    seconds = "seconds"
     parser.add_argument("--server", required=True, help="server URL, e.g. https://host:8443")
     parser.add_argument("--token", help="bearer token (prefer --token-file or SECAGG_TOKEN)")
     parser.add_argument("--token-file", help="file holding the bearer token")
@@ -84,48 +101,128 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train = parser.add_argument_group("training (with --data / --enterprise)")
     train.add_argument("--name", help="enterprise name in the ledger (default: the file's stem)")
     train.add_argument("--ledger", metavar="JSON", help="privacy ledger file (required to train)")
-    train.add_argument("--epsilon", type=float, default=8.0,
+    train.add_argument("--epsilon", type=number(float, low=0, low_open=True), default=8.0,
                        help="total privacy budget over all rounds (8); delta 1e-5")
-    train.add_argument("--epochs", type=int, default=10, help="local DP-SGD epochs per round (10)")
+    train.add_argument("--epochs", type=number(int, low=1, high=10_000), default=10,
+                       help="local DP-SGD epochs per round (10)")
     train.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm",
                        help="text encoder (minilm: all-MiniLM-L6-v2 from its wheel)")
     train.add_argument("--state-dir", help="save the combined model here after each round "
                        "(resumable)")
     train.add_argument("--audit-dir", help="DEMO/AUDIT ONLY: also write each plaintext update "
                        "here (this machine's disk)")
-    train.add_argument("--threads", type=int, default=None, help="torch threads")
-    train.add_argument("--events", action="store_true",
-                       help="print one JSON line per event (for orchestrators)")
-    parser.add_argument("--scale", type=float, default=0.1, help="std of --random updates (0.1)")
-    parser.add_argument("--weight", type=int, default=1, help="this client's weight (1); at most "
-                        "the round's max_weight (masking) / weight_bound (ckks)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds to take part in (1)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for --random")
+    train.add_argument("--threads", type=number(int, low=1, high=1024), default=None,
+                       help="torch threads")
+    parser.add_argument("--events", nargs="?", const="jsonl", choices=EVENT_FORMATS,
+                        help="jsonl: print one JSON object per line on stdout for each event "
+                        "(ready, trained, round_opened, stage_done, round_completed, "
+                        "round_dropped, round_refused, error, done) for tools; the human lines "
+                        "go to stderr (bare --events means jsonl)")
+    parser.add_argument("--scale", type=number(float, low=0), default=0.1,
+                        help="std of --random updates (0.1)")
+    parser.add_argument("--weight", type=number(int, low=1, high=2**31 - 1), default=1,
+                        help="this client's weight (1); at most the round's max_weight "
+                        "(masking) / weight_bound (ckks)")
+    parser.add_argument("--rounds", type=number(int, low=1, high=1_000_000), default=1,
+                        help="rounds to take part in (1)")
+    parser.add_argument("--seed", type=number(int, low=0, high=2**63 - 1), default=None,
+                        help="seed for --random")
     parser.add_argument("--out", metavar="NPY", help="write the last released mean here")
     parser.add_argument("--json", metavar="PATH", help="write a per-round report as JSON")
-    parser.add_argument("--poll-wait", type=float, default=20.0, help=argparse.SUPPRESS)
+    parser.add_argument("--poll-wait", type=number(float, low=0, high=30, low_open=True,
+                                                   unit=seconds),
+                        default=20.0, help=argparse.SUPPRESS)
 
 
 def _token(args: argparse.Namespace) -> str:
     from secagg.errors import InvalidParameter
 
     if args.token_file:
-        with open(args.token_file) as f:
-            return f.read().strip()
+        try:
+            with open(args.token_file) as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidParameter(f"cannot read --token-file {args.token_file} "
+                                   f"({_why(exc)})") from None
+        if not token:
+            raise InvalidParameter(f"--token-file {args.token_file} is empty; it should hold "
+                                   "the token `secagg-server federation create` printed")
+        return token
     token = args.token or os.environ.get("SECAGG_TOKEN", "")
     if not token:
         raise InvalidParameter("no token: pass --token-file, set SECAGG_TOKEN, or pass --token")
     return str(token)
 
 
-def _train_and_aggregate(args: argparse.Namespace) -> int:
+def _why(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse --out/--json whose directory does not exist now, not after the rounds."""
+    from pathlib import Path
+
+    from secagg.errors import InvalidParameter
+
+    for flag, value in (("--out", args.out), ("--json", args.json)):
+        if value and not Path(value).resolve().parent.is_dir():
+            raise InvalidParameter(f"{flag} {value}: directory {str(Path(value).parent)!r} does "
+                                   "not exist; create it or choose another path")
+
+
+def load_update(path: str) -> Any:
+    """The vector of ``--update PATH`` as float32, or :class:`InvalidParameter` saying what is
+    wrong with the file (missing, not a .npy, a matrix, not numbers, NaN/inf)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from secagg.errors import InvalidParameter
+
+    where = f"--update {path}"
+    if not Path(path).exists():
+        raise InvalidParameter(f"{where} does not exist; pass a vector saved with numpy.save "
+                               "(a .npy file)")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        arr = np.load(path, allow_pickle=False) if magic == b"\x93NUMPY" else None
+    except (OSError, ValueError, EOFError) as exc:
+        if isinstance(exc, OSError) and exc.strerror:
+            raise InvalidParameter(f"cannot read {where} ({exc.strerror})") from None
+        if "allow_pickle" in str(exc):
+            raise InvalidParameter(f"{where} holds Python objects (a pickled array); the update "
+                                   "must be real numbers (float32)") from None
+        raise InvalidParameter(f"{where} is a damaged .npy file ({_why(exc)})") from None
+    if magic.startswith(b"PK"):
+        raise InvalidParameter(f"{where} is an .npz archive; save the one update vector with "
+                               "numpy.save (a .npy file)")
+    if arr is None:
+        raise InvalidParameter(f"{where} is not a .npy file (numpy.save writes one)")
+    if arr.dtype.kind not in "fiu":
+        raise InvalidParameter(f"{where} holds dtype {arr.dtype}; the update must be real "
+                               "numbers (float32)")
+    if arr.size == 0 or arr.ndim == 0:
+        raise InvalidParameter(f"{where} holds {'a scalar' if arr.ndim == 0 else 'no values'}; "
+                               "the update is a vector with one value per parameter")
+    if sum(1 for n in arr.shape if n > 1) > 1:
+        raise InvalidParameter(f"{where} holds an array of shape {arr.shape}; save the update "
+                               "as one vector (arr.ravel())")
+    vector = arr.astype(np.float32).ravel()
+    if not np.all(np.isfinite(vector)):
+        raise InvalidParameter(f"{where} holds NaN or infinite values (or values beyond "
+                               "float32)")
+    return vector
+
+
+def _train_and_aggregate(args: argparse.Namespace, report: Reporter) -> int:
     from pathlib import Path
 
     from secagg.cli._output import write_json
     from secagg.errors import InvalidParameter
 
     from .data import enterprise_path
-    from .federated import FederatedEnterprise, FederationPlan, print_event
+    from .federated import FederatedEnterprise, FederationPlan
     from .model import EncoderKind
 
     if not args.ledger:
@@ -139,46 +236,37 @@ def _train_and_aggregate(args: argparse.Namespace) -> int:
     name = args.name or args.enterprise or data.stem
     plan = FederationPlan(rounds=args.rounds, budget_epsilon=args.epsilon, epochs=args.epochs,
                           encoder=EncoderKind.parse(args.encoder), weight=args.weight)
-
-    def human(kind: str, d: dict[str, Any]) -> None:
-        if kind == "ready":
-            print(f"client {d['client_id']} of federation {d['federation']!r}: {name}, "
-                  f"{d['dimension']} trainable parameters, start accuracy {d['accuracy']:.3f}",
-                  flush=True)
-        elif kind == "trained":
-            print(f"trained for round {d['round'] + 1}: local accuracy {d['local_accuracy']:.3f}, "
-                  f"epsilon spent {d['epsilon']:.3f}", flush=True)
-        elif kind == "round":
-            print(f"round {d['round']} ({d['mode']}): aggregate of {len(d['survivors'])} clients, "
-                  f"combined-model accuracy {d['accuracy']:.3f}", flush=True)
-        elif kind == "dropped":
-            print(f"round {d['round']}: dropped ({d['reason']})", flush=True)
-        elif kind == "refused":
-            print(f"round {d['round']}: refused ({d['reason']})", flush=True)
-
     identity, roster = _enrolment(args)
     with FederatedEnterprise.connect(args.server, _token(args), data=data, name=name,
                                      identity=identity, roster=roster,
                                      ledger=args.ledger, plan=plan,
                                      verify=args.ca_cert or True, audit_dir=args.audit_dir,
-                                     state_dir=args.state_dir,
-                                     on_event=print_event if args.events else human) as ent:
-        report = ent.run(progress=not args.events)
+                                     state_dir=args.state_dir, on_event=report) as ent:
+        result = ent.run(progress=not args.events)
     if args.json:
-        write_json(args.json, report.to_dict())
-    return _exit_code(completed=sum(1 for r in report.rounds if not r.dropped),
-                      refused=[f"round {r.index}: {r.reason}" for r in report.rounds if r.refused])
+        write_json(args.json, result.to_dict())
+    return _finish(report, completed=sum(1 for r in result.rounds if not r.dropped),
+                   dropped=sum(1 for r in result.rounds if r.dropped and not r.refused),
+                   refused=[f"round {r.index}: {r.reason}" for r in result.rounds if r.refused],
+                   done=False)
 
 
-def _exit_code(*, completed: int, refused: list[str]) -> int:
+def _exit_code(*, completed: int, refused: list[str], report: Reporter | None = None) -> int:
     """0 unless a round was refused and none completed (then 3, saying why); see --help."""
-    import sys
-
     if refused and not completed:
-        print(f"secagg-client: error: refused {len(refused)} round(s) and completed none: "
-              + "; ".join(refused), file=sys.stderr)
-        return 3
+        return (report or Reporter()).error(
+            f"refused {len(refused)} round(s) and completed none: " + "; ".join(refused), 3)
     return 0
+
+
+def _finish(report: Reporter, *, completed: int, dropped: int, refused: list[str],
+            done: bool = True) -> int:
+    """The exit code (an ``error`` event first when it is 3); ``done``: also the ``done`` event
+    (the training loop sends its own)."""
+    code = _exit_code(completed=completed, refused=refused, report=report)
+    if done:
+        report("done", {"completed": completed, "dropped": dropped, "refused": len(refused)})
+    return code
 
 
 def _enrolment(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -188,52 +276,65 @@ def _enrolment(args: argparse.Namespace) -> tuple[Any, Any]:
     return Identity.load(args.identity), Roster.load(args.roster)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, report: Reporter | None = None) -> int:
+    report = report or Reporter(getattr(args, "events", None))
+    _check_outputs(args)
     if args.data or args.enterprise:
-        return _train_and_aggregate(args)
+        return _train_and_aggregate(args, report)
     import numpy as np
 
     from secagg.cli._output import write_json
+    from secagg.errors import InvalidParameter
 
     from .runtime import Dropped, RoundRefused, RuntimeClient
 
     rng = np.random.default_rng(args.seed)
-    fixed = None if args.update is None else np.load(args.update).astype(np.float32).ravel()
+    fixed = None if args.update is None else load_update(args.update)
     verify: bool | str = args.ca_cert or True
-    report: dict[str, Any] = {"rounds": []}
+    summary: dict[str, Any] = {"rounds": []}
     after = -1
-    completed, refused = 0, []
+    completed, dropped, refused = 0, 0, []
     identity, roster = _enrolment(args)
     with RuntimeClient(args.server, _token(args), identity=identity, roster=roster,
-                       verify=verify, poll_wait=args.poll_wait) as rt:
+                       verify=verify, poll_wait=args.poll_wait, on_event=report) as rt:
         me = rt.check_enrolment()
-        print(f"client {me['client_id']} of federation {me['federation']!r} as {identity.name} "
-              f"({identity.fingerprint}), roster {roster.digest().hex()[:16]}...", flush=True)
+        report("ready", {"client_id": me["client_id"], "federation": me["federation"],
+                         "name": identity.name, "fingerprint": identity.fingerprint,
+                         "roster": roster.digest().hex()})
         for r in range(args.rounds):
-            more = "; waiting for the next round" if r + 1 < args.rounds else ""
             info = rt.wait_for_round(after)
             after = info.index
             n = int(info.config["vector_length"])
+            if fixed is not None and fixed.size != n:
+                raise InvalidParameter(f"--update {args.update} holds {fixed.size} values but "
+                                       f"round {info.index} expects vector_length {n} (set by "
+                                       "the operator); save an update of that length")
             update = fixed if fixed is not None else \
                 (rng.standard_normal(n, dtype=np.float32) * np.float32(args.scale))
+            about = {"round": info.index, "round_id": info.round_id, "mode": info.mode}
             try:
                 res = rt.take_part(info, update, args.weight)
-            except RoundRefused as exc:
-                print(f"round {info.index}: refused ({exc.reason}){more}", flush=True)
-                refused.append(f"round {info.index}: {exc.reason}")
-                report["rounds"].append({"index": info.index, "mode": info.mode, "dropped": True,
-                                         "refused": True, "reason": exc.reason})
-                continue
             except Dropped as exc:
-                print(f"round {info.index}: dropped ({exc}){more}", flush=True)
-                report["rounds"].append({"index": info.index, "mode": info.mode, "dropped": True,
-                                         "reason": str(exc)})
+                is_refusal = isinstance(exc, RoundRefused)
+                reason = exc.reason if isinstance(exc, RoundRefused) else str(exc)
+                report("round_refused" if is_refusal else "round_dropped",
+                       {**about, "reason": reason, "rounds_left": args.rounds - r - 1})
+                if is_refusal:
+                    refused.append(f"round {info.index}: {reason}")
+                else:
+                    dropped += 1
+                summary["rounds"].append({"index": info.index, "round_id": info.round_id,
+                                          "mode": info.mode, "dropped": True,
+                                          **({"refused": True} if is_refusal else {}),
+                                          "reason": reason})
                 continue
             completed += 1
-            print(f"round {info.index} ({info.mode}): aggregate of {len(res.survivors)} clients, "
-                  f"total weight {res.total_weight}, |mean|_2 = {np.linalg.norm(res.mean):.4g}",
-                  flush=True)
-            report["rounds"].append({
+            report("round_completed", {**about, "survivors": list(res.survivors),
+                                       "dropped": list(res.dropped),
+                                       "total_weight": res.total_weight,
+                                       "mean_norm": float(np.linalg.norm(res.mean)),
+                                       "received_at": res.received_at})
+            summary["rounds"].append({
                 "index": info.index, "round_id": info.round_id, "mode": info.mode,
                 "dropped": False, "survivors": list(res.survivors),
                 "total_weight": res.total_weight, "received_at": res.received_at,
@@ -241,8 +342,8 @@ def run(args: argparse.Namespace) -> int:
             if args.out:
                 np.save(args.out, res.mean)
     if args.json:
-        write_json(args.json, report)
-    return _exit_code(completed=completed, refused=refused)
+        write_json(args.json, summary)
+    return _finish(report, completed=completed, dropped=dropped, refused=refused)
 
 
 # ---- enrolment: identity and roster ------------------------------------------------------------
@@ -265,8 +366,10 @@ Enrolling an enterprise in a federation, before the server's operator creates it
 
 
 def _enrol_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="secagg-client", description=ENROL_DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    from secagg.cli._checks import ArgumentParser, name
+
+    parser = ArgumentParser(prog="secagg-client", description=ENROL_DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True, metavar="{identity,roster}")
     ident = sub.add_parser("identity", help="this enterprise's long-term identity")
     isub = ident.add_subparsers(dest="action", required=True, metavar="{create,show}")
@@ -276,7 +379,8 @@ def _enrol_parser() -> argparse.ArgumentParser:
                              "to the other enterprises), and prints the public key and its "
                              "fingerprint.")
     create.add_argument("--out", required=True, metavar="PATH", help="identity file to create")
-    create.add_argument("--name", required=True, help="this enterprise's name in the roster "
+    create.add_argument("--name", required=True, type=name,
+                        help="this enterprise's name in the roster "
                         "(letters, digits, '_', '.', '-')")
     show = isub.add_parser("show", help="print an identity's name, public key and fingerprint")
     show.add_argument("path", metavar="PATH")
@@ -286,7 +390,8 @@ def _enrol_parser() -> argparse.ArgumentParser:
                               description="Assembles the roster from the enterprises' public "
                               "entries (PATH.pub.json); client ids are 0, 1, ... in argument "
                               "order. Then compare it with `secagg-client roster show`.")
-    rcreate.add_argument("--federation", required=True, help="the federation's name (the "
+    rcreate.add_argument("--federation", required=True, type=name,
+                         help="the federation's name (the "
                          "operator's `federation create --name`)")
     rcreate.add_argument("--out", required=True, metavar="JSON", help="roster file to write")
     rcreate.add_argument("entries", nargs="+", metavar="PUB.json",
@@ -360,9 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     protocol package never imports the client side)."""
     import sys
 
+    from secagg.cli._checks import ArgumentParser
     from secagg.errors import SecAggError
 
-    from .runtime import ServerRefused
+    from .connection import ServerRefused
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("identity", "roster"):
@@ -371,12 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         except SecAggError as exc:
             print(f"secagg-client: error: {exc}", file=sys.stderr)
             return 2
-    parser = argparse.ArgumentParser(prog="secagg-client", description=DESCRIPTION,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="secagg-client", description=DESCRIPTION,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    report = Reporter(args.events)
     try:
-        return run(args)
+        return run(args, report)
     except (SecAggError, ServerRefused, ConnectionError) as exc:  # a bad token, an unreachable server
-        print(f"secagg-client: error: {exc}", file=sys.stderr)
-        return 2
+        return report.error(str(exc), 2)

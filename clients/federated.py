@@ -17,6 +17,11 @@ start::
 A round the client refuses (the server deviated from the protocol, or the round is bound to
 another roster) is reported like a dropped one, with ``refused`` set and the reason.
 
+``on_event(kind, data)`` hears how the run goes (the events ``secagg-client --events jsonl``
+prints, listed in :mod:`secagg_clients.events`): ``ready``, ``trained``, the runtime's
+``round_opened`` and ``stage_done``, then ``round_completed``, ``round_dropped`` or
+``round_refused``, and ``done``. Rounds are always named by the server's round index.
+
 Each round the enterprise trains from the common model with DP-SGD (its ledger refuses to
 overspend), waits for the server's next round, protects the update with the round's mode (masking
 or CKKS: the server picks it), and applies the released mean, so every enterprise ends with the
@@ -112,7 +117,7 @@ class FederationPlan:
 
 @dataclass(slots=True)
 class RoundReport:
-    index: int
+    index: int  # the server's round index (what the operator and every event call the round)
     mode: str
     dropped: bool
     epsilon_total: float  # this enterprise's ledger after the round's training
@@ -124,6 +129,7 @@ class RoundReport:
     protect_s: float = 0.0  # from round open seen to aggregate received
     refused: bool = False  # this client refused the round (then dropped is set too)
     reason: str | None = None  # why it dropped out or refused
+    round_id: int | None = None  # the server's id of the round (in its URLs)
 
 
 @dataclass(slots=True)
@@ -206,7 +212,9 @@ class FederatedEnterprise:
                 verify: bool | str = True, audit_dir: str | Path | None = None,
                 state_dir: str | Path | None = None,
                 on_event: Event | None = None) -> FederatedEnterprise:
-        """Load the data (train/test split), open the ledger, build the common model, connect.
+        """Connect (checking that the token, identity and roster belong together, so a server
+        that is not there fails before any model is built), then load the data (train/test
+        split), open the ledger and build the common model.
 
         ``audit_dir`` (demos and audits only) receives each round's plaintext update as .npy on
         this enterprise's own disk, so a run can be checked against the released aggregate; it is
@@ -217,12 +225,18 @@ class FederatedEnterprise:
             identity = Identity.load(identity)
         if not isinstance(roster, Roster):
             roster = Roster.load(roster)
-        train, test = split_records(load_records(data), test_fraction=plan.test_fraction)
-        book = PrivacyLedger.open(ledger, enterprise=name, budget_epsilon=plan.budget_epsilon,
-                                  delta=plan.delta)
-        client = EnterpriseClient.create(train, ledger=book, encoder=plan.encoder,
-                                         lora_rank=plan.lora_rank, seed=plan.model_seed)
-        runtime = RuntimeClient(server, token, identity=identity, roster=roster, verify=verify)
+        runtime = RuntimeClient(server, token, identity=identity, roster=roster, verify=verify,
+                                on_event=on_event)
+        try:
+            runtime.check_enrolment()
+            train, test = split_records(load_records(data), test_fraction=plan.test_fraction)
+            book = PrivacyLedger.open(ledger, enterprise=name, budget_epsilon=plan.budget_epsilon,
+                                      delta=plan.delta)
+            client = EnterpriseClient.create(train, ledger=book, encoder=plan.encoder,
+                                             lora_rank=plan.lora_rank, seed=plan.model_seed)
+        except BaseException:
+            runtime.close()
+            raise
         return cls(runtime, client, test, name=name, plan=plan,
                    audit_dir=None if audit_dir is None else Path(audit_dir),
                    state_dir=None if state_dir is None else Path(state_dir), on_event=on_event)
@@ -255,8 +269,8 @@ class FederatedEnterprise:
             local = self.client.evaluate(self.test)
             train_s = time.monotonic() - t0
             eps = update.ledger_entry.total_epsilon
-            self._emit("trained", {"round": r, "epsilon": eps, "local_accuracy": local,
-                                   "train_s": train_s, "loss": update.mean_loss})
+            self._emit("trained", {"epsilon": eps, "local_accuracy": local, "train_s": train_s,
+                                   "loss": update.mean_loss, "rounds_left": self.plan.rounds - r})
             info = self.runtime.wait_for_round(after)
             after = info.index
             # a restart now must not rejoin this round's past stages
@@ -265,7 +279,9 @@ class FederatedEnterprise:
                 self.audit_dir.mkdir(parents=True, exist_ok=True)
                 np.save(self.audit_dir / f"update-{self.name}-round{info.index}.npy", update.vector)
             t1 = time.monotonic()
-            entry = RoundReport(index=info.index, mode=info.mode, dropped=False,
+            about = {"round": info.index, "round_id": info.round_id, "mode": info.mode}
+            entry = RoundReport(index=info.index, round_id=info.round_id, mode=info.mode,
+                                dropped=False,
                                 epsilon_total=eps, local_accuracy=local, train_s=train_s,
                                 update_norm=float(np.linalg.norm(update.vector)))
             try:
@@ -277,8 +293,9 @@ class FederatedEnterprise:
                 entry.reason = exc.reason if isinstance(exc, RoundRefused) else str(exc)
                 report.rounds.append(entry)
                 self._save_state(after, r + 1, model=False)
-                self._emit("refused" if entry.refused else "dropped",
-                           {"round": info.index, "reason": entry.reason})
+                self._emit("round_refused" if entry.refused else "round_dropped",
+                           {**about, "reason": entry.reason,
+                            "rounds_left": self.plan.rounds - r - 1})
                 continue
             if self.audit_dir is not None:
                 np.save(self.audit_dir / f"released-{self.name}-round{info.index}.npy",
@@ -289,14 +306,15 @@ class FederatedEnterprise:
             entry.protect_s = time.monotonic() - t1
             report.rounds.append(entry)
             self._save_state(after, r + 1)
-            self._emit("round", {"round": info.index, "mode": info.mode,
-                                 "accuracy": entry.accuracy, "survivors": entry.survivors,
-                                 "protect_s": entry.protect_s})
+            self._emit("round_completed", {**about, "accuracy": entry.accuracy,
+                                           "survivors": entry.survivors,
+                                           "total_weight": result.total_weight,
+                                           "protect_s": entry.protect_s,
+                                           "received_at": result.received_at})
         report.epsilon = self.client.ledger.spent()
-        self._emit("done", {"epsilon": report.epsilon})
+        self._emit("done", {"epsilon": report.epsilon,
+                            "completed": sum(1 for x in report.rounds if not x.dropped),
+                            "dropped": sum(1 for x in report.rounds if x.dropped and not x.refused),
+                            "refused": sum(1 for x in report.rounds if x.refused)})
         return report
 
-
-def print_event(kind: str, data: dict[str, Any]) -> None:
-    """One JSON line per event on stdout (what ``secagg-client --events`` prints)."""
-    print("secagg-event " + json.dumps({"event": kind, **data}), flush=True)

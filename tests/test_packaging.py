@@ -87,12 +87,11 @@ procs = []
 
 def next_event(proc, want):
     for line in proc.stdout:
-        if line.startswith("secagg-event "):
-            event = json.loads(line.removeprefix("secagg-event "))
-            if event["event"] == want:
-                return event
-            if event["event"] in ("dropped", "refused"):
-                raise SystemExit(f"client {event}")
+        event = json.loads(line)  # --events jsonl: stdout is one event per line
+        if event["event"] == want:
+            return event
+        if event["event"] in ("round_dropped", "round_refused", "error"):
+            raise SystemExit(f"client {event}")
     raise SystemExit(f"a client exited with {proc.wait()} before {want!r}")
 
 
@@ -105,7 +104,7 @@ try:
              "--identity", str(enrolled.identity_paths[i]), "--roster", str(enrolled.roster_path),
              "--enterprise", name, "--encoder", "test_only_tiny", "--epochs", "1",
              "--rounds", "1", "--threads", "1", "--ledger", str(work / f"{name}.ledger.json"),
-             "--events"], stdout=subprocess.PIPE, text=True))
+             "--events", "jsonl"], stdout=subprocess.PIPE, text=True))
     dims = {next_event(p, "ready")["dimension"] for p in procs}
     for p in procs:
         next_event(p, "trained")

@@ -78,31 +78,31 @@ class DemoConfig:
 
 
 class _ClientProcess:
-    """One ``secagg-client`` process; its event lines are parsed, everything else is logged."""
+    """One ``secagg-client --events jsonl`` process: its events (one JSON object per line on
+    stdout) are read on a thread; its human lines and errors (stderr) go to ``log_path``."""
 
     def __init__(self, name: str, cmd: list[str], log_path: Path) -> None:
         self.name = name
         self.log_path = log_path
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=env)
+        with open(log_path, "a") as log:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
+                                         env=env)
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
     def _pump(self) -> None:
         assert self.proc.stdout is not None
-        with open(self.log_path, "a") as log:
-            for line in self.proc.stdout:
-                if line.startswith("secagg-event "):
-                    self.events.put(json.loads(line.removeprefix("secagg-event ")))
-                else:
-                    log.write(line)
-                    log.flush()
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:  # stdout carries events only; anything else is not ours
+                continue
         self.events.put({"event": "exit", "code": self.proc.wait()})
 
     def next_event(self, want: str, timeout: float) -> dict[str, Any]:
-        """The next event of kind ``want`` (or 'dropped' / 'refused'); raises if the process
-        dies first."""
+        """The next event of kind ``want`` (or 'round_dropped' / 'round_refused'); raises if
+        the process reports an error or dies first."""
         end = time.monotonic() + timeout
         while True:
             try:
@@ -110,12 +110,15 @@ class _ClientProcess:
             except queue.Empty:
                 raise DemoFailed(f"{self.name} sent no '{want}' within {timeout:.0f} s; see "
                                  f"{self.log_path}") from None
+            if ev["event"] == "error":
+                raise DemoFailed(f"{self.name}'s client failed: {ev['message']}; log: "
+                                 f"{self.log_path}")
             if ev["event"] == "exit":
                 tail = self.log_path.read_text().strip().splitlines()[-1:] if \
                     self.log_path.exists() else []
                 raise DemoFailed(f"{self.name}'s client exited with code {ev['code']} "
                                  f"({tail[0] if tail else 'no output'}); log: {self.log_path}")
-            if ev["event"] in (want, "dropped", "refused"):
+            if ev["event"] in (want, "round_dropped", "round_refused"):
                 return ev
 
 
@@ -159,7 +162,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                    str(cfg.epochs), "--encoder", cfg.encoder, "--threads",
                    str(cfg.threads_per_client), "--state-dir", str(root / "state"),
                    "--audit-dir", str(audit), "--json", str(root / f"{name}.report.json"),
-                   "--events"]
+                   "--events", "jsonl"]
             procs.append(_ClientProcess(name, cmd, root / f"{name}.log"))
         bar.set_description("loading models")
         ready = {}
@@ -202,7 +205,7 @@ def _run_rounds(cfg: DemoConfig, procs: list[_ClientProcess], operator: Operator
         info = operator.open_round(cfg.mode, _round_options(cfg.mode, dimension),
                                    stage_timeout_s=cfg.stage_timeout_s)
         for p in procs:
-            p.next_event("round", cfg.stage_timeout_s * 6)
+            p.next_event("round_completed", cfg.stage_timeout_s * 6)
         released.append(operator.wait(info["round_id"], timeout=cfg.stage_timeout_s * 6))
         bar.update(1)
 
