@@ -11,10 +11,24 @@ opacus or transformers (``tests/test_layers.py`` checks every import).
 
 from __future__ import annotations
 
-from .app import create_app
+from typing import TYPE_CHECKING, Any
+
 from .cli import main
 from .modes import ModeSpec, RoundProtocol, default_modes, register_mode
 from .store import Store
 
+if TYPE_CHECKING:
+    from .app import create_app
+
 __all__ = ["ModeSpec", "RoundProtocol", "Store", "create_app", "default_modes", "main",
            "register_mode"]
+
+
+def __getattr__(name: str) -> Any:
+    """``create_app`` loads FastAPI: only when asked for (``secagg-server --help`` and the
+    operator's round commands never load it)."""
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -46,6 +46,9 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from secagg.contract import Header, InboxState, ReleasedAggregate, Route
+from secagg.errors import InvalidParameter
+
 from .coordinator import Coordinator, not_live
 from .live import LiveRound
 from .logs import log_config, where_raised
@@ -190,16 +193,16 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
             raise not_live(round_id, row)
         return live
 
-    @app.get("/healthz")
+    @app.get(Route.HEALTH)
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "open_rounds": len(coord.live), "modes": sorted(modes)}
 
-    @app.get("/v1/me")
+    @app.get(Route.ME)
     async def me(who: Principal = Depends(principal)) -> dict[str, Any]:  # noqa: B008
         return {"federation": who.federation, "role": who.role, "client_id": who.client_id,
                 "clients": who.num_clients}
 
-    @app.post("/v1/rounds", status_code=201)
+    @app.post(Route.ROUNDS, status_code=201)
     async def open_round(request: Request, who: Principal = Depends(operator)) -> dict[str, Any]:  # noqa: B008
         try:
             spec = json.loads(await read_body(request, JSON_LIMIT, limits) or b"{}")
@@ -225,7 +228,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
         # odds of a failed round); an empty list when it had nothing to say
         return {**_round_info(live.row), "notes": list(live.notes)}
 
-    @app.get("/v1/rounds/next")
+    @app.get(Route.NEXT_ROUND)
     async def next_round(after: int = -1, wait: float = WAIT,
                          who: Principal = Depends(client)) -> Response:  # noqa: B008
         assert who.client_id is not None
@@ -234,7 +237,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
             return Response(status_code=204)
         return JSONResponse({**_round_info(row), "client_id": who.client_id})
 
-    @app.get("/v1/rounds/{round_id}")
+    @app.get(Route.ROUNDS + "/{round_id}")
     async def round_status(round_id: int, who: Principal = Depends(principal)) -> dict[str, Any]:  # noqa: B008
         info = _round_info(round_row(round_id, who))
         live = coord.live.get(round_id)
@@ -246,7 +249,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
                 info["awaiting_clients"] = sorted(live.protocol.expected)
         return info
 
-    @app.post("/v1/rounds/{round_id}/messages", status_code=202)
+    @app.post(Route.ROUNDS + "/{round_id}/messages", status_code=202)
     async def post_message(round_id: int, request: Request, wait: float = POST_WAIT,
                            who: Principal = Depends(client)) -> Response:  # noqa: B008
         assert who.client_id is not None
@@ -271,32 +274,32 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
             return JSONResponse(ack, status_code=202)
         # ``wait``: also wait, like the inbox with after=<that stage>, for what comes next
         state, stage_no, data = await coord.wait_inbox(round_id, who.client_id, after, _clamp(wait))
-        headers = {"X-Secagg-State": state, "X-Secagg-Stage-No": str(stage_no),
-                   "X-Secagg-Accepted-Stage": stage}
-        if state == "message":
+        headers = {Header.STATE: state, Header.STAGE_NO: str(stage_no),
+                   Header.ACCEPTED_STAGE: stage}
+        if state == InboxState.MESSAGE:
             assert data is not None
             return Response(data, media_type="application/octet-stream", headers=headers)
         return JSONResponse({**ack, "state": state}, status_code=202, headers=headers)
 
-    @app.get("/v1/rounds/{round_id}/inbox")
+    @app.get(Route.ROUNDS + "/{round_id}/inbox")
     async def inbox(round_id: int, after: int = 0, wait: float = WAIT,
                     who: Principal = Depends(client)) -> Response:  # noqa: B008
         assert who.client_id is not None
         row = round_row(round_id, who)
         state, stage_no, data = await coord.wait_inbox(row.id, who.client_id, after, _clamp(wait))
-        headers = {"X-Secagg-Stage-No": str(stage_no), "X-Secagg-State": state}
-        if state == "message":
+        headers = {Header.STAGE_NO: str(stage_no), Header.STATE: state}
+        if state == InboxState.MESSAGE:
             assert data is not None
             return Response(data, media_type="application/octet-stream", headers=headers)
         if state == "dropped":
             return _error(410, "dropped", f"client {who.client_id} missed a stage deadline or "
                           f"was left out of round {round_id}; it can join the next round")
-        if state == "failed":
+        if state == InboxState.FAILED:
             reason = (store.round(round_id) or row).reason  # ``row`` may be the stale live one
             return _error(409, "round_failed", f"round {round_id} failed: {reason}")
         return Response(status_code=204, headers=headers)
 
-    @app.get("/v1/rounds/{round_id}/result")
+    @app.get(Route.ROUNDS + "/{round_id}/result")
     async def result(round_id: int, who: Principal = Depends(principal)) -> Response:  # noqa: B008
         row = round_row(round_id, who)
         if row.status is not RoundStatus.DONE or row.result_meta is None:
@@ -304,9 +307,43 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
                            "a round whose status is 'done'")
         payload = await asyncio.to_thread(store.result, round_id)
         return Response(payload, media_type="application/octet-stream",
-                        headers={"X-Secagg-Result": json.dumps(row.result_meta)})
+                        headers={Header.RESULT: released(row).to_header()})
+
+    @app.post(Route.ROUNDS + "/{round_id}/cancel")
+    async def cancel(round_id: int, who: Principal = Depends(operator)) -> dict[str, Any]:  # noqa: B008
+        await coord.cancel(live_round(round_id, who))
+        return _round_info(store.round(round_id) or round_row(round_id, who))
+
+    @app.get(Route.ROUNDS)
+    async def list_rounds(who: Principal = Depends(operator)) -> dict[str, Any]:  # noqa: B008
+        rows = [r for r in store.rounds() if r.federation_id == who.federation_id]
+        out = []
+        for row in sorted(rows, key=lambda r: r.index):
+            live = coord.live.get(row.id)
+            info = _round_info(live.row if live is not None else row)
+            info.pop("config", None)
+            info.pop("result", None)
+            if live is not None:
+                info.update(stage=live.protocol.stage, stage_no=live.stage_no,
+                            awaiting_clients=sorted(live.protocol.expected))
+            out.append(info)
+        return {"rounds": out}
 
     return app
+
+
+def released(row: RoundRow) -> ReleasedAggregate:
+    """The stored result metadata of a done round as the contract's type (a store written
+    before the contract, which kept ``kind`` instead of ``mode``, is read too)."""
+    meta = dict(row.result_meta or {})
+    if "mode" not in meta:  # the older form: {"kind", "survivors", ...}
+        meta = {"mode": row.mode, "round": row.id, **{k: v for k, v in meta.items()
+                                                     if k != "kind"}}
+    try:
+        return ReleasedAggregate.from_header(json.dumps(meta))
+    except InvalidParameter as exc:
+        raise Rejected(500, "corrupt_result", f"round {row.id}'s stored result is unreadable: "
+                       f"{exc}") from None
 
 
 def _round_info(row: RoundRow) -> dict[str, Any]:

@@ -36,11 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
+from secagg.contract import ReleasedAggregate
 from secagg.errors import InvalidParameter
 from secagg.identity import Roster
 
@@ -49,7 +52,10 @@ from .live import LiveRound
 from .modes import ModeSpec, Rejected, RoundFailed, default_modes
 from .store import INLINE_LIMIT, EventKind, RoundRow, RoundStatus, Store
 
-__all__ = ["Coordinator", "not_live"]
+__all__ = ["CANCELLED", "Coordinator", "not_live", "released_meta"]
+
+#: The reason a round cancelled by its operator ends with (clients see it in the inbox's 409).
+CANCELLED = "cancelled by the federation's operator"
 
 log = logging.getLogger("secagg.server")
 TICK_S = 0.1  # deadline checks only: a stage whose last message arrives closes at once
@@ -127,8 +133,8 @@ class Coordinator:
                 self._publish(live, out)
             live.seq = ev.seq + 1
         if live.protocol.done:  # crashed between the last stage close and the release
-            meta, payload = live.protocol.result()
-            self._finish_done(row.id, meta, payload)
+            agg, payload = live.protocol.result()
+            self._finish_done(row.id, released_meta(row, agg), payload)
             self.live.pop(row.id, None)
             return None
         if not live.protocol.expected:
@@ -219,6 +225,29 @@ class Coordinator:
         for note in notes:
             log.warning("round %d: %s", row.id, note)
         return live
+
+    async def cancel(self, live: LiveRound) -> None:
+        """End an open round now: it fails with :data:`CANCELLED` (every client waiting on it
+        hears so), nothing is released. What was accepted is on disk before the round ends."""
+        while True:
+            async with live.lock:
+                if live.stale:  # rebuilt from disk meanwhile: cancel the rebuilt round
+                    newer = self.live.get(live.row.id)
+                    if newer is None or newer is live:
+                        raise not_live(live.row.id, self.store.round(live.row.id))
+                    live = newer
+                    continue
+                if self.live.get(live.row.id) is not live:
+                    raise not_live(live.row.id, self.store.round(live.row.id))
+                pending = [a.durable for acc in live.accepted.values() for a in acc
+                           if a.durable is not None]
+                # a failed write among them: the round ends anyway
+                await asyncio.gather(*pending, return_exceptions=True)
+                await asyncio.to_thread(self._finish_failed, live.row.id, CANCELLED)
+                self._drop_live(live)
+                log.info("round %d cancelled by the operator at stage %s", live.row.id,
+                         live.protocol.stage)
+                return
 
     def _new_round_event(self, federation_id: int) -> asyncio.Event:
         return self._new_round.setdefault(federation_id, asyncio.Event())
@@ -316,7 +345,8 @@ class Coordinator:
             self._drop_live(live)
             return
         if live.protocol.done:
-            meta, payload = await asyncio.to_thread(live.protocol.result)
+            agg, payload = await asyncio.to_thread(live.protocol.result)
+            meta = released_meta(live.row, agg)
             # the result file is written while the close is committed; the status flips after
             await asyncio.gather(recorded, asyncio.to_thread(self.store.write_result, round_id,
                                                              payload))
@@ -383,6 +413,14 @@ class Coordinator:
                 except Exception:
                     log.exception("deadline handling failed for round %d", live.row.id)
                     live.deadline = time.monotonic() + live.row.stage_timeout
+
+
+def released_meta(row: RoundRow, agg: ReleasedAggregate) -> dict[str, Any]:
+    """What the store keeps of a released aggregate: :meth:`ReleasedAggregate.to_header`'s JSON
+    for the round's id and mode (the one form every reader parses with ``from_header``)."""
+    meta: dict[str, Any] = json.loads(
+        dataclasses.replace(agg, round_id=row.id, mode=row.mode).to_header())
+    return meta
 
 
 def not_live(round_id: int, row: RoundRow | None) -> Rejected:

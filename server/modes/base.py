@@ -16,11 +16,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from secagg.contract import ReleasedAggregate
+from secagg.encoding import ParamSpec
 from secagg.errors import InvalidParameter
 from secagg.identity import Roster
 
-__all__ = ["ModeSpec", "Rejected", "RoundFailed", "RoundProtocol", "bool_option",
-           "bound_option", "found", "int_option", "rate_option"]
+__all__ = ["MAX_VECTOR_LENGTH", "ModeSpec", "Rejected", "RoundFailed", "RoundProtocol",
+           "bool_option", "bound_option", "found", "int_option", "layout_option", "rate_option",
+           "vector_length_option"]
+
+#: The largest update a round may be opened for (2^28 parameters: 1 GiB of float32 per upload).
+MAX_VECTOR_LENGTH = 2**28
 
 
 class Rejected(Exception):
@@ -49,7 +55,9 @@ class RoundProtocol(Protocol):
     def claimed_sender(self, body: bytes) -> int | None: ...
     def receive(self, client_id: int, body: bytes) -> None: ...
     def advance(self) -> dict[int, bytes]: ...
-    def result(self) -> tuple[dict[str, Any], bytes]: ...
+    def result(self) -> tuple[ReleasedAggregate, bytes]:
+        """The released aggregate's metadata (the coordinator fills in the round's id) and
+        its payload."""
 
 
 @dataclass(frozen=True)
@@ -149,3 +157,44 @@ def bool_option(mode: str, options: dict[str, Any], name: str) -> bool:
                                f"{found(value)}")
     return value
 
+
+
+def layout_option(mode: str, options: dict[str, Any]) -> ParamSpec | None:
+    """The model layout an operator passed as option ``layout`` (a :class:`ParamSpec` as its
+    JSON, a string or the parsed list), or None when left out. It sets ``vector_length``: a
+    given ``vector_length`` that disagrees with it is refused, naming both."""
+    if "layout" not in options:
+        return None
+    raw = options["layout"]
+    if isinstance(raw, list):
+        raw = json.dumps(raw)
+    if not isinstance(raw, str):
+        raise InvalidParameter(f"{mode} option 'layout' must be a ParamSpec's JSON (a list of "
+                               f'{{"name", "shape", "dtype"}} objects, or that list as a '
+                               f"string), {found(raw)}")
+    spec = ParamSpec.from_json(raw)
+    if not spec.tensors:
+        raise InvalidParameter(f"{mode} option 'layout' names no tensors")
+    if not 1 <= spec.size <= MAX_VECTOR_LENGTH:
+        raise InvalidParameter(f"{mode} option 'layout' describes {spec.size} parameters; a "
+                               f"round takes 1 to {MAX_VECTOR_LENGTH} (2^28)")
+    given = options.get("vector_length")
+    if given is not None and given != spec.size:
+        raise InvalidParameter(f"{mode} option 'vector_length' is {found(given)[6:]} but the "
+                               f"model layout 'layout' has {spec.size} parameters; leave "
+                               "'vector_length' out (the layout sets it) or fix the one that is "
+                               "wrong")
+    return spec
+
+
+def vector_length_option(mode: str, options: dict[str, Any]) -> int:
+    """``vector_length`` (required unless ``layout`` sets it), at most 2^28."""
+    if "vector_length" not in options:
+        raise InvalidParameter(f"{mode} rounds need 'vector_length' (parameters per update) or "
+                               "'layout' (the model's ParamSpec JSON, which sets it)")
+    value = options["vector_length"]
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_VECTOR_LENGTH:
+        raise InvalidParameter(f"{mode} option 'vector_length' must be an integer in [1, "
+                               f"{MAX_VECTOR_LENGTH}]: this server takes at most 2^28 parameters "
+                               f"per update, {found(value)}")
+    return int_option(mode, options, "vector_length", None, 1, MAX_VECTOR_LENGTH)

@@ -32,6 +32,7 @@ from secagg import ckks
 from secagg.ckks import CKKSRoundConfig, Preset
 from secagg.ckks import wire as ckks_wire
 from secagg.ckks.messages import Kind
+from secagg.contract import ReleasedAggregate
 from secagg.errors import (
     InvalidParameter,
     NotEnoughParticipants,
@@ -41,7 +42,15 @@ from secagg.errors import (
 )
 from secagg.identity import Roster
 
-from .base import Rejected, RoundFailed, bound_option, found, int_option
+from .base import (
+    Rejected,
+    RoundFailed,
+    bound_option,
+    found,
+    int_option,
+    layout_option,
+    vector_length_option,
+)
 
 __all__ = ["CKKS_PROTOCOL", "CKKSRound", "ckks_config"]
 
@@ -61,7 +70,7 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
     operator names one, so one dead client cannot sink every round. ``digest`` lets a client
     check it rebuilt the identical config.
     """
-    unknown = set(options) - set(_OPTIONS)
+    unknown = set(options) - set(_OPTIONS) - {"layout"}
     if unknown:
         raise InvalidParameter(f"unknown ckks option(s) {sorted(unknown)}; allowed: "
                                f"{sorted(_OPTIONS)}")
@@ -74,8 +83,10 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
     if ids != list(range(num_clients)):  # pragma: no cover - federation create enforces it
         raise InvalidParameter(f"the roster has ids {ids[:8]}, the federation's clients are "
                                f"0..{num_clients - 1}")
-    if "vector_length" not in options:
-        raise InvalidParameter("ckks rounds need 'vector_length' (parameters per update)")
+    layout = layout_option("ckks", options)
+    if layout is not None:
+        options = {**options, "vector_length": layout.size}
+    vector_length = vector_length_option("ckks", options)
     if num_clients < 2:
         raise InvalidParameter(f"ckks rounds need >= 2 clients, the federation has {num_clients}")
     preset = options.get("preset", "compact")
@@ -88,7 +99,7 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
         "client_ids": ids,
         "roster_digest": roster.digest().hex(),
         "round": index,
-        "vector_length": int_option("ckks", options, "vector_length", None, 1, 2**31 - 1),
+        "vector_length": vector_length,
         "preset": Preset.from_name(preset).name.lower(),
         "value_bound": bound_option("ckks", options, "value_bound"),
         "weight_bound": bound_option("ckks", options, "weight_bound"),
@@ -96,6 +107,7 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
                                    num_clients),
         "dealer": int_option("ckks", options, "dealer", index % num_clients, 0, num_clients - 1),
         "session": secrets.token_bytes(32).hex(),
+        "layout_digest": "" if layout is None else layout.digest().hex(),
     }
     cfg = CKKSRoundConfig.from_dict(config)  # the library's checks too (e.g. the overflow bound)
     config["params"] = cfg.params.name
@@ -254,13 +266,15 @@ class CKKSRound:
         return (f"only {exc.have} client(s) uploaded before the deadline and min_clients is "
                 f"{exc.need}; an aggregate of fewer would expose too much, so nothing is released")
 
-    def result(self) -> tuple[dict[str, Any], bytes]:
+    def result(self) -> tuple[ReleasedAggregate, bytes]:
         res = self.session.result  # ProtocolAbort until the upload stage closed
         # "excluded": clients whose advert was accepted but whom the dealer's signed distribution
-        # sealed no key (it found their box key unusable): left out of the sum like dropouts
-        meta = {"kind": "ckks", "encrypted": True, "preset": self.config.params.name,
-                "length": self.config.update_size,
-                "total_weight": None,  # encrypted with the sum: only the clients learn it
-                "survivors": list(res.contributors), "dropped": list(res.dropped),
-                "excluded": sorted(self._advertised - self.session.keyed)}
+        # sealed no key (it found their box key unusable): left out of the sum like dropouts.
+        # total_weight: None, encrypted with the sum (only the clients learn it)
+        meta = ReleasedAggregate(
+            mode="ckks", round_id=self.config.round, survivors=tuple(res.contributors),
+            dropped=tuple(res.dropped),
+            excluded=tuple(sorted(self._advertised - self.session.keyed)), total_weight=None,
+            layout_digest=self.config.layout_digest.hex(), encrypted=True,
+            extra={"preset": self.config.params.name, "length": self.config.update_size})
         return meta, res.aggregate

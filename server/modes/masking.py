@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from secagg.errors import InvalidParameter, ProtocolAbort, RejectedMessage
+from secagg.contract import ReleasedAggregate, http_status
+from secagg.errors import ErrorCode, InvalidParameter, ProtocolAbort, RejectedMessage
 from secagg.identity import Roster
 from secagg.masking import MaskingConfig, ServerSession, Stage, wire
 
@@ -22,7 +23,9 @@ from .base import (
     bool_option,
     bound_option,
     int_option,
+    layout_option,
     rate_option,
+    vector_length_option,
 )
 
 __all__ = ["MASKING_MODE", "MaskingRound", "masking_config"]
@@ -30,7 +33,7 @@ __all__ = ["MASKING_MODE", "MaskingRound", "masking_config"]
 _OPTIONS = {"vector_length", "clip", "value_bits", "max_weight", "dropout_rate", "corrupt_rate",
             "full_graph", "neighbours", "threshold", "noise_headroom"}
 #: Integer options and their coarse [low, high] (the library checks the finer rules).
-_INTS = {"vector_length": (1, 2**31 - 1), "value_bits": (1, 30), "max_weight": (1, 2**32),
+_INTS = {"value_bits": (1, 30), "max_weight": (1, 2**32),
          "noise_headroom": (0, 2**32), "neighbours": (1, 2**31 - 1), "threshold": (1, 2**31 - 1)}
 #: Rate options and their (exclusive) upper bound.
 _RATES = {"dropout_rate": 1.0, "corrupt_rate": 0.5}
@@ -42,7 +45,7 @@ def masking_config(num_clients: int, index: int, options: dict[str, Any],
     so every client checks it against the roster it pinned). :meth:`MaskingConfig.create`'s
     warnings (a small federation's odds of a failed round) are left to the caller, which shows
     them to the operator."""
-    unknown = set(options) - _OPTIONS - {"active"}
+    unknown = set(options) - _OPTIONS - {"active", "layout"}
     if unknown:
         raise InvalidParameter(f"unknown masking option(s) {sorted(unknown)}; allowed: "
                                f"{sorted(_OPTIONS)}")
@@ -60,12 +63,13 @@ def masking_config(num_clients: int, index: int, options: dict[str, Any],
     if len(roster) != num_clients:  # pragma: no cover - federation create enforces it
         raise InvalidParameter(f"the roster has {len(roster)} members, the federation "
                                f"{num_clients} clients")
-    if "vector_length" not in options:
-        raise InvalidParameter("masking rounds need 'vector_length' (parameters per update)")
+    layout = layout_option("masking", options)
+    if layout is not None:
+        options = {**options, "vector_length": layout.size}
     # JSON types and coarse ranges here, each refusal naming the option and what it takes;
     # MaskingConfig.create checks the finer rules (graph degree, threshold, headroom)
-    kwargs: dict[str, Any] = {}
-    for name in sorted(_OPTIONS & set(options)):
+    kwargs: dict[str, Any] = {"vector_length": vector_length_option("masking", options)}
+    for name in sorted(_OPTIONS & set(options) - {"vector_length"}):
         if name in _INTS:
             if name in ("neighbours", "threshold") and options[name] is None:
                 continue  # null: let the server choose, as when it is left out
@@ -76,16 +80,9 @@ def masking_config(num_clients: int, index: int, options: dict[str, Any],
             kwargs[name] = bound_option("masking", options, name)
         else:  # full_graph
             kwargs[name] = bool_option("masking", options, name)
-    cfg = MaskingConfig.create(num_clients=num_clients, round=index, roster=roster, **kwargs)
+    cfg = MaskingConfig.create(num_clients=num_clients, round=index, roster=roster, layout=layout,
+                               **kwargs)
     return cfg.to_dict()
-
-
-_REJECT_CODES = (  # how a RejectedMessage reason starts -> (HTTP status, code)
-    ("replayed message", 409, "replayed"),
-    ("a second, different message", 409, "conflicting_message"),
-    ("the round is already complete", 409, "round_complete"),
-    ("expected ", 409, "wrong_stage"),
-)
 
 
 class MaskingRound:
@@ -125,14 +122,11 @@ class MaskingRound:
         try:
             self.session.receive(body)
         except RejectedMessage as exc:
+            # the session says why with a code (never read from the text): a state conflict
+            # (409), a wrong sender (403) or a bad message (400)
             want = f"a {self.session.stage.value!r} stage message (see secagg.masking.wire)"
-            if exc.sender is not None:  # it decoded: a state conflict, or a bad field (400)
-                if "; not expected at " in exc.reason:
-                    raise Rejected(409, "not_expected", str(exc), want) from None
-                for prefix, status, code in _REJECT_CODES:
-                    if exc.reason.startswith(prefix):
-                        raise Rejected(status, code, str(exc), want) from None
-            raise Rejected(400, "invalid_message", str(exc), want) from None
+            code = ErrorCode(exc.code)
+            raise Rejected(http_status(code), code.value, str(exc), want) from None
         except (ValueError, struct.error, KeyError, TypeError) as exc:
             raise Rejected(400, "invalid_message", f"malformed message: {type(exc).__name__}: "
                            f"{exc}") from None
@@ -143,13 +137,15 @@ class MaskingRound:
         except ProtocolAbort as exc:  # NotEnoughParticipants included
             raise RoundFailed(str(exc)) from None
 
-    def result(self) -> tuple[dict[str, Any], bytes]:
+    def result(self) -> tuple[ReleasedAggregate, bytes]:
         agg = self.session.result
         # "excluded": clients a neighbour reported for share boxes that did not open (garbage
         # from a malicious client, or tampering): left out of the sum like dropouts
-        meta = {"kind": "masking", "dtype": "<u4", "length": int(agg.total.size),
-                "total_weight": agg.total_weight, "survivors": list(agg.survivors),
-                "dropped": list(agg.dropped), "excluded": list(agg.excluded)}
+        meta = ReleasedAggregate(
+            mode="masking", round_id=self.config.round, survivors=tuple(agg.survivors),
+            dropped=tuple(agg.dropped), excluded=tuple(agg.excluded),
+            total_weight=float(agg.total_weight), layout_digest=self.config.layout_digest.hex(),
+            extra={"dtype": "<u4", "length": int(agg.total.size)})
         return meta, agg.total.astype("<u4", copy=False).tobytes()
 
 

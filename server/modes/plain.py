@@ -7,32 +7,35 @@ server and client runtime; the server offers it only when started with ``--allow
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 import numpy as np
 
+from secagg.contract import PLAIN_MAGIC, ReleasedAggregate, decode_plain, plain_size
 from secagg.errors import InvalidParameter, NotEnoughParticipants
 from secagg.identity import Roster
 
-from .base import ModeSpec, Rejected, RoundFailed
+from .base import ModeSpec, Rejected, RoundFailed, layout_option, vector_length_option
 
 __all__ = ["PLAIN_MAGIC", "PLAIN_MODE", "PlainRound", "plain_config"]
-
-PLAIN_MAGIC = b"SAGP"
-_PLAIN_HEADER = struct.Struct("<4sI")
 
 
 def plain_config(num_clients: int, index: int, options: dict[str, Any],
                   roster: Roster | None = None) -> dict[str, Any]:
-    length = options.get("vector_length")
-    if not isinstance(length, int) or length < 1:
-        raise InvalidParameter("plain rounds need an integer 'vector_length' >= 1")
+    unknown = set(options) - {"vector_length", "max_weight", "layout"}
+    if unknown:
+        raise InvalidParameter(f"unknown plain option(s) {sorted(unknown)}; allowed: "
+                               "['layout', 'max_weight', 'vector_length']")
+    layout = layout_option("plain", options)
+    if layout is not None:
+        options = {**options, "vector_length": layout.size}
+    length = vector_length_option("plain", options)
     max_weight = options.get("max_weight", 1)
     if not isinstance(max_weight, int) or max_weight < 1:
         raise InvalidParameter("'max_weight' must be an integer >= 1")
     return {"protocol": "secagg-plain", "num_clients": num_clients, "vector_length": length,
-            "max_weight": max_weight, "round": index}
+            "max_weight": max_weight, "round": index,
+            "layout_digest": "" if layout is None else layout.digest().hex()}
 
 
 class PlainRound:
@@ -42,6 +45,8 @@ class PlainRound:
                  roster: Roster | None = None) -> None:
         self.length = int(config["vector_length"])
         self.max_weight = int(config["max_weight"])
+        self.round = int(config["round"])
+        self.layout_digest = str(config.get("layout_digest", ""))
         self.participants = participants
         self.sum = np.zeros(self.length, dtype=np.float64)
         self.weights: dict[int, int] = {}
@@ -60,7 +65,7 @@ class PlainRound:
         return self._done
 
     def max_message_bytes(self) -> int:
-        return _PLAIN_HEADER.size + 4 * self.length
+        return plain_size(self.length)
 
     def claimed_sender(self, body: bytes) -> int | None:
         return None  # the upload carries no party id: the token says who sent it
@@ -71,18 +76,15 @@ class PlainRound:
             raise Rejected(409, "round_complete", "the round is already complete")
         if client_id in self.weights:
             raise Rejected(409, "replayed", f"client {client_id} already uploaded")
-        if len(body) != self.max_message_bytes() or body[:4] != PLAIN_MAGIC:
-            raise Rejected(400, "invalid_message", f"upload is {len(body)} bytes or lacks the "
-                           "SAGP magic", want)
-        weight = _PLAIN_HEADER.unpack_from(body)[1]
-        if not 1 <= weight <= self.max_weight:
-            raise Rejected(400, "invalid_message", f"weight {weight} is outside [1, "
+        try:
+            upload = decode_plain(body, self.length)  # the one plain wire format (secagg.contract)
+        except InvalidParameter as exc:
+            raise Rejected(400, "invalid_message", str(exc), want) from None
+        if not upload.weight <= self.max_weight:
+            raise Rejected(400, "invalid_message", f"weight {upload.weight} is outside [1, "
                            f"{self.max_weight}]", want)
-        vec = np.frombuffer(body, dtype="<f4", offset=_PLAIN_HEADER.size)
-        if not np.isfinite(vec).all():
-            raise Rejected(400, "invalid_message", "update holds NaN or infinity", want)
-        self.sum += weight * vec.astype(np.float64)
-        self.weights[client_id] = weight
+        self.sum += upload.weight * upload.update.astype(np.float64)
+        self.weights[client_id] = upload.weight
 
     def advance(self) -> dict[int, bytes]:
         self._done = True
@@ -90,11 +92,13 @@ class PlainRound:
             raise RoundFailed(str(NotEnoughParticipants("upload", 0, 1)))
         return {}
 
-    def result(self) -> tuple[dict[str, Any], bytes]:
+    def result(self) -> tuple[ReleasedAggregate, bytes]:
         survivors = sorted(self.weights)
-        meta = {"kind": "plain", "dtype": "<f4", "length": self.length,
-                "total_weight": sum(self.weights.values()), "survivors": survivors,
-                "dropped": sorted(self.participants - set(survivors))}
+        meta = ReleasedAggregate(
+            mode="plain", round_id=self.round, survivors=tuple(survivors),
+            dropped=tuple(sorted(self.participants - set(survivors))),
+            total_weight=float(sum(self.weights.values())), layout_digest=self.layout_digest,
+            extra={"dtype": "<f4", "length": self.length})
         return meta, self.sum.astype("<f4").tobytes()
 
 

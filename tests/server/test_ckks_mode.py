@@ -14,7 +14,6 @@ a client's key, it drives the runtime's own CKKS participant by hand (:class:`Ma
 
 from __future__ import annotations
 
-import json
 import struct
 import threading
 import time
@@ -32,6 +31,7 @@ from secagg.ckks.client import session_for
 from secagg.ckks.layout import Layout
 from secagg.ckks.messages import Aggregate, Kind, Upload
 from secagg.ckks.wire import MAGIC, frame, peek, u32
+from secagg.contract import Header, ReleasedAggregate
 from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.hazmat.seal_codec import CiphertextRejected
 from secagg.identity import Identity, Roster
@@ -155,7 +155,7 @@ class ManualCKKS:
         with self.fed.as_client(self.i) as c:
             resp = c.get(f"/v1/rounds/{self.round_id}/result")
         assert resp.status_code == 200, resp.text
-        meta = json.loads(resp.headers["X-Secagg-Result"])
+        meta = ReleasedAggregate.from_header(resp.headers[Header.RESULT])
         return self.party.decode(meta, resp.content)
 
     def secrets(self) -> list[bytes]:
@@ -390,7 +390,8 @@ def test_the_adapter_is_the_library_session_and_replays_to_the_same_bytes() -> N
     close()  # the deadline passes: client 1 is a dropout
     assert live.done
     meta, payload = live.result()
-    assert meta["survivors"] == [0, 2] and meta["dropped"] == [1] and meta["excluded"] == []
+    assert meta.survivors == (0, 2) and meta.dropped == (1,) and meta.excluded == ()
+    assert meta.encrypted and meta.total_weight is None
     release = None
     for i in (0, 2):
         assert clients[i].handle_bytes(payload) is None

@@ -35,6 +35,7 @@ import httpx
 import numpy as np
 import pytest
 
+from secagg.contract import Header, ReleasedAggregate
 from secagg.masking import Aggregate, MaskingConfig
 from secagg_server.operator import ServerProcess, free_port
 from tests.server.conftest import Federation, make_federation, tolerance, updates
@@ -157,10 +158,11 @@ class Run:
         with self.fed.op() as op:
             resp = op.get(f"/v1/rounds/{info['round_id']}/result")
             assert resp.status_code == 200, resp.text
-        meta = json.loads(resp.headers["X-Secagg-Result"])
+        meta = ReleasedAggregate.from_header(resp.headers[Header.RESULT])
+        assert meta.total_weight is not None
         agg = Aggregate(total=np.frombuffer(resp.content, "<u4").astype(np.uint32),
-                        total_weight=meta["total_weight"], survivors=tuple(meta["survivors"]),
-                        dropped=tuple(meta["dropped"]),
+                        total_weight=int(meta.total_weight), survivors=meta.survivors,
+                        dropped=meta.dropped,
                         config=MaskingConfig.from_dict(info["config"]))
         return agg.weighted_sum()
 
