@@ -460,6 +460,45 @@ def enrol(argv: list[str]) -> int:
     return 0
 
 
+def layout(argv: list[str]) -> int:
+    """``secagg-client layout export``: write the DP-LoRA model's layout (its trainable
+    :class:`~secagg.encoding.ParamSpec` as JSON), which the operator opens rounds with
+    (``secagg-server round open --from-model``), so nobody types ``vector_length``."""
+    import sys
+    from pathlib import Path
+
+    from secagg.cli._checks import ArgumentParser, number
+
+    parser = ArgumentParser(prog="secagg-client layout",
+                            description="the model layout the federation fine-tunes")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{export}")
+    export = sub.add_parser("export", help="write the model's ParamSpec JSON (tensor names, "
+                            "shapes, dtypes) for the operator")
+    export.add_argument("--out", required=True, metavar="JSON", help="file to write (- for stdout)")
+    export.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm",
+                        help="text encoder, as the enterprises train it (minilm)")
+    export.add_argument("--lora-rank", type=number(int, low=1, high=4096), default=8,
+                        help="LoRA rank, as the enterprises train it (8)")
+    args = parser.parse_args(argv)
+    from .model import build_model
+    from .updates import trainable_spec
+
+    spec = trainable_spec(build_model(encoder=args.encoder, lora_rank=args.lora_rank))
+    text = spec.to_json() + "\n"
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            print(f"secagg-client layout: error: cannot write {args.out}: {exc.strerror}",
+                  file=sys.stderr)
+            return 2
+        print(f"wrote the model layout ({len(spec.tensors)} tensors, {spec.size} parameters, "
+              f"digest {spec.digest().hex()[:16]}...) to {args.out}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``secagg-client`` console script (kept out of ``secagg``'s CLI so the
     protocol package never imports the client side)."""
@@ -471,6 +510,12 @@ def main(argv: list[str] | None = None) -> int:
     from .connection import ServerRefused
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "layout":
+        try:
+            return layout(argv[1:])
+        except SecAggError as exc:
+            print(f"secagg-client: error: {exc}", file=sys.stderr)
+            return 2
     if argv and argv[0] in ("identity", "roster"):
         try:
             return enrol(argv)

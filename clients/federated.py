@@ -234,6 +234,8 @@ class FederatedEnterprise:
                                       delta=plan.delta)
             client = EnterpriseClient.create(train, ledger=book, encoder=plan.encoder,
                                              lora_rank=plan.lora_rank, seed=plan.model_seed)
+            # a round opened for another model layout is refused, naming both layouts
+            runtime.layout = client.spec
         except BaseException:
             runtime.close()
             raise

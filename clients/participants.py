@@ -14,7 +14,6 @@ reports as ``stage_done``).
 from __future__ import annotations
 
 import logging
-import struct
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from secagg.contract import ReleasedAggregate, encode_plain
 from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.identity import Identity, Roster
 from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
@@ -65,10 +65,10 @@ class Participant(Protocol):
     def reply(self, data: bytes) -> bytes | None:
         """Answer a stage message from the server; None when there is nothing to post."""
 
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+    def decode(self, meta: ReleasedAggregate, payload: bytes) -> npt.NDArray[np.float64]:
         """The released weighted sum ``sum_i w_i x_i`` from the round's result."""
 
-    def total_weight(self, meta: dict[str, Any]) -> int:
+    def total_weight(self, meta: ReleasedAggregate) -> int:
         """``sum_i w_i`` over the survivors (after :meth:`decode`)."""
 
 
@@ -114,15 +114,16 @@ class _Masking:
         except Exception:  # the delivery masks the update itself (and reports any error)
             log.debug("preparing the masked input failed", exc_info=True)
 
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+    def decode(self, meta: ReleasedAggregate, payload: bytes) -> npt.NDArray[np.float64]:
         total = np.frombuffer(payload, dtype="<u4")  # read in place: decoding makes a new array
-        agg = Aggregate(total=total, total_weight=int(meta["total_weight"]),
-                        survivors=tuple(meta["survivors"]), dropped=tuple(meta["dropped"]),
-                        config=self.config)
+        agg = Aggregate(total=total, total_weight=self.total_weight(meta),
+                        survivors=meta.survivors, dropped=meta.dropped, config=self.config)
         return agg.weighted_sum()
 
-    def total_weight(self, meta: dict[str, Any]) -> int:
-        return int(meta["total_weight"])
+    def total_weight(self, meta: ReleasedAggregate) -> int:
+        if meta.total_weight is None:
+            raise ProtocolAbort("result", "the server's masking result carries no total weight")
+        return int(meta.total_weight)
 
 
 class _Plain:
@@ -133,7 +134,8 @@ class _Plain:
         if update.shape != (int(info.config["vector_length"]),):
             raise InvalidParameter(f"update has shape {update.shape}; the round expects "
                                    f"({info.config['vector_length']},)")
-        self.body = struct.pack("<4sI", b"SAGP", weight) + update.astype("<f4").tobytes()
+        self.body = encode_plain(update, weight)  # the one plain wire format (secagg.contract)
+        self.length = update.shape[0]
         self.last_stage = ""
 
     def first(self) -> bytes:
@@ -144,11 +146,16 @@ class _Plain:
         raise ProtocolAbort("plain", "a plain round has one stage; the server sent another "
                             "message")
 
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+    def decode(self, meta: ReleasedAggregate, payload: bytes) -> npt.NDArray[np.float64]:
+        if len(payload) != 4 * self.length:
+            raise ProtocolAbort("result", f"the plain sum is {len(payload)} bytes; "
+                                f"{self.length} float32 values are {4 * self.length}")
         return np.frombuffer(payload, dtype="<f4").astype(np.float64)
 
-    def total_weight(self, meta: dict[str, Any]) -> int:
-        return int(meta["total_weight"])
+    def total_weight(self, meta: ReleasedAggregate) -> int:
+        if meta.total_weight is None:
+            raise ProtocolAbort("result", "the server's plain result carries no total weight")
+        return int(meta.total_weight)
 
 
 class _CKKS:
@@ -208,18 +215,18 @@ class _CKKS:
                 "key distribution"
         return answer
 
-    def decode(self, meta: dict[str, Any], payload: bytes) -> npt.NDArray[np.float64]:
+    def decode(self, meta: ReleasedAggregate, payload: bytes) -> npt.NDArray[np.float64]:
         self.session.handle_bytes(payload)  # verifies the aggregate, then decrypts and rounds
         release = self.session.result
-        if sorted(release.contributors) != sorted(meta["survivors"]):
+        if sorted(release.contributors) != sorted(meta.survivors):
             raise ProtocolAbort("result", f"the server's result lists survivors "
-                                f"{meta['survivors']} but the verified aggregate's signed "
+                                f"{list(meta.survivors)} but the verified aggregate's signed "
                                 f"receipts name {list(release.contributors)}")
         # Released on the preset's grid (<= 2^-20 for COMPACT); integer weights stay exact.
         self._total_weight = round(release.total_weight)
         return np.array(release.weighted_sum, dtype=np.float64)
 
-    def total_weight(self, meta: dict[str, Any]) -> int:
+    def total_weight(self, meta: ReleasedAggregate) -> int:
         if self._total_weight is None:
             raise RuntimeError("decode the aggregate first: the total weight is encrypted with it")
         return self._total_weight

@@ -42,7 +42,6 @@ that restarts before dealing ends the round (only the dealer can make the key).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -53,6 +52,8 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 
+from secagg.contract import Header, InboxState, ReleasedAggregate, Route
+from secagg.encoding import ParamSpec
 from secagg.errors import InvalidParameter, ProtocolAbort, SecAggError
 from secagg.identity import Identity, Roster
 
@@ -129,9 +130,13 @@ class RuntimeClient:
     def __init__(self, server: str, token: str, *, identity: Identity, roster: Roster,
                  verify: bool | str = True, poll_wait: float = 20.0,
                  retry_for: float = 60.0, connect_grace: float = 2.0,
-                 on_event: Event | None = None) -> None:
+                 on_event: Event | None = None, layout: ParamSpec | None = None) -> None:
         """``identity``: this enterprise's :class:`~secagg.identity.Identity`; ``roster``: the
         federation's roster it pinned out of band (never one fetched from the server).
+
+        ``layout``: this enterprise's model layout, when it knows it (the DP-LoRA client does):
+        a round opened for another layout (its config's ``layout_digest``) is refused before
+        anything is sent, naming both layouts (:meth:`ParamSpec.check_round`).
 
         ``retry_for``: how long transient failures are retried once the server has answered;
         ``connect_grace``: how long a server that never answered may stay unreachable
@@ -147,7 +152,10 @@ class RuntimeClient:
             if not (isinstance(value, int | float) and 0 <= value < float("inf")):
                 raise InvalidParameter(f"{what} must be a number of seconds >= 0, found {value!r}")
         self.url = check_server_url(server)
-        self.identity, self.roster = identity, roster
+        if layout is not None and not isinstance(layout, ParamSpec):
+            raise InvalidParameter("layout must be this model's secagg.encoding.ParamSpec; found "
+                                   + type(layout).__name__)
+        self.identity, self.roster, self.layout = identity, roster, layout
         self.poll_wait = poll_wait
         self.retry_for = retry_for
         self.connect_grace = connect_grace
@@ -209,7 +217,7 @@ class RuntimeClient:
     # ---- API ------------------------------------------------------------------------------------
 
     def whoami(self) -> dict[str, Any]:
-        me: dict[str, Any] = self._call("GET", "/v1/me").json()
+        me: dict[str, Any] = self._call("GET", Route.ME).json()
         return me
 
     def check_enrolment(self) -> dict[str, Any]:
@@ -230,7 +238,7 @@ class RuntimeClient:
         """Block until the federation opens a round with index > ``after_index``."""
         end = None if timeout is None else time.monotonic() + timeout
         while end is None or time.monotonic() < end:
-            resp = self._call("GET", "/v1/rounds/next",
+            resp = self._call("GET", Route.NEXT_ROUND,
                               params={"after": after_index, "wait": self.poll_wait})
             if resp.status_code == 200:
                 d = resp.json()
@@ -250,6 +258,12 @@ class RuntimeClient:
         if factory is None:
             raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
                           f"{sorted(CLIENT_MODES)})")
+        if self.layout is not None:
+            try:
+                self.layout.check_round(bytes.fromhex(str(info.config.get("layout_digest", ""))))
+            except (InvalidParameter, ValueError) as exc:
+                log.info("round %d refused: %s", info.index, exc)
+                raise RoundRefused(info.index, str(exc)) from None
         try:
             party = factory(info, np.asarray(update, dtype=np.float32), weight,
                             identity=self.identity, roster=self.roster)
@@ -270,19 +284,20 @@ class RuntimeClient:
         self._stage_done(info, party)
         seen = 0
         while True:
-            if resp is None or resp.headers.get("X-Secagg-State") not in ("message", "done"):
+            if resp is None or resp.headers.get(Header.STATE) not in (InboxState.MESSAGE,
+                                                                      InboxState.DONE):
                 try:
-                    resp = self._call("GET", f"/v1/rounds/{rid}/inbox",
+                    resp = self._call("GET", Route.inbox(rid),
                                       params={"after": seen, "wait": self.poll_wait})
                 except ServerRefused as exc:
                     if exc.status in (409, 410):
                         raise Dropped(exc.detail) from None
                     raise
-            state = resp.headers.get("X-Secagg-State", "waiting")
-            if state == "done":
+            state = resp.headers.get(Header.STATE, InboxState.WAITING)
+            if state == InboxState.DONE:
                 break
-            if state == "message":
-                seen = int(resp.headers["X-Secagg-Stage-No"])
+            if state == InboxState.MESSAGE:
+                seen = int(resp.headers[Header.STAGE_NO])
                 answer = party.reply(resp.content)
                 # some stages need nothing from some clients
                 if answer is None:
@@ -292,11 +307,19 @@ class RuntimeClient:
                     self._stage_done(info, party)
             else:
                 resp = None
-        resp = self._call("GET", f"/v1/rounds/{rid}/result")
-        meta = json.loads(resp.headers["X-Secagg-Result"])
+        resp = self._call("GET", Route.result(rid))
+        try:
+            meta = ReleasedAggregate.from_header(resp.headers.get(Header.RESULT, ""))
+        except InvalidParameter as exc:
+            raise ProtocolAbort("result", f"the server's result metadata is unreadable: "
+                                f"{exc}") from None
+        if meta.layout_digest != str(info.config.get("layout_digest", "")):
+            raise ProtocolAbort("result", f"the result names model layout "
+                                f"{meta.layout_digest[:16] or '(none)'} but the round was opened "
+                                f"for {str(info.config.get('layout_digest', ''))[:16] or '(none)'}")
         weighted = party.decode(meta, resp.content)
         return RoundResult(rid, info.index, info.mode, weighted, party.total_weight(meta),
-                           tuple(meta["survivors"]), tuple(meta["dropped"]), time.time())
+                           meta.survivors, meta.dropped, time.time())
 
     def _stage_done(self, info: RoundInfo, party: Participant) -> None:
         self._emit("stage_done", {"round": info.index, "round_id": info.round_id,
@@ -306,7 +329,7 @@ class RuntimeClient:
         """Post a message; the answer (ack, or the next message with ``wait``), or None when the
         server refused it as already taken (then the inbox tells how the round goes on)."""
         try:
-            return self._call("POST", f"/v1/rounds/{round_id}/messages", content=body,
+            return self._call("POST", Route.messages(round_id), content=body,
                               headers=OCTET, params={"wait": self.poll_wait})
         except ServerRefused as exc:
             if exc.code in ("replayed", "round_done"):
