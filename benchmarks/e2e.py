@@ -46,6 +46,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from secagg.contract import Header, ReleasedAggregate, Route
 from secagg_clients.enrolment import enrol_locally
 from secagg_server.operator import ServerProcess, create_federation
 
@@ -124,12 +125,13 @@ class _Client:
                 return None if ev["event"] == "round_completed" else str(ev["reason"])
 
 
-def _masking_sum(meta: dict[str, Any], payload: bytes, config: dict[str, Any]) -> np.ndarray:
+def _masking_sum(meta: ReleasedAggregate, payload: bytes, config: dict[str, Any]) -> np.ndarray:
     from secagg.masking import Aggregate, MaskingConfig
 
+    assert meta.total_weight is not None, "a masking result carries its total weight"
     agg = Aggregate(total=np.frombuffer(payload, "<u4").astype(np.uint32),
-                    total_weight=meta["total_weight"], survivors=tuple(meta["survivors"]),
-                    dropped=tuple(meta["dropped"]), config=MaskingConfig.from_dict(config))
+                    total_weight=int(meta.total_weight), survivors=meta.survivors,
+                    dropped=meta.dropped, config=MaskingConfig.from_dict(config))
     return agg.weighted_sum()
 
 
@@ -177,7 +179,7 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
             for timed, kind in plan:
                 options = {"vector_length": params, **(_SECURE_OPTIONS[mode] if kind == mode else {})}
                 t0 = time.time()
-                resp = http.post("/v1/rounds", json={
+                resp = http.post(Route.ROUNDS, json={
                     "mode": kind, "stage_timeout_s": timeout, "options": options})
                 resp.raise_for_status()
                 info = resp.json()
@@ -194,9 +196,9 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
             for idx, (_, _, info) in opened.items():
                 if idx in lost:  # its aggregate leaves a client out (or there is none)
                     continue
-                r = http.get(f"/v1/rounds/{info['round_id']}/result")
+                r = http.get(Route.result(info["round_id"]))
                 r.raise_for_status()
-                results[idx] = (json.loads(r.headers["X-Secagg-Result"]), r.content)
+                results[idx] = (ReleasedAggregate.from_header(r.headers[Header.RESULT]), r.content)
             http.close()
             for c in procs:
                 c.proc.wait(timeout=timeout)
@@ -230,7 +232,7 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
             if kind == "plain":
                 sums[kind].append(np.frombuffer(payload, "<f4").astype(np.float64))
                 continue
-            survivors = min(survivors, len(meta["survivors"]))
+            survivors = min(survivors, len(meta.survivors))
             if kind == "masking":
                 sums[kind].append(_masking_sum(meta, payload, info["config"]))
         if check_round:  # each client's decrypted mean of the untimed last round, as a sum

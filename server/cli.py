@@ -5,6 +5,8 @@
     secagg-server federation create --data ./srv --name city --roster roster.json [--json]
     secagg-server federation list --data ./srv
     secagg-server inspect --data ./srv [--json]
+    secagg-server round open --mode masking --from-model DIR [--option k=v ...] [--json]
+    secagg-server round list | show ID | cancel ID   (--server URL --token-file F, see rounds_cli)
 
 Every bad argument, file, port or store is refused with one line naming it (exit 2): numbers
 out of range (each numeric option declares its range with ``secagg.cli._checks.number``), a TLS
@@ -92,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
                              "result's size. Message bodies are erased when a round ends.")
     inspect.add_argument("--data", required=True)
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    from .rounds_cli import add_round_parser
+
+    add_round_parser(sub)
     return p
 
 
@@ -107,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _federation(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "round":
+            from .rounds_cli import run_round_command
+
+            return run_round_command(args)
         return _serve(args)
     except DataDirError as exc:  # an unsafe or unusable --data: one line, what to do
         return _refuse(exc)

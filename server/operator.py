@@ -33,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from secagg.contract import Header, ReleasedAggregate, Route
+from secagg.encoding import ParamSpec
 from secagg.errors import InvalidParameter, SecAggError
 from secagg.identity import Roster
 
@@ -123,7 +125,7 @@ class ServerProcess:
                                    f"see {self.log_path}")
             try:
                 # readiness only: the certificate is checked by every real client
-                if httpx.get(self.url + "/healthz", timeout=1.0,
+                if httpx.get(self.url + Route.HEALTH, timeout=1.0,
                              verify=not self.tls_cert).status_code == 200:
                     return self
             except httpx.TransportError:
@@ -170,19 +172,40 @@ class Operator:
             raise OperatorError(f"{what}: server answered {resp.status_code}: {resp.text[:300]}")
         return resp
 
-    def open_round(self, mode: str, options: dict[str, Any], *,
+    def open_round(self, mode: str, options: dict[str, Any] | None = None, *,
+                   layout: ParamSpec | None = None,
                    stage_timeout_s: float = 60.0) -> dict[str, Any]:
         """Open the federation's next round; returns its info (``round_id``, ``index``, config,
         and ``notes``: what the mode warned about this choice, e.g. a small federation's odds of
-        a failed round)."""
-        resp = self._http.post("/v1/rounds", json={"mode": mode, "options": options,
-                                                    "stage_timeout_s": stage_timeout_s})
+        a failed round).
+
+        ``layout``: the model's :class:`~secagg.encoding.ParamSpec` (what ``secagg-client layout
+        export`` writes). The server derives ``vector_length`` from it and binds the round to
+        its digest, so an enterprise fine-tuning another model refuses the round."""
+        options = dict(options or {})
+        if layout is not None:
+            options["layout"] = layout.to_json()
+        resp = self._http.post(Route.ROUNDS, json={"mode": mode, "options": options,
+                                                   "stage_timeout_s": stage_timeout_s})
         info: dict[str, Any] = self._ok(resp, f"opening a {mode} round").json()
         return info
 
     def status(self, round_id: int) -> dict[str, Any]:
-        info: dict[str, Any] = self._ok(self._http.get(f"/v1/rounds/{round_id}"),
+        info: dict[str, Any] = self._ok(self._http.get(Route.round(round_id)),
                                         f"round {round_id} status").json()
+        return info
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """Every round of the federation, oldest first: id, index, mode, status, and for an
+        open round its stage and the clients it awaits."""
+        data = self._ok(self._http.get(Route.ROUNDS), "listing rounds").json()
+        rounds: list[dict[str, Any]] = data["rounds"]
+        return rounds
+
+    def cancel(self, round_id: int) -> dict[str, Any]:
+        """End an open round now (it fails, clients hear it was cancelled); its final info."""
+        info: dict[str, Any] = self._ok(self._http.post(Route.cancel(round_id)),
+                                        f"cancelling round {round_id}").json()
         return info
 
     def wait(self, round_id: int, timeout: float = 600.0, poll_s: float = 0.2) -> dict[str, Any]:
@@ -197,9 +220,7 @@ class Operator:
                                    f"(stage {info.get('stage')})")
             time.sleep(poll_s)
 
-    def result(self, round_id: int) -> tuple[dict[str, Any], bytes]:
+    def result(self, round_id: int) -> tuple[ReleasedAggregate, bytes]:
         """The released result: metadata and payload (masking: the sum; CKKS: a ciphertext)."""
-        resp = self._ok(self._http.get(f"/v1/rounds/{round_id}/result"),
-                        f"round {round_id} result")
-        meta: dict[str, Any] = json.loads(resp.headers["X-Secagg-Result"])
-        return meta, resp.content
+        resp = self._ok(self._http.get(Route.result(round_id)), f"round {round_id} result")
+        return ReleasedAggregate.from_header(resp.headers[Header.RESULT]), resp.content

@@ -206,7 +206,10 @@ def _run_rounds(cfg: DemoConfig, procs: list[_ClientProcess], operator: Operator
                                    stage_timeout_s=cfg.stage_timeout_s)
         for p in procs:
             p.next_event("round_completed", cfg.stage_timeout_s * 6)
-        released.append(operator.wait(info["round_id"], timeout=cfg.stage_timeout_s * 6))
+        status = operator.wait(info["round_id"], timeout=cfg.stage_timeout_s * 6)
+        if status.get("status") == "done":  # the released metadata, read as the contract's type
+            status["released"] = operator.result(info["round_id"])[0]
+        released.append(status)
         bar.update(1)
 
 
@@ -224,7 +227,7 @@ def _report(cfg: DemoConfig, root: Path, names: tuple[str, ...], released: list[
         if status.get("status") != "done":
             continue
         completed += 1
-        idx, survivors = status["index"], status["result"]["survivors"]
+        idx, survivors = status["index"], status["released"].survivors
         plain = sum(np.load(audit / f"update-{by_id[c]}-round{idx}.npy").astype(np.float64)
                     for c in survivors)
         decoded = [np.load(audit / f"released-{by_id[c]}-round{idx}.npy") for c in survivors]

@@ -92,8 +92,10 @@ def main() -> None:
                               f"{data['local_accuracy']:.3f}, epsilon {data['epsilon']:.2f}")
                 info = operator.open_round(args.mode, options, stage_timeout_s=120)
                 status = operator.wait(info["round_id"])
-                print(f"round {r + 1}: {status['status']}, aggregate of "
-                      f"{len(status.get('result', {}).get('survivors', []))} enterprises")
+                survivors = operator.result(info["round_id"])[0].survivors \
+                    if status["status"] == "done" else ()
+                print(f"round {r + 1}: {status['status']}, aggregate of {len(survivors)} "
+                      "enterprises")
             while len(reports) < len(ENTERPRISES):
                 name, kind, data = results.get(timeout=600)
                 if kind == "report":
