@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from secagg.cli._checks import number
-from secagg_clients.cli import _enrol_parser, add_arguments, load_update
+from secagg_clients.cli import add_arguments, load_update
+from secagg_clients.cli_tools import _enrol_parser
 from secagg_clients.connection import ServerUnreachable
 from secagg_clients.enrolment import LocalEnrolment, enrol_locally
 from secagg_clients.runtime import RuntimeClient
