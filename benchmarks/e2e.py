@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ import numpy as np
 
 from secagg.contract import Header, ReleasedAggregate, Route
 from secagg_clients.enrolment import enrol_locally
+from secagg_clients.events import follow_events
 from secagg_server.operator import ServerProcess, create_federation
 
 __all__ = ["E2EResult", "run_e2e_bench"]
@@ -87,17 +87,8 @@ class _Client:
         self.log = log
         with open(log, "w") as err:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True)
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.events: queue.Queue[dict[str, Any]] = follow_events(self.proc)
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.put(json.loads(line))
-            except ValueError:  # not an event (stdout is events only, but be lenient)
-                continue
-        self.events.put({"event": "exit", "code": self.proc.wait()})
 
     def wait_for(self, kinds: tuple[str, ...], timeout: float) -> dict[str, Any]:
         """The next event of one of ``kinds``; raises if the client fails or exits first."""

@@ -28,11 +28,14 @@ Events, in the order they come:
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
 import sys
+import threading
 import time
 from typing import Any, TextIO
 
-__all__ = ["EVENT_FORMATS", "Reporter", "human_line"]
+__all__ = ["EVENT_FORMATS", "Reporter", "follow_events", "human_line"]
 
 #: values of ``secagg-client --events``
 EVENT_FORMATS = ("jsonl",)
@@ -89,3 +92,25 @@ class Reporter:
         """Report the error that ends the run; returns ``exit_code``."""
         self("error", {"message": message, "exit_code": exit_code})
         return exit_code
+
+
+def follow_events(proc: subprocess.Popen[str]) -> queue.Queue[dict[str, Any]]:
+    """The events of a ``secagg-client --events jsonl`` process, as they come.
+
+    A daemon thread reads the process's stdout (text mode) into the returned queue, one dict
+    per event, and ends with ``{"event": "exit", "code": <exit status>}``. For tools that drive
+    client processes (the e2e benchmark, the demo) instead of parsing human lines.
+    """
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                events.put(json.loads(line))
+            except ValueError:  # stdout carries events only; anything else is not ours
+                continue
+        events.put({"event": "exit", "code": proc.wait()})
+
+    threading.Thread(target=pump, daemon=True).start()
+    return events

@@ -26,7 +26,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ import numpy as np
 
 from secagg.errors import InvalidParameter, SecAggError
 from secagg_clients.enrolment import enrol_locally
+from secagg_clients.events import follow_events
 from secagg_server.operator import Operator, ServerProcess, create_federation
 
 __all__ = ["ENTERPRISES", "DemoConfig", "DemoFailed", "run_demo"]
@@ -88,17 +88,8 @@ class _ClientProcess:
         with open(log_path, "a") as log:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True,
                                          env=env)
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self.events: queue.Queue[dict[str, Any]] = follow_events(self.proc)
 
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.put(json.loads(line))
-            except ValueError:  # stdout carries events only; anything else is not ours
-                continue
-        self.events.put({"event": "exit", "code": self.proc.wait()})
 
     def next_event(self, want: str, timeout: float) -> dict[str, Any]:
         """The next event of kind ``want`` (or 'round_dropped' / 'round_refused'); raises if

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from secagg.ckks.checks import Check, CheckFailed
 from secagg.ckks.keys import CKKSKey, check_box_key, deal_key, open_key, verify_advert
@@ -23,7 +25,9 @@ if TYPE_CHECKING:
     from secagg.ckks.config import CKKSRoundConfig
     from secagg.hazmat.seal_codec import SealSession
 
-__all__ = ["ClientStage", "KeyCeremony"]
+__all__ = ["ClientStage", "KeyCeremony", "parse_message"]
+
+_M = TypeVar("_M")
 
 
 class ClientStage(enum.Enum):
@@ -34,7 +38,16 @@ class ClientStage(enum.Enum):
     FAILED = "refused"
 
 
-class KeyCeremony:
+def parse_message(decode: Callable[[bytes], _M], data: bytes, stage: str, what: str) -> _M:
+    """Decode a server message, turning a malformed one into the ``message-format`` check."""
+    try:
+        return decode(data)
+    except RejectedMessage as exc:
+        raise CheckFailed(stage, Check.MESSAGE_FORMAT, f"the {what} is malformed: {exc.reason}") \
+            from None
+
+
+class KeyCeremony(ABC):
     """Key-ceremony steps of a CKKS client session; the session provides the state below."""
 
     config: CKKSRoundConfig
@@ -52,8 +65,9 @@ class KeyCeremony:
     is_dealer: bool
     excluded: dict[int, str]
 
-    def _upload(self) -> bytes:  # provided by the session
-        raise NotImplementedError
+    @abstractmethod
+    def _upload(self) -> bytes:
+        """The signed, sketched upload (the session provides it)."""
 
     def _tick(self, name: str, t0: float) -> None:
         self.compute_seconds[name] = self.compute_seconds.get(name, 0.0) + time.perf_counter() - t0
@@ -63,11 +77,7 @@ class KeyCeremony:
         the dealer then seals the key to each verified peer with a usable box key."""
         stage = "key request"
         t0 = time.perf_counter()
-        try:
-            request = KeyRequest.from_bytes(data)
-        except RejectedMessage as exc:
-            raise CheckFailed(stage, Check.MESSAGE_FORMAT,
-                              f"the key request is malformed: {exc.reason}") from None
+        request = parse_message(KeyRequest.from_bytes, data, stage, "key request")
         if request.config_digest != self._digest:
             raise CheckFailed(stage, Check.MESSAGE_FORMAT, "the key request is for another round config")
         if self.is_dealer and self._distribution is not None:
@@ -154,11 +164,7 @@ class KeyCeremony:
     def _on_key_delivery(self, data: bytes) -> bytes:
         stage = "key delivery"
         t0 = time.perf_counter()
-        try:
-            msg = KeyDelivery.from_bytes(data)
-        except RejectedMessage as exc:
-            raise CheckFailed(stage, Check.MESSAGE_FORMAT,
-                              f"the key delivery is malformed: {exc.reason}") from None
+        msg = parse_message(KeyDelivery.from_bytes, data, stage, "key delivery")
         dist = msg.distribution
         if msg.config_digest != self._digest or dist.config_digest != self._digest:
             raise CheckFailed(stage, Check.MESSAGE_FORMAT, "the key delivery is for another round config")

@@ -43,7 +43,7 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.ckks.binding import check_roster_binding, session_for
-from secagg.ckks.ceremony import ClientStage, KeyCeremony
+from secagg.ckks.ceremony import ClientStage, KeyCeremony, parse_message
 from secagg.ckks.checks import Check, CheckFailed
 from secagg.ckks.config import CKKSRoundConfig
 from secagg.ckks.keys import CKKSKey
@@ -69,7 +69,6 @@ from secagg.errors import (
     AuthenticationFailed,
     InvalidParameter,
     ProtocolAbort,
-    RejectedMessage,
 )
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import Unpicklable
@@ -255,11 +254,7 @@ class ClientSession(KeyCeremony, Unpicklable):
         stage, cfg = "aggregate", self.config
         t0 = time.perf_counter()
         key = self._require_key()
-        try:
-            msg = Aggregate.from_bytes(data)
-        except RejectedMessage as exc:
-            raise CheckFailed(stage, Check.MESSAGE_FORMAT,
-                              f"the aggregate is malformed: {exc.reason}") from None
+        msg = parse_message(Aggregate.from_bytes, data, stage, "aggregate")
         if msg.config_digest != self._digest or msg.round != cfg.round:
             raise CheckFailed(stage, Check.MESSAGE_FORMAT,
                               "the aggregate is for another round config or round")

@@ -73,10 +73,11 @@ class SecretRecovery:
                     self.liars.add(x - 1)
             return secret
         raise ProtocolAbort(Stage.UNMASK.value, f"could not rebuild the {what} of client {owner} "
-                            f"from any {t} of its {len(xs)} holders' shares: client {owner} dealt "
-                            "shares inconsistent with its signed commitment (or more of its "
-                            "holders lied than the threshold tolerates); exclude client "
-                            f"{owner} and run the round again")
+                            f"from its {len(xs)} holders' shares: either client {owner} dealt "
+                            "shares inconsistent with its signed commitment, or several of its "
+                            "holders sent corrupted shares (the search tried "
+                            f"{_MAX_SUBSETS} random {t}-subsets); the shares alone cannot tell "
+                            "which")
 
 
 def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,

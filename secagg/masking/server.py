@@ -324,8 +324,17 @@ class ServerSession:
         # holder check first); one that does is dropped itself and its reports ignored, so a
         # single malicious enterprise cannot knock out more than m - t neighbours.
         cap = self.config.neighbours + 1 - self.config.threshold
-        over = frozenset(v for v in uploaded if len(self._excluded_by[v]) > cap)
-        accused = frozenset().union(*(self._excluded_by[v] for v in uploaded - over)) & self._u2
+        over = {v for v in uploaded if len(self._excluded_by[v]) > cap}
+        while True:
+            accused = frozenset().union(*(self._excluded_by[v] for v in uploaded - over))
+            accused &= self._u2
+            short = self._unrebuildable(accused | over, uploaded)
+            if not short:
+                break
+            # Reports that would leave a dropped client's mask key short of t holders (adjacent
+            # neighbours reported together hold each other's shares) cost their reporters their
+            # place instead: the round goes on either way.
+            over |= {v for v in uploaded - over if self._excluded_by[v] & short}
         accused |= over
         assert self._packed is not None
         for j in sorted(accused & uploaded):
@@ -381,13 +390,23 @@ class ServerSession:
         self._stage = Stage.DONE
         return {}
 
+    def _unrebuildable(self, dropped: Iterable[int], uploaded: frozenset[int]) -> set[int]:
+        """Dropped clients that some survivor masked with but fewer than t survivors can rebuild
+        the mask key of (holders that reported a client hold none of its shares)."""
+        survivors = uploaded - set(dropped)
+        short = set()
+        for j in dropped:
+            masked_with = [w for w in self._graph[j] & survivors if j not in self._excluded_by[w]]
+            if masked_with and len(masked_with) < self.config.threshold:
+                short.add(j)
+        return short
+
     def _release_payloads(self, sender: int) -> None:
-        """Forget vectors no neighbour can report any more (on sparse graphs, memory stays near
-        a neighbourhood's worth of vectors)."""
+        """Forget vectors no neighbour can report any more, unless their sender reported someone
+        (it may have to be dropped itself); on sparse graphs memory stays near a neighbourhood."""
         done = self._received[Stage.MASKED_INPUT]
-        cap = self.config.neighbours + 1 - self.config.threshold
         for j in (self._graph[sender] | {sender}) & set(self._payloads):
-            if len(self._excluded_by[j]) <= cap and all(
+            if not self._excluded_by[j] and all(
                     v in done and j not in self._excluded_by[v] for v in self._graph[j] & self._u2):
                 del self._payloads[j]
 

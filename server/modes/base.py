@@ -21,9 +21,21 @@ from secagg.encoding import ParamSpec
 from secagg.errors import InvalidParameter
 from secagg.identity import Roster
 
-__all__ = ["MAX_VECTOR_LENGTH", "ModeSpec", "Rejected", "RoundFailed", "RoundProtocol",
-           "bool_option", "bound_option", "found", "int_option", "layout_option", "rate_option",
-           "vector_length_option"]
+__all__ = [
+    "MAX_VECTOR_LENGTH",
+    "ModeSpec",
+    "Rejected",
+    "RoundFailed",
+    "RoundProtocol",
+    "SessionRound",
+    "bool_option",
+    "bound_option",
+    "found",
+    "int_option",
+    "layout_option",
+    "rate_option",
+    "vector_length_option",
+]
 
 #: The largest update a round may be opened for (2^28 parameters: 1 GiB of float32 per upload).
 MAX_VECTOR_LENGTH = 2**28
@@ -58,6 +70,29 @@ class RoundProtocol(Protocol):
     def result(self) -> tuple[ReleasedAggregate, bytes]:
         """The released aggregate's metadata (the coordinator fills in the round's id) and
         its payload."""
+
+
+class SessionRound:
+    """What every session-backed round delegates to its sans-IO server session unchanged: the
+    stage name, who is awaited, whether it is over, and the body limit of the current stage.
+    A session's stage enum ends at the value ``"done"``."""
+
+    session: Any
+
+    @property
+    def stage(self) -> str:
+        return str(self.session.stage.value)
+
+    @property
+    def expected(self) -> frozenset[int]:
+        return frozenset(self.session.expected)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.session.stage.value == "done")
+
+    def max_message_bytes(self) -> int:
+        return int(self.session.max_message_bytes())
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ from secagg.identity import Roster
 from .base import (
     Rejected,
     RoundFailed,
+    SessionRound,
     bound_option,
     found,
     int_option,
@@ -139,7 +140,7 @@ _CKKS_STAGE_KIND = {ckks.ServerStage.ADVERT: Kind.ADVERT,
 _KIND_NAMES = {k.value: k.name.lower().replace("_", " ") for k in Kind}
 
 
-class CKKSRound:
+class CKKSRound(SessionRound):
     """Adapter over :class:`secagg.ckks.ServerSession` (client ids = the roster's ids, which are
     the enrolment ids). The session checks each message completely before it changes anything
     (the roster signatures of adverts, of the dealer's distribution and of every upload; the
@@ -152,6 +153,8 @@ class CKKSRound:
     closes into a fresh round rebuilds it after a crash.
     """
 
+    session: ckks.ServerSession
+
     def __init__(self, config: dict[str, Any], participants: frozenset[int],
                  roster: Roster | None) -> None:
         if roster is None:
@@ -163,21 +166,6 @@ class CKKSRound:
         self.dealer = self.config.dealer
         self.session = ckks.ServerSession(self.config, participants=participants, roster=roster)
         self._advertised: frozenset[int] = frozenset()  # who the key request went to
-
-    @property
-    def stage(self) -> str:
-        return self.session.stage.value
-
-    @property
-    def expected(self) -> frozenset[int]:
-        return self.session.expected
-
-    @property
-    def done(self) -> bool:
-        return self.session.stage is ckks.ServerStage.DONE
-
-    def max_message_bytes(self) -> int:
-        return self.session.max_message_bytes()
 
     def claimed_sender(self, body: bytes) -> int | None:
         return _peek_ckks(body)[1]

@@ -14,12 +14,13 @@ from typing import Any
 from secagg.contract import ReleasedAggregate, http_status
 from secagg.errors import ErrorCode, InvalidParameter, ProtocolAbort, RejectedMessage
 from secagg.identity import Roster
-from secagg.masking import MaskingConfig, ServerSession, Stage, wire
+from secagg.masking import MaskingConfig, ServerSession, wire
 
 from .base import (
     ModeSpec,
     Rejected,
     RoundFailed,
+    SessionRound,
     bool_option,
     bound_option,
     int_option,
@@ -85,10 +86,12 @@ def masking_config(num_clients: int, index: int, options: dict[str, Any],
     return cfg.to_dict()
 
 
-class MaskingRound:
+class MaskingRound(SessionRound):
     """Adapter over :class:`secagg.masking.ServerSession` (party ids = the roster's ids, which
     are the enrolment ids). The session checks every advert and consistency signature against
     the roster as it arrives, so a forged one never reaches the clients (who check again)."""
+
+    session: ServerSession
 
     def __init__(self, config: dict[str, Any], participants: frozenset[int],
                  roster: Roster | None) -> None:
@@ -96,21 +99,6 @@ class MaskingRound:
         if roster is None:
             raise InvalidParameter("masking rounds need the federation's roster")
         self.session = ServerSession(self.config, participants=participants, roster=roster)
-
-    @property
-    def stage(self) -> str:
-        return self.session.stage.value
-
-    @property
-    def expected(self) -> frozenset[int]:
-        return self.session.expected
-
-    @property
-    def done(self) -> bool:
-        return self.session.stage is Stage.DONE
-
-    def max_message_bytes(self) -> int:
-        return self.session.max_message_bytes()
 
     def claimed_sender(self, body: bytes) -> int | None:
         try:

@@ -125,7 +125,7 @@ def test_too_many_corrupted_shares_end_the_round_cleanly() -> None:
         msg = decode(replies[liar])
         junk = {o: bytes(len(s)) for o, s in msg.seed_shares.items()}  # type: ignore[union-attr]
         replies[liar] = wire.encode(dataclasses.replace(msg, seed_shares=junk))  # type: ignore[arg-type]
-    with pytest.raises(ProtocolAbort, match="could not rebuild.*exclude client"):
+    with pytest.raises(ProtocolAbort, match="could not rebuild.*cannot tell which"):
         r.run_to_end(replies)
 
 
@@ -262,3 +262,28 @@ def test_a_client_refuses_a_low_order_key_in_its_directory(field: str) -> None:
     adverts[1] = wire.encode(dataclasses.replace(decode(adverts[1]), **{field: bytes(32)}))  # type: ignore[arg-type]
     with pytest.raises(ProtocolAbort, match="low-order"):
         r.clients[0].handle_bytes(wire.encode(dataclasses.replace(directory, adverts=adverts)))
+
+
+def test_reports_that_would_leave_a_dropped_neighbour_unrebuildable_drop_the_reporter() -> None:
+    """Within the m - t cap, one enterprise reports m - t neighbours that are adjacent to each
+    other: dropping them all would leave one of them with t - 1 holders able to rebuild its mask
+    key (they hold each other's shares), and the round would fail after everyone revealed. The
+    server drops the reporter instead; everyone else gets the exact sum."""
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    r, outbox = Round.start(config, random_updates(N, 40))
+    inbox = r.deliver(r.reply(r.deliver(outbox)))
+    outbox = r.reply(inbox)
+    assert r.server is not None
+    graph, liar = r.server._graph, 3
+    cap = K + 1 - T
+    block = next([a, b, c] for a in graph[liar] for b in graph[liar] & graph[a]
+                 for c in graph[liar] & graph[a] & graph[b] if a < b < c)
+    assert len(block) == cap
+    msg = decode(outbox[liar])
+    outbox[liar] = wire.encode(dataclasses.replace(msg, excluded=tuple(block)))  # type: ignore[arg-type]
+    inbox = r.deliver(outbox)
+    with pytest.raises(ProtocolAbort, match="reports this client as dropped"):
+        r.clients[liar].handle_bytes(inbox[liar])
+    r.run_to_end(r.reply(inbox, skip={liar}))
+    assert r.server.result.excluded == (liar,)
+    _exact(r, [i for i in range(N) if i != liar])
