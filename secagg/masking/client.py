@@ -386,6 +386,22 @@ class ClientSession(Unpicklable):
         self._pair_keys.clear()
         raise ProtocolAbort("client", reason)
 
+    def export_state(self, key: SecretBytes) -> bytes:
+        """This session sealed under ``key`` (see :mod:`secagg.masking.session_state`): the one
+        explicit way its secrets leave it. Keep :attr:`stage` beside the blob for :meth:`restore`."""
+        from secagg.masking.session_state import export_session
+
+        return export_session(self, key)
+
+    @classmethod
+    def restore(cls, blob: bytes, key: SecretBytes, *, config: MaskingConfig, client_id: int,
+                identity: Identity | None, roster: Roster | None, stage: Stage) -> ClientSession:
+        """The session :meth:`export_state` sealed at ``stage``; refuses any other blob."""
+        from secagg.masking.session_state import restore_session
+
+        return restore_session(cls, blob, key, config=config, client_id=client_id,
+                               identity=identity, roster=roster, stage=stage)
+
     def __repr__(self) -> str:
         return (f"<ClientSession client={self.client_id} round={self.config.round} "
                 f"stage={self._stage.value} secrets=redacted>")
