@@ -16,8 +16,8 @@ Why this shape:
   every read (token checks on every request, round rows, replay, the summary) uses a second,
   read-only connection, so it never waits behind a writer's fsync (WAL readers see the last
   committed state).
-* Roles, round statuses and event kinds are enums (:class:`Role`, :class:`RoundStatus`,
-  :class:`EventKind`) whose values are the strings stored in the database.
+* The tables, the records read from them (roles, statuses and event kinds as enums whose
+  values are the stored strings) and opening the database are :mod:`secagg_server.schema`'s.
 * When a round ends, every stored message body is removed (:meth:`Store.finish_round` with
   ``erase``, or :meth:`Store.erase_bodies`): files deleted, rows nulled with ``secure_delete``
   on, the WAL checkpointed and truncated; this happens before the aggregate is released. What
@@ -35,7 +35,6 @@ Why this shape:
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import secrets
@@ -45,8 +44,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -58,95 +55,26 @@ from .datadir import (
     tighten_tree,
     write_durably,
 )
+from .schema import (
+    DB_NAME,
+    ROUND_COLUMNS,
+    Event,
+    EventKind,
+    Principal,
+    Role,
+    RoundRow,
+    RoundStatus,
+    event_row,
+    hash_token,
+    open_database,
+    round_row,
+)
 
-__all__ = ["DataDirError", "Event", "EventKind", "Principal", "Role", "RoundRow", "RoundStatus",
-           "Store"]
+__all__ = ["DB_NAME", "INLINE_LIMIT", "DataDirError", "Event", "EventKind", "Principal", "Role",
+           "RoundRow", "RoundStatus", "Store", "event_row", "hash_token"]
 
 INLINE_LIMIT = 64 * 1024  # bodies above this go to their own fsynced file
 TOKEN_PREFIX = "sat_"  # noqa: S105 (a prefix, not a secret)
-DB_NAME = "secagg-server.sqlite3"
-
-
-
-class Role(StrEnum):
-    """Who a token belongs to."""
-
-    CLIENT = "client"  # one enterprise of the federation (its enrolment id)
-    OPERATOR = "operator"  # opens the federation's rounds and reads their status
-
-
-class RoundStatus(StrEnum):
-    OPEN = "open"
-    DONE = "done"  # the aggregate was released
-    FAILED = "failed"  # the reason is stored with the round
-
-
-class EventKind(StrEnum):
-    """What a round's event records."""
-
-    MSG = "msg"  # an accepted client message
-    ADVANCE = "advance"  # a stage close
-
-
-def _one_of(values: type[StrEnum]) -> str:
-    return ", ".join(f"'{v.value}'" for v in values)
-
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS federations (
-    id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, num_clients INTEGER NOT NULL,
-    created REAL NOT NULL, roster TEXT);
-CREATE TABLE IF NOT EXISTS tokens (
-    token_hash BLOB PRIMARY KEY, federation_id INTEGER NOT NULL REFERENCES federations(id),
-    role TEXT NOT NULL CHECK (role IN ({_one_of(Role)})), client_id INTEGER);
-CREATE TABLE IF NOT EXISTS rounds (
-    id INTEGER PRIMARY KEY, federation_id INTEGER NOT NULL REFERENCES federations(id),
-    idx INTEGER NOT NULL, mode TEXT NOT NULL, config TEXT NOT NULL, stage_timeout REAL NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ({_one_of(RoundStatus)})), reason TEXT,
-    created REAL NOT NULL, finished REAL, result_meta TEXT, UNIQUE (federation_id, idx));
-CREATE TABLE IF NOT EXISTS events (
-    round_id INTEGER NOT NULL REFERENCES rounds(id), seq INTEGER NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ({_one_of(EventKind)})), client_id INTEGER, stage TEXT NOT NULL,
-    size INTEGER NOT NULL, body BLOB, blob_file TEXT, at REAL NOT NULL,
-    PRIMARY KEY (round_id, seq));
-"""
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who a bearer token belongs to."""
-
-    federation_id: int
-    federation: str
-    num_clients: int
-    role: Role
-    client_id: int | None
-
-
-@dataclass(frozen=True)
-class RoundRow:
-    id: int
-    federation_id: int
-    index: int
-    mode: str
-    config: dict[str, Any]
-    stage_timeout: float
-    status: RoundStatus
-    reason: str | None
-    result_meta: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class Event:
-    seq: int
-    kind: EventKind
-    client_id: int | None
-    stage: str
-    body: bytes | None
-
-
-def hash_token(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 class Store:
@@ -166,18 +94,8 @@ class Store:
             private_dir(d)
         db_path = self.root / DB_NAME
         private_file(db_path, create=True)  # before SQLite: it would create it 0644
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON",
-                       "foreign_keys=ON"):
-            self._db.execute(f"PRAGMA {pragma}")
-        self._db.executescript(_SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(federations)").fetchall()}
-        if "roster" not in columns:  # a store made before rosters: its federations have none
-            self._db.execute("ALTER TABLE federations ADD COLUMN roster TEXT")
-        self._rlock = threading.Lock()
-        self._rdb = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-        self._rdb.execute("PRAGMA query_only=ON")
+        self._lock, self._rlock = threading.Lock(), threading.Lock()
+        self._db, self._rdb = open_database(db_path)
         # -wal and -shm exist now; SQLite made them with the database's mode, but ones left by an
         # earlier version (or another umask) are tightened too, as is every stored file
         for suffix in ("-wal", "-shm", "-journal"):
@@ -280,16 +198,14 @@ class Store:
         return int(rows[0][0])
 
     def round(self, round_id: int) -> RoundRow | None:
-        rows = self._read("SELECT id, federation_id, idx, mode, config, stage_timeout, status, "
-                          "reason, result_meta FROM rounds WHERE id = ?", round_id)
-        return _round_row(rows[0]) if rows else None
+        rows = self._read(f"SELECT {ROUND_COLUMNS} FROM rounds WHERE id = ?", round_id)  # noqa: S608
+        return round_row(rows[0]) if rows else None
 
     def rounds(self, status: RoundStatus | None = None) -> list[RoundRow]:
-        sql = ("SELECT id, federation_id, idx, mode, config, stage_timeout, status, reason, "
-               "result_meta FROM rounds")
+        sql = f"SELECT {ROUND_COLUMNS} FROM rounds"  # noqa: S608 (a constant column list)
         rows = self._read(sql + " WHERE status = ? ORDER BY id", status) if status \
             else self._read(sql + " ORDER BY id")
-        return [_round_row(r) for r in rows]
+        return [round_row(r) for r in rows]
 
     def finish_round(self, round_id: int, *, status: RoundStatus, reason: str | None = None,
                      result_meta: dict[str, Any] | None = None, result: bytes | None = None,
@@ -404,18 +320,3 @@ class Store:
             if not (d.name.startswith("r") and d.name[1:].isdigit() and int(d.name[1:]) in open_ids):
                 shutil.rmtree(d, ignore_errors=True)
 
-
-def event_row(round_id: int, seq: int, kind: EventKind, stage: str, client_id: int | None,
-              body: bytes | None, blob_file: str | None) -> tuple[Any, ...]:
-    """The ``events`` row of one event; a body written with :meth:`Store.write_blob` is named by
-    ``blob_file`` and not stored inline."""
-    size = 0 if body is None else len(body)
-    inline = body if blob_file is None else None
-    return (round_id, seq, kind, client_id, stage, size, inline, blob_file, time.time())
-
-
-def _round_row(row: tuple[Any, ...]) -> RoundRow:
-    return RoundRow(id=int(row[0]), federation_id=int(row[1]), index=int(row[2]), mode=str(row[3]),
-                    config=json.loads(row[4]), stage_timeout=float(row[5]),
-                    status=RoundStatus(row[6]),
-                    reason=row[7], result_meta=None if row[8] is None else json.loads(row[8]))
