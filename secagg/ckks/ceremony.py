@@ -9,7 +9,6 @@ key and uploads. A failed check raises :class:`CheckFailed` naming it.
 from __future__ import annotations
 
 import enum
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 from secagg.ckks.checks import Check, CheckFailed
 from secagg.ckks.keys import CKKSKey, check_box_key, deal_key, open_key, verify_advert
 from secagg.ckks.messages import KeyAdvert, KeyDelivery, KeyDistribution, KeyRequest
+from secagg.ckks.phases import Phases
 from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, RejectedMessage
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.identity import Identity, Roster
@@ -52,7 +52,7 @@ class KeyCeremony(ABC):
 
     config: CKKSRoundConfig
     client_id: int
-    compute_seconds: dict[str, float]
+    _phase: Phases
     _identity: Identity
     _roster: Roster
     _digest: bytes
@@ -69,14 +69,24 @@ class KeyCeremony(ABC):
     def _upload(self) -> bytes:
         """The signed, sketched upload (the session provides it)."""
 
-    def _tick(self, name: str, t0: float) -> None:
-        self.compute_seconds[name] = self.compute_seconds.get(name, 0.0) + time.perf_counter() - t0
-
     def _on_key_request(self, data: bytes) -> bytes | None:
         """Every client checks the adverts the server accepted (roster signatures, its own key);
         the dealer then seals the key to each verified peer with a usable box key."""
+        with self._phase("check adverts"):
+            peers = self._check_key_request(data)
+        if not self.is_dealer:
+            return None  # only the dealer deals; the others wait for their key delivery
+        with self._phase("deal"):
+            recipients = [a for a in peers if a.client_id != self.config.dealer]
+            self._key, dist = deal_key(self.config, self._session, self._identity.signing_key,
+                                       recipients)
+            self._distribution = dist.to_bytes()
+            self._keyed = frozenset({self.client_id, *dist.recipients})
+        return self._distribution
+
+    def _check_key_request(self, data: bytes) -> list[KeyAdvert]:
+        """The key request's verified adverts of peers with usable box keys (not this client's)."""
         stage = "key request"
-        t0 = time.perf_counter()
         request = parse_message(KeyRequest.from_bytes, data, stage, "key request")
         if request.config_digest != self._digest:
             raise CheckFailed(stage, Check.MESSAGE_FORMAT, "the key request is for another round config")
@@ -112,16 +122,7 @@ class KeyCeremony(ABC):
             raise CheckFailed(stage, Check.MIN_CLIENTS,
                               f"{len(peers) + 1} client(s) with verified, usable keys is below "
                               f"min_clients={self.config.min_clients}")
-        self._tick("check adverts", t0)
-        if not self.is_dealer:
-            return None  # only the dealer deals; the others wait for their key delivery
-        t0 = time.perf_counter()
-        recipients = [a for a in peers if a.client_id != self.config.dealer]
-        self._key, dist = deal_key(self.config, self._session, self._identity.signing_key, recipients)
-        self._distribution = dist.to_bytes()
-        self._keyed = frozenset({self.client_id, *dist.recipients})
-        self._tick("deal", t0)
-        return self._distribution
+        return peers
 
     def _verify_advert(self, advert: KeyAdvert) -> None:
         """A relayed advert must be signed by its sender's roster identity (no substituted key)."""
@@ -162,8 +163,16 @@ class KeyCeremony(ABC):
                               "X25519 key than the one it advertised")
 
     def _on_key_delivery(self, data: bytes) -> bytes:
+        with self._phase("open key"):
+            self._take_key(data)
+        upload = self._upload()
+        self._stage = ClientStage.AGGREGATE
+        return upload
+
+    def _take_key(self, data: bytes) -> None:
+        """Check the key delivery (the dealer's signature, this client's box) and open the key;
+        the dealer checks that it carries its own distribution."""
         stage = "key delivery"
-        t0 = time.perf_counter()
         msg = parse_message(KeyDelivery.from_bytes, data, stage, "key delivery")
         dist = msg.distribution
         if msg.config_digest != self._digest or dist.config_digest != self._digest:
@@ -199,8 +208,4 @@ class KeyCeremony(ABC):
                     f"{self.client_id} does not open: the dealer is malicious or faulty",
                 ) from None
             self._keyed = frozenset({self.config.dealer, *recipients})
-        self._tick("open key", t0)
-        upload = self._upload()
-        self._stage = ClientStage.AGGREGATE
-        return upload
 

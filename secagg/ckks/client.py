@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -55,6 +54,7 @@ from secagg.ckks.messages import (
     Receipt,
     Upload,
 )
+from secagg.ckks.phases import PhaseListener, Phases
 from secagg.ckks.release import Release, make_release
 from secagg.ckks.sketch import (
     SKETCH_PURPOSE,
@@ -90,7 +90,10 @@ class ClientSession(KeyCeremony, Unpicklable):
         weight: float = 1.0,
         identity: Identity,
         roster: Roster,
+        on_phase: PhaseListener | None = None,
     ) -> None:
+        """``on_phase``: told as each named piece of this session's work starts and ends
+        (:mod:`secagg.ckks.phases`), for a driver that times them; the session reads no clock."""
         check_roster_binding(config, roster)
         if client_id not in config.client_ids:
             raise InvalidParameter(f"client_id {client_id} is not in the config's client_ids")
@@ -141,7 +144,7 @@ class ClientSession(KeyCeremony, Unpicklable):
         self.failure: CheckFailed | None = None
         #: clients whose (roster-signed) advert in the key request carried an unusable box key
         self.excluded: dict[int, str] = {}
-        self.compute_seconds: dict[str, float] = {}
+        self._phase = Phases(on_phase)
 
     def __repr__(self) -> str:
         return f"<ClientSession id={self.client_id} stage={self._stage.value} key=redacted>"
@@ -169,12 +172,11 @@ class ClientSession(KeyCeremony, Unpicklable):
         """The key advert: this round's X25519 box key, signed with the identity key. Once."""
         if self._stage is not ClientStage.NEW:
             raise AlreadyUsed(f"client {self.client_id} already started this round")
-        t0 = time.perf_counter()
-        unsigned = KeyAdvert(self._digest, self.client_id, self._box.public_bytes, b"")
-        advert = KeyAdvert(unsigned.config_digest, unsigned.client_id, unsigned.box_public,
-                           self._identity.signing_key.sign(unsigned.signed_part()))
+        with self._phase("advertise"):
+            unsigned = KeyAdvert(self._digest, self.client_id, self._box.public_bytes, b"")
+            advert = KeyAdvert(unsigned.config_digest, unsigned.client_id, unsigned.box_public,
+                               self._identity.signing_key.sign(unsigned.signed_part()))
         self._stage = ClientStage.KEYS
-        self._tick("advertise", t0)
         return advert.to_bytes()
 
     def handle_bytes(self, data: bytes) -> bytes | None:
@@ -222,38 +224,53 @@ class ClientSession(KeyCeremony, Unpicklable):
         key, session, cfg = self._require_key(), self._session, self.config
         sketcher = Sketcher(key.derive(cfg, SKETCH_PURPOSE), self._moduli, session.n)
         blobs = []
-        enc_s = sketch_s = 0.0
         for i, values in enumerate(self._layout.pack(np.asarray(self._update), self._weight)):
-            t0 = time.perf_counter()
-            blob = key.seal.encrypt(values)
-            t1 = time.perf_counter()
+            with self._phase("encrypt"):
+                blob = key.seal.encrypt(values)
             # The upload is seeded (c1 is a PRNG seed): SEAL's loader expands the c1 the server
             # will add, so the sketch covers exactly what is summed.
-            sketcher.add(session.coefficients(session.load(blob, what=f"own ciphertext {i}")))
-            sketch_s += time.perf_counter() - t1
-            enc_s += t1 - t0
+            with self._phase("sketch"):
+                sketcher.add(session.coefficients(session.load(blob, what=f"own ciphertext {i}")))
             blobs.append(blob)
-        t0 = time.perf_counter()
-        unsigned = Upload(self._digest, cfg.round, self.client_id, tuple(blobs), b"", b"")
+        with self._phase("sign"):
+            return self._signed_upload(key, tuple(blobs), sketcher.value())
+
+    def _signed_upload(self, key: CKKSKey, blobs: tuple[bytes, ...],
+                       sketch: tuple[int, ...]) -> bytes:
+        """The upload of ``blobs`` with its sealed ``sketch``, signed with the identity key."""
+        cfg = self.config
+        unsigned = Upload(self._digest, cfg.round, self.client_id, blobs, b"", b"")
         chunks_digest = unsigned.chunks_digest()
         sealed = seal_sketch(key.derive(cfg, SKETCH_SEAL_PURPOSE), cfg, self.client_id, chunks_digest,
-                             sketcher.value())
+                             sketch)
         bare = Upload(self._digest, cfg.round, self.client_id, (), sealed, b"")
         signed_bytes = bare.signed_bytes(chunks_digest)
         signature = self._identity.signing_key.sign(signed_bytes)
         self._receipt = Receipt(self.client_id, chunks_digest, sealed, signature)
-        upload = Upload(self._digest, cfg.round, self.client_id, tuple(blobs), sealed, signature)
-        self.compute_seconds["encrypt"] = self.compute_seconds.get("encrypt", 0.0) + enc_s
-        self.compute_seconds["sketch"] = self.compute_seconds.get("sketch", 0.0) + sketch_s
-        self._tick("sign", t0)
+        upload = Upload(self._digest, cfg.round, self.client_id, blobs, sealed, signature)
         return upload.to_bytes()
 
     # ---- aggregate -----------------------------------------------------------------------------
 
     def _on_aggregate(self, data: bytes) -> bytes | None:
+        with self._phase("verify aggregate"):
+            key = self._require_key()
+            msg, cts = self._verified_aggregate(key, data)
+        with self._phase("decrypt"):
+            plain = [key.seal.decrypt_exact(ct) for ct in cts]
+            weighted, total_weight, count = self._layout.unpack(plain)
+            try:
+                self._release = make_release(weighted, total_weight, count, msg.contributors,
+                                             self.config.params.release_quantum)
+            except ProtocolAbort as exc:
+                raise CheckFailed("aggregate", Check.CONTRIBUTOR_COUNT, exc.reason) from None
+        self._stage = ClientStage.DONE
+        return None
+
+    def _verified_aggregate(self, key: CKKSKey, data: bytes) -> tuple[Aggregate, list[Any]]:
+        """The aggregate and its loaded ciphertexts, once every check before decryption passed
+        (see the module doc); a failed check raises :class:`CheckFailed`."""
         stage, cfg = "aggregate", self.config
-        t0 = time.perf_counter()
-        key = self._require_key()
         msg = parse_message(Aggregate.from_bytes, data, stage, "aggregate")
         if msg.config_digest != self._digest or msg.round != cfg.round:
             raise CheckFailed(stage, Check.MESSAGE_FORMAT,
@@ -294,17 +311,7 @@ class ClientSession(KeyCeremony, Unpicklable):
             except CiphertextRejected as exc:
                 raise CheckFailed(stage, Check.CIPHERTEXT, str(exc)) from None
         self._check_sketch(key, msg, cts)
-        self._tick("verify aggregate", t0)
-        t0 = time.perf_counter()
-        plain = [key.seal.decrypt_exact(ct) for ct in cts]
-        weighted, total_weight, count = self._layout.unpack(plain)
-        try:
-            self._release = make_release(weighted, total_weight, count, ids, cfg.params.release_quantum)
-        except ProtocolAbort as exc:
-            raise CheckFailed(stage, Check.CONTRIBUTOR_COUNT, exc.reason) from None
-        self._stage = ClientStage.DONE
-        self._tick("decrypt", t0)
-        return None
+        return msg, cts
 
     def _check_sketch(self, key: CKKSKey, msg: Aggregate, cts: list[Any]) -> None:
         """``<R, aggregate>`` must equal the sum of the contributors' sealed sketches."""

@@ -28,7 +28,8 @@ A bad message raises :class:`~secagg.errors.RejectedMessage` (a
 :class:`~secagg.ckks.checks.MessageRefused` naming the check) and changes nothing; a client whose
 messages are all refused is simply a dropout when the stage closes, so one malformed or
 malicious client never stops the round for the others. The session is deterministic: replaying
-the accepted messages into a fresh session rebuilds the same state.
+the accepted messages into a fresh session rebuilds the same state. It reads no clock: deadlines
+and timings are the driver's.
 
 The server holds the config, the pinned roster (public keys), a SEAL context with public
 parameters, the adverts, the sealed key boxes it cannot open, and running encrypted sums. It never
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +131,6 @@ class ServerSession:
         self._sums: list[Any] | None = None
         self._receipts: dict[int, Receipt] = {}
         self._result: ServerResult | None = None
-        self.compute_seconds: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return (
@@ -199,7 +198,6 @@ class ServerSession:
         if fingerprint in self._seen:
             raise RejectedMessage(None, "replayed message (already accepted in this round)",
                                   ErrorCode.REPLAYED)
-        t0 = time.perf_counter()
         if self._stage is ServerStage.ADVERT:
             self._receive_advert(data)
         elif self._stage is ServerStage.KEYS:
@@ -207,12 +205,10 @@ class ServerSession:
         else:
             self._receive_upload(data)
         self._seen.add(fingerprint)
-        self._tick(self._stage.value, t0)
 
     def advance(self) -> dict[int, bytes]:
         """Close the current stage; returns the next message for each remaining client."""
         stage = self._stage
-        t0 = time.perf_counter()
         try:
             if stage is ServerStage.ADVERT:
                 out = self._close_adverts()
@@ -225,7 +221,6 @@ class ServerSession:
         except NotEnoughParticipants:
             self._stage = ServerStage.DONE
             raise
-        self._tick(stage.value, t0)
         return out
 
     @property
@@ -397,5 +392,3 @@ class ServerSession:
         self._stage = ServerStage.DONE
         return dict.fromkeys(contributors, aggregate)
 
-    def _tick(self, name: str, t0: float) -> None:
-        self.compute_seconds[name] = self.compute_seconds.get(name, 0.0) + time.perf_counter() - t0

@@ -2,8 +2,9 @@
 
 The loop here is the transport: it passes bytes between :class:`~secagg.ckks.client.ClientSession`
 and :class:`~secagg.ckks.server.ServerSession` exactly as the HTTP service does, and times each
-party's work. Used by ``secagg simulate ckks``, ``secagg bench ckks``, the adversary harness and
-the tests.
+party's work: the sessions read no clock, so the calls are timed here and the client sessions'
+named phases (:mod:`secagg.ckks.phases`) by a :class:`PhaseTimer` each. Used by ``secagg
+simulate ckks``, ``secagg bench ckks``, the adversary harness and the tests.
 
 A simulated federation (:class:`Federation`) is a roster of throwaway in-memory identities.
 :func:`make_config` makes one when none is given and remembers it by its roster digest, so
@@ -29,7 +30,7 @@ from secagg.ckks.server import ServerSession
 from secagg.errors import InvalidParameter, RejectedMessage
 from secagg.identity import Identity, Roster
 
-__all__ = ["Federation", "RoundResult", "federation_for", "make_config", "run_round"]
+__all__ = ["Federation", "PhaseTimer", "RoundResult", "federation_for", "make_config", "run_round"]
 
 _REMEMBERED = 64  # simulated federations kept for run_round (throwaway keys, tests and benches)
 _SIMULATED: dict[bytes, Federation] = {}
@@ -97,6 +98,27 @@ def make_config(
     )
 
 
+class PhaseTimer:
+    """A :data:`~secagg.ckks.phases.PhaseListener` that sums the seconds a session spends in each
+    named phase (``seconds["encrypt"]``, ...): the driver's clock, passed as ``on_phase``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._started: dict[str, float] = {}
+
+    def __call__(self, phase: str, started: bool) -> None:
+        now = time.perf_counter()
+        if started:
+            self._started[phase] = now
+            return
+        begun = self._started.pop(phase, None)
+        if begun is not None:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + now - begun
+
+    def __repr__(self) -> str:
+        return f"<PhaseTimer {', '.join(f'{k}={v:.4f}s' for k, v in self.seconds.items())}>"
+
+
 @dataclass(slots=True)
 class RoundResult:
     """What happened in a simulated round, with per-party timings in seconds."""
@@ -113,6 +135,8 @@ class RoundResult:
     rejected: dict[int, str] = field(default_factory=dict)
     server: ServerSession | None = None
     clients: dict[int, ClientSession] = field(default_factory=dict)
+    #: each client's seconds per named phase (see :class:`PhaseTimer`)
+    client_phases: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 def run_round(
@@ -135,9 +159,10 @@ def run_round(
     """
     fed = federation if federation is not None else federation_for(config)
     server = ServerSession(config, roster=fed.roster)
+    timers = {i: PhaseTimer() for i in config.client_ids}
     clients = {
         i: ClientSession(config, i, updates[i], weight=1.0 if weights is None else weights[i],
-                         identity=fed.identities[i], roster=fed.roster)
+                         identity=fed.identities[i], roster=fed.roster, on_phase=timers[i])
         for i in config.client_ids
     }
     t0 = time.perf_counter()
@@ -160,11 +185,11 @@ def run_round(
         upload = clients[i].handle_bytes(delivery)
         enc_s[i] = time.perf_counter() - t
         assert upload is not None  # a key delivery is always answered with the upload
-        sketch_s[i] = clients[i].compute_seconds.get("sketch", 0.0)
+        sketch_s[i] = timers[i].seconds.get("sketch", 0.0)
         uploads[i] = tamper[i](upload) if tamper and i in tamper else upload
         if on_client_done is not None:
             on_client_done(i)
-    opened = [clients[i].compute_seconds.get("open key", 0.0) for i in deliveries if i in enc_s]
+    opened = [timers[i].seconds.get("open key", 0.0) for i in deliveries if i in enc_s]
     ceremony += float(np.mean(opened)) if opened else 0.0
 
     rejected: dict[int, str] = {}
@@ -187,7 +212,7 @@ def run_round(
         clients[i].handle_bytes(aggregates[i])
         if n == 0:
             dec_s = time.perf_counter() - t
-            verify_s = clients[i].compute_seconds.get("verify aggregate", 0.0)
+            verify_s = timers[i].seconds.get("verify aggregate", 0.0)
     return RoundResult(
         release=clients[readers[0]].result,
         upload_bytes={i: len(b) for i, b in uploads.items()},
@@ -201,4 +226,5 @@ def run_round(
         rejected=rejected,
         server=server,
         clients=clients,
+        client_phases={i: dict(t.seconds) for i, t in timers.items()},
     )

@@ -9,17 +9,19 @@ from hypothesis import strategies as st
 
 from secagg.ckks import ClientSession, ClientStage, ServerSession, ServerStage
 from secagg.ckks.messages import KeyAdvert, Upload
-from secagg.ckks.simulate import federation_for
+from secagg.ckks.simulate import PhaseTimer, federation_for
 from secagg.errors import AlreadyUsed, NotEnoughParticipants, ProtocolAbort, RejectedMessage
 from tests.ckks.conftest import make_config, updates_for
 
 
-def _sessions(n: int = 4, size: int = 3000, min_clients: int = 2):  # type: ignore[no-untyped-def]
+def _sessions(n: int = 4, size: int = 3000, min_clients: int = 2,  # type: ignore[no-untyped-def]
+              timers: dict[int, PhaseTimer] | None = None):
     config = make_config(size=size, n=n, min_clients=min_clients)
     fed = federation_for(config)
     updates = updates_for(config, 1)
     server = ServerSession(config, roster=fed.roster)
-    clients = {i: ClientSession(config, i, updates[i], identity=fed.identities[i], roster=fed.roster)
+    clients = {i: ClientSession(config, i, updates[i], identity=fed.identities[i], roster=fed.roster,
+                                on_phase=None if timers is None else timers.setdefault(i, PhaseTimer()))
                for i in config.client_ids}
     return config, server, clients, updates
 
@@ -36,7 +38,8 @@ def _close(server: ServerSession, clients: dict[int, ClientSession], out: dict[i
 
 
 def test_a_round_driven_one_way() -> None:
-    config, server, clients, updates = _sessions()
+    timers: dict[int, PhaseTimer] = {}
+    config, server, clients, updates = _sessions(timers=timers)
     assert server.stage is ServerStage.ADVERT and server.expected == frozenset(config.client_ids)
     for i, c in clients.items():
         assert c.stage is ClientStage.NEW
@@ -65,7 +68,12 @@ def test_a_round_driven_one_way() -> None:
         assert c.stage is ClientStage.DONE
         assert np.max(np.abs(c.result.weighted_sum - expected)) <= config.params.release_quantum
         assert np.allclose(c.result.mean(), expected / 4, atol=config.params.release_quantum)
-        assert {"advertise", "encrypt", "sketch", "verify aggregate", "decrypt"} <= set(c.compute_seconds)
+    # the driver timed each session's named phases (the sessions read no clock)
+    for i, timer in timers.items():
+        assert {"advertise", "check adverts", "open key", "encrypt", "sketch", "sign",
+                "verify aggregate", "decrypt"} <= set(timer.seconds), i
+        assert ("deal" in timer.seconds) == (i == config.dealer)
+        assert all(s >= 0 for s in timer.seconds.values())
     with pytest.raises(RejectedMessage, match="already complete"):
         server.receive(b"anything")
     with pytest.raises(ProtocolAbort, match="already complete"):
