@@ -286,12 +286,156 @@ def make_protocol_formats() -> dict[str, object]:
     }
 
 
+# --- CKKS wire formats: the framing around the ciphertexts ------------------------------------
+
+#: the fixed CKKS round the CKKS vectors are made for (its digest rides in every message)
+CKKS_CONFIG = dict(update_size=1000, client_ids=(0, 1, 2), dealer=0, min_clients=2, round=4,
+                   session=bytes(range(16)), roster_digest=b"\x22" * 32)
+CKKS_SEED = bytes(range(64))  # the round's key seed (KEY_SEED_BYTES) the sketch keys come from
+SKETCH_N = 16  # a small ring for the sketch vector: the projections' order does not depend on N
+SKETCH_CLIENT = 2
+
+
+def ckks_configs() -> list[object]:
+    """The fixed CKKS round config, without and with a model layout digest."""
+    from secagg.ckks import CKKSRoundConfig, Preset
+
+    base = CKKSRoundConfig(params=Preset.COMPACT.params, **CKKS_CONFIG)  # type: ignore[arg-type]
+    return [base, CKKSRoundConfig(params=Preset.COMPACT.params, layout_digest=b"\x33" * 32,
+                                  **CKKS_CONFIG)]  # type: ignore[arg-type]
+
+
+def ckks_messages() -> list[object]:
+    """One CKKS message of every kind, from fixed bytes (placeholder ciphertexts, signatures
+    and boxes: the framing around them is what is frozen)."""
+    from secagg.ckks import messages as cm
+    from secagg.ckks.keys import SEALED_BOX_BYTES
+    from secagg.ckks.sketch import sealed_sketch_bytes
+
+    config = ckks_configs()[0]
+    d, r, sketch = config.digest(), config.round, sealed_sketch_bytes(1)  # type: ignore[attr-defined]
+    adverts = tuple(cm.KeyAdvert(d, i, bytes([0x10 + i]) * 32, bytes([0x20 + i]) * 64)
+                    for i in (0, 2))
+    dist = cm.KeyDistribution(d, 0, (cm.KeyBox(2, b"\x12" * 32, b"\x30" * SEALED_BOX_BYTES),),
+                              b"\x31" * 64)
+    receipts = tuple(cm.Receipt(i, bytes([0x40 + i]) * 32, bytes([0x50 + i]) * sketch,
+                                bytes([0x60 + i]) * 64) for i in (0, 2))
+    return [
+        adverts[1],
+        cm.KeyRequest(d, adverts),
+        dist,
+        cm.KeyDelivery(d, dist),
+        cm.Upload(d, r, 2, (b"\x70" * 40, b"\x71" * 24), b"\x52" * sketch, b"\x62" * 64),
+        cm.Aggregate(d, r, receipts, (b"\x80" * 40, b"\x81" * 24)),
+    ]
+
+
+def ckks_signed_parts() -> dict[str, str]:
+    """What each identity signature covers, and the upload's chunks digest (hex)."""
+    from secagg.ckks import messages as cm
+
+    advert, _, dist, _, upload, aggregate = ckks_messages()
+    assert isinstance(advert, cm.KeyAdvert) and isinstance(dist, cm.KeyDistribution)
+    assert isinstance(upload, cm.Upload) and isinstance(aggregate, cm.Aggregate)
+    receipt = aggregate.receipts[1]
+    return {
+        "advert": advert.signed_part().hex(),
+        "key_distribution": dist.signed_part().hex(),
+        "upload_chunks_digest": upload.chunks_digest().hex(),
+        "upload": upload.signed_bytes().hex(),
+        "receipt": receipt.signed_bytes(aggregate.config_digest, aggregate.round).hex(),
+    }
+
+
+def ckks_sketch_coefficients(moduli: list[int]) -> list[object]:
+    """Two ciphertexts' coefficients, shape ``(2, L, SKETCH_N)``, each reduced mod its prime."""
+    chunks: list[object] = []
+    for c in range(2):
+        coeffs = np.zeros((2, len(moduli), SKETCH_N), dtype=np.uint64)
+        for poly in range(2):
+            for level, q in enumerate(moduli):
+                for j in range(SKETCH_N):
+                    coeffs[poly, level, j] = (((c * 2 + poly) * 2654435761 + j) * 0x9E3779B97F4A7C15
+                                              + level) % q
+        chunks.append(coeffs)
+    return chunks
+
+
+def ckks_sketch(sealed: str | None = None) -> dict[str, object]:
+    """The sketch keys derived from :data:`CKKS_SEED`, the sketch of
+    :func:`ckks_sketch_coefficients`, and that sketch sealed (a fresh nonce: made once, then
+    frozen; ``sealed`` passes the frozen one through)."""
+    from secagg.ckks.binding import session_for
+    from secagg.ckks.keys import CKKSKey
+    from secagg.ckks.sketch import (
+        SKETCH_PURPOSE,
+        SKETCH_SEAL_PURPOSE,
+        Sketcher,
+        seal_sketch,
+        sealed_sketch_bytes,
+    )
+
+    config = ckks_configs()[0]
+    session = session_for(config)  # type: ignore[arg-type]
+    key = CKKSKey(SecretBytes(CKKS_SEED), session)
+    moduli = [int(q) for q in session.level_moduli]
+    sketch_key = key.derive(config, SKETCH_PURPOSE)  # type: ignore[arg-type]
+    seal_key = key.derive(config, SKETCH_SEAL_PURPOSE)  # type: ignore[arg-type]
+    sketcher = Sketcher(sketch_key, moduli, SKETCH_N)
+    for coeffs in ckks_sketch_coefficients(moduli):
+        sketcher.add(coeffs)  # type: ignore[arg-type]
+    values = sketcher.value()
+    upload = ckks_messages()[4]
+    chunks_digest = upload.chunks_digest()  # type: ignore[attr-defined]
+    if sealed is None:
+        sealed = seal_sketch(seal_key, config, SKETCH_CLIENT, chunks_digest, values).hex()  # type: ignore[arg-type]
+    return {
+        "seed": CKKS_SEED.hex(),
+        "sketch_key": sketch_key.expose_secret_bytes().hex(),
+        "seal_key": seal_key.expose_secret_bytes().hex(),
+        "moduli": moduli,
+        "n": SKETCH_N,
+        "values": [str(v) for v in values],  # decimal strings: above JSON's safe integers
+        "client_id": SKETCH_CLIENT,
+        "chunks_digest": chunks_digest.hex(),
+        "sealed": sealed,
+        "sealed_bytes": sealed_sketch_bytes(len(moduli)),
+    }
+
+
+def make_ckks_formats() -> dict[str, object]:
+    from secagg.ckks import messages as cm
+    from secagg.ckks import wire
+    from secagg.ckks.keys import SEALED_BOX_BYTES
+
+    return {
+        "header": _header(
+            "the CKKS round's formats around the ciphertexts: round configs (to_dict) with their "
+            "digests, one encoded message of every kind (hex; placeholder ciphertexts, boxes and "
+            "signatures), what each identity signature covers, and the upload sketch (keys "
+            "derived from a fixed seed, the sketch of fixed coefficients, and one sealed sketch "
+            "made once with a fresh nonce and frozen; tenseal 0.3.18 for the ring's primes)"
+        ),
+        "constants": {"magic": wire.MAGIC.hex(), "kinds": {k.name: int(k) for k in cm.Kind},
+                      "box_public_bytes": cm.BOX_PUBLIC_BYTES,
+                      "signature_bytes": cm.SIGNATURE_BYTES,
+                      "sealed_box_bytes": SEALED_BOX_BYTES},
+        "configs": [{"config": c.to_dict(), "digest": c.digest().hex()}  # type: ignore[attr-defined]
+                    for c in ckks_configs()],
+        "messages": [{"type": type(m).__name__, "hex": m.to_bytes().hex()}  # type: ignore[attr-defined]
+                     for m in ckks_messages()],
+        "signed": ckks_signed_parts(),
+        "sketch": ckks_sketch(),
+    }
+
+
 OUTPUTS = {
     "derive_key.json": make_derive_key,
     "expand_mask.json": make_expand_mask,
     "shamir_combine.json": make_shamir,
     "pack_bits.json": make_pack_bits,
     "protocol_formats.json": make_protocol_formats,
+    "ckks_formats.json": make_ckks_formats,
 }
 
 
