@@ -35,12 +35,17 @@ class InvalidParameter(SecAggError, ValueError):
 
 
 class ProtocolAbort(SecAggError):
-    """The protocol cannot continue at ``stage``."""
+    """The protocol cannot continue at ``stage``.
 
-    def __init__(self, stage: str, reason: str) -> None:
+    ``culprit`` names the client whose own signed or committed messages prove it caused the
+    abort, when they do (a driver may leave it out of later rounds); None otherwise.
+    """
+
+    def __init__(self, stage: str, reason: str, *, culprit: int | None = None) -> None:
         super().__init__(f"protocol aborted at stage '{stage}': {reason}")
         self.stage = stage
         self.reason = reason
+        self.culprit = culprit
 
 
 class NotEnoughParticipants(ProtocolAbort):

@@ -51,7 +51,8 @@ examples:
 
 STAGES = ("advertise", "share", "masked-input", "consistency", "unmask", "random")
 ADVERSARY_NAMES = ("swap-keys", "rig-graph", "tailored-survivors", "split-survivors",
-                   "low-order-key", "garbage-shares")  # secagg.masking.adversary.ADVERSARIES
+                   "low-order-key", "garbage-shares", "lying-holders",
+                   "inconsistent-dealer")  # secagg.masking.adversary.ADVERSARIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

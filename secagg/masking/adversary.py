@@ -17,7 +17,10 @@ What ``insecure=True`` switches off, per attack:
 * ``low-order-key``: the server's refusal of low-order keys (the key then reaches the
   clients, whose exchanges with it fail);
 * ``garbage-shares``: treating the sender of an unreadable share box as a dropout (the old code
-  aborted the whole round for the recipient).
+  aborted the whole round for the recipient);
+* ``lying-holders``: the server's check of each revealed share against its dealer's commitment
+  (every share is taken as matching: the liars then sink the round and frame the victim);
+* ``inconsistent-dealer``: the same check, with no share verifiable (the abort names nobody).
 
 This is attack code for tests and demonstrations: it reads colluding clients' secrets, and the
 coalition's knowledge of which masks the victim applied is read from the victim's session (the
@@ -26,9 +29,10 @@ server knows it anyway: it chose the victim's view).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +44,6 @@ from secagg.errors import (
     ProtocolAbort,
 )
 from secagg.hazmat import shamir
-from secagg.hazmat.aead import seal
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes
 from secagg.masking import keys, wire
@@ -49,6 +52,7 @@ from secagg.masking.attack_arena import (
     Arena,
     clean_refusals,
     colluder_keys,
+    forge_box,
     honest_exact,
     open_box,
     victim_recovered,
@@ -68,6 +72,11 @@ ADVERSARIES: dict[str, str] = {
                        "that every view gathers t consistency signatures",
     "low-order-key": "a malicious enterprise advertises an all-zero (low-order) X25519 key",
     "garbage-shares": "a malicious enterprise sends random bytes as its sealed share boxes",
+    "lying-holders": "colluding enterprises (all but t of the victim's share holders) reveal "
+                     "well-formed but wrong shares at the unmask stage",
+    "inconsistent-dealer": "a malicious enterprise deals shares of a seed other than the one its "
+                           "signed advert commits to (each share matching what it committed to "
+                           "its holder)",
 }
 
 
@@ -87,6 +96,7 @@ class AttackReport:
     aborts: dict[int, str] = field(default_factory=dict)
     refused: dict[int, str] = field(default_factory=dict)
     excluded: tuple[int, ...] = ()
+    culprit: int | None = None  # the client a round abort names with proof, if any
 
     def to_dict(self) -> dict[str, Any]:
         return {"adversary": self.adversary, "attack_succeeded": self.attack_succeeded,
@@ -95,7 +105,7 @@ class AttackReport:
                 "insecure": self.insecure,
                 "aborts": {str(k): v for k, v in sorted(self.aborts.items())},
                 "refused_by_server": {str(k): v for k, v in sorted(self.refused.items())},
-                "excluded": list(self.excluded)}
+                "excluded": list(self.excluded), "culprit": self.culprit}
 
 
 # ---- the attacks ------------------------------------------------------------------------------
@@ -122,12 +132,11 @@ def _swap_keys(arena: Arena, victim: int) -> bool:
             return wire.encode(dataclasses.replace(msg, adverts=adverts))
         if isinstance(msg, m.ShareDelivery):  # boxes the server forges under its own keys
             me = arena.clients[victim]
-            boxes = {}
-            for p in msg.sealed_shares:
-                k = keys.share_key(fakes[p][0], me._cipher.public_bytes, p, victim, digest, cfg.round)
-                boxes[p] = seal(k, os.urandom(2 * shamir.SHARE_BYTES),
-                                keys.share_associated_data(digest, cfg.round, p, victim))
-            return wire.encode(dataclasses.replace(msg, sealed_shares=boxes))
+            forged = {p: forge_box(fakes[p][0], me._cipher.public_bytes, p, victim, digest,
+                                   cfg.round) for p in msg.sealed_shares}
+            return wire.encode(dataclasses.replace(
+                msg, sealed_shares={p: f[0] for p, f in forged.items()},
+                commitments={p: f[1] for p, f in forged.items()}))
         return data
 
     def from_client(i: int, data: bytes) -> bytes | None:
@@ -143,7 +152,8 @@ def _swap_keys(arena: Arena, victim: int) -> bool:
             shared = tuple(sorted(set(msg.sealed_shares) | {victim}))
             arena.pending[victim] = wire.encode(m.ShareDelivery(
                 digest=digest, round=cfg.round, party=victim, shared=shared,
-                sealed_shares=dict.fromkeys(msg.sealed_shares, b"")))
+                sealed_shares=dict.fromkeys(msg.sealed_shares, b""),
+                commitments=dict.fromkeys(msg.sealed_shares, b"")))
         return None
 
     arena.on_server, arena.on_client = to_client, from_client
@@ -165,14 +175,11 @@ def _rig_graph(arena: Arena, victim: int, colluders: Sequence[int]) -> bool:
                 msg, adverts={p: r for p, r in msg.adverts.items() if p in keep}))
         if isinstance(msg, m.ShareDelivery):  # colluders "share" with the victim
             me = arena.clients[victim]
-            boxes = {}
-            for c in sorted(me._neighbours):
-                k = keys.share_key(arena.clients[c]._cipher, me._cipher.public_bytes, c, victim,
-                                   digest, cfg.round)
-                boxes[c] = seal(k, os.urandom(2 * shamir.SHARE_BYTES),
-                                keys.share_associated_data(digest, cfg.round, c, victim))
-            return wire.encode(dataclasses.replace(msg, shared=tuple(sorted(keep)),
-                                                   sealed_shares=boxes))
+            forged = {c: forge_box(arena.clients[c]._cipher, me._cipher.public_bytes, c, victim,
+                                   digest, cfg.round) for c in sorted(me._neighbours)}
+            return wire.encode(dataclasses.replace(
+                msg, shared=tuple(sorted(keep)), sealed_shares={c: f[0] for c, f in forged.items()},
+                commitments={c: f[1] for c, f in forged.items()}))
         if isinstance(msg, (m.ConsistencyRequest, m.UnmaskRequest)):
             return wire.encode(dataclasses.replace(msg, survivors=tuple(sorted(keep))))
         return data
@@ -196,7 +203,8 @@ def _rig_graph(arena: Arena, victim: int, colluders: Sequence[int]) -> bool:
                     opened.setdefault(c, {})[victim] = got
             arena.pending[victim] = wire.encode(m.ShareDelivery(
                 digest=digest, round=cfg.round, party=victim, shared=survivors,
-                sealed_shares=dict.fromkeys(msg.sealed_shares, b"")))
+                sealed_shares=dict.fromkeys(msg.sealed_shares, b""),
+                commitments=dict.fromkeys(msg.sealed_shares, b"")))
         elif kind is m.MaskedInput:
             arena.pending[victim] = wire.encode(
                 m.ConsistencyRequest(digest=digest, round=cfg.round, party=victim,
@@ -327,6 +335,46 @@ def _garbage_shares(arena: Arena, attacker: int) -> None:
     arena.run()
 
 
+def _lying_holders(arena: Arena, liars: Sequence[int]) -> None:
+    def wrong(revealed: bytes) -> bytes:  # a well-formed field element, then the true salt
+        return bytes(1) + os.urandom(shamir.SHARE_BYTES - 1) + revealed[shamir.SHARE_BYTES :]
+
+    def from_client(i: int, data: bytes) -> bytes | None:
+        if i in liars and wire.peek_type(data) is m.UnmaskShares:
+            msg: m.UnmaskShares = wire.decode(data)
+            return wire.encode(dataclasses.replace(
+                msg, seed_shares={o: wrong(s) for o, s in msg.seed_shares.items()},
+                mask_key_shares={o: wrong(s) for o, s in msg.mask_key_shares.items()}))
+        return data
+
+    arena.on_client = from_client
+    arena.run()
+
+
+def _inconsistent_dealer(arena: Arena, attacker: int) -> None:
+    def from_client(i: int, data: bytes) -> bytes | None:
+        if i == attacker and wire.peek_type(data) is m.AdvertiseKeys:
+            # after advertising a commitment to one seed, deal (and mask with) another
+            arena.clients[attacker]._seed = SecretBytes(os.urandom(32), label="self-mask-seed")
+        return data
+
+    arena.on_client = from_client
+    arena.run()
+
+
+@contextlib.contextmanager
+def _without_share_checks(verdict: bool) -> Iterator[None]:
+    """Switch off the server's check of revealed shares (positive controls only): every share
+    is taken as matching (``verdict`` True) or none can be checked (False)."""
+    space = vars(keys)
+    saved = space["revealed_share_ok"]
+    space["revealed_share_ok"] = lambda *args, **kwargs: verdict
+    try:
+        yield
+    finally:
+        space["revealed_share_ok"] = saved
+
+
 def run_adversary(
     name: str,
     config: MaskingConfig,
@@ -371,13 +419,32 @@ def run_adversary(
     elif name == "low-order-key":
         _low_order_key(arena, attacker, insecure)
         learned = False
+    elif name == "lying-holders":
+        holders = sorted(arena.server._graph[victim])
+        liars = holders[: len(holders) + 1 - config.threshold]  # all but t of the victim's
+        colluders = tuple(liars)
+        if insecure:
+            with _without_share_checks(True):
+                _lying_holders(arena, liars)
+        else:
+            _lying_holders(arena, liars)
+        learned = False
+    elif name == "inconsistent-dealer":
+        if insecure:
+            with _without_share_checks(False):
+                _inconsistent_dealer(arena, attacker)
+        else:
+            _inconsistent_dealer(arena, attacker)
+        learned = False
     else:
         if insecure:
             for c in arena.clients.values():
                 c._insecure_global = True  # the old behaviour: an unreadable box aborts
         _garbage_shares(arena, attacker)
         learned = False
-    if server_attack:
+    if name == "lying-holders":
+        completed, exact = honest_exact(arena, set())  # the liars' own inputs count
+    elif server_attack:
         honest = set(arena.clients) - set(colluders)
         completed = clean_refusals(arena, honest)
         _, exact = honest_exact(arena, set(colluders))
@@ -391,4 +458,4 @@ def run_adversary(
         adversary=name, attack_succeeded=learned, honest_completed=completed,
         detected_by=arena.detected_by(), exact=exact, victim=victim, colluders=colluders,
         insecure=insecure, aborts=dict(arena.aborts), refused=dict(arena.refused),
-        excluded=excluded)
+        excluded=excluded, culprit=arena.culprit)

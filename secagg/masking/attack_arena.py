@@ -8,6 +8,7 @@ colluding clients) holds, whether it can strip every mask off the victim's uploa
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from secagg.errors import (
     RejectedMessage,
 )
 from secagg.hazmat import shamir
-from secagg.hazmat.aead import open_sealed
+from secagg.hazmat.aead import open_sealed, seal
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.prg import MaskExpander
@@ -49,6 +50,7 @@ _CHECKS = (
     ("different survivor sets", "consistency check"),
     ("low-order point", "low-order key refused at advertise"),
     ("share box as invalid", "invalid share box: sender treated as a dropout"),
+    ("dealt inconsistent shares", "share commitments: the dealer is named"),
 )
 
 
@@ -79,6 +81,7 @@ class Arena:
         self.crashed: dict[int, str] = {}
         self.finished: set[int] = set()
         self.round_error: str | None = None
+        self.culprit: int | None = None  # the client a round abort names, if it names one
         self.on_client: ClientHook = lambda i, data: data
         self.on_server: ServerHook = lambda i, data: data
         self.before_advance: Callable[[], None] = lambda: None
@@ -102,6 +105,7 @@ class Arena:
                 inbox = self.server.advance_bytes()
             except (NotEnoughParticipants, ProtocolAbort) as exc:
                 self.round_error = str(exc)
+                self.culprit = exc.culprit
                 inbox = {}
             extra = self.extra_messages()
             inbox.update(extra)
@@ -136,7 +140,10 @@ class Arena:
         return out
 
     def detected_by(self) -> str | None:
-        for reason in [*self.aborts.values(), *self.refused.values()]:
+        if self.round_error is None and self.server.stage is Stage.DONE \
+                and self.server.result.corrupt_shares:
+            return "share commitments: lying holders named and outvoted"
+        for reason in [*self.aborts.values(), *self.refused.values(), self.round_error or ""]:
             for needle, name in _CHECKS:
                 if needle in reason:
                     return name
@@ -153,7 +160,24 @@ def open_box(receiver: X25519KeyPair, sender_cipher_public: bytes, src: int, dst
                             what="share box")
     except AuthenticationFailed:
         return None
-    return (SecretBytes(plain[: shamir.SHARE_BYTES]), SecretBytes(plain[shamir.SHARE_BYTES :]))
+    n = shamir.SHARE_BYTES
+    return (SecretBytes(plain[:n]), SecretBytes(plain[n : 2 * n]))
+
+
+def forge_box(sender: X25519KeyPair, receiver_cipher_public: bytes, src: int, dst: int,
+              digest: bytes, round_: int) -> tuple[bytes, bytes]:
+    """A share box of random shares that ``dst`` will open as if ``src`` sealed it (the
+    attacker holds ``sender``, the cipher key ``dst`` believes is ``src``'s), and the matching
+    share commitment: what a server that swapped keys must hand the victim."""
+    n = shamir.SHARE_BYTES
+    key_share, seed_share = SecretBytes(bytes(1) + os.urandom(n - 1)), \
+        SecretBytes(bytes(1) + os.urandom(n - 1))
+    key_salt, seed_salt = os.urandom(keys.SALT_BYTES), os.urandom(keys.SALT_BYTES)
+    k = keys.share_key(sender, receiver_cipher_public, src, dst, digest, round_)
+    box = seal(k, keys.share_box_plaintext(key_share, seed_share, key_salt, seed_salt),
+               keys.share_associated_data(digest, round_, src, dst))
+    return box, keys.share_commitments(key_share, seed_share, key_salt, seed_salt, src, dst,
+                                       digest, round_)
 
 
 def victim_recovered(arena: Arena, victim: int, colluders: Sequence[int],
@@ -182,12 +206,12 @@ def victim_recovered(arena: Arena, victim: int, colluders: Sequence[int],
     for sender in arena.sent:
         for reply in arena.messages(sender, m.UnmaskShares):
             for owner, raw in reply.seed_shares.items():
-                add(owner, sender, None, SecretBytes(raw))
+                add(owner, sender, None, SecretBytes(raw[: shamir.SHARE_BYTES]))
             for owner, raw in reply.mask_key_shares.items():
-                add(owner, sender, SecretBytes(raw), None)
+                add(owner, sender, SecretBytes(raw[: shamir.SHARE_BYTES]), None)
     for c in colluders:
-        for owner, (key_share, seed_share) in arena.clients[c]._held.items():
-            add(owner, c, key_share, seed_share)
+        for owner, mine in arena.clients[c]._held.items():
+            add(owner, c, mine[0], mine[1])
     for holder, held in extra_shares.items():
         for owner, (key_share, seed_share) in held.items():
             add(owner, holder, key_share, seed_share)

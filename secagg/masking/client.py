@@ -9,8 +9,9 @@ Stages (Bonawitz et al. 2017, section 4; neighbour graph of Bell et al. 2020):
 0. advertise fresh X25519 keys (one to seal shares, one for pairwise masks) and a commitment to
    the self-mask seed, signed in active mode;
 1. on the key directory: Shamir-share the mask private key and the seed among the neighbours and
-   itself, sealing each share to its recipient;
-2. on the share delivery: mask the update with the self mask and one pairwise mask per neighbour
+   itself, sealing each share to its recipient, with a salted commitment to each holder's shares;
+2. on the share delivery: check each box against its dealer's commitment (a box that fails is a
+   dropout, reported in ``excluded``), mask the update with the self mask and one pairwise mask per neighbour
    that shared, and upload it bit-packed;
 3. (active mode) sign the survivor set the server announced;
 4. on the unmask request: reveal, for each neighbour, either its seed share (it survived) or its
@@ -20,6 +21,7 @@ Stages (Bonawitz et al. 2017, section 4; neighbour graph of Bell et al. 2020):
 from __future__ import annotations
 
 import dataclasses
+import hmac
 import os
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -38,8 +40,8 @@ from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.directory import parse_adverts, transcript_of
 from secagg.masking.graph import neighbours as build_graph
-from secagg.masking.graph import roster_neighbours, two_hop
-from secagg.masking.survivors import own_holders_alive, quorum_gap, valid_signers
+from secagg.masking.graph import roster_neighbours
+from secagg.masking.survivors import consistency_refusal, own_holders_alive
 from secagg.masking.update import client_value_bound
 
 if TYPE_CHECKING:
@@ -116,8 +118,8 @@ class ClientSession(Unpicklable):
         self._shared: frozenset[int] = frozenset()
         self._included: frozenset[int] = frozenset()  # neighbours masked with, shares held
         self._survivors: tuple[int, ...] | None = None
-        # shares this client holds: owner -> (mask-key share, seed share)
-        self._held: dict[int, tuple[SecretBytes, SecretBytes]] = {}
+        # shares this client holds: owner -> (mask-key share, seed share, their two salts)
+        self._held: dict[int, keys.HeldShares] = {}
         self._prepared: tuple[frozenset[int], bytes] | None = None  # see prepare_masked_input
 
     # ---- public API ----------------------------------------------------------------------------
@@ -213,7 +215,15 @@ class ClientSession(Unpicklable):
                                   threshold=cfg.threshold, xs=xs)
         seed_shares = shamir.split(self._seed, threshold=cfg.threshold, xs=xs)
         sealed: dict[int, bytes] = {}
-        for v in sorted(live - {me}):
+        commitments: dict[int, bytes] = {}
+        for v in sorted(live):
+            key_salt, seed_salt = os.urandom(keys.SALT_BYTES), os.urandom(keys.SALT_BYTES)
+            key_share, seed_share = key_shares[v + 1], seed_shares[v + 1]
+            commitments[v] = keys.share_commitments(key_share, seed_share, key_salt, seed_salt,
+                                                    me, v, self._digest, cfg.round)
+            if v == me:
+                self._held[me] = (key_share, seed_share, key_salt, seed_salt)
+                continue
             try:  # both exchanges refuse a low-order key: refused here, at the directory
                 k = keys.share_key(self._cipher, adverts[v].cipher_public, me, v, self._digest,
                                    cfg.round)
@@ -221,13 +231,12 @@ class ClientSession(Unpicklable):
                                                             me, v, self._digest, cfg.round)
             except InvalidParameter:
                 self._abort(f"advertisement of client {v} carries a low-order X25519 key")
-            payload = (key_shares[v + 1].expose_secret_bytes()
-                       + seed_shares[v + 1].expose_secret_bytes())
-            sealed[v] = seal(k, payload, keys.share_associated_data(self._digest, cfg.round, me, v))
-        self._held[me] = (key_shares[me + 1], seed_shares[me + 1])
+            sealed[v] = seal(k, keys.share_box_plaintext(key_share, seed_share, key_salt, seed_salt),
+                             keys.share_associated_data(self._digest, cfg.round, me, v))
         self._neighbours = live - {me}  # from here on: neighbours that advertised
         self._stage = Stage.SHARE
-        return m.ShareKeys(digest=self._digest, round=cfg.round, party=me, sealed_shares=sealed)
+        return m.ShareKeys(digest=self._digest, round=cfg.round, party=me, sealed_shares=sealed,
+                           commitments=commitments)
 
     def _on_delivery(self, msg: m.ShareDelivery) -> m.MaskedInput:
         cfg, me = self.config, self.client_id
@@ -239,9 +248,9 @@ class ClientSession(Unpicklable):
         if self._insecure_global and len(shared) < cfg.threshold:
             self._abort(f"only {len(shared)} clients shared keys; threshold is {cfg.threshold}")
         expected = self._neighbours & shared
-        if set(msg.sealed_shares) != expected:
-            self._abort("the share delivery does not hold exactly one share box from each "
-                        "neighbour that shared")
+        if set(msg.sealed_shares) != expected or set(msg.commitments) != expected:
+            self._abort("the share delivery does not hold exactly one share box and one share "
+                        "commitment from each neighbour that shared")
         bad: set[int] = set()
         for v in sorted(expected):
             k = keys.share_key(self._cipher, self._adverts[v].cipher_public, v, me,
@@ -255,11 +264,13 @@ class ClientSession(Unpicklable):
                     self._abort(f"shares from client {v} failed authentication")
                 bad.add(v)  # a malicious peer (or a tampering server): treat it as a dropout
                 continue
-            if len(plain) != 2 * shamir.SHARE_BYTES:
-                bad.add(v)
+            held = keys.split_share_box(plain)
+            if held is None or not hmac.compare_digest(
+                    keys.share_commitments(*held, v, me, self._digest, cfg.round),
+                    msg.commitments[v]):
+                bad.add(v)  # shares that are not what their dealer committed to: a dropout
                 continue
-            self._held[v] = (SecretBytes(plain[: shamir.SHARE_BYTES], label="shamir-share"),
-                             SecretBytes(plain[shamir.SHARE_BYTES :], label="shamir-share"))
+            self._held[v] = held
         included = frozenset(expected - bad)
         if len(included) + 1 < cfg.threshold:
             self._abort(f"only {len(included)} of this client's neighbours shared valid keys "
@@ -330,23 +341,13 @@ class ClientSession(Unpicklable):
         cfg = self.config
         if msg.survivors != self._survivors:
             self._abort("the server announced different survivor sets (consistency check)")
-        stray = set(msg.signatures) - set(msg.survivors)
-        if stray:
-            self._abort(f"consistency signatures from clients {sorted(stray)[:5]} that are not "
-                        "in the survivor set")
         signed = keys.consistency_bytes(self._digest, cfg.round, msg.survivors, self._transcript)
-        candidates = set(msg.signatures) if self._insecure_global else \
-            set(msg.signatures) & two_hop(self._graph, self.client_id)
         assert self._roster is not None
-        signers = valid_signers(self._roster, msg.signatures, signed, candidates)
-        if self._insecure_global:
-            if len(signers) < cfg.threshold:
-                self._abort("the unmask request lacks threshold-many survivor signatures")
-            return
-        gap = quorum_gap(self._graph, self._included | {self.client_id}, signers, cfg.threshold)
-        if gap is not None:
-            self._abort(f"only {gap[1]} of client {gap[0]}'s share holders confirmed the survivor "
-                        f"set; need {cfg.threshold} (consistency check per neighbourhood)")
+        refusal = consistency_refusal(self._roster, self._graph, self.client_id, self._included,
+                                      msg.survivors, msg.signatures, signed, cfg.threshold,
+                                      insecure_global=self._insecure_global)
+        if refusal is not None:
+            self._abort(refusal)
 
     def _on_unmask(self, msg: m.UnmaskRequest) -> m.UnmaskShares:
         cfg = self.config
@@ -357,11 +358,11 @@ class ClientSession(Unpicklable):
         seed_shares: dict[int, bytes] = {}
         key_shares: dict[int, bytes] = {}
         for owner in sorted(self._included | {self.client_id}):
-            key_share, seed_share = self._held[owner]
+            key_share, seed_share, key_salt, seed_salt = self._held[owner]
             if owner in survivors:
-                seed_shares[owner] = seed_share.expose_secret_bytes()
+                seed_shares[owner] = seed_share.expose_secret_bytes() + seed_salt
             else:
-                key_shares[owner] = key_share.expose_secret_bytes()
+                key_shares[owner] = key_share.expose_secret_bytes() + key_salt
         self._held.clear()
         self._pair_keys.clear()
         self._stage = Stage.DONE

@@ -29,7 +29,7 @@ _T = TypeVar("_T")
 __all__ = ["PROTOCOL_NAME", "PROTOCOL_VERSION", "MaskingConfig", "Stage"]
 
 PROTOCOL_NAME = "secagg-masking"
-PROTOCOL_VERSION = 2  # 2: roster-bound active rounds, AES-128 mask keys
+PROTOCOL_VERSION = 3  # 2: roster-bound active rounds, AES-128 mask keys; 3: share commitments
 
 
 class Stage(enum.Enum):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
 import struct
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.kdf import KeyContext, Purpose, derive_key
+from secagg.hazmat.shamir import SHARE_BYTES
 from secagg.masking import wire
 from secagg.masking.config import PROTOCOL_NAME, PROTOCOL_VERSION
 from secagg.masking.messages import AdvertiseKeys
@@ -24,10 +27,14 @@ __all__ = [
     "advert_transcript",
     "consistency_bytes",
     "pairwise_mask_key",
+    "revealed_share_ok",
     "seed_commitment",
     "self_mask_key",
     "share_associated_data",
+    "share_box_plaintext",
+    "share_commitments",
     "share_key",
+    "split_share_box",
 ]
 
 
@@ -69,6 +76,67 @@ def seed_commitment(seed: SecretBytes, me: int, digest: bytes, round_: int) -> b
     """A hiding commitment to the 256-bit self-mask seed, to check its reconstruction."""
     return hashlib.sha256(b"secagg-seed-commitment" + digest + struct.pack(">QI", round_, me)
                           + seed.expose_secret_bytes()).digest()
+
+
+#: Salt of each share commitment, sent inside the sealed box and revealed with the share. It
+#: makes the commitment hiding: t - 1 colluding holders fix a share up to the secret, so an
+#: unsalted hash of it would let them test guesses of a low-entropy secret.
+SALT_BYTES = 16
+COMMITMENT_BYTES = 32
+ShareKind = Literal["key", "seed"]
+
+
+def _share_commitment(kind: ShareKind, share: bytes, salt: bytes, dealer: int, holder: int,
+                      digest: bytes, round_: int) -> bytes:
+    return hashlib.sha256(b"secagg-share-commitment-" + kind.encode() + digest
+                          + struct.pack(">QII", round_, dealer, holder) + salt + share).digest()
+
+
+def share_commitments(key_share: SecretBytes, seed_share: SecretBytes, key_salt: bytes,
+                      seed_salt: bytes, dealer: int, holder: int, digest: bytes,
+                      round_: int) -> bytes:
+    """The dealer's commitment to the two shares ``holder`` holds: key part, then seed part.
+
+    Bound to dealer, holder, round and config, so it cannot be replayed for another pair.
+    """
+    return (_share_commitment("key", key_share.expose_secret_bytes(), key_salt, dealer, holder,
+                              digest, round_)
+            + _share_commitment("seed", seed_share.expose_secret_bytes(), seed_salt, dealer,
+                                holder, digest, round_))
+
+
+#: The shares a client holds for one owner: mask-key share, seed share, and their salts.
+HeldShares = tuple[SecretBytes, SecretBytes, bytes, bytes]
+
+
+def share_box_plaintext(key_share: SecretBytes, seed_share: SecretBytes, key_salt: bytes,
+                        seed_salt: bytes) -> bytes:
+    """What a dealer seals to one holder: both shares, then both salts."""
+    return (key_share.expose_secret_bytes() + seed_share.expose_secret_bytes() + key_salt
+            + seed_salt)
+
+
+def split_share_box(plain: bytes) -> HeldShares | None:
+    """An opened share box as (key share, seed share, key salt, seed salt); None if its length
+    is wrong."""
+    n, salt = SHARE_BYTES, SALT_BYTES
+    if len(plain) != 2 * n + 2 * salt:
+        return None
+    return (SecretBytes(plain[:n], label="shamir-share"),
+            SecretBytes(plain[n : 2 * n], label="shamir-share"),
+            plain[2 * n : 2 * n + salt], plain[2 * n + salt :])
+
+
+def revealed_share_ok(kind: ShareKind, revealed: bytes, commitments: bytes, dealer: int,
+                      holder: int, digest: bytes, round_: int) -> bool:
+    """Whether a share revealed at the unmask stage (share || salt) is the one the dealer
+    committed to for this holder (constant-time comparison)."""
+    if len(revealed) != SHARE_BYTES + SALT_BYTES or len(commitments) != 2 * COMMITMENT_BYTES:
+        return False
+    want = commitments[:COMMITMENT_BYTES] if kind == "key" else commitments[COMMITMENT_BYTES:]
+    got = _share_commitment(kind, revealed[:SHARE_BYTES], revealed[SHARE_BYTES:], dealer, holder,
+                            digest, round_)
+    return hmac.compare_digest(got, want)
 
 
 def consistency_bytes(digest: bytes, round_: int, survivors: Iterable[int],

@@ -47,9 +47,15 @@ class AdvertiseKeys(_Header):
 
 @dataclass(frozen=True, slots=True)
 class ShareKeys(_Header):
-    """Stage 1: AEAD-sealed Shamir shares, one per neighbour (keyed by recipient)."""
+    """Stage 1: AEAD-sealed Shamir shares, one per neighbour (keyed by recipient), and for every
+    holder (the dealer included) a salted hash commitment to the two shares it holds
+    (:func:`secagg.masking.keys.share_commitments`): the holder checks its box against it, and
+    the server checks each share revealed at the unmask stage against it, so a holder that
+    reveals a wrong share is caught exactly and a dealer whose shares each match what it
+    committed to but do not rebuild its committed secret is provably at fault."""
 
     sealed_shares: dict[int, bytes] = field(default_factory=dict)
+    commitments: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +77,8 @@ class ConsistencySignature(_Header):
 
 @dataclass(frozen=True, slots=True)
 class UnmaskShares(_Header):
-    """Stage 4: shares of survivors' self-mask seeds and of dropped clients' mask keys."""
+    """Stage 4: shares of survivors' self-mask seeds and of dropped clients' mask keys, each
+    followed by the salt of its commitment (share || salt)."""
 
     seed_shares: dict[int, bytes] = field(default_factory=dict)
     mask_key_shares: dict[int, bytes] = field(default_factory=dict)
@@ -93,10 +100,12 @@ class KeyDirectory(_Header):
 
 @dataclass(frozen=True, slots=True)
 class ShareDelivery(_Header):
-    """After stage 1: who shared (U2) and the sealed shares addressed to the recipient."""
+    """After stage 1: who shared (U2), the sealed shares addressed to the recipient, and each
+    dealer's commitment to the recipient's shares (keyed by dealer)."""
 
     shared: tuple[int, ...]
     sealed_shares: dict[int, bytes] = field(default_factory=dict)
+    commitments: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,18 +1,23 @@
 """Rebuilding the secrets a masking server needs at the unmask stage, robustly.
 
 The server holds, per client ("owner"), the shares its holders revealed: seed shares if it
-survived, mask-key shares if it dropped. :class:`SecretRecovery` rebuilds each secret and checks
+survived, mask-key shares if it dropped, each with the salt of the commitment the owner made to
+that holder's shares at the share stage. :class:`SecretRecovery` rebuilds each secret and checks
 it against the owner's public commitment (the seed commitment in its signed advert, or its
 advertised mask key); :func:`unmask_masks` turns the rebuilt secrets into the masks to strip
-from the sum. A holder that sent a corrupted share is outvoted and named; an owner whose shares
-fit no commitment is named as the likely culprit.
+from the sum.
+
+Every holder checked its shares against the owner's commitment when it received them (a box
+that failed was reported, and the owner dropped). So if the first t revealed shares do not
+rebuild the committed secret, each revealed share is checked against its commitment: a holder
+whose share does not match is named a liar and left out, exactly, however many there are; and
+if t matching shares still do not rebuild the secret, the owner dealt shares inconsistent with
+its own commitments and is named as the culprit.
 """
 
 from __future__ import annotations
 
-import hashlib
-import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from secagg.errors import InvalidParameter, NotEnoughParticipants, ProtocolAbort
 from secagg.hazmat import shamir
@@ -24,7 +29,7 @@ from secagg.masking.config import MaskingConfig, Stage
 
 __all__ = ["SecretRecovery", "unmask_masks"]
 
-_MAX_SUBSETS = 400  # random t-subsets tried when corrupted shares are present
+_WHAT = {"seed": "self-mask seed", "key": "mask key"}
 
 
 class SecretRecovery:
@@ -33,51 +38,51 @@ class SecretRecovery:
     def __init__(self, config: MaskingConfig) -> None:
         self.threshold = config.threshold
         self.digest = config.digest()
+        self.round = config.round
         self.liars: set[int] = set()
 
-    def rebuild(self, owner: int, what: str, shares: Mapping[int, SecretBytes],
+    def rebuild(self, owner: int, kind: keys.ShareKind, revealed: Mapping[int, bytes],
+                commitments: Mapping[int, bytes],
                 valid: Callable[[SecretBytes], bool]) -> SecretBytes:
-        """One secret from the shares keyed by x = holder + 1, even if some were corrupted.
+        """One secret from the shares its holders revealed (holder -> share || salt).
 
-        If the first t shares do not match the commitment, random t-subsets that avoid known
-        liars are tried (seeded by the config digest and owner, so a restarted server replays
-        the same choice); the holders whose shares disagree with the recovered secret are added
-        to :attr:`liars`.
+        ``commitments`` maps each holder to the owner's commitment to its shares. The first t
+        shares (known liars last) are tried as they are; only if they do not rebuild a secret
+        that ``valid`` accepts is each share checked against its commitment.
         """
         t = self.threshold
-        trusted = {x: sh for x, sh in shares.items() if x - 1 not in self.liars}
-        xs = sorted(trusted)
-        if len(xs) < t:
-            raise NotEnoughParticipants(Stage.UNMASK.value, len(xs), t,
-                                        f"honest share holders of client {owner}")
-
-        def attempt(subset: Sequence[int]) -> SecretBytes | None:
-            try:
-                secret = shamir.combine({x: trusted[x] for x in subset}, threshold=t,
-                                        secret_bytes=32, stage=Stage.UNMASK.value)
-                return secret if valid(secret) else None
-            except InvalidParameter:
-                return None
-
-        first = attempt(xs[:t])
-        if first is not None:
-            return first
-        rng = random.Random(hashlib.sha256(self.digest + owner.to_bytes(4, "big")).digest())
-        for _ in range(_MAX_SUBSETS):
-            subset = sorted(rng.sample(xs, t))
-            secret = attempt(subset)
-            if secret is None:
-                continue
-            for x in xs:  # name every holder whose share disagrees with the recovered secret
-                if x not in subset and attempt([*subset[1:], x]) is None:
-                    self.liars.add(x - 1)
+        order = sorted(revealed, key=lambda h: (h in self.liars, h))
+        if len(order) < t:
+            raise NotEnoughParticipants(Stage.UNMASK.value, len(order), t,
+                                        f"share holders of client {owner}")
+        secret = self._combine(order[:t], revealed, valid)
+        if secret is not None:
             return secret
-        raise ProtocolAbort(Stage.UNMASK.value, f"could not rebuild the {what} of client {owner} "
-                            f"from its {len(xs)} holders' shares: either client {owner} dealt "
-                            "shares inconsistent with its signed commitment, or several of its "
-                            "holders sent corrupted shares (the search tried "
-                            f"{_MAX_SUBSETS} random {t}-subsets); the shares alone cannot tell "
-                            "which")
+        honest = [h for h in order if keys.revealed_share_ok(
+            kind, revealed[h], commitments.get(h, b""), owner, h, self.digest, self.round)]
+        self.liars.update(set(order) - set(honest))
+        if len(honest) < t:
+            raise NotEnoughParticipants(Stage.UNMASK.value, len(honest), t,
+                                        f"holders of client {owner} whose revealed shares match "
+                                        "its commitments")
+        secret = self._combine(honest[:t], revealed, valid)
+        if secret is None:
+            raise ProtocolAbort(Stage.UNMASK.value, f"client {owner} dealt inconsistent shares: "
+                                f"{t} of its holders revealed exactly the shares it committed "
+                                f"to them, and they do not rebuild its committed {_WHAT[kind]}",
+                                culprit=owner)
+        return secret
+
+    def _combine(self, holders: list[int], revealed: Mapping[int, bytes],
+                 valid: Callable[[SecretBytes], bool]) -> SecretBytes | None:
+        shares = {h + 1: SecretBytes(revealed[h][: shamir.SHARE_BYTES], label="shamir-share")
+                  for h in holders}
+        try:
+            secret = shamir.combine(shares, threshold=self.threshold, secret_bytes=32,
+                                    stage=Stage.UNMASK.value)
+        except InvalidParameter:
+            return None
+        return secret if valid(secret) else None
 
 
 def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
@@ -85,6 +90,7 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
                  survivors: frozenset[int], answered: frozenset[int],
                  excluded_by: Mapping[int, frozenset[int]],
                  adverts: Mapping[int, m.AdvertiseKeys],
+                 commitments: Mapping[int, m.ShareKeys],
                  replies: Mapping[int, m.UnmaskShares]) -> list[tuple[SecretBytes, bool]]:
     """Every ``(key, subtract)`` mask to apply to the survivors' sum to unmask it.
 
@@ -99,9 +105,10 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
         if owner not in survivors and not masked_with:
             continue  # a dropout no survivor masked with: nothing of it to remove
         field = "seed_shares" if owner in survivors else "mask_key_shares"
-        shares = {v + 1: SecretBytes(getattr(replies[v], field)[owner], label="shamir-share")
-                  for v in (graph[owner] | {owner}) & answered
-                  if owner not in excluded_by.get(v, frozenset())}
+        revealed = {v: getattr(replies[v], field)[owner]
+                    for v in (graph[owner] | {owner}) & answered
+                    if owner not in excluded_by.get(v, frozenset())}
+        committed = commitments[owner].commitments
         advert = adverts[owner]
 
         def seed_ok(secret: SecretBytes, o: int = owner, a: m.AdvertiseKeys = advert) -> bool:
@@ -111,11 +118,11 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
             return X25519KeyPair.from_private_bytes(secret).public_bytes == a.mask_public
 
         if owner in survivors:
-            secret = recovery.rebuild(owner, "self-mask seed", shares, seed_ok)
+            secret = recovery.rebuild(owner, "seed", revealed, committed, seed_ok)
             masks.append((keys.self_mask_key(secret, owner, digest, config.round), True))
             continue
-        dropped = X25519KeyPair.from_private_bytes(recovery.rebuild(owner, "mask key", shares,
-                                                                    key_ok))
+        dropped = X25519KeyPair.from_private_bytes(
+            recovery.rebuild(owner, "key", revealed, committed, key_ok))
         for v in sorted(masked_with):
             k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v, digest,
                                        config.round)

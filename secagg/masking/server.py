@@ -30,15 +30,20 @@ from secagg.errors import (
     ProtocolAbort,
     RejectedMessage,
 )
-from secagg.hazmat import shamir
-from secagg.hazmat.aead import NONCE_BYTES, TAG_BYTES
 from secagg.hazmat.agreement import validate_public_key
 from secagg.hazmat.prg import MaskExpander
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
+from secagg.masking.accusations import resolve_accusations
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.graph import neighbours as build_graph
 from secagg.masking.graph import roster_neighbours, two_hop
+from secagg.masking.limits import (
+    REVEALED_SHARE_BYTES,
+    SEALED_SHARE_BYTES,
+    SHARE_COMMITMENTS_BYTES,
+    message_limit,
+)
 from secagg.masking.recovery import SecretRecovery, unmask_masks
 from secagg.masking.update import Aggregate
 
@@ -47,7 +52,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ServerSession"]
 
-SEALED_SHARE_BYTES = NONCE_BYTES + 2 * shamir.SHARE_BYTES + TAG_BYTES
 _EXPECTED_TYPE: dict[Stage, type[Any]] = {
     Stage.ADVERTISE: m.AdvertiseKeys,
     Stage.SHARE: m.ShareKeys,
@@ -123,17 +127,7 @@ class ServerSession:
 
     def max_message_bytes(self) -> int:
         """Upper bound on one valid client message at the current stage (for body limits)."""
-        header = 64
-        k = self.config.neighbours
-        return header + {
-            Stage.ADVERTISE: 3 * 36 + 68,
-            Stage.SHARE: 4 + k * (8 + SEALED_SHARE_BYTES),
-            Stage.MASKED_INPUT: 8 + 4 * k + packed_size(self.config.wire_length,
-                                                         self.config.mod_bits),
-            Stage.CONSISTENCY: 4 + 64,
-            Stage.UNMASK: 8 + (k + 1) * (8 + shamir.SHARE_BYTES),
-            Stage.DONE: 0,
-        }[self._stage]
+        return message_limit(self.config, self._stage)
 
     def receive(self, message: m.ClientMessage | bytes) -> None:
         """Accept one client message for the current stage, or raise :class:`RejectedMessage`."""
@@ -248,6 +242,12 @@ class ServerSession:
                                   f"{len(want)} neighbours")
         if any(len(b) != SEALED_SHARE_BYTES for b in msg.sealed_shares.values()):
             raise RejectedMessage(msg.party, f"each sealed share must be {SEALED_SHARE_BYTES} bytes")
+        if set(msg.commitments) != want | {msg.party}:
+            raise RejectedMessage(msg.party, f"share commitments must be given for exactly the "
+                                  f"client's {len(want)} neighbours and itself")
+        if any(len(c) != SHARE_COMMITMENTS_BYTES for c in msg.commitments.values()):
+            raise RejectedMessage(msg.party, f"each share commitment must be "
+                                  f"{SHARE_COMMITMENTS_BYTES} bytes")
 
     def _check_masked_input(self, msg: m.MaskedInput) -> None:
         want = packed_size(self.config.wire_length, self.config.mod_bits)
@@ -277,8 +277,9 @@ class ServerSession:
             raise RejectedMessage(msg.party, "unmask shares must cover exactly the seed shares of "
                                   "surviving neighbours and the key shares of dropped ones")
         for share in (*msg.seed_shares.values(), *msg.mask_key_shares.values()):
-            if len(share) != shamir.SHARE_BYTES:
-                raise RejectedMessage(msg.party, f"each share must be {shamir.SHARE_BYTES} bytes")
+            if len(share) != REVEALED_SHARE_BYTES:
+                raise RejectedMessage(msg.party, f"each revealed share must be "
+                                      f"{REVEALED_SHARE_BYTES} bytes (share and salt)")
 
     # ---- stage transitions -------------------------------------------------------------------
 
@@ -315,27 +316,13 @@ class ServerSession:
         return {v: m.ShareDelivery(
             digest=self._digest, round=self.config.round, party=v, shared=shared,
             sealed_shares={u: shares[u].sealed_shares[v] for u in shared if v in self._graph[u]},
+            commitments={u: shares[u].commitments[v] for u in shared if v in self._graph[u]},
         ) for v in shared}
 
     def _close_masked_input(self, uploaded: frozenset[int]) -> dict[int, m.ServerMessage]:
-        # A client whose share box a neighbour could not open is a dropout: its vector comes
-        # back out of the sum and its mask key is reconstructed like any dropout's.
-        # An honest client never reports more than m - t neighbours (it would fail its own
-        # holder check first); one that does is dropped itself and its reports ignored, so a
-        # single malicious enterprise cannot knock out more than m - t neighbours.
-        cap = self.config.neighbours + 1 - self.config.threshold
-        over = {v for v in uploaded if len(self._excluded_by[v]) > cap}
-        while True:
-            accused = frozenset().union(*(self._excluded_by[v] for v in uploaded - over))
-            accused &= self._u2
-            short = self._unrebuildable(accused | over, uploaded)
-            if not short:
-                break
-            # Reports that would leave a dropped client's mask key short of t holders (adjacent
-            # neighbours reported together hold each other's shares) cost their reporters their
-            # place instead: the round goes on either way.
-            over |= {v for v in uploaded - over if self._excluded_by[v] & short}
-        accused |= over
+        accused = resolve_accusations(  # see accusations.py: reports are bounded
+            graph=self._graph, excluded_by=self._excluded_by, uploaded=uploaded,
+            shared=self._u2, neighbours=self.config.neighbours, threshold=self.config.threshold)
         assert self._packed is not None
         for j in sorted(accused & uploaded):
             self._packed.subtract(self._payloads[j])
@@ -375,6 +362,7 @@ class ServerSession:
         masks = unmask_masks(self._recovery, cfg, graph=self._graph, shared=self._u2,
                              survivors=self._u3, answered=u5, excluded_by=self._excluded_by,
                              adverts=self._received[Stage.ADVERTISE],
+                             commitments=self._received[Stage.SHARE],
                              replies=self._received[Stage.UNMASK])
         MaskExpander().apply_many(packed.accumulator, masks, after_chunk=packed.reduce_through)
         total = packed.result()
@@ -389,17 +377,6 @@ class ServerSession:
                                  corrupt_shares=tuple(sorted(self._recovery.liars)))
         self._stage = Stage.DONE
         return {}
-
-    def _unrebuildable(self, dropped: Iterable[int], uploaded: frozenset[int]) -> set[int]:
-        """Dropped clients that some survivor masked with but fewer than t survivors can rebuild
-        the mask key of (holders that reported a client hold none of its shares)."""
-        survivors = uploaded - set(dropped)
-        short = set()
-        for j in dropped:
-            masked_with = [w for w in self._graph[j] & survivors if j not in self._excluded_by[w]]
-            if masked_with and len(masked_with) < self.config.threshold:
-                short.add(j)
-        return short
 
     def _release_payloads(self, sender: int) -> None:
         """Forget vectors no neighbour can report any more, unless their sender reported someone

@@ -20,8 +20,9 @@ from collections.abc import Iterable, Mapping
 
 from secagg.errors import AuthenticationFailed
 from secagg.identity import Roster
+from secagg.masking.graph import two_hop
 
-__all__ = ["own_holders_alive", "quorum_gap", "valid_signers"]
+__all__ = ["consistency_refusal", "own_holders_alive", "quorum_gap", "valid_signers"]
 
 
 def own_holders_alive(included: frozenset[int], me: int, survivors: Iterable[int]) -> int:
@@ -50,4 +51,30 @@ def quorum_gap(graph: Mapping[int, frozenset[int]], owners: Iterable[int], signe
         have = len(signers & (graph[u] | {u}))
         if have < threshold:
             return u, have
+    return None
+
+
+def consistency_refusal(roster: Roster, graph: Mapping[int, frozenset[int]], me: int,
+                        included: frozenset[int], survivors: tuple[int, ...],
+                        signatures: Mapping[int, bytes], signed: bytes, threshold: int, *,
+                        insecure_global: bool = False) -> str | None:
+    """Why ``me`` must not reveal its shares for this unmask request (check 2), or None.
+
+    Only signatures from ``me``'s two-hop neighbourhood count (its holders' holders), unless
+    ``insecure_global`` restores the old rule of t signatures from anyone (positive controls).
+    """
+    stray = set(signatures) - set(survivors)
+    if stray:
+        return (f"consistency signatures from clients {sorted(stray)[:5]} that are not in the "
+                "survivor set")
+    candidates = set(signatures) if insecure_global else set(signatures) & two_hop(graph, me)
+    signers = valid_signers(roster, signatures, signed, candidates)
+    if insecure_global:
+        if len(signers) < threshold:
+            return "the unmask request lacks threshold-many survivor signatures"
+        return None
+    gap = quorum_gap(graph, included | {me}, signers, threshold)
+    if gap is not None:
+        return (f"only {gap[1]} of client {gap[0]}'s share holders confirmed the survivor set; "
+                f"need {threshold} (consistency check per neighbourhood)")
     return None

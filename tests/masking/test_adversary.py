@@ -41,7 +41,8 @@ def _attack(r: Round, corrupt_key_shares: dict[int, SecretBytes], corrupt: list[
     adverts = {a.party: a for a in msgs if isinstance(a, m.AdvertiseKeys)}
     upload = next(a for a in msgs if isinstance(a, m.MaskedInput) and a.party == VICTIM)
     replies = [a for a in msgs if isinstance(a, m.UnmaskShares)]
-    seed = shamir.combine({a.party + 1: SecretBytes(a.seed_shares[VICTIM]) for a in replies},
+    seed = shamir.combine({a.party + 1: SecretBytes(a.seed_shares[VICTIM][: shamir.SHARE_BYTES])
+                           for a in replies},
                           threshold=cfg.threshold, secret_bytes=32)
     assert seed_commitment(seed, VICTIM, digest, cfg.round) == adverts[VICTIM].seed_commitment
     y = unpack_bits(upload.payload, cfg.mod_bits, cfg.wire_length)
