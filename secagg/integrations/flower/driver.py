@@ -1,0 +1,136 @@
+"""The server side of one secure round over a Flower ``Grid``: secagg's :class:`ServerSession`,
+with Flower messages as its transport.
+
+Stage by stage: the setup message (the strategy's content plus the round's config and model
+layout) goes to every sampled node; the replies' key advertisements map each node to the roster
+id it signed as. Then each :meth:`~secagg.masking.ServerSession.advance` yields the next message
+for every remaining client, sent to its node in one ``send_and_receive``; a node that does not
+answer within ``timeout``, answers with an error, or sends a message the session rejects is a
+dropout, and the round goes on while the protocol's thresholds hold. The result is the weighted
+mean of the survivors' models as an ``ArrayRecord``; no individual model is ever received.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app.message_type import MessageType
+from flwr.serverapp import Grid
+
+from secagg.encoding.paramspec import ParamSpec
+from secagg.errors import InvalidParameter, RejectedMessage
+from secagg.identity import Roster
+from secagg.masking import Aggregate, MaskingConfig, ServerSession, wire
+from secagg.masking.config import Stage
+
+from . import records as r
+
+__all__ = ["SecureRound", "SecureRoundResult"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class SecureRoundResult:
+    """What a completed round released: the aggregate and the survivors' setup replies."""
+
+    aggregate: Aggregate
+    arrays: ArrayRecord  # the weighted mean of the survivors' models
+    replies: dict[int, Message]  # node id -> its setup reply (metrics; no model)
+    arrays_keys: dict[int, str]  # node id -> the name its ClientApp gave its ArrayRecord
+    client_ids: dict[int, int]  # node id -> roster id
+    failures: list[str] = field(default_factory=list)
+
+
+class SecureRound:
+    """Run one masking round with the nodes of ``contents`` (node id -> strategy content)."""
+
+    def __init__(self, grid: Grid, *, config: MaskingConfig, roster: Roster, layout: ParamSpec,
+                 weight_key: str, timeout: float | None) -> None:
+        self._grid = grid
+        self._config = config
+        self._roster = roster
+        self._layout = layout
+        self._weight_key = weight_key
+        self._timeout = timeout
+
+    def run(self, contents: Mapping[int, RecordDict], *, group_id: str = "") -> SecureRoundResult:
+        config = self._config
+        server = ServerSession(config, roster=self._roster)
+        setup = ConfigRecord({r.STAGE: r.SETUP, r.CONFIG: json.dumps(config.to_dict()),
+                              r.LAYOUT: self._layout.to_json(), r.WEIGHT_KEY: self._weight_key})
+        messages = []
+        for node, content in contents.items():
+            body = RecordDict(dict(content.items()))
+            body[r.PROTOCOL_RECORD] = setup
+            messages.append(Message(body, dst_node_id=node, message_type=MessageType.TRAIN,
+                                    group_id=group_id))
+        failures: list[str] = []
+        node_of: dict[int, int] = {}  # roster id -> node id
+        setup_replies: dict[int, Message] = {}
+        arrays_keys: dict[int, str] = {}
+        for reply in self._exchange(messages, failures):
+            node = reply.metadata.src_node_id
+            try:
+                payload, record = _payload(reply)
+                party = wire.peek_header(payload).party
+                if party in node_of:
+                    raise RejectedMessage(party, "a second node claims this client id")
+                server.receive(payload)
+            except (RejectedMessage, InvalidParameter) as exc:
+                failures.append(f"node {node}: {exc}")
+                continue
+            node_of[party] = node
+            del reply.content.config_records[r.PROTOCOL_RECORD]
+            setup_replies[node] = reply
+            arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
+        while True:
+            outgoing = server.advance_bytes()  # NotEnoughParticipants ends the round
+            if server.stage is Stage.DONE:
+                break
+            step = [Message(RecordDict({r.PROTOCOL_RECORD: ConfigRecord(
+                        {r.STAGE: r.STEP, r.PAYLOAD: data})}),
+                            dst_node_id=node_of[party], message_type=MessageType.TRAIN,
+                            group_id=group_id)
+                    for party, data in outgoing.items()]
+            for reply in self._exchange(step, failures):
+                node = reply.metadata.src_node_id
+                try:
+                    payload, _ = _payload(reply)
+                    party = wire.peek_header(payload).party
+                    if node_of.get(party) != node:
+                        raise RejectedMessage(party, f"sent by node {node}, not by the node that "
+                                              "advertised this client's keys")
+                    server.receive(payload)
+                except (RejectedMessage, InvalidParameter) as exc:
+                    failures.append(f"node {node}: {exc}")
+        aggregate = server.result
+        survivors = {node_of[c] for c in aggregate.survivors}
+        mean = r.to_arrayrecord(aggregate.mean(), self._layout)
+        return SecureRoundResult(
+            aggregate=aggregate, arrays=mean,
+            replies={n: m for n, m in setup_replies.items() if n in survivors},
+            arrays_keys=arrays_keys, client_ids={n: c for c, n in node_of.items()},
+            failures=failures)
+
+    def _exchange(self, messages: list[Message], failures: list[str]) -> Iterable[Message]:
+        """Send ``messages``; yield the replies without errors (the rest are dropouts)."""
+        for reply in self._grid.send_and_receive(messages, timeout=self._timeout):
+            if reply.has_error():
+                failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+                _log.info("secure round: node %d dropped out: %s", reply.metadata.src_node_id,
+                          reply.error.reason)
+                continue
+            yield reply
+
+
+def _payload(reply: Message) -> tuple[bytes, ConfigRecord]:
+    record = reply.content.config_records.get(r.PROTOCOL_RECORD)
+    payload = record.get(r.PAYLOAD) if record is not None else None
+    if record is None or not isinstance(payload, bytes):
+        raise InvalidParameter("the reply carries no secure-aggregation message")
+    return payload, record

@@ -1,0 +1,175 @@
+"""A small Flower federation for the integration tests: five enterprises with identities on
+disk, a ClientApp whose model update is known in advance, and a fault mod that makes one node
+vanish at a chosen protocol stage (its ClientApp fails, as a crashed SuperNode's would)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+
+from secagg.identity import Identity, Roster
+from secagg.integrations.flower import Credentials, SecAggPlusMod
+from secagg.integrations.flower import records as r
+from secagg.masking import wire
+
+SHAPES = {"w": (6, 4), "b": (4,)}
+
+
+def initial_arrays() -> ArrayRecord:
+    return ArrayRecord({k: Array(np.zeros(s, dtype=np.float32)) for k, s in SHAPES.items()})
+
+
+def client_model(partition: int) -> dict[str, np.ndarray]:
+    """What partition ``partition``'s ClientApp returns: known in advance, so the test can
+    compute the plaintext mean."""
+    rng = np.random.default_rng(100 + partition)
+    return {k: rng.uniform(-2, 2, size=s).astype(np.float32) for k, s in SHAPES.items()}
+
+
+def client_examples(partition: int) -> int:
+    return 10 + 7 * partition
+
+
+def make_federation(directory: Path, n: int) -> Path:
+    """Identity files id-<i>.json (mode 0600) and roster.json; returns the roster's path."""
+    identities = [Identity.create(directory / f"id-{i}.json", name=f"enterprise-{i}")
+                  for i in range(n)]
+    Roster.of("flower-test", identities).save(directory / "roster.json")
+    return directory / "roster.json"
+
+
+@dataclass
+class PartitionCredentials:
+    """Credentials by simulation partition: identity ``id-<partition>.json`` in ``directory``."""
+
+    directory: str
+
+    def __call__(self, context: Context) -> Credentials:
+        partition = int(context.node_config["partition-id"])
+        base = Path(self.directory)
+        return Credentials(Identity.load(base / f"id-{partition}.json"),
+                           Roster.load(base / "roster.json"))
+
+
+@dataclass
+class FaultMod:
+    """Makes partition ``partition`` fail when it receives a protocol message of ``kind``."""
+
+    partition: int
+    kind: str  # a message class name of secagg.masking.messages, e.g. "ShareDelivery"
+
+    def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
+        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
+        if rec is not None and int(ctxt.node_config["partition-id"]) == self.partition:
+            payload = rec.get(r.PAYLOAD)
+            if isinstance(payload, bytes) and wire.peek_type(payload).__name__ == self.kind:
+                raise RuntimeError(f"partition {self.partition} vanished at {self.kind}")
+        return call_next(msg, ctxt)
+
+
+def train(msg: Message, context: Context) -> Message:
+    partition = int(context.node_config["partition-id"])
+    model = client_model(partition)
+    return Message(RecordDict({
+        "arrays": ArrayRecord({k: Array(v) for k, v in model.items()}),
+        "metrics": MetricRecord({"num-examples": client_examples(partition),
+                                 "loss": float(partition)}),
+    }), reply_to=msg)
+
+
+def make_client_app(directory: Path, fault: Any = None, *, legacy: bool = False) -> ClientApp:
+    """The test ClientApp behind secagg's mod (and ``fault``, a mod run before it)."""
+    mods: list[Any] = [SecAggPlusMod(credentials=PartitionCredentials(str(directory)))]
+    if fault is not None:
+        mods.insert(0, fault)
+    if legacy:
+        return ClientApp(client_fn=_legacy_client, mods=mods)
+    app = ClientApp(mods=mods)
+    app.train()(train)
+    return app
+
+
+def _legacy_client(context: Context) -> Any:
+    from flwr.client import NumPyClient
+
+    partition = int(context.node_config["partition-id"])
+
+    class Legacy(NumPyClient):
+        def fit(self, parameters: Any, config: Any) -> Any:
+            model = client_model(partition)
+            return [model[k] for k in SHAPES], client_examples(partition), {"loss": 1.0}
+
+    return Legacy().to_client()
+
+
+@dataclass
+class RecordingGrid(Grid):
+    """A pass-through Grid that notes, for every reply the server receives, the names of the
+    ArrayRecords it carried on arrival (to check that no client model ever reached it)."""
+
+    inner: Grid
+    replies: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def _note(self, messages: Any) -> list[Message]:
+        out = list(messages)
+        self.errors += [msg.error.reason for msg in out if msg.has_error()]
+        self.replies += [(msg.metadata.src_node_id,
+                          tuple(msg.content.array_records) if msg.has_content() else ())
+                         for msg in out]
+        return out
+
+    def set_run(self, run: Any) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self.inner.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Any:
+        return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Any) -> Any:
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Any) -> Any:
+        return self._note(self.inner.pull_messages(message_ids))
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        return self._note(self.inner.send_and_receive(messages, timeout=timeout))
+
+
+@dataclass
+class ReplayMod:
+    """Writes partition ``partition``'s session blob from the key-directory stage back into its
+    Context.state when the ``kind`` message arrives (the stage mark is left as it is): the replay
+    of an older state the client must refuse."""
+
+    partition: int
+    kind: str
+
+    def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
+        from secagg.integrations.flower.client_state import STATE_RECORD
+
+        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
+        payload = rec.get(r.PAYLOAD) if rec is not None else None
+        if int(ctxt.node_config["partition-id"]) != self.partition or \
+                not isinstance(payload, bytes):
+            return call_next(msg, ctxt)
+        kind = wire.peek_type(payload).__name__
+        state = ctxt.state.config_records[STATE_RECORD]
+        if kind == "KeyDirectory":  # kept in the state too: the mod object is not persistent
+            ctxt.state.config_records["test-saved"] = ConfigRecord({"blob": state["blob"]})
+        elif kind == self.kind:
+            state["blob"] = ctxt.state.config_records["test-saved"]["blob"]
+        return call_next(msg, ctxt)
