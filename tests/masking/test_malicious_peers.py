@@ -10,6 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secagg.errors import ProtocolAbort
+from secagg.hazmat.aead import seal
+from secagg.masking.keys import share_associated_data, share_box_plaintext, share_key
 from secagg.masking import messages as m
 from secagg.masking import wire
 from tests.masking.conftest import make_config, random_updates
@@ -287,3 +289,39 @@ def test_reports_that_would_leave_a_dropped_neighbour_unrebuildable_drop_the_rep
     r.run_to_end(r.reply(inbox, skip={liar}))
     assert r.server.result.excluded == (liar,)
     _exact(r, [i for i in range(N) if i != liar])
+
+
+@pytest.mark.parametrize("tamper", ["commitment", "share"])
+def test_a_box_that_does_not_match_its_commitment_makes_the_dealer_a_dropout(tamper: str) -> None:
+    """The dealer's box for one holder opens but does not match the commitment it sent for that
+    holder (a wrong commitment, or a wrong share sealed under the right key): the holder
+    reports the dealer, which is left out, and the others get the exact sum."""
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    r, outbox = Round.start(config, random_updates(N, 40))
+    outbox = r.reply(r.deliver(outbox))  # the ShareKeys
+    assert r.server is not None
+    dealer = 7
+    holder = min(r.server._graph[dealer])
+    shares = decode(outbox[dealer])
+    assert isinstance(shares, m.ShareKeys)
+    if tamper == "commitment":
+        commitments = {**shares.commitments, holder: bytes(64)}
+        shares = dataclasses.replace(shares, commitments=commitments)
+    else:  # the dealer seals a different share (and the right salts) under the real box key
+        me = r.clients[dealer]
+        k = share_key(me._cipher, me._adverts[holder].cipher_public, dealer, holder,
+                      config.digest(), config.round)
+        held = r.clients[dealer]._held[dealer]
+        plain = share_box_plaintext(held[1], held[1], held[2], held[3])  # seed share as key share
+        boxes = {**shares.sealed_shares, holder: seal(
+            k, plain, share_associated_data(config.digest(), config.round, dealer, holder))}
+        shares = dataclasses.replace(shares, sealed_shares=boxes)
+    outbox[dealer] = wire.encode(shares)
+    uploads = r.reply(r.deliver(outbox))
+    assert decode(uploads[holder]).excluded == (dealer,)  # type: ignore[union-attr]
+    inbox = r.deliver(uploads)
+    with pytest.raises(ProtocolAbort, match="reports this client as dropped"):
+        r.clients[dealer].handle_bytes(inbox[dealer])
+    r.run_to_end(r.reply(r.deliver(r.reply(inbox, skip={dealer}))))
+    assert r.server.result.excluded == (dealer,)
+    _exact(r, [i for i in range(N) if i != dealer])
