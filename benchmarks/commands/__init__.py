@@ -9,4 +9,5 @@ SUBCOMMANDS = {  # relative to this package
     "ckks": ".ckks",
     "dp": ".dp",
     "e2e": ".e2e",
+    "flower": ".flower",
 }
