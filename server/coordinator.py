@@ -105,9 +105,13 @@ class Coordinator(LiveRounds):
                            f"one of {sorted(self.modes)}")
         async with self._open_lock:
             index = self.store.next_round_index(federation_id)
+            roster = self.roster(federation_id)
             try:
-                config, notes = spec.configure(num_clients, index, options,
-                                               self.roster(federation_id))
+                config, notes = spec.configure(num_clients, index, options, roster)
+                # the round's protocol is built (and so checked) before the round is stored: a
+                # config its session refuses is the operator's to fix, never a stored round
+                protocol = spec.build(config, frozenset(range(int(config["num_clients"]))),
+                                      roster)
             except (TypeError, ValueError) as exc:  # InvalidParameter, or a string for a number
                 detail = str(exc) if isinstance(exc, InvalidParameter) else \
                     f"an option has the wrong type ({exc})"
@@ -115,7 +119,7 @@ class Coordinator(LiveRounds):
                                f"(see {spec.options_doc})") from None
             row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
                                           config, stage_timeout)
-            live = self._build(row)
+            live = self._build(row, protocol)
             live.notes = notes
             self.live[row.id] = live
         self._new_round_event(federation_id).set()

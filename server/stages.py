@@ -32,7 +32,7 @@ from secagg.identity import Roster
 
 from .journal import Journal
 from .live import LiveRound
-from .modes import ModeSpec, Rejected, RoundFailed, default_modes
+from .modes import ModeSpec, Rejected, RoundFailed, RoundProtocol, default_modes
 from .store import EventKind, RoundRow, RoundStatus, Store
 
 __all__ = ["TICK_S", "LiveRounds", "not_live", "released_meta"]
@@ -67,15 +67,17 @@ class LiveRounds:
 
     # ---- building and rebuilding ----------------------------------------------------------------
 
-    def _build(self, row: RoundRow) -> LiveRound:
+    def _build(self, row: RoundRow, protocol: RoundProtocol | None = None) -> LiveRound:
+        """The live round of ``row``, its protocol built from the stored config (or the one
+        just built from that same config when the round is opened)."""
         spec = self.modes.get(row.mode)
         if spec is None:
             raise InvalidParameter(f"mode {row.mode!r} is not enabled on this server")
         participants = frozenset(range(int(row.config["num_clients"])))
-        roster = self.roster(row.federation_id)
-        return LiveRound(row=row, protocol=spec.build(row.config, participants, roster),
-                         participants=participants, alive=participants,
-                         deadline=time.monotonic() + row.stage_timeout)
+        if protocol is None:
+            protocol = spec.build(row.config, participants, self.roster(row.federation_id))
+        return LiveRound(row=row, protocol=protocol, participants=participants,
+                         alive=participants, deadline=time.monotonic() + row.stage_timeout)
 
     def _replay(self, row: RoundRow) -> LiveRound | None:
         """Rebuild ``row`` from its stored events; the live round, or None if it completed."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from secagg.errors import InvalidParameter
 from secagg.identity import Identity, Roster
 from secagg_server import modes
 from secagg_server.coordinator import Coordinator
@@ -20,6 +21,7 @@ from secagg_server.modes import (
     DuplicateMode,
     ModeRegistry,
     ModeSpec,
+    Rejected,
     default_modes,
     register_mode,
 )
@@ -90,6 +92,42 @@ def test_a_small_federation_s_dropout_odds_reach_the_operator_as_notes(tmp_path:
     assert len(notes) == 1 and "a round fails if more than 0 client(s) drop" in notes[0], notes
     assert quiet == ()
     assert not [w for w in shown if issubclass(w.category, UserWarning)], shown
+
+
+def test_a_config_the_round_s_session_refuses_is_a_400_and_no_round_is_stored(
+        tmp_path: Path) -> None:
+    """The protocol is built before the round is stored: a config that its session refuses
+    (here a mode whose builder checks more than its config maker) answers 400 naming why, and
+    leaves no open round behind (it once answered 500 after storing the round)."""
+
+    def picky(config: dict[str, Any], participants: frozenset[int],
+              roster: Roster | None) -> PlainRound:
+        if config["vector_length"] > 4:
+            raise InvalidParameter("picky rounds take at most 4 values")
+        return PlainRound(config, participants, roster)
+
+    async def main() -> tuple[BaseException | None, list[Any], int]:
+        store = Store(tmp_path / "data")
+        store.create_federation("t", 2)
+        coord = Coordinator(store, {"picky": ModeSpec("picky", plain_config, picky)})
+        await coord.start()
+        try:
+            refused: BaseException | None = None
+            try:
+                await coord.open_round(1, 2, "picky", {"vector_length": 8}, 30.0)
+            except Rejected as exc:
+                refused = exc
+            stored = store.rounds()
+            ok = await coord.open_round(1, 2, "picky", {"vector_length": 4}, 30.0)
+            return refused, stored, ok.row.index
+        finally:
+            await coord.stop()
+            store.close()
+
+    refused, stored, index = asyncio.run(main())
+    assert isinstance(refused, Rejected) and refused.status == 400
+    assert refused.code == "invalid_options" and "at most 4 values" in refused.detail
+    assert stored == [] and index == 0  # nothing stored; the next round is still index 0
 
 
 
