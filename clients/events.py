@@ -20,7 +20,9 @@ Events, in the order they come:
 ``round_completed``  the aggregate is released to it: ``round``, ``round_id``, ``mode``,
                      ``survivors``, ``total_weight`` or ``accuracy``, ...
 ``round_dropped``    it was left out: ``round``, ``round_id``, ``mode``, ``reason``
-``round_refused``    it refused the round (the server deviated): same fields
+``round_refused``    it refused the round (the server deviated, or the round is for another
+                     model layout: a training client refuses a round already open for another
+                     layout before training, so no ``trained`` comes first): same fields
 ``error``            the client stops on an error: ``message``, ``exit_code``
 ``done``             the run ended: ``completed``, ``dropped``, ``refused`` (+ training: ``epsilon``)
 """

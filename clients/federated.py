@@ -26,7 +26,11 @@ Each round the enterprise trains from the common model with DP-SGD (its ledger r
 overspend), waits for the server's next round, protects the update with the round's mode (masking
 or CKKS: the server picks it), and applies the released mean, so every enterprise ends with the
 same combined model. Training happens before the round opens, so stage deadlines never have to
-cover training time.
+cover training time. The round's model layout is checked before any training: a round already
+open for another layout (or another vector length) is refused at once, naming both layouts,
+without training or charging the ledger. A round opened for another layout only after this
+enterprise trained is refused as soon as it is seen; that training is then discarded (and stays
+on the ledger, like the training for any round this enterprise drops out of).
 
 The noise is calibrated for the whole run: each round takes the sigma with which the ledger's
 history plus the rounds left spend at most ``budget_epsilon`` (so the same sigma every round
@@ -250,6 +254,22 @@ class FederatedEnterprise:
                  tb: TracebackType | None) -> None:
         self.runtime.close()
 
+    def _refuse_before_training(self, after: int, accuracy: float) -> RoundReport | None:
+        """The report of a round already open for another model layout, refused now, before
+        any training (nothing trained, nothing charged); None when no round is open yet or the
+        open one is for this model (then it is trained for and checked again before taking part)."""
+        pending = self.runtime.peek_round(after)
+        if pending is None:
+            return None
+        try:
+            self.runtime.check_layout(pending)
+        except RoundRefused as exc:
+            return RoundReport(index=pending.index, round_id=pending.round_id, mode=pending.mode,
+                               dropped=True, refused=True, reason=exc.reason,
+                               epsilon_total=self.client.ledger.spent(),
+                               local_accuracy=accuracy)
+        return None
+
     def run(self, *, progress: bool = False) -> EnterpriseReport:
         """Take part in ``plan.rounds`` rounds; returns what happened (no update values)."""
         me = self.runtime.check_enrolment()
@@ -261,7 +281,17 @@ class FederatedEnterprise:
         self._emit("ready", {"name": self.name, "client_id": report.client_id,
                              "dimension": report.dimension, "accuracy": report.start_accuracy,
                              "federation": me["federation"], "resumed_rounds": completed})
+        accuracy = report.start_accuracy  # the combined model's, as it stands
         for r in range(completed, self.plan.rounds):
+            refused = self._refuse_before_training(after, accuracy)
+            if refused is not None:
+                after = refused.index
+                report.rounds.append(refused)
+                self._save_state(after, r + 1, model=False)
+                self._emit("round_refused", {"round": refused.index, "round_id": refused.round_id,
+                                             "mode": refused.mode, "reason": refused.reason,
+                                             "rounds_left": self.plan.rounds - r - 1})
+                continue
             t0 = time.monotonic()
             history = [e.gaussian_steps for e in self.client.ledger.entries]
             config = self.plan.dp_config(len(self.client.records), history,
@@ -303,7 +333,7 @@ class FederatedEnterprise:
                 np.save(self.audit_dir / f"released-{self.name}-round{info.index}.npy",
                         result.weighted_sum)
             self.client.apply_aggregate(result.mean)
-            entry.accuracy = self.client.evaluate(self.test)
+            entry.accuracy = accuracy = self.client.evaluate(self.test)
             entry.survivors = list(result.survivors)
             entry.protect_s = time.monotonic() - t1
             report.rounds.append(entry)

@@ -245,6 +245,35 @@ class RuntimeClient:
                 return RoundInfo(d["round_id"], d["index"], d["mode"], d["config"], d["client_id"])
         raise TimeoutError(f"no round opened within {timeout} s")
 
+    def peek_round(self, after_index: int = -1) -> RoundInfo | None:
+        """The federation's open round with index > ``after_index`` if one is open now, else None
+        (one request, no waiting): what a training client checks before it trains."""
+        resp = self._call("GET", Route.NEXT_ROUND, params={"after": after_index, "wait": 0})
+        if resp.status_code != 200:
+            return None
+        d = resp.json()
+        return RoundInfo(d["round_id"], d["index"], d["mode"], d["config"], d["client_id"])
+
+    def check_layout(self, info: RoundInfo) -> None:
+        """Raise :class:`RoundRefused` if this client knows its model layout (``layout``) and
+        ``info``'s round is for another: a different layout digest (both named, see
+        :meth:`ParamSpec.check_round`) or, for a round that names none, another vector length.
+        Nothing is sent; a client without a layout checks nothing here."""
+        if self.layout is None:
+            return
+        try:
+            self.layout.check_round(bytes.fromhex(str(info.config.get("layout_digest", ""))))
+            length = info.config.get("vector_length")
+            if length is not None and int(length) != self.layout.size:
+                raise InvalidParameter(
+                    f"the round expects {int(length)} values per update, this model has "
+                    f"{self.layout.size} trainable parameters (layout "
+                    f"{self.layout.digest().hex()[:16]}...): the enterprises are not fine-tuning "
+                    "the same model; refusing to take part")
+        except (InvalidParameter, ValueError, TypeError) as exc:
+            log.info("round %d refused: %s", info.index, exc)
+            raise RoundRefused(info.index, str(exc)) from None
+
     def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1) -> RoundResult:
         """Run ``info``'s protocol with ``update``; returns the released aggregate.
 
@@ -258,12 +287,7 @@ class RuntimeClient:
         if factory is None:
             raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
                           f"{sorted(CLIENT_MODES)})")
-        if self.layout is not None:
-            try:
-                self.layout.check_round(bytes.fromhex(str(info.config.get("layout_digest", ""))))
-            except (InvalidParameter, ValueError) as exc:
-                log.info("round %d refused: %s", info.index, exc)
-                raise RoundRefused(info.index, str(exc)) from None
+        self.check_layout(info)
         try:
             party = factory(info, np.asarray(update, dtype=np.float32), weight,
                             identity=self.identity, roster=self.roster)
