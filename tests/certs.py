@@ -25,7 +25,8 @@ def write_key(path: Path, key: ec.EllipticCurvePrivateKey | None = None,
 
 
 def self_signed(tmp: Path, stem: str = "server") -> tuple[Path, Path]:
-    """``(cert, key)`` under ``tmp``: a CA-less self-signed certificate for 127.0.0.1."""
+    """``(cert, key)`` under ``tmp``: a CA-less self-signed certificate for 127.0.0.1, which a
+    client trusts by passing it as its CA bundle (``--ca-cert``, ``verify=``)."""
     key_path, cert_path = tmp / f"{stem}.key", tmp / f"{stem}.crt"
     key = write_key(key_path)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secagg test server")])
@@ -36,6 +37,7 @@ def self_signed(tmp: Path, stem: str = "server") -> tuple[Path, Path]:
             .not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(
                 "127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

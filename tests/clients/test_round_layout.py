@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,9 @@ from secagg_clients.model import EncoderKind, build_model
 from secagg_clients.runtime import RoundRefused
 from secagg_clients.updates import trainable_spec
 from secagg_server.operator import Operator
-from tests.server.conftest import Federation, start_federation
+from tests.server.conftest import Federation
 
 TINY = EncoderKind.TEST_ONLY_TINY
-
-
-@pytest.fixture
-def fed(tmp_path: Path) -> Iterator[Federation]:
-    f = start_federation(tmp_path, 3)
-    try:
-        yield f
-    finally:
-        f.server.kill()
 
 
 def _export(out: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -55,7 +45,7 @@ def _open(fed: Federation, *argv: str) -> subprocess.CompletedProcess[str]:
                            fed.server.url], capture_output=True, text=True, timeout=60, env=env)
 
 
-def test_layout_export_round_trips_into_round_open(fed: Federation, tmp_path: Path) -> None:
+def test_layout_export_round_trips_into_round_open(fed3: Federation, tmp_path: Path) -> None:
     model_dir = tmp_path / "published"
     model_dir.mkdir()
     exported = _export(str(model_dir / "layout.json"))
@@ -69,12 +59,12 @@ def test_layout_export_round_trips_into_round_open(fed: Federation, tmp_path: Pa
     stdout = _export("-")
     assert stdout.returncode == 0 and ParamSpec.from_json(stdout.stdout) == spec
 
-    by_file = _open(fed, "--layout", str(model_dir / "layout.json"), "--option", "clip=2.0")
+    by_file = _open(fed3, "--layout", str(model_dir / "layout.json"), "--option", "clip=2.0")
     assert by_file.returncode == 0, by_file.stderr
     info = json.loads(by_file.stdout)
     assert info["config"]["vector_length"] == spec.size
     assert info["config"]["layout_digest"] == spec.digest().hex()
-    by_dir = _open(fed, "--from-model", str(model_dir))
+    by_dir = _open(fed3, "--from-model", str(model_dir))
     assert by_dir.returncode == 0, by_dir.stderr
     assert json.loads(by_dir.stdout)["config"]["layout_digest"] == spec.digest().hex()
 
@@ -84,11 +74,11 @@ def test_layout_export_round_trips_into_round_open(fed: Federation, tmp_path: Pa
     assert _export(str(other_dir / "layout.json"), "--lora-rank", "4").returncode == 0
     other = ParamSpec.from_json((other_dir / "layout.json").read_text())
     assert other.digest() != spec.digest()
-    with fed.runtime(0, layout=spec) as rt:
+    with fed3.runtime(0, layout=spec) as rt:
         opened = rt.peek_round()
         assert opened is not None and opened.round_id == info["round_id"]
         rt.check_layout(opened)  # this model's round: no refusal
-    with fed.runtime(1, layout=other) as rt, pytest.raises(RoundRefused) as refused:
+    with fed3.runtime(1, layout=other) as rt, pytest.raises(RoundRefused) as refused:
         rt.check_layout(opened)
     assert spec.digest().hex()[:16] in refused.value.reason
     assert other.digest().hex()[:16] in refused.value.reason
@@ -101,20 +91,20 @@ def test_layout_export_to_a_missing_folder_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_a_round_for_another_layout_is_refused_before_any_training(fed: Federation,
+def test_a_round_for_another_layout_is_refused_before_any_training(fed3: Federation,
                                                                    tmp_path: Path) -> None:
     other = trainable_spec(build_model(encoder=TINY, lora_rank=4))
     mine = trainable_spec(build_model(encoder=TINY))
     assert other.digest() != mine.digest()
-    with Operator(fed.server.url, fed.operator) as op:
+    with Operator(fed3.server.url, fed3.operator) as op:
         info = op.open_round("masking", {"clip": 2.0}, layout=other, stage_timeout_s=60)
         events: list[tuple[str, dict[str, Any]]] = []
         ledger = tmp_path / "energy.ledger.json"
         plan = FederationPlan(rounds=1, epochs=1, encoder=TINY, budget_epsilon=8.0)
         with FederatedEnterprise.connect(
-                fed.server.url, fed.tokens[0], data=enterprise_path("energy_utility"),
-                name="energy_utility", ledger=ledger, identity=fed.identity(0),
-                roster=fed.roster, plan=plan,
+                fed3.server.url, fed3.tokens[0], data=enterprise_path("energy_utility"),
+                name="energy_utility", ledger=ledger, identity=fed3.identity(0),
+                roster=fed3.roster, plan=plan,
                 on_event=lambda kind, data: events.append((kind, data))) as ent:
             assert ent.client.spec.digest() == mine.digest()
             report = ent.run()

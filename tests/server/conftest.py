@@ -91,6 +91,16 @@ def fed(tmp_path: Path) -> Iterator[Federation]:
         f.server.kill()
 
 
+@pytest.fixture
+def fed3(tmp_path: Path) -> Iterator[Federation]:
+    """A federation of three enterprises on a real server (killed afterwards)."""
+    f = start_federation(tmp_path, 3)
+    try:
+        yield f
+    finally:
+        f.server.kill()
+
+
 def updates(n: int, length: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [rng.uniform(-0.5, 0.5, length).astype(np.float32) for _ in range(n)]

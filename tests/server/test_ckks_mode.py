@@ -17,7 +17,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +44,10 @@ from secagg_clients.runtime import (
     RoundResult,
     RuntimeClient,
 )
-from tests.server.conftest import Federation, expect_error, start_federation, updates, wait_stage
+from tests.server.conftest import Federation, expect_error, updates, wait_stage
 
-N3 = 3
+N3 = 3  # the fed3 fixture's federation (tests.server.conftest)
 LENGTH = 2000
-
-
-@pytest.fixture
-def fed3(tmp_path: Path) -> Iterator[Federation]:
-    f = start_federation(tmp_path, n=N3)
-    try:
-        yield f
-    finally:
-        f.server.kill()
 
 
 def open_ckks(fed: Federation, timeout: float = 20.0, **options: Any) -> dict[str, Any]:

@@ -13,15 +13,13 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 
 from secagg.identity import Identity, Roster
-from tests.server.conftest import Federation, HonestClients, expect_error, start_federation, updates
+from tests.server.conftest import Federation, HonestClients, expect_error, updates
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -83,15 +81,6 @@ def test_enrolment_through_the_clis(tmp_path: Path) -> None:
     assert len(created["client_tokens"]) == 3
     listed = _cli("federation", "list", "--data", data, module="server")
     assert roster.digest().hex() in listed.stdout
-
-
-@pytest.fixture
-def fed3(tmp_path: Path) -> Iterator[Federation]:
-    f = start_federation(tmp_path, 3)
-    try:
-        yield f
-    finally:
-        f.server.kill()
 
 
 def test_passive_rounds_are_refused_by_the_service(fed3: Federation) -> None:

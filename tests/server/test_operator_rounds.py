@@ -22,19 +22,10 @@ from secagg.encoding import ParamSpec, TensorSpec
 from secagg_clients.runtime import Dropped, RoundRefused
 from secagg_server.operator import Operator, OperatorError
 
-from .conftest import Federation, start_federation, updates
+from .conftest import Federation, updates
 
 LAYOUT_A = ParamSpec((TensorSpec("lora_A", (4, 6), "float32"), TensorSpec("head", (8,), "float32")))
 LAYOUT_B = ParamSpec((TensorSpec("lora_A", (6, 4), "float32"), TensorSpec("head", (8,), "float32")))
-
-
-@pytest.fixture
-def fed3(tmp_path: Path) -> Any:
-    f = start_federation(tmp_path, 3)
-    try:
-        yield f
-    finally:
-        f.server.kill()
 
 
 def _cli(fed: Federation, *argv: str, token: str | None = None) -> subprocess.CompletedProcess[str]:

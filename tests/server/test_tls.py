@@ -1,52 +1,26 @@
 """HTTPS end to end: ``--tls-cert/--tls-key`` on the server, ``--ca-cert``/``verify`` on clients.
 
-The certificate is made here with ``cryptography`` (a throwaway CA-less self-signed certificate
-for 127.0.0.1): a client that trusts it completes a round; one that does not is refused at the
-TLS handshake and never sends its token.
+The certificate is made with ``cryptography`` (:func:`tests.certs.self_signed`: a throwaway
+CA-less self-signed certificate for 127.0.0.1): a client that trusts it completes a round; one
+that does not is refused at the TLS handshake and never sends its token.
 """
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from secagg_clients.runtime import RuntimeClient
 from secagg_server.operator import Operator, ServerProcess
+from tests.certs import self_signed
 from tests.server.conftest import make_federation
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "secagg test server")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(
-                "127.0.0.1"))]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    return cert_path, key_path
-
-
 def test_round_over_tls_and_untrusted_certificate_refused(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     tokens = make_federation(tmp_path / "data", "tls", 2)
     enrolled = tokens["enrolled"]
     server = ServerProcess(tmp_path / "data", tls_cert=cert, tls_key=key).start()
