@@ -1,0 +1,44 @@
+"""ClientApp: an enterprise fine-tunes the shared model with DP-SGD on its own records and hands
+the result to secagg's mod, which uploads it only inside a secure round."""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from secagg.integrations.flower import SecAggPlusMod
+
+from .task import credentials, enterprise, from_arrays, to_arrays
+
+app = ClientApp(mods=[SecAggPlusMod(credentials=credentials)])
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    from secagg_clients.trainer import DPConfig
+
+    cfg = context.run_config
+    partition = int(context.node_config.get("partition-id", 0))
+    client, _ = enterprise(partition, str(cfg["encoder"]), int(cfg["lora-rank"]),
+                           str(cfg["state-dir"]), float(cfg["budget-epsilon"]))
+    client.restore_base(from_arrays(msg.content["arrays"], client.spec))
+    update = client.train_round(DPConfig(target_epsilon=float(cfg["round-epsilon"]),
+                                         epochs=int(cfg["epochs"])), progress=False)
+    local = client.base + update.vector  # this enterprise's model after the round
+    return Message(RecordDict({
+        "arrays": to_arrays(np.asarray(local, dtype=np.float32), client.spec),
+        "metrics": MetricRecord({"num-examples": update.num_examples, "loss": update.mean_loss,
+                                 "epsilon": update.ledger_entry.total_epsilon}),
+    }), reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    cfg = context.run_config
+    partition = int(context.node_config.get("partition-id", 0))
+    client, test = enterprise(partition, str(cfg["encoder"]), int(cfg["lora-rank"]),
+                              str(cfg["state-dir"]), float(cfg["budget-epsilon"]))
+    client.restore_base(from_arrays(msg.content["arrays"], client.spec))
+    return Message(RecordDict({"metrics": MetricRecord({
+        "num-examples": len(test), "accuracy": client.evaluate(test)})}), reply_to=msg)
