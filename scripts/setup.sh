@@ -14,8 +14,8 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo "[setup] installing torch 2.13.0 (CPU build)"
   "${PIP[@]}" install "torch==2.13.0"
 fi
-echo "[setup] installing secagg with its dev and bench extras"
-"${PIP[@]}" install -e ".[dev,bench]"
+echo "[setup] installing secagg with its dev, bench and flower extras (Flower with Ray)"
+"${PIP[@]}" install -e ".[dev,bench,flower]"
 # benchmarks/ and examples/ are applications of this checkout, never installed. They are imported
 # as secagg_benchmarks and secagg_examples (opacus installs top-level packages named benchmarks
 # and examples): links to them in .venv, on its path through a .pth file, let `secagg bench` and

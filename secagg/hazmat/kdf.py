@@ -39,6 +39,7 @@ class Purpose(enum.Enum):
     NOISE_SEED = "noise-seed"
     SKETCH = "ckks-sketch"  # the projections of the verifiable CKKS aggregate
     SKETCH_SEAL = "ckks-sketch-seal"  # the AEAD key hiding each upload's sketch from the server
+    SESSION_STATE = "session-state"  # sealing a client session between Flower calls
 
 
 @dataclass(frozen=True, slots=True)

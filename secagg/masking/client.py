@@ -281,6 +281,7 @@ class ClientSession(Unpicklable):
         prepared, self._prepared = self._prepared, None
         payload = prepared[1] if prepared is not None and prepared[0] == included \
             else self._masked_payload(included)
+        self._values = np.empty(0, dtype=np.uint32)  # not needed again (nor re-sealed)
         self._stage = Stage.MASKED_INPUT
         return m.MaskedInput(digest=self._digest, round=cfg.round, party=me, payload=payload,
                              excluded=tuple(sorted(bad)))

@@ -77,7 +77,7 @@ def state_key(identity: Identity, *, config: MaskingConfig, client_id: int,
     seed = SecretBytes(export_private_bytes_for_storage(identity.signing_key), label="identity")
     session = config.digest() + struct.pack(">I", len(scope)) + scope
     context = KeyContext(protocol=_KEY_PROTOCOL, version=STATE_FORMAT_VERSION, session=session,
-                         round=config.round, purpose=Purpose.SEALED_BOX,
+                         round=config.round, purpose=Purpose.SESSION_STATE,
                          pair=(client_id, client_id))
     return derive_key(seed, context)
 
