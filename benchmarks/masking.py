@@ -5,6 +5,8 @@ stages (quantisation, key generation, sharing, masking, packing, unmask replies)
 clients; ``server_ms`` is the server's compute for the unmask stage (taking the shares,
 reconstructing secrets, removing masks, reducing the sum). Both servers add up masked vectors as
 they arrive, before that stage; ``server_total_ms`` reports our server's compute over all stages.
+``round_s`` is the wall time of the whole simulated round (every client and the server, one after
+another in this process, plus the in-memory wire encoding between them).
 
 Dropped clients vanish either after uploading, before the unmask stage (``unmask``, the
 default: the server rebuilds every survivor's self mask), or after sharing, before uploading
@@ -18,7 +20,7 @@ import os
 import statistics
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,16 @@ class MaskingBenchResult:
     threshold: int
     survivors: int
     mod_bits: int
+    round_s: float
+    #: the first round's server_total_ms: the only one with cold caches (the rounds share one
+    #: config, so later ones reuse the Lagrange coefficients the first one computed)
+    server_total_ms_first: float = float("nan")
+    #: median compute per server stage (ms), keyed by stage name
+    server_stage_ms: dict[str, float] = field(default_factory=dict)
+    #: what the rounds ran on, for studies that count work per client (benchmarks/masking_scale.py)
+    config: MaskingConfig | None = None
+    dropouts: dict[int, Stage] = field(default_factory=dict)
+    survivor_ids: tuple[int, ...] = ()
 
 
 def measure_keystream(words: int = 1 << 20, repeats: int = 12) -> tuple[float, float]:
@@ -86,11 +98,16 @@ def run_masking_bench(*, clients: int, params: int, dropout: float, full_graph: 
     rng = np.random.default_rng(seed)
     updates = [rng.uniform(-1, 1, params).astype(np.float32) for _ in range(clients)]
     drops = plan_dropouts(clients, dropout, Stage(drop_stage), active=active, rng=rng)
-    client_ms, server_ms, server_total, correct = [], [], [], True
+    client_ms, server_ms, server_total, round_s, correct = [], [], [], [], True
+    stage_ms: dict[str, list[float]] = {}
     last: Any = None
     for _ in range(repeats):
+        t0 = time.perf_counter()
         last = simulate_round(config, updates, dropouts=drops, rng=rng)
+        round_s.append(time.perf_counter() - t0)
         correct = correct and last.exact
+        for stage, seconds in last.server_seconds.items():
+            stage_ms.setdefault(stage, []).append(1e3 * seconds)
         client_ms.append(1e3 * statistics.mean(last.client_seconds.values()))
         server_ms.append(1e3 * last.server_seconds.get("unmask", float("nan")))
         server_total.append(1e3 * sum(last.server_seconds.values()))
@@ -102,4 +119,7 @@ def run_masking_bench(*, clients: int, params: int, dropout: float, full_graph: 
         upload_bytes_per_param=last.masked_input_bytes / params,
         neighbours=config.neighbours, threshold=config.threshold,
         survivors=len(last.expected_survivors), mod_bits=config.mod_bits,
+        round_s=statistics.median(round_s), server_total_ms_first=server_total[0],
+        server_stage_ms={stage: statistics.median(v) for stage, v in stage_ms.items()},
+        config=config, dropouts=drops, survivor_ids=tuple(last.expected_survivors),
     )

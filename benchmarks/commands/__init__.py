@@ -6,6 +6,7 @@ entry point (pyproject.toml). One module per benchmark: ``HELP``, ``DESCRIPTION`
 HELP = "measure secagg against the anchor implementation in the same process"
 SUBCOMMANDS = {  # relative to this package
     "masking": ".masking",
+    "masking-scale": ".masking_scale",
     "ckks": ".ckks",
     "dp": ".dp",
     "e2e": ".e2e",

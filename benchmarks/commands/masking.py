@@ -12,9 +12,11 @@ and client mod, driven in-process), with the same clients, parameters, quantisat
 graph and threshold, and prints both side by side with the speed-ups.
 
 Timings: client_ms is one client's compute over all stages (averaged over clients); server_ms is
-the server's unmask stage. Dropped clients vanish after uploading, before unmasking, or with
---drop-stage masked-input after sharing, before uploading (Flower aborts on earlier dropouts;
-ours does not, see `secagg simulate masking`).
+the server's unmask stage; server_total_ms its compute over all stages; round_s the wall time of
+the whole simulated round (all clients and the server, one after another, in this process).
+Dropped clients vanish after uploading, before unmasking, or with --drop-stage masked-input after
+sharing, before uploading (Flower aborts on earlier dropouts; ours does not, see `secagg simulate
+masking`).
 
 Also measures our mask expansion (mask_gbps) against the raw AES-256-CTR keystream it is built
 on (aes_ctr_gbps), in the same run.
@@ -76,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         "client_ms": ours.client_ms,
         "server_ms": ours.server_ms,
         "server_total_ms": ours.server_total_ms,
+        "round_s": ours.round_s,
         "upload_bytes_per_param": ours.upload_bytes_per_param,
         "mask_gbps": mask_gbps,
         "aes_ctr_gbps": aes_gbps,
@@ -89,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         ["correct (exact sum)", ours.correct, ""],
         ["client ms", f"{ours.client_ms:.1f}", ""],
         ["server unmask ms", f"{ours.server_ms:.1f}", ""],
+        ["server total ms", f"{ours.server_total_ms:.1f}", ""],
+        ["round wall s", f"{ours.round_s:.2f}", ""],
         ["upload bytes/param", f"{ours.upload_bytes_per_param:.3f}", ""],
     ]
     if args.compare == "flower":
