@@ -14,11 +14,13 @@ roster, as you would an SSH host key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
 import stat
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +215,7 @@ class Roster:
 
     @property
     def public_keys(self) -> Mapping[int, bytes]:
-        return {mm.client_id: mm.public_key for mm in self.members}
+        return _public_keys(self.members)
 
     def member(self, client_id: int) -> RosterMember:
         for mm in self.members:
@@ -231,11 +233,12 @@ class Roster:
 
     def verify(self, client_id: int, signature: bytes, message: bytes, *, what: str) -> None:
         """Raise :class:`AuthenticationFailed` naming the client unless it signed ``message``."""
-        if client_id not in self.public_keys:
+        public_key = self.public_keys.get(client_id)
+        if public_key is None:
             raise AuthenticationFailed(f"{what} from client {client_id}, which is not in the "
                                        "pinned roster")
         try:
-            verify_signature(self.public_keys[client_id], signature, message,
+            verify_signature(public_key, signature, message,
                              what=f"{what} from client {client_id}")
         except InvalidParameter:
             raise AuthenticationFailed(f"{what} from client {client_id}") from None
@@ -304,3 +307,9 @@ class Roster:
 
     def __len__(self) -> int:
         return len(self.members)
+
+
+@functools.lru_cache(maxsize=16)
+def _public_keys(members: tuple[RosterMember, ...]) -> Mapping[int, bytes]:
+    """Client id -> identity key, built once per roster (checked on every signature)."""
+    return types.MappingProxyType({mm.client_id: mm.public_key for mm in members})

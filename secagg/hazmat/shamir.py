@@ -50,14 +50,30 @@ def split(secret: SecretBytes, *, threshold: int, xs: Sequence[int]) -> dict[int
 
 @lru_cache(maxsize=4096)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    out = []
+    """lambda_i = prod_{j != i} x_j / (x_j - x_i), with every division done by one inversion
+    (Montgomery's batch trick: invert the product of all denominators, then peel them off)."""
+    dens = []
     for i, xi in enumerate(xs):
-        num, den = 1, 1
+        den = 1
+        for j, xj in enumerate(xs):
+            if i != j:
+                den = den * (xj - xi) % PRIME
+        dens.append(den)
+    prefix = [1]
+    for d in dens:
+        prefix.append(prefix[-1] * d % PRIME)
+    inv = pow(prefix[-1], -1, PRIME)
+    inverses = [0] * len(dens)
+    for i in range(len(dens) - 1, -1, -1):
+        inverses[i] = inv * prefix[i] % PRIME
+        inv = inv * dens[i] % PRIME
+    out = []  # numerators by direct products: multiplications only, no inversion
+    for i in range(len(xs)):
+        num = 1
         for j, xj in enumerate(xs):
             if i != j:
                 num = num * xj % PRIME
-                den = den * (xj - xi) % PRIME
-        out.append(num * pow(den, -1, PRIME) % PRIME)
+        out.append(num * inverses[i] % PRIME)
     return tuple(out)
 
 

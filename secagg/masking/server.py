@@ -94,6 +94,8 @@ class ServerSession:
         self._u1: frozenset[int] = frozenset()
         self._transcript = b""
         self._payloads: dict[int, bytes] = {}  # kept while a neighbour may still report it
+        self._awaiting: dict[int, int] = {}  # client -> neighbours that shared, not yet uploaded
+        self._reported: set[int] = set()  # clients some uploader reported
         self._excluded_by: dict[int, frozenset[int]] = {}  # reporter -> neighbours it excluded
         self._accused: frozenset[int] = frozenset()
         self._recovery = SecretRecovery(config)  # also remembers holders caught lying
@@ -313,10 +315,12 @@ class ServerSession:
         shared = tuple(sorted(u2))
         self._packed = PackedSum(self.config.wire_length, self.config.mod_bits)
         self._expected, self._stage = u2, Stage.MASKED_INPUT
+        dealers = {v: sorted(self._graph[v] & u2) for v in shared}  # the graph is symmetric
+        self._awaiting = {v: len(dealers[v]) for v in shared}
         return {v: m.ShareDelivery(
             digest=self._digest, round=self.config.round, party=v, shared=shared,
-            sealed_shares={u: shares[u].sealed_shares[v] for u in shared if v in self._graph[u]},
-            commitments={u: shares[u].commitments[v] for u in shared if v in self._graph[u]},
+            sealed_shares={u: shares[u].sealed_shares[v] for u in dealers[v]},
+            commitments={u: shares[u].commitments[v] for u in dealers[v]},
         ) for v in shared}
 
     def _close_masked_input(self, uploaded: frozenset[int]) -> dict[int, m.ServerMessage]:
@@ -379,12 +383,15 @@ class ServerSession:
         return {}
 
     def _release_payloads(self, sender: int) -> None:
-        """Forget vectors no neighbour can report any more, unless their sender reported someone
-        (it may have to be dropped itself); on sparse graphs memory stays near a neighbourhood."""
-        done = self._received[Stage.MASKED_INPUT]
-        for j in (self._graph[sender] | {sender}) & set(self._payloads):
-            if not self._excluded_by[j] and all(
-                    v in done and j not in self._excluded_by[v] for v in self._graph[j] & self._u2):
+        """Forget vectors no neighbour can report any more, unless their sender was reported or
+        reported someone (it may have to be dropped itself); on sparse graphs memory stays near
+        a neighbourhood. O(k) per upload: a count of neighbours still to upload per client."""
+        self._reported.update(self._excluded_by[sender])
+        for j in self._graph[sender] & self._u2:
+            self._awaiting[j] -= 1
+        for j in self._graph[sender] | {sender}:
+            if j in self._payloads and self._awaiting[j] == 0 and not self._excluded_by[j] \
+                    and j not in self._reported:
                 del self._payloads[j]
 
     def _require_holders(self, alive: frozenset[int], stage: Stage) -> None:

@@ -20,7 +20,7 @@ def test_the_checkout_registers_bench_and_demo() -> None:
     loaded, missing = cli._plugins()
     assert not missing
     assert set(loaded) == {"bench", "demo"}
-    assert set(loaded["bench"][1]) == {"masking", "ckks", "dp", "e2e"}
+    assert set(loaded["bench"][1]) == {"masking", "masking-scale", "ckks", "dp", "e2e", "flower"}
 
 
 def test_a_missing_application_is_one_line(monkeypatch: pytest.MonkeyPatch,

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from secagg.errors import ProtocolAbort
 from secagg.hazmat.aead import seal
-from secagg.masking.keys import share_associated_data, share_box_plaintext, share_key
 from secagg.masking import messages as m
 from secagg.masking import wire
+from secagg.masking.keys import share_associated_data, share_box_plaintext, share_key
 from tests.masking.conftest import make_config, random_updates
 from tests.masking.harness import Round, decode
 
