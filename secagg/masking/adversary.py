@@ -328,7 +328,12 @@ def _garbage_shares(arena: Arena, attacker: int) -> None:
         if i == attacker and wire.peek_type(data) is m.ShareKeys:
             msg: m.ShareKeys = wire.decode(data)
             junk = {p: os.urandom(len(b)) for p, b in msg.sealed_shares.items()}
-            return wire.encode(dataclasses.replace(msg, sealed_shares=junk))
+            forged = dataclasses.replace(msg, sealed_shares=junk)
+            identity = arena.clients[attacker]._identity
+            if identity is not None:  # the attacker signs its garbage: the server must accept it
+                forged = dataclasses.replace(forged, signature=identity.signing_key.sign(
+                    keys.share_keys_bytes(forged)))
+            return wire.encode(forged)
         return data
 
     arena.on_client = from_client

@@ -235,8 +235,13 @@ class ClientSession(Unpicklable):
                              keys.share_associated_data(self._digest, cfg.round, me, v))
         self._neighbours = live - {me}  # from here on: neighbours that advertised
         self._stage = Stage.SHARE
-        return m.ShareKeys(digest=self._digest, round=cfg.round, party=me, sealed_shares=sealed,
-                           commitments=commitments)
+        shares = m.ShareKeys(digest=self._digest, round=cfg.round, party=me, sealed_shares=sealed,
+                             commitments=commitments)
+        if cfg.active:
+            assert self._identity is not None
+            shares = dataclasses.replace(shares, signature=self._identity.signing_key.sign(
+                keys.share_keys_bytes(shares)))
+        return shares
 
     def _on_delivery(self, msg: m.ShareDelivery) -> m.MaskedInput:
         cfg, me = self.config, self.client_id
@@ -358,17 +363,20 @@ class ClientSession(Unpicklable):
         survivors = set(msg.survivors)
         seed_shares: dict[int, bytes] = {}
         key_shares: dict[int, bytes] = {}
+        pair_keys: dict[int, bytes] = {}  # dropped neighbours: our one mask with each
         for owner in sorted(self._included | {self.client_id}):
             key_share, seed_share, key_salt, seed_salt = self._held[owner]
             if owner in survivors:
                 seed_shares[owner] = seed_share.expose_secret_bytes() + seed_salt
             else:
                 key_shares[owner] = key_share.expose_secret_bytes() + key_salt
+                pair_keys[owner] = self._pair_keys[owner].expose_secret_bytes()
         self._held.clear()
         self._pair_keys.clear()
         self._stage = Stage.DONE
         return m.UnmaskShares(digest=self._digest, round=cfg.round, party=self.client_id,
-                              seed_shares=seed_shares, mask_key_shares=key_shares)
+                              seed_shares=seed_shares, mask_key_shares=key_shares,
+                              pair_keys=pair_keys)
 
     # ---- helpers -------------------------------------------------------------------------------
 

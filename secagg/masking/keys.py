@@ -19,7 +19,7 @@ from secagg.hazmat.kdf import KeyContext, Purpose, derive_key
 from secagg.hazmat.shamir import SHARE_BYTES
 from secagg.masking import wire
 from secagg.masking.config import PROTOCOL_NAME, PROTOCOL_VERSION
-from secagg.masking.messages import AdvertiseKeys
+from secagg.masking.messages import AdvertiseKeys, ShareKeys
 
 __all__ = [
     "advert_bytes",
@@ -34,6 +34,7 @@ __all__ = [
     "share_box_plaintext",
     "share_commitments",
     "share_key",
+    "share_keys_bytes",
     "split_share_box",
 ]
 
@@ -169,3 +170,9 @@ def advert_bytes(advert: AdvertiseKeys) -> bytes:
     """What a client signs when it advertises its keys (active mode): the advert minus its
     signature, under a domain label."""
     return b"secagg-advertise" + wire.encode(dataclasses.replace(advert, signature=b""))
+
+
+def share_keys_bytes(shares: ShareKeys) -> bytes:
+    """What a dealer signs at the share stage (active mode): its boxes and its commitments, so
+    that its commitments are evidence anyone can check against its roster identity."""
+    return b"secagg-share-keys" + wire.encode(dataclasses.replace(shares, signature=b""))

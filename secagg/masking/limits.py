@@ -28,8 +28,9 @@ def message_limit(config: MaskingConfig, stage: Stage) -> int:
         return _HEADER_BYTES
     return _HEADER_BYTES + {
         Stage.ADVERTISE: 3 * 36 + 68,
-        Stage.SHARE: 8 + k * (8 + SEALED_SHARE_BYTES) + (k + 1) * (8 + SHARE_COMMITMENTS_BYTES),
+        Stage.SHARE: 12 + k * (8 + SEALED_SHARE_BYTES) + (k + 1) * (8 + SHARE_COMMITMENTS_BYTES)
+        + 64,
         Stage.MASKED_INPUT: 8 + 4 * k + packed_size(config.wire_length, config.mod_bits),
         Stage.CONSISTENCY: 4 + 64,
-        Stage.UNMASK: 8 + (k + 1) * (8 + REVEALED_SHARE_BYTES),
+        Stage.UNMASK: 12 + (k + 1) * (8 + REVEALED_SHARE_BYTES) + k * (8 + keys.MASK_KEY_BYTES),
     }[stage]

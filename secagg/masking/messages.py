@@ -52,10 +52,12 @@ class ShareKeys(_Header):
     (:func:`secagg.masking.keys.share_commitments`): the holder checks its box against it, and
     the server checks each share revealed at the unmask stage against it, so a holder that
     reveals a wrong share is caught exactly and a dealer whose shares each match what it
-    committed to but do not rebuild its committed secret is provably at fault."""
+    committed to but do not rebuild its committed secret is provably at fault. In active mode
+    the dealer signs the message (boxes and commitments) with its roster identity."""
 
     sealed_shares: dict[int, bytes] = field(default_factory=dict)
     commitments: dict[int, bytes] = field(default_factory=dict)
+    signature: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,13 @@ class ConsistencySignature(_Header):
 @dataclass(frozen=True, slots=True)
 class UnmaskShares(_Header):
     """Stage 4: shares of survivors' self-mask seeds and of dropped clients' mask keys, each
-    followed by the salt of its commitment (share || salt)."""
+    followed by the salt of its commitment (share || salt); and, for each dropped neighbour the
+    client masked with, the derived key of that one pairwise mask (``pair_keys``), which the
+    server uses when too few of the dropout's holders can rebuild its mask key."""
 
     seed_shares: dict[int, bytes] = field(default_factory=dict)
     mask_key_shares: dict[int, bytes] = field(default_factory=dict)
+    pair_keys: dict[int, bytes] = field(default_factory=dict)
 
 
 # ---- server -> client -------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from secagg.masking import keys
 from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
 
-__all__ = ["SecretRecovery", "unmask_masks"]
+__all__ = ["SecretRecovery", "pair_key_masks", "unmask_masks"]
 
 _WHAT = {"seed": "self-mask seed", "key": "mask key"}
 
@@ -96,7 +96,11 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
 
     For a survivor: its self mask, from its rebuilt seed. For a dropout some survivor masked
     with: that survivor's pairwise mask with it, from the dropout's rebuilt mask key (pairs a
-    survivor excluded, because the dropout's share box failed, carry no mask).
+    survivor excluded, because the dropout's share box failed, carry no mask); if the key cannot
+    be rebuilt (too many of its holders reported it, dropped or lied, or it dealt inconsistent
+    shares), from the pair keys those survivors revealed, provided all of them answered.
+    Revealing a pair key with a client outside the signed survivor set tells the server no more
+    than the dropout's rebuilt mask key would.
     """
     digest = recovery.digest
     masks: list[tuple[SecretBytes, bool]] = []
@@ -121,10 +125,28 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
             secret = recovery.rebuild(owner, "seed", revealed, committed, seed_ok)
             masks.append((keys.self_mask_key(secret, owner, digest, config.round), True))
             continue
-        dropped = X25519KeyPair.from_private_bytes(
-            recovery.rebuild(owner, "key", revealed, committed, key_ok))
+        try:
+            dropped = X25519KeyPair.from_private_bytes(
+                recovery.rebuild(owner, "key", revealed, committed, key_ok))
+        except ProtocolAbort:  # too few holders (reported, silent or lying), or a bad dealer
+            masks.extend(pair_key_masks(owner, masked_with, answered, replies))
+            continue
         for v in sorted(masked_with):
             k = keys.pairwise_mask_key(dropped, adverts[v].mask_public, owner, v, digest,
                                        config.round)
             masks.append((k, v < owner))  # undo v's +/- mask with the dropout
     return masks
+
+
+def pair_key_masks(owner: int, masked_with: set[int], answered: frozenset[int],
+                   replies: Mapping[int, m.UnmaskShares]) -> list[tuple[SecretBytes, bool]]:
+    """A dropout's masks from the pair keys its maskers revealed (each survivor that masked
+    with it revealed that one pair's key); all of them must have answered."""
+    if not masked_with <= answered:
+        missing = sorted(masked_with - answered)
+        raise NotEnoughParticipants(Stage.UNMASK.value, len(masked_with & answered),
+                                    len(masked_with), f"survivors that masked with dropped client "
+                                    f"{owner} and must reveal that pair's key; silent: "
+                                    f"{missing[:5]}")
+    return [(SecretBytes(replies[v].pair_keys[owner], label="pair-key"), v < owner)
+            for v in sorted(masked_with)]

@@ -226,16 +226,22 @@ class ServerSession:
             raise RejectedMessage(msg.party, str(exc)) from None
         if len(msg.seed_commitment) != 32:
             raise RejectedMessage(msg.party, "seed_commitment must be 32 bytes")
-        if self.config.active:
-            assert self._roster is not None
-            try:
-                self._roster.verify(msg.party, msg.signature, keys.advert_bytes(msg),
-                                    what="key advertisement")
-            except AuthenticationFailed:
-                raise RejectedMessage(msg.party, "key advertisement is not signed by the identity "
-                                      "the roster pins for this client") from None
-        elif msg.signature:
-            raise RejectedMessage(msg.party, "signature given but the round is not in active mode")
+        self._check_signature(msg.party, msg.signature, keys.advert_bytes(msg),
+                              "key advertisement")
+
+    def _check_signature(self, party: int, signature: bytes, signed: bytes, what: str) -> None:
+        """Active mode: signed by the roster's identity for ``party``; passive: unsigned."""
+        if not self.config.active:
+            if signature:
+                raise RejectedMessage(party, f"{what}: signature given but the round is not in "
+                                      "active mode")
+            return
+        assert self._roster is not None
+        try:
+            self._roster.verify(party, signature, signed, what=what)
+        except AuthenticationFailed:
+            raise RejectedMessage(party, f"{what} is not signed by the identity the roster pins "
+                                  "for this client") from None
 
     def _check_share(self, msg: m.ShareKeys) -> None:
         want = self._graph[msg.party] & self._u1
@@ -250,6 +256,7 @@ class ServerSession:
         if any(len(c) != SHARE_COMMITMENTS_BYTES for c in msg.commitments.values()):
             raise RejectedMessage(msg.party, f"each share commitment must be "
                                   f"{SHARE_COMMITMENTS_BYTES} bytes")
+        self._check_signature(msg.party, msg.signature, keys.share_keys_bytes(msg), "share keys")
 
     def _check_masked_input(self, msg: m.MaskedInput) -> None:
         want = packed_size(self.config.wire_length, self.config.mod_bits)
@@ -275,9 +282,13 @@ class ServerSession:
     def _check_unmask(self, msg: m.UnmaskShares) -> None:
         holds = ((self._graph[msg.party] | {msg.party}) & self._u2) - self._excluded_by[msg.party]
         want_seed, want_key = holds & self._u3, holds - self._u3
-        if set(msg.seed_shares) != want_seed or set(msg.mask_key_shares) != want_key:
+        if set(msg.seed_shares) != want_seed or set(msg.mask_key_shares) != want_key \
+                or set(msg.pair_keys) != want_key:
             raise RejectedMessage(msg.party, "unmask shares must cover exactly the seed shares of "
-                                  "surviving neighbours and the key shares of dropped ones")
+                                  "surviving neighbours and the key shares and pair keys of "
+                                  "dropped ones")
+        if any(len(k) != keys.MASK_KEY_BYTES for k in msg.pair_keys.values()):
+            raise RejectedMessage(msg.party, f"each pair key must be {keys.MASK_KEY_BYTES} bytes")
         for share in (*msg.seed_shares.values(), *msg.mask_key_shares.values()):
             if len(share) != REVEALED_SHARE_BYTES:
                 raise RejectedMessage(msg.party, f"each revealed share must be "
@@ -325,8 +336,8 @@ class ServerSession:
 
     def _close_masked_input(self, uploaded: frozenset[int]) -> dict[int, m.ServerMessage]:
         accused = resolve_accusations(  # see accusations.py: reports are bounded
-            graph=self._graph, excluded_by=self._excluded_by, uploaded=uploaded,
-            shared=self._u2, neighbours=self.config.neighbours, threshold=self.config.threshold)
+            excluded_by=self._excluded_by, uploaded=uploaded, shared=self._u2,
+            neighbours=self.config.neighbours, threshold=self.config.threshold)
         assert self._packed is not None
         for j in sorted(accused & uploaded):
             self._packed.subtract(self._payloads[j])

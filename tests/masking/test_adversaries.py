@@ -112,7 +112,8 @@ def test_attack_fails_at_n200_with_the_finders_choice(name: str) -> None:
     assert not report.attack_succeeded and report.honest_completed
 
 
-@pytest.mark.parametrize("name", ("swap-keys", "split-survivors", "low-order-key"))
+@pytest.mark.parametrize("name", ("swap-keys", "split-survivors", "low-order-key",
+                                  "garbage-shares", "lying-holders"))
 def test_attack_fails_on_the_full_graph(name: str) -> None:
     report = run_adversary(name, _config(12, full_graph=True), _updates(12))
     assert not report.attack_succeeded and report.honest_completed

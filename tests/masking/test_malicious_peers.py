@@ -9,11 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg.errors import ProtocolAbort
+from secagg.errors import NotEnoughParticipants, ProtocolAbort, RejectedMessage
 from secagg.hazmat.aead import seal
 from secagg.masking import messages as m
 from secagg.masking import wire
-from secagg.masking.keys import share_associated_data, share_box_plaintext, share_key
+from secagg.masking.keys import (
+    share_associated_data,
+    share_box_plaintext,
+    share_key,
+    share_keys_bytes,
+)
 from tests.masking.conftest import make_config, random_updates
 from tests.masking.harness import Round, decode
 
@@ -266,29 +271,71 @@ def test_a_client_refuses_a_low_order_key_in_its_directory(field: str) -> None:
         r.clients[0].handle_bytes(wire.encode(dataclasses.replace(directory, adverts=adverts)))
 
 
-def test_reports_that_would_leave_a_dropped_neighbour_unrebuildable_drop_the_reporter() -> None:
-    """Within the m - t cap, one enterprise reports m - t neighbours that are adjacent to each
-    other: dropping them all would leave one of them with t - 1 holders able to rebuild its mask
-    key (they hold each other's shares), and the round would fail after everyone revealed. The
-    server drops the reporter instead; everyone else gets the exact sum."""
+def _garble_boxes_to(r: Round, outbox: dict[int, bytes], dealer: int,
+                     holders: list[int]) -> None:
+    """The dealer (who holds its identity) signs ShareKeys whose boxes to ``holders`` are
+    garbage: the server must accept it, only the holders can tell."""
+    msg = decode(outbox[dealer])
+    assert isinstance(msg, m.ShareKeys)
+    boxes = {**msg.sealed_shares, **{h: bytes(len(msg.sealed_shares[h])) for h in holders}}
+    forged = dataclasses.replace(msg, sealed_shares=boxes)
+    identity = r.clients[dealer]._identity
+    assert identity is not None
+    outbox[dealer] = wire.encode(dataclasses.replace(
+        forged, signature=identity.signing_key.sign(share_keys_bytes(forged))))
+
+
+@pytest.mark.parametrize("garbled", [1, K - T, K - T + 1, K - 1, K])
+def test_a_dealer_sending_bad_boxes_to_some_holders_is_left_out_and_nobody_else(garbled: int) -> None:
+    """However many of its holders get garbage (so that too few may be left to rebuild its mask
+    key), the dealer alone is left out: the holders that masked with it reveal that pair's key,
+    and the sum of everyone else is exact."""
     config = make_config(N, 40, active=True, neighbours=K, threshold=T)
     r, outbox = Round.start(config, random_updates(N, 40))
-    inbox = r.deliver(r.reply(r.deliver(outbox)))
-    outbox = r.reply(inbox)
+    outbox = r.reply(r.deliver(outbox))
     assert r.server is not None
-    graph, liar = r.server._graph, 3
-    cap = K + 1 - T
-    block = next([a, b, c] for a in graph[liar] for b in graph[liar] & graph[a]
-                 for c in graph[liar] & graph[a] & graph[b] if a < b < c)
-    assert len(block) == cap
-    msg = decode(outbox[liar])
-    outbox[liar] = wire.encode(dataclasses.replace(msg, excluded=tuple(block)))  # type: ignore[arg-type]
-    inbox = r.deliver(outbox)
+    dealer = 4
+    _garble_boxes_to(r, outbox, dealer, sorted(r.server._graph[dealer])[:garbled])
+    inbox = r.deliver(r.reply(r.deliver(outbox)))
     with pytest.raises(ProtocolAbort, match="reports this client as dropped"):
-        r.clients[liar].handle_bytes(inbox[liar])
-    r.run_to_end(r.reply(inbox, skip={liar}))
-    assert r.server.result.excluded == (liar,)
-    _exact(r, [i for i in range(N) if i != liar])
+        r.clients[dealer].handle_bytes(inbox[dealer])
+    r.run_to_end(r.reply(inbox, skip={dealer}))
+    assert r.server.result.excluded == (dealer,)
+    _exact(r, [i for i in range(N) if i != dealer])
+
+
+def test_without_pair_keys_a_dealer_garbling_most_boxes_sinks_the_round(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positive control: with the pair-key fallback switched off, the same dealer (garbage to
+    m - t of its holders: t - 1 can rebuild its key) makes the round fail."""
+    from secagg.masking import recovery
+
+    def no_fallback(owner: int, *args: object) -> list[object]:
+        raise NotEnoughParticipants("unmask", 0, T, f"pair keys of client {owner} (disabled)")
+
+    monkeypatch.setattr(recovery, "pair_key_masks", no_fallback)
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    r, outbox = Round.start(config, random_updates(N, 40))
+    outbox = r.reply(r.deliver(outbox))
+    assert r.server is not None
+    dealer = 4
+    _garble_boxes_to(r, outbox, dealer, sorted(r.server._graph[dealer])[: K - T + 1])
+    inbox = r.deliver(r.reply(r.deliver(outbox)))
+    with pytest.raises(NotEnoughParticipants, match="disabled"):
+        r.run_to_end(r.reply(inbox, skip={dealer}))
+
+
+def test_share_keys_not_signed_by_the_dealer_are_refused() -> None:
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    r, outbox = Round.start(config, random_updates(N, 40))
+    outbox = r.reply(r.deliver(outbox))
+    assert r.server is not None
+    msg = decode(outbox[4])
+    assert isinstance(msg, m.ShareKeys)
+    forged = dataclasses.replace(msg, commitments={**msg.commitments, 4: bytes(64)})
+    with pytest.raises(RejectedMessage, match="share keys is not signed by the identity"):
+        r.server.receive(wire.encode(forged))
+    r.server.receive(outbox[4])  # the genuine message is still accepted
 
 
 @pytest.mark.parametrize("tamper", ["commitment", "share"])
@@ -316,7 +363,10 @@ def test_a_box_that_does_not_match_its_commitment_makes_the_dealer_a_dropout(tam
         boxes = {**shares.sealed_shares, holder: seal(
             k, plain, share_associated_data(config.digest(), config.round, dealer, holder))}
         shares = dataclasses.replace(shares, sealed_shares=boxes)
-    outbox[dealer] = wire.encode(shares)
+    identity = r.clients[dealer]._identity  # the dealer signs what it sends
+    assert identity is not None
+    outbox[dealer] = wire.encode(dataclasses.replace(
+        shares, signature=identity.signing_key.sign(share_keys_bytes(shares))))
     uploads = r.reply(r.deliver(outbox))
     assert decode(uploads[holder]).excluded == (dealer,)  # type: ignore[union-attr]
     inbox = r.deliver(uploads)

@@ -94,6 +94,8 @@ class Evil:
         share = wire.decode(session.handle_bytes(got[0]), expect=m.ShareKeys)
         garbage = dataclasses.replace(share, sealed_shares={
             v: os.urandom(len(box)) for v, box in share.sealed_shares.items()})
+        garbage = dataclasses.replace(garbage, signature=self.identity.signing_key.sign(
+            keys.share_keys_bytes(garbage)))  # signed by its own identity: accepted by the server
         resp = self.post(rid, garbage, "garbage share boxes")
         seen = got[1]
         while True:  # play on honestly until the protocol leaves this client out
