@@ -29,10 +29,8 @@ server knows it anyway: it chose the victim's view).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,11 +41,10 @@ from secagg.errors import (
     InvalidParameter,
     ProtocolAbort,
 )
-from secagg.hazmat import shamir
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import SecretBytes
-from secagg.masking import keys, wire
 from secagg.masking import messages as m
+from secagg.masking import wire
 from secagg.masking.attack_arena import (
     Arena,
     clean_refusals,
@@ -58,6 +55,7 @@ from secagg.masking.attack_arena import (
     victim_recovered,
 )
 from secagg.masking.config import MaskingConfig
+from secagg.masking.peer_attacks import play_peer_attack
 from secagg.masking.simulate import insecure_simulated_federation, simulated_federation_for
 
 __all__ = ["ADVERSARIES", "AttackReport", "run_adversary"]
@@ -289,97 +287,6 @@ def _survivor_split(arena: Arena, victim: int, group_fill: bool) -> bool:
     return victim_recovered(arena, victim, (), {})
 
 
-def _low_order_key(arena: Arena, attacker: int, insecure: bool) -> None:
-    def from_client(i: int, data: bytes) -> bytes | None:
-        if i == attacker and wire.peek_type(data) is m.AdvertiseKeys:
-            msg: m.AdvertiseKeys = wire.decode(data)
-            bad = dataclasses.replace(msg, mask_public=bytes(32), signature=b"")
-            if arena.config.active:  # a member signs its own bad key: the signature is valid
-                ident = insecure_simulated_federation(arena.config.num_clients)[1][attacker]
-                bad = dataclasses.replace(bad, signature=ident.signing_key.sign(keys.advert_bytes(bad)))
-            raw = wire.encode(bad)
-            arena.clients[attacker]._my_advert = raw  # the attacker plays on with its bad key
-            return raw
-        return data
-
-    arena.on_client = from_client
-    if insecure:
-        import secagg.masking.server as server_mod
-
-        def lax(public: bytes, *, what: str = "") -> Any:
-            if len(public) != 32:
-                raise InvalidParameter(f"{what} must be 32 bytes")
-
-        # The pre-fix server (length check only) for this run: the key reaches the directory,
-        # where every honest neighbour's exchange with it fails and the round cannot complete.
-        space = vars(server_mod)
-        saved = space["validate_public_key"]
-        space["validate_public_key"] = lax
-        try:
-            arena.run()
-        finally:
-            space["validate_public_key"] = saved
-    else:
-        arena.run()
-
-
-def _garbage_shares(arena: Arena, attacker: int) -> None:
-    def from_client(i: int, data: bytes) -> bytes | None:
-        if i == attacker and wire.peek_type(data) is m.ShareKeys:
-            msg: m.ShareKeys = wire.decode(data)
-            junk = {p: os.urandom(len(b)) for p, b in msg.sealed_shares.items()}
-            forged = dataclasses.replace(msg, sealed_shares=junk)
-            identity = arena.clients[attacker]._identity
-            if identity is not None:  # the attacker signs its garbage: the server must accept it
-                forged = dataclasses.replace(forged, signature=identity.signing_key.sign(
-                    keys.share_keys_bytes(forged)))
-            return wire.encode(forged)
-        return data
-
-    arena.on_client = from_client
-    arena.run()
-
-
-def _lying_holders(arena: Arena, liars: Sequence[int]) -> None:
-    def wrong(revealed: bytes) -> bytes:  # a well-formed field element, then the true salt
-        return bytes(1) + os.urandom(shamir.SHARE_BYTES - 1) + revealed[shamir.SHARE_BYTES :]
-
-    def from_client(i: int, data: bytes) -> bytes | None:
-        if i in liars and wire.peek_type(data) is m.UnmaskShares:
-            msg: m.UnmaskShares = wire.decode(data)
-            return wire.encode(dataclasses.replace(
-                msg, seed_shares={o: wrong(s) for o, s in msg.seed_shares.items()},
-                mask_key_shares={o: wrong(s) for o, s in msg.mask_key_shares.items()}))
-        return data
-
-    arena.on_client = from_client
-    arena.run()
-
-
-def _inconsistent_dealer(arena: Arena, attacker: int) -> None:
-    def from_client(i: int, data: bytes) -> bytes | None:
-        if i == attacker and wire.peek_type(data) is m.AdvertiseKeys:
-            # after advertising a commitment to one seed, deal (and mask with) another
-            arena.clients[attacker]._seed = SecretBytes(os.urandom(32), label="self-mask-seed")
-        return data
-
-    arena.on_client = from_client
-    arena.run()
-
-
-@contextlib.contextmanager
-def _without_share_checks(verdict: bool) -> Iterator[None]:
-    """Switch off the server's check of revealed shares (positive controls only): every share
-    is taken as matching (``verdict`` True) or none can be checked (False)."""
-    space = vars(keys)
-    saved = space["revealed_share_ok"]
-    space["revealed_share_ok"] = lambda *args, **kwargs: verdict
-    try:
-        yield
-    finally:
-        space["revealed_share_ok"] = saved
-
-
 def run_adversary(
     name: str,
     config: MaskingConfig,
@@ -421,31 +328,9 @@ def run_adversary(
         learned = _rig_graph(arena, victim, colluders)
     elif name in ("tailored-survivors", "split-survivors"):
         learned = _survivor_split(arena, victim, group_fill=name == "split-survivors")
-    elif name == "low-order-key":
-        _low_order_key(arena, attacker, insecure)
-        learned = False
-    elif name == "lying-holders":
-        holders = sorted(arena.server._graph[victim])
-        liars = holders[: len(holders) + 1 - config.threshold]  # all but t of the victim's
-        colluders = tuple(liars)
-        if insecure:
-            with _without_share_checks(True):
-                _lying_holders(arena, liars)
-        else:
-            _lying_holders(arena, liars)
-        learned = False
-    elif name == "inconsistent-dealer":
-        if insecure:
-            with _without_share_checks(False):
-                _inconsistent_dealer(arena, attacker)
-        else:
-            _inconsistent_dealer(arena, attacker)
-        learned = False
-    else:
-        if insecure:
-            for c in arena.clients.values():
-                c._insecure_global = True  # the old behaviour: an unreadable box aborts
-        _garbage_shares(arena, attacker)
+    else:  # a malicious enterprise: secagg/masking/peer_attacks.py
+        colluders = play_peer_attack(name, arena, attacker=attacker, victim=victim,
+                                     insecure=insecure) or colluders
         learned = False
     if name == "lying-holders":
         completed, exact = honest_exact(arena, set())  # the liars' own inputs count

@@ -41,7 +41,8 @@ from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.directory import parse_adverts, transcript_of
 from secagg.masking.graph import neighbours as build_graph
 from secagg.masking.graph import roster_neighbours
-from secagg.masking.survivors import consistency_refusal, own_holders_alive
+from secagg.masking.intake import addressing_refusal
+from secagg.masking.survivors import consistency_refusal, survivor_refusal
 from secagg.masking.update import client_value_bound
 
 if TYPE_CHECKING:
@@ -317,20 +318,10 @@ class ClientSession(Unpicklable):
         return packer.to_bytes()
 
     def _check_survivors(self, survivors: tuple[int, ...]) -> None:
-        cfg, me = self.config, self.client_id
-        if not set(survivors) <= self._shared:
-            self._abort("the survivor set names clients that never shared keys")
-        if me not in survivors:
-            self._abort("the server reports this client as dropped although it uploaded its "
-                        "input (a neighbour may have reported its share box as invalid)")
-        if self._insecure_global:
-            if len(survivors) < cfg.threshold:
-                self._abort(f"only {len(survivors)} survivors; threshold is {cfg.threshold}")
-            return
-        alive = own_holders_alive(self._included, me, survivors)  # check (1), survivors.py
-        if alive < cfg.threshold:
-            self._abort(f"the survivor set keeps only {alive} of this client's share "
-                        f"holders; threshold is {cfg.threshold} (refusing to reveal shares)")
+        refusal = survivor_refusal(self.client_id, survivors, self._shared, self._included,
+                                   self.config.threshold, insecure_global=self._insecure_global)
+        if refusal is not None:
+            self._abort(refusal)
 
     def _on_consistency(self, msg: m.ConsistencyRequest) -> m.ConsistencySignature:
         self._check_survivors(msg.survivors)
@@ -381,14 +372,9 @@ class ClientSession(Unpicklable):
     # ---- helpers -------------------------------------------------------------------------------
 
     def _check_header(self, msg: m.ServerMessage) -> None:
-        if msg.digest != self._digest:
-            raise ProtocolAbort(self._stage.value, "message is for a different round config "
-                                "(config digest mismatch)")
-        if msg.round != self.config.round:
-            raise ProtocolAbort(self._stage.value, f"message is for round {msg.round}, this "
-                                f"session is round {self.config.round}")
-        if msg.party != self.client_id:
-            raise ProtocolAbort(self._stage.value, f"message is addressed to client {msg.party}")
+        refusal = addressing_refusal(msg, self._digest, self.config.round, self.client_id)
+        if refusal is not None:
+            raise ProtocolAbort(self._stage.value, refusal)
 
     def _abort(self, reason: str) -> NoReturn:
         self._stage = Stage.DONE

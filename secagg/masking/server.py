@@ -38,6 +38,7 @@ from secagg.masking.accusations import resolve_accusations
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.graph import neighbours as build_graph
 from secagg.masking.graph import roster_neighbours, two_hop
+from secagg.masking.intake import check_envelope
 from secagg.masking.limits import (
     REVEALED_SHARE_BYTES,
     SEALED_SHARE_BYTES,
@@ -152,27 +153,9 @@ class ServerSession:
                for seen in self._fingerprints.values()):
             raise RejectedMessage(sender, "replayed message (already accepted in this round)",
                                   ErrorCode.REPLAYED)
-        if msg.digest != self._digest:
-            raise RejectedMessage(sender, "config digest mismatch: the client runs this round "
-                                  "with different parameters")
-        if msg.round != self.config.round:
-            raise RejectedMessage(sender, f"message is for round {msg.round}; this is round "
-                                  f"{self.config.round}")
-        if not isinstance(msg, expected_type):
-            raise RejectedMessage(sender, f"expected {expected_type.__name__} at stage "
-                                  f"'{stage.value}', found {type(msg).__name__}",
-                                  ErrorCode.WRONG_STAGE)
-        if sender in self._received[stage]:
-            raise RejectedMessage(sender, f"a second, different message for stage '{stage.value}'",
-                                  ErrorCode.CONFLICTING_MESSAGE)
-        if sender not in self._expected:
-            why = "is not a participant" if sender not in self.participants else \
-                "dropped at an earlier stage"
-            raise RejectedMessage(sender, f"client {sender} {why}; not expected at '{stage.value}'",
-                                  ErrorCode.NOT_EXPECTED)
-        if len(raw) > limit:
-            raise RejectedMessage(sender, f"message is {len(raw)} bytes; the limit at "
-                                  f"'{stage.value}' is {limit}")
+        check_envelope(msg, len(raw), stage=stage, digest=self._digest, round_=self.config.round,
+                       expected_type=expected_type, answered=self._received[stage],
+                       expected=self._expected, participants=self.participants, limit=limit)
         self._checks[stage](msg)
         self._fingerprints[stage][sender] = fingerprint
         if stage is Stage.ADVERTISE:

@@ -22,7 +22,8 @@ from secagg.errors import AuthenticationFailed
 from secagg.identity import Roster
 from secagg.masking.graph import two_hop
 
-__all__ = ["consistency_refusal", "own_holders_alive", "quorum_gap", "valid_signers"]
+__all__ = ["consistency_refusal", "own_holders_alive", "quorum_gap", "survivor_refusal",
+           "valid_signers"]
 
 
 def own_holders_alive(included: frozenset[int], me: int, survivors: Iterable[int]) -> int:
@@ -77,4 +78,24 @@ def consistency_refusal(roster: Roster, graph: Mapping[int, frozenset[int]], me:
     if gap is not None:
         return (f"only {gap[1]} of client {gap[0]}'s share holders confirmed the survivor set; "
                 f"need {threshold} (consistency check per neighbourhood)")
+    return None
+
+
+def survivor_refusal(me: int, survivors: tuple[int, ...], shared: frozenset[int],
+                     included: frozenset[int], threshold: int, *,
+                     insecure_global: bool = False) -> str | None:
+    """Why ``me`` must not go on with this survivor set S (check 1), or None."""
+    if not set(survivors) <= shared:
+        return "the survivor set names clients that never shared keys"
+    if me not in survivors:
+        return ("the server reports this client as dropped although it uploaded its input (a "
+                "neighbour may have reported its share box as invalid)")
+    if insecure_global:
+        if len(survivors) < threshold:
+            return f"only {len(survivors)} survivors; threshold is {threshold}"
+        return None
+    alive = own_holders_alive(included, me, survivors)
+    if alive < threshold:
+        return (f"the survivor set keeps only {alive} of this client's share holders; threshold "
+                f"is {threshold} (refusing to reveal shares)")
     return None
