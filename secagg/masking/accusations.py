@@ -6,8 +6,8 @@ dropout: its vector comes back out of the sum and its masks are removed like any
 (from its rebuilt mask key, or, when too few of its holders can rebuild that, from the pair
 keys its maskers reveal: :mod:`.recovery`). Reports are unsigned claims about boxes only the two
 ends can open, so the server cannot tell a true report from a false one. It bounds them: an
-honest client never reports more than m - t neighbours (its own holder check would fail first),
-so a client that does is dropped itself and its reports ignored. Nobody is dropped for having
+honest client never reports more than :func:`report_cap` neighbours (it refuses the round
+first), so a client that does is dropped itself and its reports ignored. Nobody is dropped for having
 reported, so a dealer that sends bad boxes to some holders cannot push them out of the sum.
 """
 
@@ -15,14 +15,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["resolve_accusations"]
+__all__ = ["report_cap", "resolve_accusations"]
+
+
+def report_cap(neighbours: int, threshold: int) -> int:
+    """The most neighbours an honest client reports: k - t = m - t - 1. A reporter and its
+    reported neighbours then never take more than m - t of a neighbourhood's holders, so one
+    malicious enterprise that reports the most it may and then vanishes leaves every client
+    with t holders (one fewer than m - t, which a report-then-vanish attack exploited)."""
+    return max(0, neighbours - threshold)
 
 
 def resolve_accusations(*, excluded_by: Mapping[int, frozenset[int]], uploaded: frozenset[int],
                         shared: frozenset[int], neighbours: int, threshold: int
                         ) -> frozenset[int]:
     """The clients to treat as dropouts: the accused, and reporters that overstepped."""
-    cap = neighbours + 1 - threshold
+    cap = report_cap(neighbours, threshold)
     over = frozenset(v for v in uploaded if len(excluded_by[v]) > cap)
     accused = frozenset().union(*(excluded_by[v] for v in uploaded - over)) & shared
     return accused | over

@@ -37,6 +37,7 @@ from secagg.hazmat.handles import SecretBytes, Unpicklable
 from secagg.hazmat.prg import MaskExpander
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
+from secagg.masking.accusations import report_cap
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.directory import parse_adverts, transcript_of
 from secagg.masking.graph import neighbours as build_graph
@@ -278,10 +279,11 @@ class ClientSession(Unpicklable):
                 continue
             self._held[v] = held
         included = frozenset(expected - bad)
-        if len(included) + 1 < cfg.threshold:
-            self._abort(f"only {len(included)} of this client's neighbours shared valid keys "
-                        f"(invalid boxes from {sorted(bad)}); with itself that is below the "
-                        f"threshold {cfg.threshold}")
+        cap = report_cap(cfg.neighbours, cfg.threshold)
+        if len(bad) > cap or len(included) + 1 < cfg.threshold:
+            self._abort(f"{len(bad)} neighbours sent invalid share boxes ({sorted(bad)[:5]}), "
+                        f"more than the {cap} a round tolerates, or the {len(included)} valid "
+                        f"ones with this client fall below the threshold {cfg.threshold}")
         self._shared = shared
         self._included = included
         prepared, self._prepared = self._prepared, None

@@ -375,3 +375,54 @@ def test_a_box_that_does_not_match_its_commitment_makes_the_dealer_a_dropout(tam
     r.run_to_end(r.reply(r.deliver(r.reply(inbox, skip={dealer}))))
     assert r.server.result.excluded == (dealer,)
     _exact(r, [i for i in range(N) if i != dealer])
+
+
+def _report_then_vanish(vanish_at: str, reports: int) -> Round:
+    config = make_config(N, 40, active=True, neighbours=K, threshold=T)
+    r, outbox = Round.start(config, random_updates(N, 40))
+    inbox = r.deliver(r.reply(r.deliver(outbox)))  # share deliveries
+    assert r.server is not None
+    graph, liar = r.server._graph, 3
+    h = next(v for v in sorted(graph[liar]) if len(graph[v] & graph[liar]) >= reports)
+    reported = sorted(graph[h] & graph[liar])[:reports]
+    delivery = decode(inbox[liar])
+    assert isinstance(delivery, m.ShareDelivery)
+    boxes = {**delivery.sealed_shares, **{j: bytes(len(delivery.sealed_shares[j])) for j in reported}}
+    inbox[liar] = wire.encode(dataclasses.replace(delivery, sealed_shares=boxes))
+    uploads = r.reply(inbox)
+    assert decode(uploads[liar]).excluded == tuple(reported)  # type: ignore[union-attr]
+    inbox = r.deliver(uploads)
+    for j in reported:
+        with pytest.raises(ProtocolAbort, match="reports this client as dropped"):
+            r.clients[j].handle_bytes(inbox[j])
+    skip = set(reported)
+    outbox = r.reply(inbox, skip=skip | ({liar} if vanish_at == "consistency" else set()))
+    r.run_to_end(r.reply(r.deliver(outbox), skip=skip | {liar}))
+    assert h in r.server.result.survivors
+    return r
+
+
+@pytest.mark.parametrize("vanish_at", ["consistency", "unmask"])
+def test_an_enterprise_that_reports_the_most_it_may_and_vanishes_cannot_sink_the_round(
+        vanish_at: str) -> None:
+    """M reports k - t common neighbours of an honest neighbour h (a consistent lie: it treats
+    their boxes as unreadable), then vanishes: h keeps t holders that answer, and everyone
+    else gets the exact sum."""
+    r = _report_then_vanish(vanish_at, K - T)
+    assert r.server is not None
+    _exact(r, sorted(r.server.result.survivors))
+
+
+def test_with_the_old_report_cap_report_then_vanish_sinks_the_round(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positive control: allowing m - t reports (one more), the same attack leaves h with t - 1
+    holders that answer, and the round fails."""
+    from secagg.masking import accusations, client
+
+    def old_cap(neighbours: int, threshold: int) -> int:
+        return neighbours + 1 - threshold
+
+    monkeypatch.setattr(accusations, "report_cap", old_cap)
+    monkeypatch.setattr(client, "report_cap", old_cap)
+    with pytest.raises(NotEnoughParticipants):
+        _report_then_vanish("unmask", K + 1 - T)
