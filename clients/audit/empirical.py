@@ -1,0 +1,214 @@
+"""The empirical audit: one run of the enterprise's DP-SGD pipeline with canaries, and its bound.
+
+The run is :func:`secagg_clients.trainer.train_private` itself (secure noise, Poisson sampling,
+Opacus clipping), on the enterprise's records plus the included canaries, with the mechanism a
+ledger round claims: its sample rate q (the batch size is chosen so that q = 1/ceil(N/batch) on
+the enlarged set), its noise multiplier and its steps (rounded to whole epochs). Three results:
+
+* white-box: each gradient canary is scored by the privatised update on its coordinate, summed
+  over steps as the likelihood ratio of the claimed subsampled Gaussian (the plain sum when
+  q = 1); the one-run bound of :mod:`secagg.dp.audit_bound` at ``confidence``;
+* black-box: each input canary is scored by minus the trained model's loss on it; same bound;
+* noise check: on the coordinates of canaries absent from a step's batch the update is noise
+  (plus any real gradient there, which can only add), so a mean square clearly below the
+  claimed sigma^2 (a one-sided chi-square test) shows the noise is smaller than recorded.
+
+The bounds are compared with the theoretical epsilon of the claimed mechanism for the steps
+run, the smaller of RDP and PRV. A bound above it is a violation: the pipeline does not do what
+its ledger says. A bound below it proves nothing about tightness (one-run audits are loose).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from secagg.dp import Accountant, epsilon
+from secagg.dp.audit_bound import AuditBound, epsilon_lower_bound_from_scores
+from secagg.errors import InvalidParameter
+
+from ..data import LABELS, Record
+from .canaries import gradient_canaries, input_canaries, tagged_rows
+from .instrument import CanaryTap, Plant, Recorder, instrumented
+
+__all__ = ["EmpiricalAudit", "Mechanism", "Plant", "audit_pipeline", "batch_size_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Mechanism:
+    sample_rate: float
+    noise_multiplier: float
+    steps: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {"sample_rate": self.sample_rate, "noise_multiplier": self.noise_multiplier,
+                "steps": self.steps}
+
+
+@dataclass(frozen=True)
+class EmpiricalAudit:
+    claimed: Mechanism  #: what the ledger round says (steps as run)
+    run: Mechanism  #: what the audited run did (differs from ``claimed`` only under a plant)
+    batch_size: int
+    records: int
+    delta: float
+    confidence: float
+    plant: Plant | None
+    theory_rdp: float
+    theory_prv: float
+    white_box: AuditBound
+    black_box: AuditBound
+    noise_sigma_hat: float
+    noise_samples: int
+    noise_p_value: float
+    white_scores: np.ndarray
+    white_included: np.ndarray
+    black_scores: np.ndarray
+    black_included: np.ndarray
+
+    @property
+    def theory(self) -> float:
+        return min(self.theory_rdp, self.theory_prv)
+
+    @property
+    def violation(self) -> bool:
+        """An empirical bound above the claimed epsilon: the ledger's claim is refuted."""
+        return max(self.white_box.epsilon, self.black_box.epsilon) > self.theory
+
+    @property
+    def noise_too_small(self) -> bool:
+        return self.noise_p_value < 1.0 - self.confidence
+
+    def to_dict(self) -> dict[str, Any]:
+        def bound(b: AuditBound) -> dict[str, Any]:
+            return {"epsilon": b.epsilon, "canaries": b.canaries, "guesses": b.guesses,
+                    "correct": b.correct, "confidence": b.confidence,
+                    "by_guesses": [{"guesses": r, "correct": v, "epsilon": e}
+                                   for r, v, e in b.by_guesses]}
+        return {
+            "claimed": self.claimed.to_dict(), "run": self.run.to_dict(),
+            "batch_size": self.batch_size, "records": self.records, "delta": self.delta,
+            "confidence": self.confidence, "plant": self.plant.value if self.plant else None,
+            "theory_rdp": self.theory_rdp, "theory_prv": self.theory_prv, "theory": self.theory,
+            "white_box": bound(self.white_box), "black_box": bound(self.black_box),
+            "violation": self.violation,
+            "noise_check": {"sigma_claimed": self.claimed.noise_multiplier,
+                            "sigma_hat": self.noise_sigma_hat, "samples": self.noise_samples,
+                            "p_value": self.noise_p_value, "noise_too_small": self.noise_too_small},
+        }
+
+
+def batch_size_for(records: int, sample_rate: float) -> int:
+    """The batch size b with 1/ceil(records/b) == sample_rate (the trainer's rule)."""
+    k = round(1.0 / sample_rate)
+    if not math.isclose(1.0 / k, sample_rate, rel_tol=1e-9):
+        raise InvalidParameter(
+            f"sample_rate must be 1/k for an integer k (the client's q = 1/ceil(N/batch)), "
+            f"found {sample_rate}"
+        )
+    fits = [b for b in range(1, records + 1) if math.ceil(records / b) == k]
+    if not fits:
+        raise InvalidParameter(
+            f"sample_rate 1/{k} needs at least {k} records, found {records}; audit with more data"
+        )
+    return min(fits, key=lambda b: abs(b - records / k))
+
+
+def _white_scores(x: np.ndarray, q: float, sigma: float) -> np.ndarray:
+    if q >= 1.0:
+        return np.asarray(x.sum(axis=0), dtype=np.float64)
+    step = np.logaddexp(math.log1p(-q), math.log(q) + (x - 0.5) / sigma**2)
+    return np.asarray(step.sum(axis=0), dtype=np.float64)
+
+
+def _noise_check(recorder: Recorder, sigma: float) -> tuple[float, int, float]:
+    from scipy.stats import chi2
+
+    x = recorder.matrix()
+    absent = ~np.stack(recorder.present) if recorder.present else np.zeros_like(x, dtype=bool)
+    samples = x[absent]
+    n = int(samples.size)
+    if n == 0:
+        return float("nan"), 0, 1.0
+    s = float(np.sum(samples**2))
+    return math.sqrt(s / n), n, float(chi2.cdf(s / sigma**2, n))
+
+
+def audit_pipeline(
+    records: Sequence[Record], *, sample_rate: float, noise_multiplier: float, steps: int,
+    delta: float, canaries: int = 100, plant: Plant | None = None, confidence: float = 0.95,
+    encoder: str = "minilm", clip_norm: float = 1.0, seed: int = 0, progress: bool = True,
+) -> EmpiricalAudit:
+    """Train once with ``canaries`` gradient and ``canaries`` input canaries; bound epsilon."""
+    from ..model import build_model, load_tokenizer, make_dataset
+    from ..trainer import DPConfig, train_private
+
+    if not (isinstance(canaries, int) and canaries >= 2):
+        raise InvalidParameter(f"canaries must be an integer >= 2, found {canaries!r}")
+    if plant is Plant.SAMPLE_RATE_MISREPORTED and sample_rate >= 1.0:
+        raise InvalidParameter(
+            "plant sample-rate-misreported runs full batches under a smaller recorded q, but "
+            "this round already records q = 1; audit a round with q < 1"
+        )
+    rng = np.random.default_rng(seed)
+    model = build_model(encoder=encoder, seed=seed)
+    tap = CanaryTap(model)
+    grads = gradient_canaries(model, count=canaries, clip_norm=clip_norm, rng=rng)
+    odd, odd_in = input_canaries(count=canaries, rng=rng)
+    tokenizer = load_tokenizer()
+    max_length = 32
+    data = make_dataset(list(records) + [r for r, i in zip(odd, odd_in, strict=True) if i],
+                        tokenizer, max_length=max_length)
+    extra = tagged_rows(np.flatnonzero(grads.included), max_length=max_length,
+                        cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
+                        num_labels=len(LABELS))
+    dataset = torch.utils.data.TensorDataset(
+        *(torch.cat([a, b]) for a, b in zip(data.tensors, extra, strict=True)))
+    n = len(dataset)
+    k = round(1.0 / sample_rate)
+    epochs = max(1, round(steps / k))
+    claimed = Mechanism(sample_rate, noise_multiplier, epochs * k)
+    run_q, run_epochs = sample_rate, epochs
+    if plant is Plant.SAMPLE_RATE_MISREPORTED:
+        run_q, run_epochs = 1.0, epochs * k  # same steps, every record in every batch
+    sigma_run = noise_multiplier / 2 if plant is Plant.NOISE_HALVED else noise_multiplier
+    batch = batch_size_for(n, run_q)
+    config = DPConfig(epochs=run_epochs, batch_size=batch, max_grad_norm=clip_norm, delta=delta,
+                      noise_multiplier=sigma_run)
+    recorder = Recorder(grads, clip_norm)
+    with instrumented(tap, grads, recorder, no_clipping=plant is Plant.NO_CLIPPING):
+        report = train_private(tap, dataset, config, progress=progress)
+    run = Mechanism(report.sample_rate, report.noise_multiplier, report.steps)
+
+    x = recorder.matrix()
+    white = _white_scores(x, claimed.sample_rate, claimed.noise_multiplier)
+    black = -_losses(tap, make_dataset(odd, tokenizer, max_length=max_length))
+    sigma_hat, samples, p_noise = _noise_check(recorder, claimed.noise_multiplier)
+    theory = {acc: epsilon(sample_rate=claimed.sample_rate, noise_multiplier=noise_multiplier,
+                           steps=claimed.steps, delta=delta, accountant=acc)
+              for acc in (Accountant.RDP, Accountant.PRV)}
+    return EmpiricalAudit(
+        claimed=claimed, run=run, batch_size=batch, records=n, delta=delta,
+        confidence=confidence, plant=plant, theory_rdp=theory[Accountant.RDP],
+        theory_prv=theory[Accountant.PRV],
+        white_box=epsilon_lower_bound_from_scores(white, grads.included, delta=delta,
+                                                  confidence=confidence),
+        black_box=epsilon_lower_bound_from_scores(black, odd_in, delta=delta,
+                                                  confidence=confidence),
+        noise_sigma_hat=sigma_hat, noise_samples=samples, noise_p_value=p_noise,
+        white_scores=white, white_included=grads.included, black_scores=black,
+        black_included=odd_in,
+    )
+
+
+@torch.no_grad()
+def _losses(model: torch.nn.Module, data: torch.utils.data.TensorDataset) -> np.ndarray:
+    model.eval()
+    ids, mask, sensors, labels = data.tensors
+    loss = torch.nn.functional.cross_entropy(model(ids, mask, sensors), labels, reduction="none")
+    return np.asarray(loss.double().numpy(), dtype=np.float64)
