@@ -174,7 +174,7 @@ with probability 1/2; guesses on the highest and lowest scores, the confidence s
 <p>Noise check: on canary coordinates absent from a batch, measured sigma
 {fmt(emp.noise_sigma_hat)} over {emp.noise_samples} samples against the recorded
 {fmt(emp.claimed.noise_multiplier)}; p-value of "noise at least as recorded":
-{fmt(emp.noise_p_value)}{noise_flag}.</p>
+{fmt(emp.noise_p_value)} (flagged below {fmt(doc['empirical']['noise_check']['level'])}){noise_flag}.</p>
 {_img(out, files['audit_bounds'], command, 'Empirical lower bounds beside the theoretical epsilon')}
 {_img(out, files['canary_scores'], command, 'Canary scores, included vs left out')}
 
