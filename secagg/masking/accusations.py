@@ -19,11 +19,16 @@ __all__ = ["report_cap", "resolve_accusations"]
 
 
 def report_cap(neighbours: int, threshold: int) -> int:
-    """The most neighbours an honest client reports: k - t = m - t - 1. A reporter and its
-    reported neighbours then never take more than m - t of a neighbourhood's holders, so one
-    malicious enterprise that reports the most it may and then vanishes leaves every client
-    with t holders (one fewer than m - t, which a report-then-vanish attack exploited)."""
-    return max(0, neighbours - threshold)
+    """The most neighbours an honest client reports: k - t = m - t - 1, and at least 1.
+
+    With k - t, a reporter and its reported neighbours never take more than m - t of a
+    neighbourhood's holders, so one malicious enterprise that reports the most it may and then
+    vanishes leaves every client t holders (with m - t it could sink the round). When k = t (a
+    small federation's full graph) that would leave no room for a single bad box, and one
+    enterprise sending garbage would sink every round; there one report is allowed, and
+    report-then-vanish can end a round, which SECURITY.md states.
+    """
+    return max(1, neighbours - threshold)
 
 
 def resolve_accusations(*, excluded_by: Mapping[int, frozenset[int]], uploaded: frozenset[int],
