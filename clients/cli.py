@@ -106,6 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="total privacy budget over all rounds (8); delta 1e-5")
     train.add_argument("--epochs", type=number(int, low=1, high=10_000), default=10,
                        help="local DP-SGD epochs per round (10)")
+    train.add_argument("--max-noise-multiplier", type=number(float, low=0, low_open=True),
+                       default=None, metavar="SIGMA",
+                       help="refuse (before training) a round that would need more noise than "
+                       "this to fit the budget (8: beyond it the update is mostly noise)")
     train.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm",
                        help="text encoder (minilm: all-MiniLM-L6-v2 from its wheel)")
     train.add_argument("--state-dir", help="save the combined model here after each round "
@@ -235,8 +239,10 @@ def _train_and_aggregate(args: argparse.Namespace, report: Reporter) -> int:
         torch.set_num_threads(args.threads)
     data = Path(args.data) if args.data else enterprise_path(args.enterprise)
     name = args.name or args.enterprise or data.stem
+    ceiling = {} if args.max_noise_multiplier is None else \
+        {"max_noise_multiplier": args.max_noise_multiplier}
     plan = FederationPlan(rounds=args.rounds, budget_epsilon=args.epsilon, epochs=args.epochs,
-                          encoder=EncoderKind.parse(args.encoder), weight=args.weight)
+                          encoder=EncoderKind.parse(args.encoder), weight=args.weight, **ceiling)
     identity, roster = _enrolment(args)
     with FederatedEnterprise.connect(args.server, _token(args), data=data, name=name,
                                      identity=identity, roster=roster,

@@ -22,15 +22,25 @@ prints, listed in :mod:`secagg_clients.events`): ``ready``, ``trained``, the run
 ``round_opened`` and ``stage_done``, then ``round_completed``, ``round_dropped`` or
 ``round_refused``, and ``done``. Rounds are always named by the server's round index.
 
-Each round the enterprise trains from the common model with DP-SGD (its ledger refuses to
-overspend), waits for the server's next round, protects the update with the round's mode (masking
-or CKKS: the server picks it), and applies the released mean, so every enterprise ends with the
-same combined model. Training happens before the round opens, so stage deadlines never have to
-cover training time. The round's model layout is checked before any training: a round already
-open for another layout (or another vector length) is refused at once, naming both layouts,
-without training or charging the ledger. A round opened for another layout only after this
-enterprise trained is refused as soon as it is seen; that training is then discarded (and stays
-on the ledger, like the training for any round this enterprise drops out of).
+Each round the enterprise trains from the common model with DP-SGD, waits for the server's next
+round, protects the update with the round's mode (masking or CKKS: the server picks it), and
+applies the released mean, so every enterprise ends with the same combined model. Training
+happens before the round opens, so stage deadlines never have to cover training time. The round's
+model layout is checked before any training: a round already open for another layout (or another
+vector length) is refused at once, naming both layouts, without training or charging the ledger.
+A round opened for another layout only after this enterprise trained is refused as soon as it is
+seen, before anything is sent or charged; that training is then discarded.
+
+The budget stops: before any training the coming round's cost is computed
+(:meth:`FederationPlan.next_round`); if the rounds left would need a noise multiplier above
+``max_noise_multiplier`` or cannot fit at all, :meth:`FederatedEnterprise.run` raises
+:class:`secagg.dp.ledger.BudgetExceeded` with one line (spent, remaining, what the round would
+cost, the knobs that would make it fit), having trained and charged nothing. The ledger is
+charged when the round is open, its layout checked and before the first message is sent, keyed by
+the server round id (``federation/round_id``): a training that never reached a round (no round
+opened, a crash while waiting) is charged nothing, and a round is never charged twice. Once
+charged, a round stays charged even if this enterprise then drops out of it (something may have
+been sent). The ledger is signed with the enterprise's identity.
 
 The noise is calibrated for the whole run: each round takes the sigma with which the ledger's
 history plus the rounds left spend at most ``budget_epsilon`` (so the same sigma every round
@@ -57,14 +67,15 @@ from typing import Any
 
 import numpy as np
 
-from secagg.dp import Accountant, GaussianSteps
-from secagg.dp.ledger import PrivacyLedger
+from secagg.dp import Accountant, GaussianSteps, epsilon_of_history, noise_for_remaining_rounds
+from secagg.dp.ledger import BudgetExceeded, PrivacyLedger
 from secagg.errors import InvalidParameter
 from secagg.identity import Identity, Roster
 
-from .client import EnterpriseClient
+from .client import MAX_NOISE_MULTIPLIER, EnterpriseClient
 from .data import Record, load_records, split_records
 from .model import EncoderKind
+from .participants import CLIENT_MODES
 from .runtime import Dropped, RoundRefused, RuntimeClient
 from .trainer import DPConfig, NoiseMode
 
@@ -92,8 +103,13 @@ class FederationPlan:
     test_fraction: float = 0.25
     weight: int = 1
     model_seed: int = 0  # the common starting model: the same in every enterprise
+    #: refuse a round that would need more noise than this (see client.MAX_NOISE_MULTIPLIER)
+    max_noise_multiplier: float = MAX_NOISE_MULTIPLIER
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.max_noise_multiplier) and self.max_noise_multiplier > 0):
+            raise InvalidParameter(f"max_noise_multiplier must be a finite number > 0, found "
+                                   f"{self.max_noise_multiplier}")
         if not (isinstance(self.rounds, int) and self.rounds >= 1):
             raise InvalidParameter(f"rounds must be an integer >= 1, found {self.rounds!r}")
         if not (math.isfinite(self.budget_epsilon) and self.budget_epsilon > 0):
@@ -105,8 +121,6 @@ class FederationPlan:
                   accountant: Accountant = Accountant.RDP) -> DPConfig:
         """One round's training, with sigma such that ``history`` plus ``rounds_left`` such
         rounds (default: all ``rounds``) spend at most the budget."""
-        from secagg.dp import noise_for_remaining_rounds
-
         probe = DPConfig(epochs=self.epochs, batch_size=self.batch_size,
                          learning_rate=self.learning_rate, max_grad_norm=self.max_grad_norm,
                          delta=self.delta, noise_multiplier=1.0, noise_mode=self.noise_mode,
@@ -117,6 +131,54 @@ class FederationPlan:
             accountant=accountant)
         probe = replace(probe, accountant=accountant)
         return replace(probe, noise_multiplier=sigma)
+
+    def next_round(self, num_records: int, ledger: PrivacyLedger, *, rounds_done: int) -> DPConfig:
+        """The coming round's training, or :class:`BudgetExceeded` (one line) if the rounds left
+        would need a noise multiplier above :attr:`max_noise_multiplier` or cannot fit the
+        budget at all. Trains and charges nothing."""
+        history = [e.gaussian_steps for e in ledger.entries]
+        left = self.rounds - rounds_done
+        try:
+            config = self.dp_config(num_records, history, rounds_left=left,
+                                    accountant=ledger.accountant)
+            sigma = float(config.noise_multiplier or math.inf)
+        except InvalidParameter:  # spent, or no sigma up to 1e4 fits
+            sigma = math.inf
+        ceiling = self.max_noise_multiplier
+        if sigma <= ceiling:
+            return config
+        probe = DPConfig(epochs=self.epochs, batch_size=self.batch_size, delta=self.delta,
+                         noise_multiplier=ceiling)
+        q = probe.sample_rate(num_records)
+
+        def total(rounds: int, epochs: int) -> float:
+            steps = epochs * math.ceil(num_records / self.batch_size)
+            more = [GaussianSteps(q, ceiling, steps)] * rounds
+            return epsilon_of_history([*history, *more], delta=self.delta,
+                                      accountant=ledger.accountant)
+
+        spent, budget = ledger.spent(), self.budget_epsilon
+        next_total = total(1, self.epochs)
+        fit_rounds = next((k for k in range(left - 1, 0, -1) if total(k, self.epochs) <= budget), 0)
+        fit_epochs = next((e for e in range(self.epochs - 1, 0, -1) if total(left, e) <= budget), 0)
+        knobs = []
+        if fit_rounds:
+            knobs.append(f"--rounds {rounds_done + fit_rounds} ({fit_rounds} more)")
+        if fit_epochs:
+            knobs.append(f"--epochs {fit_epochs}")
+        if math.isfinite(sigma):
+            knobs.append(f"--max-noise-multiplier {sigma:.3g} (a noisier, less useful update)")
+        if not knobs:
+            knobs.append("none: the budget is spent for this data (stop; a new budget only for "
+                         "new data)")
+        need = "cannot fit at any noise" if not math.isfinite(sigma) else \
+            f"would need noise multiplier {sigma:.3g} > ceiling {ceiling:g}"
+        raise BudgetExceeded(
+            f"refusing round {rounds_done + 1} of {self.rounds} before training: "
+            f"'{ledger.enterprise}' spent {spent:.4g} of epsilon {budget:g} (delta {self.delta:g}, "
+            f"{ledger.accountant.value}), remaining {max(0.0, budget - spent):.4g}; the {left} "
+            f"round(s) left {need}, and the next at sigma {ceiling:g} would bring the total to "
+            f"{next_total:.4g}; to fit: " + "; ".join(knobs))
 
 
 @dataclass(slots=True)
@@ -235,7 +297,7 @@ class FederatedEnterprise:
             runtime.check_enrolment()
             train, test = split_records(load_records(data), test_fraction=plan.test_fraction)
             book = PrivacyLedger.open(ledger, enterprise=name, budget_epsilon=plan.budget_epsilon,
-                                      delta=plan.delta)
+                                      delta=plan.delta, identity=identity)
             client = EnterpriseClient.create(train, ledger=book, encoder=plan.encoder,
                                              lora_rank=plan.lora_rank, seed=plan.model_seed)
             # a round opened for another model layout is refused, naming both layouts
@@ -293,16 +355,18 @@ class FederatedEnterprise:
                                              "rounds_left": self.plan.rounds - r - 1})
                 continue
             t0 = time.monotonic()
-            history = [e.gaussian_steps for e in self.client.ledger.entries]
-            config = self.plan.dp_config(len(self.client.records), history,
-                                         rounds_left=self.plan.rounds - r,
-                                         accountant=self.client.ledger.accountant)
-            update = self.client.train_round(config, progress=progress)
+            # the budget stops here, before any training (one line; nothing trained or charged)
+            config = self.plan.next_round(len(self.client.records), self.client.ledger,
+                                          rounds_done=r)
+            update = self.client.train(config, progress=progress,
+                                       max_noise_multiplier=self.plan.max_noise_multiplier)
             local = self.client.evaluate(self.test)
             train_s = time.monotonic() - t0
-            eps = update.ledger_entry.total_epsilon
+            # what the ledger will hold once this round is charged (when it opens)
+            eps = self.client.ledger.check(update.report.gaussian_steps, delta=config.delta)
             self._emit("trained", {"epsilon": eps, "local_accuracy": local, "train_s": train_s,
-                                   "loss": update.mean_loss, "rounds_left": self.plan.rounds - r})
+                                   "loss": update.report.mean_loss,
+                                   "rounds_left": self.plan.rounds - r})
             info = self.runtime.wait_for_round(after)
             after = info.index
             # a restart now must not rejoin this round's past stages
@@ -314,9 +378,21 @@ class FederatedEnterprise:
             about = {"round": info.index, "round_id": info.round_id, "mode": info.mode}
             entry = RoundReport(index=info.index, round_id=info.round_id, mode=info.mode,
                                 dropped=False,
-                                epsilon_total=eps, local_accuracy=local, train_s=train_s,
-                                update_norm=float(np.linalg.norm(update.vector)))
+                                epsilon_total=self.client.ledger.spent(), local_accuracy=local,
+                                train_s=train_s, update_norm=float(np.linalg.norm(update.vector)))
             try:
+                # charge before the first message, once the round is known to be one this
+                # client takes part in (layout and mode checked; nothing sent yet)
+                self.runtime.check_layout(info)
+                key = f"{me['federation']}/{info.round_id}"
+                charged = self.client.ledger.entry_for(key)
+                if charged is not None:  # a restart found the round it had joined still open
+                    raise RoundRefused(info.index, f"this enterprise already took part in server "
+                                       f"round {key} (ledger entry {charged.round}) before a "
+                                       "restart; a round is charged and sent once")
+                if info.mode in CLIENT_MODES:
+                    entry.epsilon_total = self.client.charge(
+                        update, server_round_id=key, mode=info.mode).total_epsilon
                 result = self.runtime.take_part(info, update.vector, self.plan.weight)
             except Dropped as exc:
                 self.client.restore_base(self.client.base)  # discard the local training

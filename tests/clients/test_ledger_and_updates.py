@@ -1,4 +1,4 @@
-"""The privacy ledger (durable, budget-enforcing, deterministic) and the update exchange."""
+"""The privacy ledger (durable, budget-enforcing, charged once) and the update exchange."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from secagg.dp.ledger import BudgetExceeded, PrivacyLedger
 from secagg.errors import InvalidParameter
 from secagg_clients.client import EnterpriseClient
 from secagg_clients.data import Record
+from secagg_clients.federated import FederatedEnterprise, FederationPlan
 from secagg_clients.model import EncoderKind
+from secagg_clients.participants import RoundInfo
 from secagg_clients.trainer import DPConfig, NoiseMode
 
 TINY = EncoderKind.TEST_ONLY_TINY
@@ -72,11 +74,11 @@ def test_client_rounds_same_seed_give_identical_ledgers_and_updates(
         client.apply_aggregate(first.vector)
         second = client.train_round(_cfg(), progress=False)
         results.append((first.vector, second.vector))
-    a, b = (tmp_path / "a.json").read_bytes(), (tmp_path / "b.json").read_bytes()
-    assert a == b
-    doc = json.loads(a)
-    assert [r["round"] for r in doc["rounds"]] == [1, 2]
-    assert doc["rounds"][1]["total_epsilon"] > doc["rounds"][0]["total_epsilon"]
+    a, b = (PrivacyLedger.load(tmp_path / f"{x}.json").entries for x in "ab")
+    assert [e.gaussian_steps for e in a] == [e.gaussian_steps for e in b]  # time stamps differ
+    assert [e.round for e in a] == [1, 2]
+    assert a[1].total_epsilon > a[0].total_epsilon
+    assert a[0].clip_norm == 1.0 and a[0].layout_digest == first.spec.digest().hex()
     assert all(np.array_equal(x, y) for x, y in zip(results[0], results[1], strict=True))
 
 
@@ -125,3 +127,114 @@ def test_cli_shows_the_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "energy_utility" in out and "remaining" in out
     assert json.loads((tmp_path / "o.json").read_text())["rounds"][0]["steps"] == 50
     assert main(["privacy", "ledger", str(tmp_path / "missing.json")]) == 2
+
+
+class Crash(Exception):
+    """The process dies here (what a kill -9 would do to the loop)."""
+
+
+class StubRuntime:
+    """A server that opens ``round_id`` 7 (index 0) in ``mode`` plain and records what was asked;
+    ``crash_in`` names the call that dies."""
+
+    def __init__(self, crash_in: str | None = None) -> None:
+        self.crash_in, self.calls = crash_in, []  # type: ignore[var-annotated]
+        self.info = RoundInfo(round_id=7, index=0, mode="plain", config={}, client_id=0)
+
+    def check_enrolment(self) -> dict[str, object]:
+        return {"client_id": 0, "federation": "fed"}
+
+    def peek_round(self, after: int) -> None:
+        return None
+
+    def check_layout(self, info: RoundInfo) -> None:
+        self.calls.append("check_layout")
+
+    def wait_for_round(self, after: int) -> RoundInfo:
+        self.calls.append("wait_for_round")
+        if self.crash_in == "wait_for_round":
+            raise Crash
+        return self.info
+
+    def take_part(self, info: RoundInfo, vector: object, weight: int) -> object:
+        self.calls.append("take_part")
+        raise Crash if self.crash_in == "take_part" else AssertionError("not expected")
+
+    def close(self) -> None:
+        pass
+
+
+def _enterprise(tmp_path: Path, records: list[Record], runtime: StubRuntime, *,
+                budget: float = 8.0, **plan: object) -> FederatedEnterprise:
+    terms: dict[str, object] = dict(rounds=1, budget_epsilon=budget, epochs=1, batch_size=16,
+                                    encoder=TINY, lora_rank=4,
+                                    noise_mode=NoiseMode.INSECURE_FAST)
+    fed = FederationPlan(**{**terms, **plan})  # type: ignore[arg-type]
+    client = EnterpriseClient.create(records, encoder=TINY, lora_rank=4,
+                                     ledger=_ledger(tmp_path / "l.json", budget))
+    return FederatedEnterprise(runtime, client, records[:8], name="energy_utility",  # type: ignore[arg-type]
+                               plan=fed)
+
+
+def test_client_at_its_budget_refuses_the_next_round_in_one_line_and_spends_nothing(
+    tmp_path: Path, small_records: list[Record]
+) -> None:
+    spend = GaussianSteps(1 / 6, 1.0, 60)
+    eps = epsilon(sample_rate=1 / 6, noise_multiplier=1.0, steps=60, delta=1e-5)
+    budget = eps * 1.0001
+    _ledger(tmp_path / "l.json", budget).record(spend, delta=1e-5, epsilon_rdp=eps,
+                                                 epsilon_prv=eps)
+    before = (tmp_path / "l.json").read_bytes()
+    runtime = StubRuntime()
+    ent = _enterprise(tmp_path, small_records, runtime, budget=budget)
+    weights = [p.detach().clone() for p in ent.client.model.parameters()]
+    with pytest.raises(BudgetExceeded) as refused:
+        ent.run()
+    line = str(refused.value)
+    assert "\n" not in line
+    for words in ("refusing round 1 of 1 before training", f"spent {eps:.4g}", "remaining",
+                  "noise multiplier", "ceiling 8", "would bring the total to",
+                  "--max-noise-multiplier"):
+        assert words in line, (words, line)
+    assert runtime.calls == []  # no round waited for, nothing sent
+    assert (tmp_path / "l.json").read_bytes() == before  # nothing charged
+    assert all(torch.equal(p, q) for p, q in zip(ent.client.model.parameters(), weights,
+                                                 strict=True))
+    # the same round fits once the knob the line names is turned (the ceiling raised)
+    knob = float(line.split("--max-noise-multiplier ")[1].split()[0])
+    assert knob > 8
+    fits = FederationPlan(rounds=1, budget_epsilon=budget, epochs=1, batch_size=16,
+                          max_noise_multiplier=knob * 1.01)
+    assert fits.next_round(len(small_records), ent.client.ledger, rounds_done=0)
+
+
+def test_spent_budget_names_no_knob_but_stopping(tmp_path: Path,
+                                                 small_records: list[Record]) -> None:
+    eps = epsilon(sample_rate=1 / 6, noise_multiplier=1.0, steps=60, delta=1e-5)
+    _ledger(tmp_path / "l.json", eps).record(GaussianSteps(1 / 6, 1.0, 60), delta=1e-5,
+                                              epsilon_rdp=eps, epsilon_prv=eps)
+    ent = _enterprise(tmp_path, small_records, StubRuntime(), budget=eps)
+    with pytest.raises(BudgetExceeded, match="cannot fit at any noise.*budget is spent"):
+        ent.run()
+
+
+def test_training_that_never_reached_a_round_is_not_charged_and_a_round_is_charged_once(
+    tmp_path: Path, small_records: list[Record]
+) -> None:
+    # crash while waiting for the round: trained, but nothing was sent, so nothing is charged
+    with pytest.raises(Crash):  # (two rounds planned: the restart below has budget left)
+        _enterprise(tmp_path, small_records, StubRuntime("wait_for_round"), rounds=2).run()
+    assert PrivacyLedger.load(tmp_path / "l.json").entries == ()
+    # crash mid-round: charged once, before the first message
+    runtime = StubRuntime("take_part")
+    with pytest.raises(Crash):
+        _enterprise(tmp_path, small_records, runtime, rounds=2).run()
+    assert runtime.calls == ["wait_for_round", "check_layout", "take_part"]
+    (entry,) = PrivacyLedger.load(tmp_path / "l.json").entries
+    assert (entry.server_round_id, entry.mode and entry.mode.value) == ("fed/7", "plain")
+    # the restarted client finds round 7 still open: it refuses it instead of charging again
+    runtime = StubRuntime()
+    report = _enterprise(tmp_path, small_records, runtime).run()
+    assert report.rounds[0].refused and "already took part" in str(report.rounds[0].reason)
+    assert "take_part" not in runtime.calls
+    assert len(PrivacyLedger.load(tmp_path / "l.json").entries) == 1
