@@ -45,10 +45,11 @@ def test_scripts_and_commands_point_where_they_should() -> None:
                        "secagg-client": "secagg_clients.cli:main"}
     commands = PYPROJECT["project"]["entry-points"]["secagg.commands"]
     # applications only: the library's own commands are registered in secagg.cli.COMMANDS
-    assert {v.split(".")[0] for v in commands.values()} == {"secagg_benchmarks", "secagg_examples"}
+    assert {v.split(".")[0] for v in commands.values()} == {
+        "secagg_benchmarks", "secagg_examples", "secagg_clients"}  # audit: the enterprise's app
     for value in commands.values():
-        folder = {"secagg_benchmarks": "benchmarks", "secagg_examples": "examples"}[
-            value.split(".")[0]]
+        folder = {"secagg_benchmarks": "benchmarks", "secagg_examples": "examples",
+                  "secagg_clients": "clients"}[value.split(".")[0]]
         path = ROOT / folder / Path(*value.split(".")[1:])
         assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), value
 

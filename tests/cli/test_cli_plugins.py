@@ -19,7 +19,7 @@ def _only(monkeypatch: pytest.MonkeyPatch, *eps: EntryPoint) -> None:
 def test_the_checkout_registers_bench_and_demo() -> None:
     loaded, missing = cli._plugins()
     assert not missing
-    assert set(loaded) == {"bench", "demo"}
+    assert set(loaded) == {"audit", "bench", "demo"}
     assert set(loaded["bench"][1]) == {"masking", "masking-scale", "ckks", "dp", "e2e", "flower"}
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from secagg.cli import main
+from secagg.dp.ledger import PrivacyLedger
 
 pytestmark = pytest.mark.slow
 
@@ -42,9 +43,9 @@ def test_demo_completes_and_the_aggregate_is_exact(mode: str, tmp_path: Path,
     assert server["messages"] > 2 * len(names)
     # the ledgers on the enterprises' disks agree with the report
     for name in names:
-        ledger = json.loads((tmp_path / "run" / f"{name}.ledger.json").read_text())
-        assert len(ledger["rounds"]) == 2
-        assert ledger["rounds"][-1]["total_epsilon"] == pytest.approx(report["epsilon"][name])
+        ledger = PrivacyLedger.load(tmp_path / "run" / f"{name}.ledger.json")
+        assert len(ledger.entries) == 2
+        assert ledger.spent() == pytest.approx(report["epsilon"][name])
     table = capsys.readouterr().out
     assert "combined model" in table and "plaintext updates found: 0" in table
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from secagg.dp.ledger import PrivacyLedger
 from secagg_clients.enrolment import enrol_locally
 from secagg_server.operator import Operator, ServerProcess, create_federation
 
@@ -115,7 +116,6 @@ def test_killed_enterprise_resumes_with_the_combined_model(tmp_path: Path) -> No
     models = [np.load(tmp_path / "state" / f"{n}.model.npy") for n in names]
     np.testing.assert_array_equal(models[0], models[1])
     for n in names:
-        ledger = json.loads((tmp_path / f"{n}.ledger.json").read_text())
-        assert ledger["rounds"][-1]["total_epsilon"] <= BUDGET
+        assert PrivacyLedger.load(tmp_path / f"{n}.ledger.json").spent() <= BUDGET
         progress = json.loads((tmp_path / "state" / f"{n}.progress.json").read_text())
         assert progress["completed"] == 2
