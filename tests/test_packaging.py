@@ -137,12 +137,21 @@ def _build_wheel(tmp: Path) -> Path:
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index",
                            "--no-build-isolation", "--disable-pip-version-check", "-q",
                            "-w", str(tmp / "dist"), str(src)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=_clean_env())
     if proc.returncode != 0 and "No module named" in proc.stderr:
         pytest.skip(f"cannot build a wheel offline here: {proc.stderr.strip()[-300:]}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     (wheel,) = (tmp / "dist").glob("secagg-*.whl")
     return wheel
+
+
+def _clean_env() -> dict[str, str]:
+    """A clean environment: earlier tests (Flower's Ray engine) leave PYTHONPATH and others set,
+    which make pip see this checkout's secagg as installed and a fresh interpreter find it."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
 
 
 @pytest.mark.slow
@@ -160,15 +169,14 @@ def test_the_wheel_runs_a_round_next_to_a_users_server_and_clients_modules(tmp_p
     Path(site, "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps",
                     "--no-index", "--disable-pip-version-check", "-q", str(wheel)], check=True,
-                   timeout=300)
+                   timeout=300, env=_clean_env())
     user = tmp_path / "user"
     user.mkdir()
     for name in ("server", "clients"):
         (user / f"{name}.py").write_text(USER_MODULE.format(name=name))
     (user / "federate.py").write_text(USER_SCRIPT)
     bindir = env_dir / "bin"
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["TOKENIZERS_PARALLELISM"] = "false"
+    env = _clean_env()
 
     def run(*cmd: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(list(cmd), cwd=user, env=env, capture_output=True, text=True,
