@@ -14,7 +14,6 @@ roster, as you would an SSH host key.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -309,7 +308,16 @@ class Roster:
         return len(self.members)
 
 
-@functools.lru_cache(maxsize=16)
+_KEY_MAPS: dict[int, tuple[tuple[RosterMember, ...], Mapping[int, bytes]]] = {}
+
+
 def _public_keys(members: tuple[RosterMember, ...]) -> Mapping[int, bytes]:
-    """Client id -> identity key, built once per roster (checked on every signature)."""
-    return types.MappingProxyType({mm.client_id: mm.public_key for mm in members})
+    """Client id -> identity key, built once per roster (checked on every signature). Keyed by
+    the members tuple's identity, which the entry holds, so an id is never reused while cached."""
+    hit = _KEY_MAPS.get(id(members))
+    if hit is None or hit[0] is not members:
+        if len(_KEY_MAPS) >= 64:
+            _KEY_MAPS.clear()
+        hit = _KEY_MAPS[id(members)] = (
+            members, types.MappingProxyType({mm.client_id: mm.public_key for mm in members}))
+    return hit[1]

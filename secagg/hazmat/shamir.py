@@ -11,6 +11,7 @@ coefficients come from :mod:`secrets` (the OS CSPRNG). x-coordinates are party i
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -50,31 +51,24 @@ def split(secret: SecretBytes, *, threshold: int, xs: Sequence[int]) -> dict[int
 
 @lru_cache(maxsize=4096)
 def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
-    """lambda_i = prod_{j != i} x_j / (x_j - x_i), with every division done by one inversion
-    (Montgomery's batch trick: invert the product of all denominators, then peel them off)."""
-    dens = []
-    for i, xi in enumerate(xs):
-        den = 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                den = den * (xj - xi) % PRIME
-        dens.append(den)
+    """lambda_i = prod_{j != i} x_j / (x_j - x_i) = P / (x_i * d_i), P the product of all x.
+
+    The d_i are products of small integers (x-coordinates are client ids + 1), taken exactly and
+    reduced once; all 2t divisions share one inversion (Montgomery's batch trick: invert the
+    product of everything, then peel the factors off).
+    """
+    dens = [math.prod([xj - xi for xj in xs if xj != xi]) % PRIME for xi in xs]
+    factors = [x * d % PRIME for x, d in zip(xs, dens, strict=True)]
     prefix = [1]
-    for d in dens:
-        prefix.append(prefix[-1] * d % PRIME)
+    for f in factors:
+        prefix.append(prefix[-1] * f % PRIME)
     inv = pow(prefix[-1], -1, PRIME)
-    inverses = [0] * len(dens)
-    for i in range(len(dens) - 1, -1, -1):
-        inverses[i] = inv * prefix[i] % PRIME
-        inv = inv * dens[i] % PRIME
-    out = []  # numerators by direct products: multiplications only, no inversion
-    for i in range(len(xs)):
-        num = 1
-        for j, xj in enumerate(xs):
-            if i != j:
-                num = num * xj % PRIME
-        out.append(num * inverses[i] % PRIME)
-    return tuple(out)
+    out = [0] * len(xs)
+    for i in range(len(xs) - 1, -1, -1):
+        out[i] = inv * prefix[i] % PRIME  # = 1 / (x_i d_i)
+        inv = inv * factors[i] % PRIME
+    product = math.prod(xs) % PRIME
+    return tuple(product * o % PRIME for o in out)
 
 
 def combine(

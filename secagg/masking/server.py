@@ -191,7 +191,7 @@ class ServerSession:
         return out
 
     def advance_bytes(self) -> dict[int, bytes]:
-        return {party: wire.encode(msg) for party, msg in self.advance().items()}
+        return wire.encode_all(self.advance())
 
     @property
     def result(self) -> Aggregate:

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+from collections.abc import Mapping
 from typing import Any, Final, NamedTuple, get_type_hints
 
 from secagg.errors import InvalidParameter
 from secagg.masking import messages as m
 
-__all__ = ["MAX_MESSAGE_BYTES", "Header", "decode", "encode", "peek_header", "peek_type"]
+__all__ = ["MAX_MESSAGE_BYTES", "Header", "decode", "encode", "encode_all", "peek_header",
+           "peek_type"]
 
 MAGIC: Final = b"SAGM"
 WIRE_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 1 << 31
 _HEADER = struct.Struct(">4sBB32sQI")
+_PAIR = struct.Struct(">II")
 
 _TYPES: Final[tuple[type[Any], ...]] = (
     m.AdvertiseKeys, m.ShareKeys, m.MaskedInput, m.ConsistencySignature, m.UnmaskShares,
@@ -47,6 +50,24 @@ _SCHEMA: Final = {t: _fields(t) for t in _TYPES}
 
 def encode(msg: m.Message) -> bytes:
     """Serialise a message (any type in :mod:`secagg.masking.messages`)."""
+    return _encode(msg, None)
+
+
+def encode_all(msgs: Mapping[int, m.Message]) -> dict[int, bytes]:
+    """:func:`encode` for many messages at once: a map field that several of them share (the
+    same object, as every key directory shares the round's advert hashes) is encoded once."""
+    cache: dict[int, tuple[object, bytes]] = {}
+    return {party: _encode(msg, cache) for party, msg in msgs.items()}
+
+
+def _encode_map(value: Mapping[int, bytes]) -> bytes:
+    parts = [struct.pack(">I", len(value))]
+    for key in sorted(value):
+        parts += [struct.pack(">II", key, len(value[key])), value[key]]
+    return b"".join(parts)
+
+
+def _encode(msg: m.Message, cache: dict[int, tuple[object, bytes]] | None) -> bytes:
     cls = type(msg)
     if cls not in _TYPE_ID:
         raise InvalidParameter(f"cannot encode {cls.__name__}: not a masking protocol message")
@@ -60,10 +81,13 @@ def encode(msg: m.Message) -> bytes:
         elif kind == "ids":
             ids = sorted(set(value))
             parts.append(struct.pack(f">I{len(ids)}I", len(ids), *ids))
-        else:
-            parts.append(struct.pack(">I", len(value)))
-            for key in sorted(value):
-                parts += [struct.pack(">II", key, len(value[key])), value[key]]
+        elif cache is None or len(value) < 64:
+            parts.append(_encode_map(value))
+        else:  # the cache holds the object, so its id cannot be reused during the call
+            hit = cache.get(id(value))
+            if hit is None or hit[0] is not value:
+                hit = cache[id(value)] = (value, _encode_map(value))
+            parts.append(hit[1])
     return b"".join(parts)
 
 
@@ -83,6 +107,30 @@ class _Reader:
     def u32(self, what: str) -> int:
         value: int = struct.unpack(">I", self.take(4, what))[0]
         return value
+
+    def id_map(self, what: str) -> dict[int, bytes]:
+        """u32 count, then (u32 id, u32 length, data) with ids strictly ascending; read in
+        place (the hot path of every directory and share message), every length checked."""
+        data, end = self.data, len(self.data)
+        count = self.u32(what)
+        entries: dict[int, bytes] = {}
+        pos, last = self.pos, -1
+        for _ in range(count):
+            if pos + 8 > end:
+                raise InvalidParameter(f"message is truncated in field '{what}': needs 8 more "
+                                       f"bytes, {end - pos} left")
+            key, size = _PAIR.unpack_from(data, pos)
+            pos += 8
+            if key <= last:
+                raise InvalidParameter(f"field '{what}' keys must be distinct and ascending")
+            if pos + size > end:
+                raise InvalidParameter(f"message is truncated in field '{what}': needs {size} "
+                                       f"more bytes, {end - pos} left")
+            entries[key] = bytes(data[pos : pos + size])
+            pos += size
+            last = key
+        self.pos = pos
+        return entries
 
 
 def peek_type(data: bytes) -> type[Any]:
@@ -137,16 +185,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES,
                 raise InvalidParameter(f"field '{name}' must list distinct ids in ascending order")
             values[name] = tuple(ids)
         else:
-            count = reader.u32(name)
-            entries: dict[int, bytes] = {}
-            last = -1
-            for _ in range(count):
-                key = reader.u32(name)
-                if key <= last:
-                    raise InvalidParameter(f"field '{name}' keys must be distinct and ascending")
-                last = key
-                entries[key] = reader.take(reader.u32(name), name)
-            values[name] = entries
+            values[name] = reader.id_map(name)
     if reader.pos != len(data):
         raise InvalidParameter(f"{len(data) - reader.pos} trailing bytes after a {cls.__name__}")
     return cls(**values)
