@@ -47,7 +47,7 @@ import numpy as np
 
 from secagg.contract import Header, ReleasedAggregate, Route
 from secagg_clients.enrolment import enrol_locally
-from secagg_clients.events import follow_events
+from secagg_clients.events import ClientEventError, follow_events, next_event
 from secagg_server.operator import ServerProcess, create_federation
 
 __all__ = ["E2EResult", "run_e2e_bench"]
@@ -92,20 +92,11 @@ class _Client:
 
     def wait_for(self, kinds: tuple[str, ...], timeout: float) -> dict[str, Any]:
         """The next event of one of ``kinds``; raises if the client fails or exits first."""
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                ev = self.events.get(timeout=max(0.01, end - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"client sent no {kinds} event within {timeout} s; see "
-                                   f"{self.log}") from None
-            if ev["event"] in kinds:
-                return ev
-            if ev["event"] == "error":
-                raise RuntimeError(f"client failed: {ev['message']}")
-            if ev["event"] == "exit":
-                tail = self.log.read_text().strip().splitlines()[-1:] or ["no output"]
-                raise RuntimeError(f"client exited with code {ev['code']}: {tail[0]}")
+        try:
+            ev: dict[str, Any] = next_event(self.events, kinds, timeout, log=self.log)
+        except ClientEventError as exc:
+            raise RuntimeError(f"client {exc}") from None
+        return ev
 
     def wait_round(self, index: int, timeout: float) -> str | None:
         """Wait for the client's outcome of round ``index``: None if it got the aggregate, else
@@ -143,10 +134,10 @@ def run_e2e_bench(*, clients: int, params: int, repeats: int = 3, warmup: int = 
         enrolled = enrol_locally(root / "enterprises", "bench",
                                  [f"client-{i}" for i in range(clients)])
         tokens = create_federation(data, "bench", enrolled.roster_path)
+        rng = np.random.default_rng(seed)  # before the server starts: a bad seed leaves nothing
+        updates = [rng.uniform(-0.5, 0.5, params).astype(np.float32) for _ in range(clients)]
         server = ServerProcess(data, allow_plain=True).start()
         procs: list[_Client] = []
-        rng = np.random.default_rng(seed)
-        updates = [rng.uniform(-0.5, 0.5, params).astype(np.float32) for _ in range(clients)]
         try:
             for i, token in enumerate(tokens["client_tokens"]):
                 tok = root / f"token-{i}"

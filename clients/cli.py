@@ -353,7 +353,6 @@ def run(args: argparse.Namespace, report: Reporter | None = None) -> int:
     return _finish(report, completed=completed, dropped=dropped, refused=refused)
 
 
-# ---- enrolment: identity and roster ------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``secagg-client`` console script (kept out of ``secagg``'s CLI so the

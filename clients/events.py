@@ -35,9 +35,11 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["EVENT_FORMATS", "Reporter", "follow_events", "human_line"]
+__all__ = ["EVENT_FORMATS", "ClientEventError", "Reporter", "follow_events", "human_line",
+           "next_event"]
 
 #: values of ``secagg-client --events``
 EVENT_FORMATS = ("jsonl",)
@@ -116,3 +118,28 @@ def follow_events(proc: subprocess.Popen[str]) -> queue.Queue[dict[str, Any]]:
 
     threading.Thread(target=pump, daemon=True).start()
     return events
+
+
+class ClientEventError(RuntimeError):
+    """A client process reported an error, exited, or went quiet before the awaited event."""
+
+
+def next_event(events: queue.Queue[dict[str, Any]], kinds: tuple[str, ...], timeout: float, *,
+               log: Path) -> dict[str, Any]:
+    """The next event of one of ``kinds`` from :func:`follow_events`'s queue; raises
+    :class:`ClientEventError` naming the process's ``log`` if it fails or exits first."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            ev = events.get(timeout=max(0.01, end - time.monotonic()))
+        except queue.Empty:
+            raise ClientEventError(f"sent no {'/'.join(kinds)} event within {timeout:.0f} s; "
+                                   f"see {log}") from None
+        if ev["event"] in kinds:
+            return ev
+        if ev["event"] == "error":
+            raise ClientEventError(f"failed: {ev['message']}; log: {log}")
+        if ev["event"] == "exit":
+            tail = log.read_text().strip().splitlines()[-1:] if log.exists() else []
+            raise ClientEventError(f"exited with code {ev['code']} "
+                                   f"({tail[0] if tail else 'no output'}); log: {log}")

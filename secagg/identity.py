@@ -21,7 +21,7 @@ import re
 import stat
 import types
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from secagg.errors import AuthenticationFailed, InvalidParameter
@@ -173,6 +173,8 @@ class Roster:
     members: tuple[RosterMember, ...]
     corrupt_rate: float = 0.05
     security_bits: int = 40
+    #: client id -> identity key, built once (every signature check reads it)
+    _keys: Mapping[int, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_name(self.federation, "federation name")
@@ -200,6 +202,7 @@ class Roster:
             raise InvalidParameter("roster members must be a tuple in increasing client_id order "
                                    "(the digest depends on it); Roster.load and Roster.of sort "
                                    "them for you")
+        object.__setattr__(self, "_keys", {mm.client_id: mm.public_key for mm in self.members})
 
     @classmethod
     def of(cls, federation: str, identities: Iterable[Identity], *, corrupt_rate: float = 0.05,
@@ -214,7 +217,7 @@ class Roster:
 
     @property
     def public_keys(self) -> Mapping[int, bytes]:
-        return _public_keys(self.members)
+        return types.MappingProxyType(self._keys)
 
     def member(self, client_id: int) -> RosterMember:
         for mm in self.members:
@@ -306,18 +309,3 @@ class Roster:
 
     def __len__(self) -> int:
         return len(self.members)
-
-
-_KEY_MAPS: dict[int, tuple[tuple[RosterMember, ...], Mapping[int, bytes]]] = {}
-
-
-def _public_keys(members: tuple[RosterMember, ...]) -> Mapping[int, bytes]:
-    """Client id -> identity key, built once per roster (checked on every signature). Keyed by
-    the members tuple's identity, which the entry holds, so an id is never reused while cached."""
-    hit = _KEY_MAPS.get(id(members))
-    if hit is None or hit[0] is not members:
-        if len(_KEY_MAPS) >= 64:
-            _KEY_MAPS.clear()
-        hit = _KEY_MAPS[id(members)] = (
-            members, types.MappingProxyType({mm.client_id: mm.public_key for mm in members}))
-    return hit[1]

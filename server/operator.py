@@ -52,7 +52,11 @@ def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
         if not Path(verify).is_file():
             raise OperatorError(f"CA bundle {verify!r} does not exist; pass the PEM file that "
                                 "signed the server's certificate")
-        return ssl.create_default_context(cafile=verify)
+        try:
+            return ssl.create_default_context(cafile=verify)
+        except (ssl.SSLError, OSError, ValueError):
+            raise OperatorError(f"CA bundle {verify!r} holds no usable PEM certificate; pass the "
+                                "PEM file that signed the server's certificate") from None
     return verify
 
 

@@ -81,6 +81,9 @@ def _token(args: argparse.Namespace) -> str:
         except OSError as exc:
             raise _Refused(f"cannot read --token-file {args.token_file}: "
                            f"{exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise _Refused(f"--token-file {args.token_file} is not text; it should hold the "
+                           "operator token printed by 'federation create'") from None
     else:
         token = os.environ.get(TOKEN_ENV, "").strip()
         if not token:

@@ -27,13 +27,16 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from secagg.cli._checks import number
+
     parser.add_argument("--mode", choices=("masking", "ckks"), default="masking",
                         help="protection mode of the secure round: masking or ckks (masking)")
     parser.add_argument("--clients", type=int, default=10, help="client processes (10)")
     parser.add_argument("--params", type=int, default=1_000_000, help="parameters (1000000)")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of each kind (3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed pairs of rounds first (1)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=number(int, low=0), default=1,
+                        help="untimed pairs of rounds first (1)")
+    parser.add_argument("--seed", type=number(int, low=0), default=0)
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
 
 

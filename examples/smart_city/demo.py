@@ -36,7 +36,7 @@ import numpy as np
 
 from secagg.errors import InvalidParameter, SecAggError
 from secagg_clients.enrolment import enrol_locally
-from secagg_clients.events import follow_events
+from secagg_clients.events import ClientEventError, follow_events, next_event
 from secagg_server.operator import Operator, ServerProcess, create_federation
 
 __all__ = ["ENTERPRISES", "DemoConfig", "DemoFailed", "run_demo"]
@@ -94,23 +94,12 @@ class _ClientProcess:
     def next_event(self, want: str, timeout: float) -> dict[str, Any]:
         """The next event of kind ``want`` (or 'round_dropped' / 'round_refused'); raises if
         the process reports an error or dies first."""
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                ev = self.events.get(timeout=max(0.01, end - time.monotonic()))
-            except queue.Empty:
-                raise DemoFailed(f"{self.name} sent no '{want}' within {timeout:.0f} s; see "
-                                 f"{self.log_path}") from None
-            if ev["event"] == "error":
-                raise DemoFailed(f"{self.name}'s client failed: {ev['message']}; log: "
-                                 f"{self.log_path}")
-            if ev["event"] == "exit":
-                tail = self.log_path.read_text().strip().splitlines()[-1:] if \
-                    self.log_path.exists() else []
-                raise DemoFailed(f"{self.name}'s client exited with code {ev['code']} "
-                                 f"({tail[0] if tail else 'no output'}); log: {self.log_path}")
-            if ev["event"] in (want, "round_dropped", "round_refused"):
-                return ev
+        try:
+            ev: dict[str, Any] = next_event(self.events, (want, "round_dropped", "round_refused"),
+                                            timeout, log=self.log_path)
+        except ClientEventError as exc:
+            raise DemoFailed(f"{self.name}'s client {exc}") from None
+        return ev
 
 
 def _round_options(mode: str, dimension: int) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from secagg.errors import InvalidParameter
 
@@ -34,6 +35,9 @@ __all__ = [
 PRV_EPS_ERROR = 1e-3
 
 
+_E = TypeVar("_E", bound=enum.Enum)
+
+
 class Accountant(enum.Enum):
     """Which Opacus accountant turns a history into epsilon."""
 
@@ -42,15 +46,20 @@ class Accountant(enum.Enum):
 
     @classmethod
     def parse(cls, value: str | Accountant) -> Accountant:
-        if isinstance(value, Accountant):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise InvalidParameter(
-                f"accountant must be one of {[a.value for a in cls]}, found {value!r}; "
-                "use 'rdp' (classic, matches most papers) or 'prv' (tighter)"
-            ) from None
+        return parse_choice(cls, value, "accountant", "use 'rdp' (classic, matches most "
+                            "papers) or 'prv' (tighter)")
+
+
+def parse_choice(cls: type[_E], value: object, what: str, hint: str = "") -> _E:
+    """A member of the string enum ``cls`` from itself or its (case-insensitive) value; an
+    unknown one is refused naming the choices."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(str(value).lower())
+    except ValueError:
+        raise InvalidParameter(f"{what} must be one of {[m.value for m in cls]}, found "
+                               f"{value!r}" + (f"; {hint}" if hint else "")) from None
 
 
 @dataclass(frozen=True, slots=True)

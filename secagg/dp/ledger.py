@@ -157,8 +157,9 @@ class PrivacyLedger:
         return tuple(self._entries)
 
     def spent(self) -> float:
-        """Total epsilon so far: all rounds' mechanisms composed in the ledger's accountant."""
-        return self._total([e.gaussian_steps for e in self._entries])
+        """Total epsilon so far: all rounds' mechanisms composed in the ledger's accountant (the
+        last entry's total, composed when the entry was loaded or recorded, never read)."""
+        return self._entries[-1].total_epsilon if self._entries else 0.0
 
     def remaining(self) -> float:
         return max(0.0, self.budget_epsilon - self.spent())
@@ -290,8 +291,12 @@ class PrivacyLedger:
                            "signature": sig}) + b"\n"
 
     def _create(self, data: bytes) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except OSError as exc:
+            raise InvalidParameter(f"ledger {str(self.path)!r} cannot be created: "
+                                   f"{exc.strerror or exc}; pass a writable path") from None
         try:
             _write_all(fd, data)
         finally:
@@ -304,7 +309,11 @@ class PrivacyLedger:
             os.close(dir_fd)
 
     def _append(self, data: bytes) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        except OSError as exc:
+            raise InvalidParameter(f"ledger {str(self.path)!r} cannot be written: "
+                                   f"{exc.strerror or exc}") from None
         try:
             if os.fstat(fd).st_size != self._size:
                 raise InvalidParameter(

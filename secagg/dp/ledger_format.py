@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from secagg.dp import Accountant, PrivacySpend
-from secagg.dp.accounting import check_delta
+from secagg.dp.accounting import check_delta, parse_choice
 from secagg.errors import AuthenticationFailed, InvalidParameter, SecAggError
 from secagg.hazmat.signing import verify_signature
 
@@ -59,13 +59,7 @@ class ProtectionMode(enum.Enum):
 
     @classmethod
     def parse(cls, value: str | ProtectionMode) -> ProtectionMode:
-        if isinstance(value, ProtectionMode):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise InvalidParameter(f"protection mode must be one of {[m.value for m in cls]}, "
-                                   f"found {value!r}") from None
+        return parse_choice(cls, value, "protection mode")
 
 
 @dataclass(frozen=True, slots=True)

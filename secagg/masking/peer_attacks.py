@@ -18,7 +18,6 @@ from secagg.hazmat.handles import SecretBytes
 from secagg.masking import keys, wire
 from secagg.masking import messages as m
 from secagg.masking.attack_arena import Arena
-from secagg.masking.simulate import insecure_simulated_federation
 
 __all__ = ["play_peer_attack"]
 
@@ -54,7 +53,8 @@ def _low_order_key(arena: Arena, attacker: int, insecure: bool) -> None:
             msg: m.AdvertiseKeys = wire.decode(data)
             bad = dataclasses.replace(msg, mask_public=bytes(32), signature=b"")
             if arena.config.active:  # a member signs its own bad key: the signature is valid
-                ident = insecure_simulated_federation(arena.config.num_clients)[1][attacker]
+                ident = arena.clients[attacker]._identity
+                assert ident is not None
                 bad = dataclasses.replace(bad, signature=ident.signing_key.sign(keys.advert_bytes(bad)))
             raw = wire.encode(bad)
             arena.clients[attacker]._my_advert = raw  # the attacker plays on with its bad key

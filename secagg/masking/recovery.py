@@ -26,6 +26,7 @@ from secagg.hazmat.handles import SecretBytes
 from secagg.masking import keys
 from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
+from secagg.masking.graph import holders_of
 
 __all__ = ["SecretRecovery", "pair_key_masks", "unmask_masks"]
 
@@ -110,7 +111,7 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
             continue  # a dropout no survivor masked with: nothing of it to remove
         field = "seed_shares" if owner in survivors else "mask_key_shares"
         revealed = {v: getattr(replies[v], field)[owner]
-                    for v in (graph[owner] | {owner}) & answered
+                    for v in holders_of(graph, owner) & answered
                     if owner not in excluded_by.get(v, frozenset())}
         committed = commitments[owner].commitments
         advert = adverts[owner]

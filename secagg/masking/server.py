@@ -169,7 +169,6 @@ class ServerSession:
             self._excluded_by[sender] = frozenset(msg.excluded)
             msg = m.MaskedInput(digest=msg.digest, round=msg.round, party=msg.party, payload=b"",
                                 excluded=msg.excluded)
-            self._received[stage][sender] = msg
             self._release_payloads(sender)
         self._received[stage][sender] = msg
 

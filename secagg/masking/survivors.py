@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 
 from secagg.errors import AuthenticationFailed
 from secagg.identity import Roster
-from secagg.masking.graph import two_hop
+from secagg.masking.graph import holders_of, two_hop
 
 __all__ = ["consistency_refusal", "own_holders_alive", "quorum_gap", "survivor_refusal",
            "valid_signers"]
@@ -49,7 +49,7 @@ def quorum_gap(graph: Mapping[int, frozenset[int]], owners: Iterable[int], signe
                threshold: int) -> tuple[int, int] | None:
     """The first owner whose holders signed fewer than ``threshold`` times, with that count."""
     for u in sorted(owners):
-        have = len(signers & (graph[u] | {u}))
+        have = len(signers & holders_of(graph, u))
         if have < threshold:
             return u, have
     return None

@@ -92,7 +92,7 @@ class SecureRound:
             setup_replies[node] = reply
             arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
         while True:
-            outgoing = server.advance_bytes()  # NotEnoughParticipants ends the round
+            outgoing = server.advance_bytes()  # ProtocolAbort ends the round
             if server.stage is Stage.DONE:
                 break
             step = [Message(RecordDict({r.PROTOCOL_RECORD: ConfigRecord(

@@ -71,7 +71,15 @@ class SecAggPlusMod:
 
     def _setup(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
                record: ConfigRecord, state: RoundState, creds: Credentials) -> Message:
-        config = MaskingConfig.from_dict(json.loads(str(record.get(r.CONFIG))))
+        raw = record.get(r.CONFIG)
+        try:
+            fields = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            fields = None
+        if not isinstance(fields, dict):
+            raise ProtocolAbort("client", f"the setup message's '{r.CONFIG}' is not a JSON object "
+                                "of round config fields (MaskingConfig.to_dict)")
+        config = MaskingConfig.from_dict(fields)
         if not config.active:
             raise ProtocolAbort("client", "the server asked for an honest-but-curious (passive) "
                                 "round; this client takes part only in active rounds")
@@ -111,12 +119,11 @@ def _weight(content: RecordDict, key: str, max_weight: int) -> int:
     value = found[0]
     if isinstance(value, list) or not value >= 1:
         raise InvalidParameter(f"metric '{key}' (the client's weight) must be a number >= 1")
-    weight = round(float(value))
-    if weight > max_weight:
-        _log.warning("weight %d from metric '%s' capped at the round's max_weight %d",
-                     weight, key, max_weight)
-        weight = max_weight
-    return weight
+    if float(value) > max_weight:  # an infinite one included, which round() cannot take
+        _log.warning("weight %s from metric '%s' capped at the round's max_weight %d",
+                     value, key, max_weight)
+        return max_weight
+    return round(float(value))
 
 
 #: The mod with credentials from the SuperNode's node_config (see :mod:`.credentials`); build

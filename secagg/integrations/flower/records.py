@@ -50,7 +50,8 @@ def _numpy(record: ArrayRecord) -> dict[str, npt.NDArray[Any]]:
 
 
 def layout_of(record: ArrayRecord) -> ParamSpec:
-    """The names, shapes and dtypes of ``record`` (floating-point arrays only)."""
+    """The names, shapes and dtypes of ``record`` (floating-point arrays only). Read from the
+    arrays themselves: the legacy path's Arrays (from ``Parameters``) carry no dtype."""
     return ParamSpec.from_arrays(_numpy(record))
 
 

@@ -37,7 +37,7 @@ from flwr.serverapp import Grid
 
 from secagg.encoding.paramspec import ParamSpec
 from secagg.encoding.quantize import MAX_MOD_BITS
-from secagg.errors import InvalidParameter, NotEnoughParticipants
+from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.identity import Roster
 from secagg.masking import MaskingConfig
 
@@ -83,7 +83,6 @@ class SecAggPlusWorkflow:
         self.value_bits = value_bits
         self.dropout_rate = dropout_rate
         self.timeout = timeout
-        self._rounds = 0
 
     # ---- the round ------------------------------------------------------------------------------
 
@@ -168,8 +167,8 @@ class SecAggPlusWorkflow:
             result = self.run_round(grid, contents, roster=self._roster(context),
                                     server_round=current_round, weight_key="num_examples",
                                     timeout=self.timeout, group_id=str(current_round))
-        except NotEnoughParticipants as exc:
-            _log.error("secure aggregation halted: %s", exc)
+        except ProtocolAbort as exc:  # too few clients, or a client named as the culprit
+            _log.error("secure aggregation halted: %s%s", exc, _culprit(exc))
             return
         results = []
         for node, reply in result.replies.items():
@@ -223,8 +222,9 @@ class SecureGrid(Grid):
                                               server_round=server_round,
                                               weight_key=self._weight_key, timeout=wait,
                                               group_id=train[0].metadata.group_id)
-        except NotEnoughParticipants as exc:
-            _log.error("secure aggregation halted in round %d: %s", server_round, exc)
+        except ProtocolAbort as exc:  # too few clients, or a client named as the culprit
+            _log.error("secure aggregation halted in round %d: %s%s", server_round, exc,
+                       _culprit(exc))
             return []
         self.last_result = result
         for node, reply in result.replies.items():
@@ -257,3 +257,6 @@ class SecureGrid(Grid):
         return self._inner.pull_messages(message_ids)
 
 
+def _culprit(exc: ProtocolAbort) -> str:
+    return "" if exc.culprit is None else f" (culprit: client {exc.culprit}; leave it out of " \
+        "later rounds)"
