@@ -173,3 +173,32 @@ class ReplayMod:
         elif kind == self.kind:
             state["blob"] = ctxt.state.config_records["test-saved"]["blob"]
         return call_next(msg, ctxt)
+
+
+@dataclass
+class InconsistentDealerMod:
+    """Partition ``partition`` deals (and masks with) a self-mask seed other than the one its
+    advertisement committed to, in every round: the server's unmask then names it as the
+    round's culprit. Runs around secagg's mod; rewrites the client's own sealed session."""
+
+    partition: int
+    directory: str
+
+    def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
+        import os
+
+        from secagg.hazmat.handles import SecretBytes
+        from secagg.integrations.flower.client_state import STATE_RECORD, RoundState
+
+        out = call_next(msg, ctxt)
+        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
+        # the mod removes the protocol record from the message it hands on: a setup message is
+        # one that reached the ClientApp without it
+        if (rec is None and int(ctxt.node_config["partition-id"]) == self.partition
+                and not out.has_error() and STATE_RECORD in ctxt.state.config_records):
+            state = RoundState(ctxt, PartitionCredentials(self.directory)(ctxt))
+            digest = bytes.fromhex(str(ctxt.state.config_records[STATE_RECORD]["digest"]))
+            session = state.load(digest)
+            session._seed = SecretBytes(os.urandom(32), label="self-mask-seed")
+            state.save(session)
+        return out

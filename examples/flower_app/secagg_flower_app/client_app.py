@@ -9,6 +9,7 @@ from flwr.clientapp import ClientApp
 
 from secagg.integrations.flower import SecAggPlusMod
 
+from .plaintext_check import write_client
 from .task import credentials, enterprise, from_arrays, to_arrays
 
 app = ClientApp(mods=[SecAggPlusMod(credentials=credentials)])
@@ -22,10 +23,17 @@ def train(msg: Message, context: Context) -> Message:
     partition = int(context.node_config.get("partition-id", 0))
     client, _ = enterprise(partition, str(cfg["encoder"]), int(cfg["lora-rank"]),
                            str(cfg["state-dir"]), float(cfg["budget-epsilon"]))
+    server_round = int(msg.content["config"]["server-round"])
     client.restore_base(from_arrays(msg.content["arrays"], client.spec))
+    # charged once per (Flower run, server round): a repeated train message is refused, not
+    # trained and charged again
     update = client.train_round(DPConfig(target_epsilon=float(cfg["round-epsilon"]),
-                                         epochs=int(cfg["epochs"])), progress=False)
+                                         epochs=int(cfg["epochs"])), progress=False,
+                                server_round_id=f"flower-{context.run_id}-{server_round}")
     local = client.base + update.vector  # this enterprise's model after the round
+    if cfg["check-dir"]:  # test federations only (see plaintext_check.py)
+        write_client(str(cfg["check-dir"]), server_round, credentials(context).client_id,
+                     local.astype(np.float32), update.num_examples)
     return Message(RecordDict({
         "arrays": to_arrays(np.asarray(local, dtype=np.float32), client.spec),
         "metrics": MetricRecord({"num-examples": update.num_examples, "loss": update.mean_loss,

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from flwr.app import Context
+from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
 from secagg.identity import Roster
 from secagg.integrations.flower import SecAggPlusWorkflow
 
+from .plaintext_check import write_released
 from .task import initial_arrays
 
 app = ServerApp()
@@ -23,8 +24,18 @@ def main(grid: Grid, context: Context) -> None:
                       min_evaluate_nodes=n, min_available_nodes=n)
     secure = SecAggPlusWorkflow(timeout=float(cfg["stage-timeout"]))
     sgrid = secure.secure_grid(grid, context)
+
+    def released(server_round: int, _arrays: ArrayRecord) -> MetricRecord | None:
+        """After each round: record what it released, for the plaintext check (test runs)."""
+        last = sgrid.last_result
+        if cfg["check-dir"] and server_round >= 1 and last is not None:
+            agg = last.aggregate
+            write_released(str(cfg["check-dir"]), server_round, agg.mean(), agg.survivors,
+                           agg.total_weight, agg.config.fixed_point.step)
+        return None
+
     result = strategy.start(grid=sgrid, initial_arrays=initial_arrays(cfg),
-                            num_rounds=int(cfg["num-server-rounds"]))
+                            num_rounds=int(cfg["num-server-rounds"]), evaluate_fn=released)
     last = sgrid.last_result
     if last is not None:
         print(f"secure rounds done: last round survivors {list(last.aggregate.survivors)}, "

@@ -6,8 +6,10 @@ layout) goes to every sampled node; the replies' key advertisements map each nod
 id it signed as. Then each :meth:`~secagg.masking.ServerSession.advance` yields the next message
 for every remaining client, sent to its node in one ``send_and_receive``; a node that does not
 answer within ``timeout``, answers with an error, or sends a message the session rejects is a
-dropout, and the round goes on while the protocol's thresholds hold. The result is the weighted
-mean of the survivors' models as an ``ArrayRecord``; no individual model is ever received.
+dropout, and the round goes on while the protocol's thresholds hold. A setup reply from a client
+in ``excluded`` (a culprit of an earlier round) is refused, so it is a dropout too. The result is
+the weighted mean of the survivors' models as an ``ArrayRecord``; no individual model is ever
+received.
 """
 
 from __future__ import annotations
@@ -53,13 +55,17 @@ class SecureRound:
     """Run one masking round with the nodes of ``contents`` (node id -> strategy content)."""
 
     def __init__(self, grid: Grid, *, config: MaskingConfig, roster: Roster, layout: ParamSpec,
-                 weight_key: str, timeout: float | None) -> None:
+                 weight_key: str, timeout: float | None,
+                 excluded: frozenset[int] = frozenset()) -> None:
         self._grid = grid
         self._config = config
         self._roster = roster
         self._layout = layout
         self._weight_key = weight_key
         self._timeout = timeout
+        self._excluded = excluded
+        #: roster id -> node id, from the setup replies (kept to name a culprit's node)
+        self.node_of: dict[int, int] = {}
 
     def run(self, contents: Mapping[int, RecordDict], *, group_id: str = "") -> SecureRoundResult:
         config = self._config
@@ -73,7 +79,7 @@ class SecureRound:
             messages.append(Message(body, dst_node_id=node, message_type=MessageType.TRAIN,
                                     group_id=group_id))
         failures: list[str] = []
-        node_of: dict[int, int] = {}  # roster id -> node id
+        node_of = self.node_of  # roster id -> node id
         setup_replies: dict[int, Message] = {}
         arrays_keys: dict[int, str] = {}
         for reply in self._exchange(messages, failures):
@@ -83,6 +89,9 @@ class SecureRound:
                 party = wire.peek_header(payload).party
                 if party in node_of:
                     raise RejectedMessage(party, "a second node claims this client id")
+                if party in self._excluded:
+                    raise RejectedMessage(party, "named as the culprit of an earlier round; left "
+                                          "out of this workflow's rounds")
                 server.receive(payload)
             except (RejectedMessage, InvalidParameter) as exc:
                 failures.append(f"node {node}: {exc}")

@@ -19,6 +19,11 @@ dropouts. The graph degree and threshold come from the parameter finder (for the
 ``reconstruction_threshold`` (t) are given; both are then validated against the roster's policy
 like any other round, so a weaker graph is refused rather than used.
 
+A client named as the culprit of a round (``ProtocolAbort.culprit``: its own signed or committed
+messages prove it broke the protocol, e.g. a dealer whose shares do not rebuild its committed
+secret) ends that round and is left out of every later round this workflow runs: its node gets
+no train message and a setup reply signed with its identity is refused (``exclude_culprits``).
+
 What the strategy sees: one reply per surviving node, carrying that node's metrics and the
 weighted mean of the survivors' models (so FedAvg's weighted average of them is that mean). The
 server never holds an individual model.
@@ -58,13 +63,15 @@ class SecAggPlusWorkflow:
     Flower's workflow; ``value_bits`` is the quantisation precision (by default the finest of at
     most 22 bits that cannot overflow for the roster's size and ``max_weight``). ``timeout``
     (seconds) bounds each stage's wait for replies (None: the strategy's, or Flower's default).
+    ``exclude_culprits`` leaves a client named as a round's culprit out of later rounds (see
+    the module); :attr:`excluded_clients` lists their roster ids.
     """
 
     def __init__(self, num_shares: int | None = None, reconstruction_threshold: int | None = None,
                  *, roster: Roster | str | os.PathLike[str] | None = None,
                  max_weight: int | float = 1000, clipping_range: float = 8.0,
                  value_bits: int | None = None, dropout_rate: float = 0.1,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, exclude_culprits: bool = True) -> None:
         for name, value in (("num_shares", num_shares),
                             ("reconstruction_threshold", reconstruction_threshold)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
@@ -79,6 +86,10 @@ class SecAggPlusWorkflow:
         self.neighbours = None if num_shares is None else num_shares - 1
         self.threshold = reconstruction_threshold
         self.roster = roster
+        self.exclude_culprits = exclude_culprits
+        #: roster ids named as the culprit of an earlier round (left out while exclude_culprits)
+        self.excluded_clients: set[int] = set()
+        self._excluded_nodes: set[int] = set()
         self.clipping_range = clipping_range
         self.value_bits = value_bits
         self.dropout_rate = dropout_rate
@@ -130,9 +141,26 @@ class SecAggPlusWorkflow:
                 raise InvalidParameter("the train messages carry models of different layouts")
             layout = spec
         assert layout is not None
+        if self.exclude_culprits:
+            left_out = sorted(set(contents) & self._excluded_nodes)
+            if left_out:
+                _log.warning("secure round %d: leaving out node(s) %s, named as the culprit of "
+                             "an earlier round", server_round, left_out)
+            contents = {n: c for n, c in contents.items() if n not in self._excluded_nodes}
         config = self.config_for(roster, layout, server_round=server_round)
-        return SecureRound(grid, config=config, roster=roster, layout=layout,
-                           weight_key=weight_key, timeout=timeout).run(contents, group_id=group_id)
+        secure = SecureRound(grid, config=config, roster=roster, layout=layout,
+                             weight_key=weight_key, timeout=timeout,
+                             excluded=frozenset(self.excluded_clients if self.exclude_culprits
+                                                else ()))
+        try:
+            return secure.run(contents, group_id=group_id)
+        except ProtocolAbort as exc:
+            if exc.culprit is not None and self.exclude_culprits:
+                self.excluded_clients.add(exc.culprit)
+                node = secure.node_of.get(exc.culprit)
+                if node is not None:
+                    self._excluded_nodes.add(node)
+            raise
 
     # ---- modern strategies ------------------------------------------------------------------
 
@@ -258,5 +286,5 @@ class SecureGrid(Grid):
 
 
 def _culprit(exc: ProtocolAbort) -> str:
-    return "" if exc.culprit is None else f" (culprit: client {exc.culprit}; leave it out of " \
-        "later rounds)"
+    return "" if exc.culprit is None else f" (culprit: client {exc.culprit}, left out of later " \
+        "rounds)"
