@@ -22,6 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.contract import ReleasedAggregate, encode_plain
+from secagg.dp.distributed import add_noise_share, remove_noise_offset, round_noise
+from secagg.encoding import clip_l2, dequantize_sum
 from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.identity import Identity, Roster
 from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
@@ -85,7 +87,15 @@ class _Masking:
         self.config = MaskingConfig.from_dict(info.config)
         check_round_roster(self.config.roster_digest, roster, active=self.config.active)
         check_enrolment(info.client_id, identity, roster)
+        self.noise = round_noise(self.config)
+        if self.noise is not None:
+            # client-level DP: clip to the round's L2 bound, quantise, add this client's
+            # Skellam share (an unweighted round: the weight coordinate carries no noise)
+            update, _ = clip_l2(update, self.noise.l2_clip)
+            weight = 1
         values = encode_update(self.config, update, weight=weight)
+        if self.noise is not None:
+            values[:-1] = add_noise_share(values[:-1], self.noise)
         self.session = ClientSession(self.config, info.client_id, values, identity=identity,
                                      roster=roster)
         self._preparing: threading.Thread | None = None
@@ -116,6 +126,19 @@ class _Masking:
 
     def decode(self, meta: ReleasedAggregate, payload: bytes) -> npt.NDArray[np.float64]:
         total = np.frombuffer(payload, dtype="<u4")  # read in place: decoding makes a new array
+        if self.noise is not None:
+            shares = len(meta.survivors)
+            said = meta.extra.get("distributed_dp", {}).get("noise_shares") \
+                if isinstance(meta.extra.get("distributed_dp"), dict) else None
+            if said != shares:
+                raise ProtocolAbort("result", f"the server's result names {said!r} noise shares "
+                                    f"for {shares} survivors")
+            if total.shape != (self.config.vector_length,):
+                raise ProtocolAbort("result", f"the masking sum has {total.size} values; the "
+                                    f"round has {self.config.vector_length}")
+            ints = remove_noise_offset(total, self.noise, num_contributors=shares)
+            return dequantize_sum(ints, self.config.fixed_point,
+                                  total_weight=self.total_weight(meta))
         agg = Aggregate(total=total, total_weight=self.total_weight(meta),
                         survivors=meta.survivors, dropped=meta.dropped, config=self.config)
         return agg.weighted_sum()

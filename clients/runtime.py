@@ -2,6 +2,7 @@
 
     from secagg_clients.runtime import RuntimeClient
     from secagg.identity import Identity, Roster
+from secagg.masking import MaskingConfig
 
     with RuntimeClient("https://agg.example:8443", token, verify="ca.pem",
                        identity=Identity.load("energy.identity.json"),
@@ -53,9 +54,12 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.contract import Header, InboxState, ReleasedAggregate, Route
+from secagg.dp.client_level import DistributedDPPolicy
+from secagg.dp.distributed import DistributedNoise, round_noise
 from secagg.encoding import ParamSpec
 from secagg.errors import InvalidParameter, ProtocolAbort, SecAggError
 from secagg.identity import Identity, Roster
+from secagg.masking import MaskingConfig
 
 from .connection import (
     ServerRefused,
@@ -118,10 +122,18 @@ class RoundResult:
     survivors: tuple[int, ...]
     dropped: tuple[int, ...]
     received_at: float  # time.time() when the aggregate arrived
+    #: the round's distributed (client-level DP) noise, None for a round without; the released
+    #: sum holds one share per survivor (:attr:`noise_shares`)
+    noise: DistributedNoise | None = None
 
     @property
     def mean(self) -> npt.NDArray[np.float64]:
         return self.weighted_sum / self.total_weight
+
+    @property
+    def noise_shares(self) -> int:
+        """Noise shares in the released sum: one per survivor (0 without distributed DP)."""
+        return len(self.survivors) if self.noise is not None else 0
 
 
 class RuntimeClient:
@@ -130,13 +142,20 @@ class RuntimeClient:
     def __init__(self, server: str, token: str, *, identity: Identity, roster: Roster,
                  verify: bool | str = True, poll_wait: float = 20.0,
                  retry_for: float = 60.0, connect_grace: float = 2.0,
-                 on_event: Event | None = None, layout: ParamSpec | None = None) -> None:
+                 on_event: Event | None = None, layout: ParamSpec | None = None,
+                 dp_policy: DistributedDPPolicy | None = None) -> None:
         """``identity``: this enterprise's :class:`~secagg.identity.Identity`; ``roster``: the
         federation's roster it pinned out of band (never one fetched from the server).
 
         ``layout``: this enterprise's model layout, when it knows it (the DP-LoRA client does):
         a round opened for another layout (its config's ``layout_digest``) is refused before
         anything is sent, naming both layouts (:meth:`ParamSpec.check_round`).
+
+        ``dp_policy``: this enterprise's requirement on a round's distributed (client-level DP)
+        noise (:class:`secagg.dp.client_level.DistributedDPPolicy`): a round whose noise is
+        missing, malformed or weaker is refused before anything is sent
+        (:meth:`check_distributed_dp`). Without one, the client takes part in any round and adds
+        the noise a round announces.
 
         ``retry_for``: how long transient failures are retried once the server has answered;
         ``connect_grace``: how long a server that never answered may stay unreachable
@@ -156,6 +175,10 @@ class RuntimeClient:
             raise InvalidParameter("layout must be this model's secagg.encoding.ParamSpec; found "
                                    + type(layout).__name__)
         self.identity, self.roster, self.layout = identity, roster, layout
+        if dp_policy is not None and not isinstance(dp_policy, DistributedDPPolicy):
+            raise InvalidParameter("dp_policy must be a secagg.dp.client_level."
+                                   "DistributedDPPolicy; found " + type(dp_policy).__name__)
+        self.dp_policy = dp_policy
         self.poll_wait = poll_wait
         self.retry_for = retry_for
         self.connect_grace = connect_grace
@@ -274,6 +297,30 @@ class RuntimeClient:
             log.info("round %d refused: %s", info.index, exc)
             raise RoundRefused(info.index, str(exc)) from None
 
+    def check_distributed_dp(self, info: RoundInfo) -> None:
+        """Raise :class:`RoundRefused` (one line, nothing sent) if this client has a
+        ``dp_policy`` and ``info``'s round announces no distributed DP noise, malformed noise
+        parameters, or noise weaker than the policy. Without a policy, a masking round's noise
+        parameters are still checked to be valid."""
+        if info.mode != "masking":
+            if self.dp_policy is not None and self.dp_policy.require:
+                raise RoundRefused(info.index, f"this client's policy requires client-level "
+                                   f"distributed DP noise, which a {info.mode} round does not "
+                                   "add; refusing")
+            return
+        try:
+            config = MaskingConfig.from_dict(info.config)
+            noise = round_noise(config)
+        except (InvalidParameter, ValueError, TypeError, KeyError) as exc:
+            raise RoundRefused(info.index, f"the round's masking config is invalid: {exc}") \
+                from None
+        if self.dp_policy is None:
+            return
+        why = self.dp_policy.refusal(noise, threshold=config.threshold)
+        if why is not None:
+            log.info("round %d refused: %s", info.index, why)
+            raise RoundRefused(info.index, why)
+
     def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1) -> RoundResult:
         """Run ``info``'s protocol with ``update``; returns the released aggregate.
 
@@ -288,6 +335,7 @@ class RuntimeClient:
             raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
                           f"{sorted(CLIENT_MODES)})")
         self.check_layout(info)
+        self.check_distributed_dp(info)
         try:
             party = factory(info, np.asarray(update, dtype=np.float32), weight,
                             identity=self.identity, roster=self.roster)
@@ -343,7 +391,8 @@ class RuntimeClient:
                                 f"for {str(info.config.get('layout_digest', ''))[:16] or '(none)'}")
         weighted = party.decode(meta, resp.content)
         return RoundResult(rid, info.index, info.mode, weighted, party.total_weight(meta),
-                           meta.survivors, meta.dropped, time.time())
+                           meta.survivors, meta.dropped, time.time(),
+                           noise=getattr(party, "noise", None))
 
     def _stage_done(self, info: RoundInfo, party: Participant) -> None:
         self._emit("stage_done", {"round": info.index, "round_id": info.round_id,

@@ -9,13 +9,17 @@ carries the full noise; :func:`remove_noise_offset` takes off the known centring
 Why Skellam: Sk(a) + Sk(b) = Sk(a + b) exactly, so the shares of any ``m`` survivors sum to one
 Skellam whose variance is known to the integer, and it is sampled exactly in integers from a CSPRNG
 (:mod:`secagg.dp.csprng`). The noise is calibrated for the fewest survivors the round accepts
-(``min_clients``, the masking threshold): more survivors only add noise.
+(``min_clients``): in a masking round it is the masking threshold t (:func:`round_noise`), because
+an honest client reveals no unmasking share for a survivor set that keeps fewer than t of its
+share holders, so no sum of fewer than t noise shares is ever unmasked. More survivors only add
+noise; the ledger records the actual number (:mod:`secagg.dp.client_level`).
 
 Headroom: a share is clamped to [-c, c], with c from Bernstein's inequality so the clamp touches a
-coordinate with probability <= 2^-64 (added to delta by :mod:`secagg.dp.client_level`), and shifted
-by +c so it is never negative. Each client then contributes at most ``max_weight*levels + 2c``,
-and :func:`secagg.encoding.check_headroom` proves at construction that n such values never wrap the
-modulus 2^mod_bits (``extra = 2*c*n``).
+coordinate with probability <= 2^-64 (the clamped mechanism differs from the exact one with
+probability tau <= rounds*n*dim*2^-64, charged as (1 + e^eps)*tau in delta by
+:mod:`secagg.dp.client_level`), and shifted by +c so it is never negative. Each client then
+contributes at most ``max_weight*levels + 2c``, and :func:`secagg.encoding.check_headroom` proves
+at construction that n such values never wrap the modulus 2^mod_bits (``extra = 2*c*n``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -31,11 +36,29 @@ from secagg.dp.csprng import secure_skellam
 from secagg.encoding import FixedPoint, check_headroom, dequantize_sum
 from secagg.errors import InvalidParameter
 
-__all__ = ["DistributedNoise", "add_noise_share", "noisy_sum_to_float", "remove_noise_offset"]
+if TYPE_CHECKING:
+    from secagg.masking.config import MaskingConfig
+
+__all__ = ["DistributedNoise", "add_noise_share", "noisy_sum_to_float", "remove_noise_offset",
+           "round_noise", "share_bound", "share_mu"]
 
 #: log(2 * 2^64): the two-sided tail a clamp may cut, per coordinate and client.
 TAIL_LOG = 65.0 * math.log(2.0)
 TAIL_PROB = 2.0**-64
+
+
+def share_mu(*, fixed_point: FixedPoint, l2_clip: float, dim: int, min_clients: int,
+             noise_multiplier: float, max_weight: int = 1) -> float:
+    """Each Poisson of one client's Sk(mu, mu) share (see :attr:`DistributedNoise.share_mu`)."""
+    sens = max_weight * (2.0 * fixed_point.scale * l2_clip + math.sqrt(dim))
+    return (noise_multiplier * sens) ** 2 / (2.0 * min_clients)
+
+
+def share_bound(mu: float) -> int:
+    """c: P(|Sk(mu, mu)| > c) <= 2^-64 by Bernstein's inequality (v = 2 mu, b = 1/3)."""
+    v = 2.0 * mu
+    t = TAIL_LOG / 3.0 + math.sqrt(TAIL_LOG**2 / 9.0 + 2.0 * TAIL_LOG * v)
+    return math.ceil(t)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +130,14 @@ class DistributedNoise:
     @property
     def share_mu(self) -> float:
         """Each Poisson of a client's Sk(mu, mu) share: total variance / (2 * min_clients)."""
-        total_var = (self.noise_multiplier * self.sensitivity_l2) ** 2
-        return total_var / (2.0 * self.min_clients)
+        return share_mu(fixed_point=self.fixed_point, l2_clip=self.l2_clip, dim=self.dim,
+                        min_clients=self.min_clients, noise_multiplier=self.noise_multiplier,
+                        max_weight=self.max_weight)
 
     @property
     def share_bound(self) -> int:
         """c: a share is clamped to [-c, c]; P(|Sk| > c) <= 2^-64 by Bernstein (v=2mu, b=1/3)."""
-        v = 2.0 * self.share_mu
-        t = TAIL_LOG / 3.0 + math.sqrt(TAIL_LOG**2 / 9.0 + 2.0 * TAIL_LOG * v)
-        return math.ceil(t)
+        return share_bound(self.share_mu)
 
     def sum_variance(self, num_contributors: int) -> float:
         """Variance of the noise in a sum of ``num_contributors`` shares (integer units)."""
@@ -188,3 +210,20 @@ def noisy_sum_to_float(
     """Offset removal then dequantisation: the released, client-level-DP weighted sum."""
     ints = remove_noise_offset(total, noise, num_contributors=num_contributors)
     return dequantize_sum(ints, noise.fixed_point, total_weight=total_weight)
+
+
+def round_noise(config: MaskingConfig) -> DistributedNoise | None:
+    """The distributed noise a masking round's config announces, or None for a round without.
+
+    The update is the config's vector (the weight coordinate stays noiseless: distributed-DP
+    rounds have ``max_weight`` 1, so the total weight is the survivor count, which is public),
+    and the noise is calibrated for ``config.dp_min_shares`` contributors, which the config
+    refuses to set above the masking threshold.
+    """
+    if not config.dp_noise_multiplier:
+        return None
+    return DistributedNoise(
+        fixed_point=config.fixed_point, l2_clip=config.dp_l2_clip, dim=config.vector_length,
+        num_clients=config.num_clients, min_clients=config.dp_min_shares,
+        noise_multiplier=config.dp_noise_multiplier, mod_bits=config.mod_bits,
+        max_weight=config.max_weight)

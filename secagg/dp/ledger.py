@@ -52,14 +52,17 @@ from typing import TYPE_CHECKING, Any
 from secagg.dp import Accountant, GaussianSteps, epsilon_of_history
 from secagg.dp.accounting import check_delta
 from secagg.dp.ledger_format import (
+    CLIENT_LEVEL_ACCOUNTANT,
     FORMAT,
     OLD_FORMAT,
     BudgetExceeded,
     ChainStatus,
+    ClientLevelEntry,
     LedgerEntry,
     LedgerTampered,
     ProtectionMode,
     _canonical,
+    _client_record,
     _fingerprint,
     _hash,
     _head_message,
@@ -71,11 +74,12 @@ from secagg.dp.ledger_format import (
 from secagg.errors import AuthenticationFailed, InvalidParameter
 
 if TYPE_CHECKING:
+    from secagg.dp.distributed import DistributedNoise
     from secagg.identity import Identity, Roster
 
 
-__all__ = ["FORMAT", "OLD_FORMAT", "BudgetExceeded", "ChainStatus", "LedgerEntry", "LedgerTampered",
-           "PrivacyLedger", "ProtectionMode"]
+__all__ = ["FORMAT", "OLD_FORMAT", "BudgetExceeded", "ChainStatus", "ClientLevelEntry",
+           "LedgerEntry", "LedgerTampered", "PrivacyLedger", "ProtectionMode"]
 
 
 class PrivacyLedger:
@@ -84,7 +88,8 @@ class PrivacyLedger:
     def __init__(self, path: Path, *, enterprise: str, budget_epsilon: float, delta: float,
                  accountant: Accountant, entries: list[LedgerEntry],
                  status: ChainStatus | None = None, identity: Identity | None = None,
-                 size: int = 0, last_hash: str = "") -> None:
+                 size: int = 0, last_hash: str = "",
+                 client_entries: list[ClientLevelEntry] | None = None) -> None:
         self.path = path
         self.enterprise = enterprise
         self.budget_epsilon = budget_epsilon
@@ -94,6 +99,9 @@ class PrivacyLedger:
         self._identity = identity
         self._size, self._last = size, last_hash
         self._entries = self._with_totals(entries)
+        self._client_entries = self._with_client_totals(list(client_entries or []))
+        self._count = max([e.round for e in self._entries] +
+                          [e.round for e in self._client_entries], default=0)
 
     @classmethod
     def open(cls, path: str | Path, *, enterprise: str, budget_epsilon: float, delta: float,
@@ -150,11 +158,91 @@ class PrivacyLedger:
         return cls(p, enterprise=str(t["enterprise"]), budget_epsilon=float(t["budget_epsilon"]),
                    delta=float(t["delta"]), accountant=Accountant.parse(t["accountant"]),
                    entries=scan.entries, status=scan.status, size=scan.size,
-                   last_hash=scan.last_hash)
+                   last_hash=scan.last_hash, client_entries=scan.client_entries)
 
     @property
     def entries(self) -> tuple[LedgerEntry, ...]:
         return tuple(self._entries)
+
+    @property
+    def client_level_entries(self) -> tuple[ClientLevelEntry, ...]:
+        """The client-level (distributed Skellam noise) entries, epsilons recomputed."""
+        return tuple(self._client_entries)
+
+    def client_level_spent(self) -> float:
+        """Client-level epsilon of every recorded release composed (integer-order Skellam RDP,
+        recomputed from each entry's noise parameters and actual noise shares, never read)."""
+        return self._client_entries[-1].total_epsilon if self._client_entries else 0.0
+
+    def _with_client_totals(self, entries: list[ClientLevelEntry]) -> list[ClientLevelEntry]:
+        from secagg.dp.client_level import compose_client_level
+
+        out = []
+        releases = []
+        for e in entries:
+            release = e.release()
+            releases.append(release)
+            out.append(replace(e, epsilon=compose_client_level([release], delta=e.delta),
+                               total_epsilon=compose_client_level(releases, delta=self.delta)))
+        return out
+
+    def record_client_level(self, noise: DistributedNoise, *, noise_shares: int,
+                            server_round_id: str | None = None,
+                            layout_digest: bytes | str = "",
+                            mode: ProtectionMode | str = ProtectionMode.MASKING
+                            ) -> ClientLevelEntry:
+        """Append and durably save one released sum protected by distributed Skellam noise;
+        returns the new entry (client-level epsilon of this sum alone, at the ledger's delta,
+        and the composed total of every client-level entry).
+
+        ``noise_shares``: the shares actually in the released sum (its survivors), at least
+        ``noise.min_clients``. Idempotent per ``server_round_id`` like :meth:`record`. The
+        client-level total is reported beside the DP-SGD budget, not charged against it: the two
+        guarantees protect different units (one enterprise's examples; the enterprise)."""
+        from secagg.dp.client_level import SkellamRelease, compose_client_level
+
+        if not (isinstance(noise_shares, int) and not isinstance(noise_shares, bool)
+                and noise.min_clients <= noise_shares <= noise.num_clients):
+            raise InvalidParameter(
+                f"noise_shares must be an integer in [min_clients={noise.min_clients}, "
+                f"num_clients={noise.num_clients}], found {noise_shares!r}: a sum holding fewer "
+                "shares than its noise was calibrated for must not be released")
+        fp = noise.fixed_point
+        new = ClientLevelEntry(
+            round=self._count + 1, noise_multiplier=float(noise.noise_multiplier),
+            l2_clip=float(noise.l2_clip), clip=float(fp.clip), value_bits=fp.value_bits,
+            dim=noise.dim, num_clients=noise.num_clients, max_weight=noise.max_weight,
+            mod_bits=noise.mod_bits, min_noise_shares=noise.min_clients,
+            noise_shares=noise_shares, delta=float(self.delta), server_round_id=server_round_id,
+            mode=ProtectionMode.parse(mode), share_mu=float(noise.share_mu),
+            sensitivity_l1=float(noise.sensitivity_l1),
+            sensitivity_l2=float(noise.sensitivity_l2), accountant=CLIENT_LEVEL_ACCOUNTANT,
+            accountant_version=_opacus_version(),
+            layout_digest=layout_digest.hex() if isinstance(layout_digest, bytes) else layout_digest,
+            timestamp=_now(), prev=self._last)
+        if server_round_id is not None:
+            old = next((e for e in self._client_entries
+                        if e.server_round_id == server_round_id), None)
+            if old is not None:
+                if old.same_mechanism(new):
+                    return old
+                raise InvalidParameter(
+                    f"server round {server_round_id!r} is already recorded (entry {old.round}) "
+                    "with another client-level mechanism; a round is recorded once")
+        release = SkellamRelease.of(noise, noise_shares)
+        eps = compose_client_level([release], delta=self.delta)
+        total = compose_client_level([e.release() for e in self._client_entries] + [release],
+                                     delta=self.delta)
+        new = replace(new, written_epsilon=eps, written_total_epsilon=total)
+        new = replace(new, hash=_hash(_client_record(new)), epsilon=eps, total_epsilon=total)
+        self._append(_canonical(_client_record(new)) + b"\n" +
+                     self._head_line(new.round, new.hash))
+        self._client_entries.append(new)
+        self._count = new.round
+        self._last = new.hash
+        self.status = replace(self.status, entries=self._count,
+                              signer=None if self._identity is None else self._identity.public_key)
+        return new
 
     def spent(self) -> float:
         """Total epsilon so far: all rounds' mechanisms composed in the ledger's accountant (the
@@ -214,7 +302,7 @@ class PrivacyLedger:
             sample_rate=float(planned.sample_rate),
             noise_multiplier=float(planned.noise_multiplier), steps=planned.steps,
             delta=float(delta), epsilon_rdp=float(epsilon_rdp), epsilon_prv=float(epsilon_prv),
-            round=len(self._entries) + 1, total_epsilon=math.nan, server_round_id=server_round_id,
+            round=self._count + 1, total_epsilon=math.nan, server_round_id=server_round_id,
             mode=None if mode is None else ProtectionMode.parse(mode),
             clip_norm=None if clip_norm is None else float(clip_norm), accountant=self.accountant,
             accountant_version=_opacus_version(),
@@ -234,8 +322,9 @@ class PrivacyLedger:
         new = replace(new, hash=_hash(_record(new)), total_epsilon=total)
         self._append(_canonical(_record(new)) + b"\n" + self._head_line(new.round, new.hash))
         self._entries.append(new)
+        self._count = new.round
         self._last = new.hash
-        self.status = replace(self.status, entries=len(self._entries),
+        self.status = replace(self.status, entries=self._count,
                               signer=None if self._identity is None else self._identity.public_key)
         return new
 
@@ -248,8 +337,9 @@ class PrivacyLedger:
         if not self.status.intact:
             raise LedgerTampered(self.path, self.status.first_bad or None, str(self.status.problem))
         if anchor is not None and anchor != self._last and \
-                anchor not in {e.hash for e in self._entries}:
-            raise LedgerTampered(self.path, len(self._entries) + 1,
+                anchor not in {e.hash for e in self._entries} | \
+                {e.hash for e in self._client_entries}:
+            raise LedgerTampered(self.path, self._count + 1,
                                  f"the anchored hash {anchor[:16]}... is not in the chain: the "
                                  "ledger was cut back past it, or the anchor is another ledger's")
         if roster is not None:
@@ -278,6 +368,11 @@ class PrivacyLedger:
             "chain": {"intact": self.status.intact, "first_bad": self.status.first_bad,
                       "problem": self.status.problem, "head": self._last,
                       "signer": None if self.status.signer is None else self.status.signer.hex()},
+            # only when recorded, so a ledger without it shows what it always showed
+            **({"client_level": {
+                "accountant": CLIENT_LEVEL_ACCOUNTANT, "delta": self.delta,
+                "rounds": [e.to_dict() for e in self._client_entries],
+                "spent": self.client_level_spent()}} if self._client_entries else {}),
         }
 
     # ---- writing ------------------------------------------------------------------------------

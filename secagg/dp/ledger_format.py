@@ -24,8 +24,8 @@ from secagg.hazmat.signing import verify_signature
 if TYPE_CHECKING:
     pass
 
-__all__ = ["FORMAT", "OLD_FORMAT", "BudgetExceeded", "ChainStatus", "LedgerEntry", "LedgerTampered",
-           "ProtectionMode"]
+__all__ = ["CLIENT_LEVEL_ACCOUNTANT", "FORMAT", "OLD_FORMAT", "BudgetExceeded", "ChainStatus",
+           "ClientLevelEntry", "LedgerEntry", "LedgerTampered", "ProtectionMode"]
 
 FORMAT = "secagg-privacy-ledger/2"
 OLD_FORMAT = "secagg-privacy-ledger/1"
@@ -34,6 +34,14 @@ _ENTRY = ("kind", "round", "prev", "server_round_id", "mode", "sample_rate", "no
           "steps", "clip_norm", "delta", "accountant", "accountant_version", "layout_digest",
           "timestamp", "epsilon_rdp", "epsilon_prv", "total_epsilon")
 _HEAD = ("kind", "count", "hash", "public_key", "signature")
+#: a client-level record (kind "client-level"): one released sum with distributed Skellam noise
+_CLIENT = ("kind", "round", "prev", "server_round_id", "mode", "mechanism", "noise_multiplier",
+           "l2_clip", "clip", "value_bits", "dim", "num_clients", "max_weight", "mod_bits",
+           "min_noise_shares", "noise_shares", "share_mu", "sensitivity_l1", "sensitivity_l2",
+           "delta", "accountant", "accountant_version", "layout_digest", "timestamp", "epsilon",
+           "total_client_epsilon")
+#: how client-level entries are composed (secagg.dp.client_level)
+CLIENT_LEVEL_ACCOUNTANT = "skellam-rdp-integer-orders"
 
 
 class BudgetExceeded(SecAggError):
@@ -96,6 +104,81 @@ class LedgerEntry(PrivacySpend):
 
 
 @dataclass(frozen=True, slots=True)
+class ClientLevelEntry:
+    """One released sum protected by distributed Skellam noise (client-level DP).
+
+    The round's noise parameters (all that :class:`secagg.dp.distributed.DistributedNoise` is
+    built from), the noise shares the released sum actually held (``noise_shares``: one per
+    survivor, never fewer than ``min_noise_shares``, the masking threshold the noise was
+    calibrated for) and the client-level epsilon of this sum alone at ``delta``. ``epsilon`` and
+    ``total_epsilon`` (every client-level entry up to this one composed) are recomputed from the
+    parameters when the ledger is read; ``written_*`` are what the file says, trusted for
+    nothing. ``round`` is the position in the chain (shared with the DP-SGD entries).
+    """
+
+    round: int
+    noise_multiplier: float
+    l2_clip: float
+    clip: float
+    value_bits: int
+    dim: int
+    num_clients: int
+    max_weight: int
+    mod_bits: int
+    min_noise_shares: int
+    noise_shares: int
+    delta: float
+    epsilon: float = math.nan
+    total_epsilon: float = math.nan
+    server_round_id: str | None = None
+    mode: ProtectionMode = ProtectionMode.MASKING
+    mechanism: str = "skellam"
+    share_mu: float = math.nan
+    sensitivity_l1: float = math.nan
+    sensitivity_l2: float = math.nan
+    accountant: str = CLIENT_LEVEL_ACCOUNTANT
+    accountant_version: str = ""
+    layout_digest: str = ""
+    timestamp: str = ""
+    prev: str = ""
+    hash: str = ""
+    written_epsilon: float = math.nan
+    written_total_epsilon: float = math.nan
+
+    def noise(self) -> Any:
+        """The round's :class:`secagg.dp.distributed.DistributedNoise` (validated)."""
+        import warnings
+
+        from secagg.dp.distributed import DistributedNoise
+        from secagg.encoding import FixedPoint
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a rounding-dominated round warned when it ran
+            return DistributedNoise(
+                fixed_point=FixedPoint(clip=self.clip, value_bits=self.value_bits),
+                l2_clip=self.l2_clip, dim=self.dim, num_clients=self.num_clients,
+                min_clients=self.min_noise_shares, noise_multiplier=self.noise_multiplier,
+                mod_bits=self.mod_bits, max_weight=self.max_weight)
+
+    def release(self) -> Any:
+        """This entry's :class:`secagg.dp.client_level.SkellamRelease` (the actual shares)."""
+        from secagg.dp.client_level import SkellamRelease
+
+        return SkellamRelease.of(self.noise(), self.noise_shares)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The entry as the file holds it (plus its hash; epsilons as recomputed)."""
+        return {**_client_record(self), "hash": self.hash, "epsilon": self.epsilon,
+                "total_client_epsilon": self.total_epsilon}
+
+    def same_mechanism(self, other: ClientLevelEntry) -> bool:
+        keys = ("noise_multiplier", "l2_clip", "clip", "value_bits", "dim", "num_clients",
+                "max_weight", "mod_bits", "min_noise_shares", "noise_shares", "delta",
+                "layout_digest", "mode", "mechanism")
+        return all(getattr(self, k) == getattr(other, k) for k in keys)
+
+
+@dataclass(frozen=True, slots=True)
 class ChainStatus:
     """What verifying the chain found: ``entries`` read, the first bad one (1-based; 0 for the
     header) and why, and the public key the last head names (None: unsigned)."""
@@ -146,6 +229,71 @@ def _record(e: LedgerEntry) -> dict[str, Any]:
             "accountant_version": e.accountant_version, "layout_digest": e.layout_digest,
             "timestamp": e.timestamp, "epsilon_rdp": e.epsilon_rdp, "epsilon_prv": e.epsilon_prv,
             "total_epsilon": e.written_total_epsilon}
+
+
+def _client_record(e: ClientLevelEntry) -> dict[str, Any]:
+    """A client-level line's fields, as hashed."""
+    return {"kind": "client-level", "round": e.round, "prev": e.prev,
+            "server_round_id": e.server_round_id, "mode": e.mode.value, "mechanism": e.mechanism,
+            "noise_multiplier": e.noise_multiplier, "l2_clip": e.l2_clip, "clip": e.clip,
+            "value_bits": e.value_bits, "dim": e.dim, "num_clients": e.num_clients,
+            "max_weight": e.max_weight, "mod_bits": e.mod_bits,
+            "min_noise_shares": e.min_noise_shares, "noise_shares": e.noise_shares,
+            "share_mu": e.share_mu, "sensitivity_l1": e.sensitivity_l1,
+            "sensitivity_l2": e.sensitivity_l2, "delta": e.delta, "accountant": e.accountant,
+            "accountant_version": e.accountant_version, "layout_digest": e.layout_digest,
+            "timestamp": e.timestamp, "epsilon": e.written_epsilon,
+            "total_client_epsilon": e.written_total_epsilon}
+
+
+def _parse_client_entry(raw: Any) -> ClientLevelEntry:
+    """A client-level line, checked field by field and against the parameters it derives from
+    (raises ValueError naming the field)."""
+    if sorted(raw) != sorted(_CLIENT):
+        raise ValueError(f"expected exactly the fields {sorted(_CLIENT)}, found {sorted(raw)}")
+    ints = ("round", "value_bits", "dim", "num_clients", "max_weight", "mod_bits",
+            "min_noise_shares", "noise_shares")
+    for name in ints:
+        if type(raw[name]) is not int:
+            raise ValueError(f"'{name}' must be an integer, found {raw[name]!r}")
+    if raw["mechanism"] != "skellam":
+        raise ValueError(f"'mechanism' {raw['mechanism']!r} is not one this version composes "
+                         "(skellam)")
+    if raw["accountant"] != CLIENT_LEVEL_ACCOUNTANT:
+        raise ValueError(f"'accountant' must be {CLIENT_LEVEL_ACCOUNTANT!r}, found "
+                         f"{raw['accountant']!r}")
+    nums = {k: _number(raw, k) for k in ("noise_multiplier", "l2_clip", "clip", "share_mu",
+                                           "sensitivity_l1", "sensitivity_l2", "delta",
+                                           "epsilon", "total_client_epsilon")}
+    try:
+        entry = ClientLevelEntry(
+            **{k: raw[k] for k in ints},
+            noise_multiplier=nums["noise_multiplier"], l2_clip=nums["l2_clip"],  # type: ignore[arg-type]
+            clip=nums["clip"], delta=nums["delta"],  # type: ignore[arg-type]
+            server_round_id=_text(raw, "server_round_id", optional=True),
+            mode=ProtectionMode.parse(str(_text(raw, "mode"))), mechanism="skellam",
+            share_mu=nums["share_mu"], sensitivity_l1=nums["sensitivity_l1"],  # type: ignore[arg-type]
+            sensitivity_l2=nums["sensitivity_l2"],  # type: ignore[arg-type]
+            accountant_version=_text(raw, "accountant_version") or "",
+            layout_digest=_text(raw, "layout_digest") or "",
+            timestamp=_text(raw, "timestamp") or "", prev=_text(raw, "prev") or "",
+            written_epsilon=nums["epsilon"],  # type: ignore[arg-type]
+            written_total_epsilon=nums["total_client_epsilon"],  # type: ignore[arg-type]
+        )
+        check_delta(entry.delta)
+        noise = entry.noise()
+    except InvalidParameter as exc:
+        raise ValueError(str(exc)) from None
+    if not noise.min_clients <= entry.noise_shares <= noise.num_clients:
+        raise ValueError(f"'noise_shares' {entry.noise_shares} is outside [min_noise_shares="
+                         f"{noise.min_clients}, num_clients={noise.num_clients}]: a sum of fewer "
+                         "shares than the noise was calibrated for is never released")
+    for name, want in (("share_mu", noise.share_mu), ("sensitivity_l1", noise.sensitivity_l1),
+                       ("sensitivity_l2", noise.sensitivity_l2)):
+        if not math.isclose(getattr(entry, name), want, rel_tol=1e-9):
+            raise ValueError(f"'{name}' {getattr(entry, name)!r} does not follow from the "
+                             f"entry's noise parameters ({want!r})")
+    return replace(entry, hash=_hash(_client_record(entry)))
 
 
 def _number(raw: dict[str, Any], name: str, *, optional: bool = False) -> float | None:
@@ -218,6 +366,8 @@ class _Scan:
     status: ChainStatus
     size: int
     last_hash: str
+    client_entries: list[ClientLevelEntry]
+    count: int  # records chained (DP-SGD and client-level entries)
 
 
 def _old_format(p: Path) -> InvalidParameter:
@@ -267,6 +417,7 @@ def _scan(p: Path) -> _Scan:
     terms = _terms(p, header)
     last, count = _hash(terms), 0
     entries: list[LedgerEntry] = []
+    client_entries: list[ClientLevelEntry] = []
     problem: tuple[int, str] | None = None
     signer: bytes | None = None
     expect_head = True  # the header is followed by the head of the empty ledger
@@ -316,8 +467,9 @@ def _scan(p: Path) -> _Scan:
                  "it: a record was removed or a write was interrupted")
         expect_head = True
         count += 1
+        entry: LedgerEntry | ClientLevelEntry
         try:
-            entry = _parse_entry(rec)
+            entry = _parse_client_entry(rec) if kind == "client-level" else _parse_entry(rec)
         except ValueError as exc:
             fail(count, f"line {lineno}: {exc}")
             continue
@@ -328,13 +480,17 @@ def _scan(p: Path) -> _Scan:
             before = "the header" if count == 1 else f"entry {count - 1}"
             fail(count, f"its prev hash does not match {before} as it stands: {before} was "
                  f"edited together with its head, or entry {count} was")
-        entries.append(entry)
+        if isinstance(entry, ClientLevelEntry):
+            client_entries.append(entry)
+        else:
+            entries.append(entry)
         last = entry.hash
     if problem is None and expect_head:
         fail(count, f"{'the header' if count == 0 else f'entry {count}'} has no head after it: "
              "the file was cut after it or a write was torn")
-    status = ChainStatus(entries=len(entries), signer=signer) if problem is None else \
-        ChainStatus(entries=len(entries), first_bad=problem[0], problem=problem[1], signer=signer)
-    return _Scan(terms, entries, status, len(data), last)
+    read = len(entries) + len(client_entries)
+    status = ChainStatus(entries=read, signer=signer) if problem is None else \
+        ChainStatus(entries=read, first_bad=problem[0], problem=problem[1], signer=signer)
+    return _Scan(terms, entries, status, len(data), last, client_entries, count)
 
 

@@ -11,6 +11,7 @@ import enum
 import hashlib
 import hmac
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -68,6 +69,13 @@ class MaskingConfig:
     roster_digest: bytes = b""
     layout_digest: bytes = b""  # the model layout (ParamSpec digest) the round is for, if named
     version: int = PROTOCOL_VERSION
+    #: distributed DP (client-level, Skellam noise added by each client inside the sum; see
+    #: :func:`secagg.dp.distributed.round_noise`): 0 is off. ``dp_min_shares`` is the number of
+    #: noise shares the noise is calibrated for, at most the threshold (no sum of fewer than t
+    #: inputs is ever unmasked); ``noise_headroom`` must hold the n centred shares.
+    dp_noise_multiplier: float = 0.0
+    dp_l2_clip: float = 0.0
+    dp_min_shares: int = 0
 
     def __post_init__(self) -> None:
         n, k, t = self.num_clients, self.neighbours, self.threshold
@@ -106,6 +114,38 @@ class MaskingConfig:
             raise InvalidParameter(f"noise_headroom must be >= 0, found {self.noise_headroom}")
         check_headroom(num_clients=n, fixed_point=self.fixed_point, max_weight=self.max_weight,
                        mod_bits=self.mod_bits, extra=self.noise_headroom)
+        self._check_distributed_dp()
+
+    def _check_distributed_dp(self) -> None:
+        z, clip, shares = self.dp_noise_multiplier, self.dp_l2_clip, self.dp_min_shares
+        if not z:
+            if clip or shares:
+                raise InvalidParameter("dp_l2_clip and dp_min_shares are set but "
+                                       "dp_noise_multiplier is 0 (distributed DP off)")
+            return
+        if isinstance(z, bool) or not isinstance(z, int | float) or not math.isfinite(z) or z <= 0:
+            raise InvalidParameter(f"dp_noise_multiplier must be a finite number > 0, found {z!r}")
+        if isinstance(clip, bool) or not isinstance(clip, int | float) or not math.isfinite(clip) \
+                or clip <= 0:
+            raise InvalidParameter(f"dp_l2_clip must be a finite number > 0, found {clip!r}")
+        if isinstance(shares, bool) or not isinstance(shares, int) or \
+                not 1 <= shares <= self.threshold:
+            raise InvalidParameter(
+                f"dp_min_shares must be an integer in [1, threshold={self.threshold}], found "
+                f"{shares!r}: the noise must be calibrated for no more shares than the fewest "
+                "inputs a sum is unmasked with (the masking threshold)")
+        if self.max_weight != 1:
+            raise InvalidParameter(f"distributed DP rounds have max_weight 1 (the weight "
+                                   f"coordinate carries no noise), found {self.max_weight}")
+        from secagg.dp.distributed import share_bound, share_mu
+
+        mu = share_mu(fixed_point=self.fixed_point, l2_clip=float(clip), dim=self.vector_length,
+                      min_clients=shares, noise_multiplier=float(z), max_weight=self.max_weight)
+        need = 2 * share_bound(mu) * self.num_clients
+        if self.noise_headroom < need:
+            raise InvalidParameter(
+                f"noise_headroom {self.noise_headroom} cannot hold {self.num_clients} centred "
+                f"Skellam shares (needs >= {need}); let MaskingConfig.create size it")
 
     @classmethod
     def create(
@@ -131,6 +171,8 @@ class MaskingConfig:
         round: int = 0,
         session: bytes | None = None,
         layout: ParamSpec | None = None,
+        dp_noise_multiplier: float | None = None,
+        dp_l2_clip: float | None = None,
     ) -> MaskingConfig:
         """A validated config; k and t are chosen by :func:`choose_parameters` unless given.
 
@@ -143,6 +185,12 @@ class MaskingConfig:
         drawn from the roster (no party can steer it) and every survivor check is made per
         neighbourhood. Without one (``active=False``) the round is the honest-but-curious
         protocol: a server that deviates can read an update. Use it only for experiments.
+
+        ``dp_noise_multiplier`` turns on client-level distributed DP (Skellam shares added by
+        each client after quantisation; :mod:`secagg.dp.distributed`), calibrated for the
+        chosen threshold t of noise shares, with ``dp_l2_clip`` (default ``clip``) the L2 bound
+        of each update; ``noise_headroom`` grows by the n centred shares and ``max_weight`` must
+        be 1.
         """
         if layout is not None and layout.size != vector_length:
             raise InvalidParameter(f"vector_length {vector_length} does not match the model layout "
@@ -160,9 +208,6 @@ class MaskingConfig:
             raise InvalidParameter(f"the roster has {len(roster)} members but num_clients is "
                                    f"{num_clients}; a round runs over the whole roster")
         fixed_point = FixedPoint(clip=clip, value_bits=value_bits)
-        if mod_bits is None:
-            worst = num_clients * max_weight * fixed_point.levels + noise_headroom
-            mod_bits = worst.bit_length()
         if neighbours is None or threshold is None:
             chosen = choose_parameters(
                 num_clients=num_clients, dropout_rate=dropout_rate, corrupt_rate=corrupt_rate,
@@ -171,6 +216,31 @@ class MaskingConfig:
             )
             neighbours = chosen.neighbours if neighbours is None else neighbours
             threshold = chosen.threshold if threshold is None else threshold
+        dp: dict[str, object] = {}
+        if dp_noise_multiplier is not None:
+            from secagg.dp.distributed import share_bound, share_mu
+
+            l2 = clip if dp_l2_clip is None else dp_l2_clip
+            if not 1 <= threshold <= num_clients:
+                raise InvalidParameter(f"threshold must be in [1, {num_clients}], found "
+                                       f"{threshold}")
+            if not (isinstance(l2, int | float) and math.isfinite(l2) and l2 > 0):
+                raise InvalidParameter(f"dp_l2_clip must be a finite number > 0, found {l2!r}")
+            if not (isinstance(dp_noise_multiplier, int | float)
+                    and math.isfinite(dp_noise_multiplier) and dp_noise_multiplier > 0):
+                raise InvalidParameter("dp_noise_multiplier must be a finite number > 0, found "
+                                       f"{dp_noise_multiplier!r}")
+            mu = share_mu(fixed_point=fixed_point, l2_clip=float(l2), dim=vector_length,
+                          min_clients=threshold, noise_multiplier=float(dp_noise_multiplier),
+                          max_weight=max_weight)
+            noise_headroom += 2 * share_bound(mu) * num_clients
+            dp = {"dp_noise_multiplier": float(dp_noise_multiplier), "dp_l2_clip": float(l2),
+                  "dp_min_shares": threshold}
+        elif dp_l2_clip is not None:
+            raise InvalidParameter("dp_l2_clip needs dp_noise_multiplier (distributed DP)")
+        if mod_bits is None:
+            worst = num_clients * max_weight * fixed_point.levels + noise_headroom
+            mod_bits = worst.bit_length()
         return cls(
             num_clients=num_clients, vector_length=vector_length, neighbours=neighbours,
             threshold=threshold, fixed_point=fixed_point, mod_bits=mod_bits,
@@ -178,6 +248,7 @@ class MaskingConfig:
             session=os.urandom(16) if session is None else session,
             roster_digest=b"" if roster is None else roster.digest(),
             layout_digest=b"" if layout is None else layout.digest(),
+            **dp,  # type: ignore[arg-type]
         )
 
     @property
@@ -226,6 +297,11 @@ class MaskingConfig:
             "round": self.round, "session": self.session.hex(),
             "roster_digest": self.roster_digest.hex(),
             "layout_digest": self.layout_digest.hex(),
+            # only when on, so a round without it keeps the digest it always had
+            **({"distributed_dp": {
+                "mechanism": "skellam", "noise_multiplier": self.dp_noise_multiplier,
+                "l2_clip": self.dp_l2_clip, "min_noise_shares": self.dp_min_shares}}
+               if self.dp_noise_multiplier else {}),
         }
 
     @classmethod
@@ -235,6 +311,17 @@ class MaskingConfig:
         if protocol != PROTOCOL_NAME:
             raise InvalidParameter(f"config is for protocol {protocol!r}, expected {PROTOCOL_NAME!r}")
         session_bytes = _hex_field(data, "session")
+        dp: dict[str, object] = {}
+        if "distributed_dp" in data:
+            raw = data["distributed_dp"]
+            if not isinstance(raw, dict):
+                raise InvalidParameter("config field 'distributed_dp' must be an object")
+            if _field(raw, "mechanism", str) != "skellam":
+                raise InvalidParameter(f"distributed_dp mechanism {raw['mechanism']!r} is not "
+                                       "supported (this version adds Skellam noise)")
+            dp = {"dp_noise_multiplier": _field(raw, "noise_multiplier", float),
+                  "dp_l2_clip": _field(raw, "l2_clip", float),
+                  "dp_min_shares": _field(raw, "min_noise_shares", int)}
         return cls(
             num_clients=_field(data, "num_clients", int),
             vector_length=_field(data, "vector_length", int),
@@ -251,6 +338,7 @@ class MaskingConfig:
             roster_digest=_hex_field(data, "roster_digest"),
             layout_digest=_hex_field(data, "layout_digest") if "layout_digest" in data else b"",
             version=_field(data, "version", int),
+            **dp,  # type: ignore[arg-type]
         )
 
     def digest(self) -> bytes:

@@ -32,7 +32,8 @@ from .base import (
 __all__ = ["MASKING_MODE", "MaskingRound", "masking_config"]
 
 _OPTIONS = {"vector_length", "clip", "value_bits", "max_weight", "dropout_rate", "corrupt_rate",
-            "full_graph", "neighbours", "threshold", "noise_headroom"}
+            "full_graph", "neighbours", "threshold", "noise_headroom", "dp_noise_multiplier",
+            "dp_l2_clip"}
 #: Integer options and their coarse [low, high] (the library checks the finer rules).
 _INTS = {"value_bits": (1, 30), "max_weight": (1, 2**32),
          "noise_headroom": (0, 2**32), "neighbours": (1, 2**31 - 1), "threshold": (1, 2**31 - 1)}
@@ -43,7 +44,10 @@ _RATES = {"dropout_rate": 1.0, "corrupt_rate": 0.5}
 def masking_config(num_clients: int, index: int, options: dict[str, Any],
                    roster: Roster | None) -> dict[str, Any]:
     """An active round's config, bound to the federation's roster (its digest is in the config,
-    so every client checks it against the roster it pinned). :meth:`MaskingConfig.create`'s
+    so every client checks it against the roster it pinned). ``dp_noise_multiplier`` (and
+    ``dp_l2_clip``, default ``clip``) turn on client-level distributed DP: every client adds a
+    Skellam share calibrated for the round's threshold t of noise shares (the config announces
+    it as ``distributed_dp``; clients with a policy check it). :meth:`MaskingConfig.create`'s
     warnings (a small federation's odds of a failed round) are left to the caller, which shows
     them to the operator."""
     unknown = set(options) - _OPTIONS - {"active", "layout"}
@@ -77,7 +81,7 @@ def masking_config(num_clients: int, index: int, options: dict[str, Any],
             kwargs[name] = int_option("masking", options, name, None, *_INTS[name])
         elif name in _RATES:
             kwargs[name] = rate_option("masking", options, name, _RATES[name])
-        elif name == "clip":
+        elif name in ("clip", "dp_noise_multiplier", "dp_l2_clip"):
             kwargs[name] = bound_option("masking", options, name)
         else:  # full_graph
             kwargs[name] = bool_option("masking", options, name)
@@ -133,8 +137,22 @@ class MaskingRound(SessionRound):
             mode="masking", round_id=self.config.round, survivors=tuple(agg.survivors),
             dropped=tuple(agg.dropped), excluded=tuple(agg.excluded),
             total_weight=float(agg.total_weight), layout_digest=self.config.layout_digest.hex(),
-            extra={"dtype": "<u4", "length": int(agg.total.size)})
+            extra={"dtype": "<u4", "length": int(agg.total.size),
+                   **self._noise_extra(len(agg.survivors))})
         return meta, agg.total.astype("<u4", copy=False).tobytes()
+
+
+    def _noise_extra(self, survivors: int) -> dict[str, Any]:
+        """For a distributed-DP round: the noise shares in the sum (one per survivor) and the
+        centring offset (survivors * c) to take off before dequantising."""
+        from secagg.dp.distributed import round_noise
+
+        noise = round_noise(self.config)
+        if noise is None:
+            return {}
+        return {"distributed_dp": {"noise_shares": survivors,
+                                   "noise_offset": survivors * noise.share_bound,
+                                   "min_noise_shares": noise.min_clients}}
 
 
 MASKING_MODE = ModeSpec("masking", masking_config, MaskingRound,

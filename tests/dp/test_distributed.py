@@ -18,6 +18,7 @@ from secagg.dp import (
     client_level_epsilon,
     noisy_sum_to_float,
     remove_noise_offset,
+    skellam_rdp,
 )
 from secagg.dp.csprng import secure_normal, secure_poisson, secure_skellam, secure_uniform
 from secagg.encoding import FixedPoint, quantize
@@ -121,15 +122,45 @@ def test_rounding_dominated_sensitivity_warns() -> None:
 
 
 def test_client_level_epsilon_tracks_gaussian_for_large_mu() -> None:
-    noise = _noise(noise_multiplier=1.0)
+    noise = _noise(noise_multiplier=4.0)
     eps = client_level_epsilon(noise, rounds=20, delta=1e-5)
     acc = rdp.RdpAccountant()
-    acc.compose(SelfComposedDpEvent(GaussianDpEvent(1.0), 20))
+    acc.compose(SelfComposedDpEvent(GaussianDpEvent(4.0), 20))
     gauss = acc.get_epsilon(1e-5)
     assert gauss <= eps <= gauss * 1.05  # Skellam never beats the Gaussian of its variance
     # more noise, less epsilon; more survivors, less epsilon
-    assert client_level_epsilon(_noise(noise_multiplier=2.0), rounds=20, delta=1e-5) < eps
+    assert client_level_epsilon(_noise(noise_multiplier=8.0), rounds=20, delta=1e-5) < eps
     assert client_level_epsilon(noise, rounds=20, delta=1e-5, num_contributors=8) < eps
+
+
+def test_rdp_orders_are_integers_and_fractional_ones_are_refused() -> None:
+    from secagg.dp.client_level import RDP_ORDERS
+
+    assert all(isinstance(a, int) and a >= 2 for a in RDP_ORDERS)
+    with pytest.raises(InvalidParameter, match="integers"):
+        skellam_rdp([1.5, 2.0], l1=1.0, l2=1.0, mu=10.0)
+    assert skellam_rdp([2, 3], l1=1.0, l2=1.0, mu=10.0).shape == (2,)
+
+
+def test_clamp_tail_is_charged_as_one_plus_e_to_the_eps_tau() -> None:
+    """The clamp's delta is (1 + e^eps) * tau, not tau: with a tail that matters the epsilon
+    is the fixed point of eps = eps_rdp(delta - (1 + e^eps) * tau)."""
+    from opacus.accountants.analysis.rdp import get_privacy_spent
+
+    from secagg.dp.client_level import RDP_ORDERS, SkellamRelease, compose_client_level
+
+    release = SkellamRelease(l1=2000.0, l2=100.0, mu=5e4, tail=1e-8)
+    delta = 1e-5
+    eps = compose_client_level([release], delta=delta)
+    rdp_ = skellam_rdp(RDP_ORDERS, l1=2000.0, l2=100.0, mu=5e4)
+    charged = (1 + math.exp(eps)) * 1e-8
+    exact, _ = get_privacy_spent(orders=list(RDP_ORDERS), rdp=list(rdp_), delta=delta - charged)
+    assert exact <= eps + 1e-12
+    only_tau, _ = get_privacy_spent(orders=list(RDP_ORDERS), rdp=list(rdp_), delta=delta - 1e-8)
+    assert eps > only_tau  # charging only tau would understate epsilon
+    with pytest.raises(InvalidParameter, match="clamp"):
+        compose_client_level([SkellamRelease(l1=2000.0, l2=100.0, mu=5e4, tail=2e-6)],
+                             delta=delta)
 
 
 def test_secure_samplers_have_the_right_moments() -> None:
