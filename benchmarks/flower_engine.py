@@ -42,6 +42,8 @@ class FlowerEngineResult:
     neighbours: int
     threshold: int
     value_bits: int
+    #: per secure round, the wall seconds of each of its message exchanges (setup first)
+    secure_exchanges_s: list[list[float]]
 
     @property
     def secure_round_s(self) -> float:
@@ -135,6 +137,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
             clipping_range=CLIP, quantization_range=(1 << probe.fixed_point.value_bits) - 1,
             max_weight=float(WEIGHT))
         times: dict[str, list[float]] = {"plain": [], "secure": [], "flower": []}
+        exchanges: list[list[float]] = []
         results: dict[str, np.ndarray] = {}
         failures: list[str] = []
 
@@ -158,6 +161,8 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
             if kind != "warmup":
                 times[kind] += spent
                 results[kind] = np.asarray(mean, dtype=np.float64)
+            if kind == "secure" and ours.last_result is not None:
+                exchanges.append(list(ours.last_result.exchange_s))
 
         server_app = ServerApp()
 
@@ -189,7 +194,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
         secure_error=float(np.max(np.abs(results["secure"] - plain))),
         flower_error=float(np.max(np.abs(results["flower"] - plain))),
         neighbours=probe.neighbours, threshold=probe.threshold,
-        value_bits=probe.fixed_point.value_bits)
+        value_bits=probe.fixed_point.value_bits, secure_exchanges_s=exchanges)
 
 
 def _layout(params: int) -> Any:

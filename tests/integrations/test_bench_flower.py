@@ -30,3 +30,7 @@ def test_bench_flower_smoke(tmp_path: Path) -> None:
     step = 2 * 8.0 / ((1 << report["value_bits"]) - 1)
     assert report["max_abs_error_vs_plain"]["secure"] <= step
     assert report["max_abs_error_vs_plain"]["flower_secaggplus"] < 1e-3
+    # one secure round (--repeats 1) of five exchanges, which together take most of its time
+    (spans,) = report["secure_exchanges_s"]
+    assert len(spans) == 5 and all(s > 0 for s in spans)
+    assert sum(spans) <= report["secure_round_s"]

@@ -49,6 +49,8 @@ class SecureRoundResult:
     arrays_keys: dict[int, str]  # node id -> the name its ClientApp gave its ArrayRecord
     client_ids: dict[int, int]  # node id -> roster id
     failures: list[str] = field(default_factory=list)
+    #: wall seconds of each message exchange (push to last reply or timeout), setup first
+    exchange_s: list[float] = field(default_factory=list)
 
 
 class SecureRound:
@@ -66,6 +68,7 @@ class SecureRound:
         self._excluded = excluded
         #: roster id -> node id, from the setup replies (kept to name a culprit's node)
         self.node_of: dict[int, int] = {}
+        self._exchange_s: list[float] = []
 
     def run(self, contents: Mapping[int, RecordDict], *, group_id: str = "") -> SecureRoundResult:
         config = self._config
@@ -127,7 +130,7 @@ class SecureRound:
             aggregate=aggregate, arrays=mean,
             replies={n: m for n, m in setup_replies.items() if n in survivors},
             arrays_keys=arrays_keys, client_ids={n: c for c, n in node_of.items()},
-            failures=failures)
+            failures=failures, exchange_s=self._exchange_s)
 
     def _exchange(self, messages: list[Message], failures: list[str]) -> Iterable[Message]:
         """Send ``messages``; yield the replies without errors (the rest are dropouts).
@@ -136,6 +139,7 @@ class SecureRound:
         fixed pull interval (3 s on the deployment engine, 0.1 s in simulation) would be paid
         once per protocol stage: the interval here starts at 2 ms and backs off to 50 ms.
         """
+        started = time.perf_counter()
         waiting = set(self._grid.push_messages(messages))
         deadline = None if self._timeout is None else time.monotonic() + self._timeout
         replies: list[Message] = []
@@ -151,6 +155,7 @@ class SecureRound:
                 break
             time.sleep(delay if left is None else min(delay, left))
             delay = min(2 * delay, _LAST_POLL_S)
+        self._exchange_s.append(time.perf_counter() - started)
         for reply in replies:
             if reply.has_error():
                 failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")

@@ -90,6 +90,8 @@ class SecAggPlusWorkflow:
         #: roster ids named as the culprit of an earlier round (left out while exclude_culprits)
         self.excluded_clients: set[int] = set()
         self._excluded_nodes: set[int] = set()
+        #: the last round this workflow completed (legacy and modern paths alike)
+        self.last_result: SecureRoundResult | None = None
         self.clipping_range = clipping_range
         self.value_bits = value_bits
         self.dropout_rate = dropout_rate
@@ -153,7 +155,8 @@ class SecAggPlusWorkflow:
                              excluded=frozenset(self.excluded_clients if self.exclude_culprits
                                                 else ()))
         try:
-            return secure.run(contents, group_id=group_id)
+            self.last_result = secure.run(contents, group_id=group_id)
+            return self.last_result
         except ProtocolAbort as exc:
             if exc.culprit is not None and self.exclude_culprits:
                 self.excluded_clients.add(exc.culprit)
