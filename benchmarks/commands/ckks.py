@@ -33,9 +33,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--preset",
-        choices=("compact", "precise"),
+        choices=("compact", "precise", "packed"),
         default="compact",
-        help="secagg CKKS preset (default compact)",
+        help="secagg CKKS preset (default compact); packed: one real per coefficient, residues "
+        "bit-packed, the prime chosen for the round (CKKSParams.for_round)",
+    )
+    parser.add_argument(
+        "--target-error",
+        type=float,
+        default=None,
+        help="with --preset packed: target error relative to the sum's range (default 5e-7)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for the synthetic updates")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
@@ -51,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from ..ckks import TARGETS, run_bench
 
     report = run_bench(
-        clients=args.clients, params=args.params, compare=args.compare, preset=args.preset, seed=args.seed
+        clients=args.clients, params=args.params, compare=args.compare, preset=args.preset, seed=args.seed,
+        **({} if args.target_error is None else {"target_error": args.target_error}),
     )
     print(f"CKKS bench: {args.clients} clients x {args.params} params; secagg {report['preset']}")
     keys = [

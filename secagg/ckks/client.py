@@ -54,6 +54,7 @@ from secagg.ckks.messages import (
     Receipt,
     Upload,
 )
+from secagg.ckks.packing import PackedKind, pack_ciphertext
 from secagg.ckks.phases import PhaseListener, Phases
 from secagg.ckks.release import Release, make_release
 from secagg.ckks.sketch import (
@@ -224,13 +225,20 @@ class ClientSession(KeyCeremony, Unpicklable):
         key, session, cfg = self._require_key(), self._session, self.config
         sketcher = Sketcher(key.derive(cfg, SKETCH_PURPOSE), self._moduli, session.n)
         blobs = []
+        packed = cfg.params.packed
         for i, values in enumerate(self._layout.pack(np.asarray(self._update), self._weight)):
             with self._phase("encrypt"):
-                blob = key.seal.encrypt(values)
+                if packed:  # one real per coefficient, residues packed at the prime's width
+                    c0, seed = session.split_seeded(
+                        key.seal.encrypt_coefficients(values.view(np.float64)), what=f"own ciphertext {i}")
+                    blob = pack_ciphertext(PackedKind.SEEDED, c0, self._moduli, seed)
+                    seal_blob = session.join_seeded(c0, seed)  # what the server rebuilds and loads
+                else:
+                    blob = seal_blob = key.seal.encrypt(values)
             # The upload is seeded (c1 is a PRNG seed): SEAL's loader expands the c1 the server
             # will add, so the sketch covers exactly what is summed.
             with self._phase("sketch"):
-                sketcher.add(session.coefficients(session.load(blob, what=f"own ciphertext {i}")))
+                sketcher.add(session.coefficients(session.load(seal_blob, what=f"own ciphertext {i}")))
             blobs.append(blob)
         with self._phase("sign"):
             return self._signed_upload(key, tuple(blobs), sketcher.value())
@@ -257,7 +265,10 @@ class ClientSession(KeyCeremony, Unpicklable):
             key = self._require_key()
             msg, cts = self._verified_aggregate(key, data)
         with self._phase("decrypt"):
-            plain = [key.seal.decrypt_exact(ct) for ct in cts]
+            if self.config.params.packed:
+                plain = [key.seal.decrypt_coefficients(ct).view(np.complex128) for ct in cts]
+            else:
+                plain = [key.seal.decrypt_exact(ct) for ct in cts]
             weighted, total_weight, count = self._layout.unpack(plain)
             try:
                 self._release = make_release(weighted, total_weight, count, msg.contributors,

@@ -26,6 +26,8 @@ PROTOCOL = "secagg-ckks"
 VERSION = 2  # 2: roster-bound configs, identity-signed ceremony, upload sketches
 _MIN_SESSION_BYTES = 16
 _MAX_CLIENT_ID = 2**32 - 1
+PACKED_PRESET = "packed"  # the published name of CKKSParams.for_round parameters
+DEFAULT_TARGET_ERROR = 1e-6
 ROSTER_DIGEST_BYTES = 32
 
 
@@ -106,25 +108,35 @@ class CKKSRoundConfig:
                 f"2^{self.params.headroom_bits}; clip harder, normalise weights, or use "
                 "Preset.PRECISE"
             )
+        self.params.check_round(len(ids))
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any]) -> CKKSRoundConfig:
         """Rebuild a config from its published JSON form (what the server stores and sends).
 
-        Keys: ``preset``, ``vector_length``, ``client_ids`` (or ``num_clients`` for ids
-        0..n-1), ``dealer``, ``min_clients``, ``round``, ``session`` (hex), ``roster_digest``
-        (hex), ``value_bound``, ``weight_bound``; ``digest`` (hex), when present, must match, so
-        both sides provably hold the same round. :meth:`to_dict` writes this form.
+        Keys: ``preset`` (a :class:`Preset` name, or ``"packed"`` for :meth:`CKKSParams.for_round`
+        of this round with ``target_error``, default 1e-6), ``vector_length``, ``client_ids``
+        (or ``num_clients`` for ids 0..n-1), ``dealer``, ``min_clients``, ``round``, ``session``
+        (hex), ``roster_digest`` (hex), ``value_bound``, ``weight_bound``; ``digest`` (hex), when
+        present, must match, so both sides provably hold the same round. :meth:`to_dict` writes this form.
         """
-        from secagg.ckks.presets import Preset
+        from secagg.ckks.presets import CKKSParams, Preset
 
         try:
             ids = config.get("client_ids")
+            client_ids = tuple(int(i) for i in ids) if ids is not None else \
+                tuple(range(int(config["num_clients"])))
+            if str(config["preset"]).lower() == PACKED_PRESET:
+                params = CKKSParams.for_round(
+                    clients=len(client_ids), value_bound=float(config["value_bound"]),
+                    weight_bound=float(config["weight_bound"]),
+                    target_error=float(config.get("target_error", DEFAULT_TARGET_ERROR)))
+            else:
+                params = Preset.from_name(str(config["preset"])).params
             cfg = cls(
-                params=Preset.from_name(str(config["preset"])).params,
+                params=params,
                 update_size=int(config["vector_length"]),
-                client_ids=tuple(int(i) for i in ids) if ids is not None else
-                tuple(range(int(config["num_clients"]))),
+                client_ids=client_ids,
                 dealer=int(config["dealer"]),
                 min_clients=int(config["min_clients"]),
                 round=int(config["round"]),
@@ -147,17 +159,25 @@ class CKKSRoundConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The published JSON form (:meth:`from_dict` reads it back), with the ``digest``."""
-        from secagg.ckks.presets import Preset
+        from secagg.ckks.presets import CKKSParams, Preset
 
-        preset = next((p for p in Preset if p.params == self.params), None)
+        preset = next((p.name.lower() for p in Preset if p.params == self.params), None)
+        extra: dict[str, Any] = {}
+        if preset is None and self.params.packed and self.params.target_error:
+            preset, extra = PACKED_PRESET, {"target_error": self.params.target_error}
+            if CKKSParams.for_round(clients=len(self.client_ids), value_bound=self.value_bound,
+                                    weight_bound=self.weight_bound,
+                                    target_error=self.params.target_error) != self.params:
+                preset = None
         if preset is None:
             raise InvalidParameter(
-                f"CKKSRoundConfig.to_dict: parameters {self.params.name!r} are not a named preset; "
-                "only preset rounds have a published form"
+                f"CKKSRoundConfig.to_dict: parameters {self.params.name!r} are neither a named preset "
+                "nor CKKSParams.for_round of this round; only those have a published form"
             )
         return {
             "protocol": PROTOCOL,
-            "preset": preset.name.lower(),
+            "preset": preset,
+            **extra,
             "vector_length": self.update_size,
             "client_ids": list(self.client_ids),
             "dealer": self.dealer,
@@ -189,4 +209,6 @@ class CKKSRoundConfig:
             struct.pack(">dd", self.value_bound, self.weight_bound),
             self.layout_digest,
         ]
+        if p.packed:  # appended only for packed parameters: the older digests stay as they were
+            parts.append(p.encoding.encode() + struct.pack(">d", p.target_error))
         return hashlib.sha256(b"".join(struct.pack(">I", len(x)) + x for x in parts)).digest()

@@ -13,6 +13,39 @@ Size: an aggregation round needs no multiplication, so nothing needs a level to 
 encoded at the *lowest* level that still holds ``scale * max_abs_sum`` (usually one prime), and
 encrypted symmetrically with a seeded second polynomial; with two reals per complex slot that is
 ``64 * primes_at_level / 32`` bytes on the wire per float32 parameter, i.e. ~2.0x for one prime.
+
+**Packed parameters** (``encoding="coefficients"``, built by :meth:`CKKSParams.for_round`, the one
+way to get them) put each real in one polynomial *coefficient* instead of half a slot
+(:class:`secagg.hazmat.seal_codec.CoefficientEmbedding`) and send the residues bit-packed at the
+prime's width (:mod:`secagg.ckks.packing`): ``b`` bits per real for one ``b``-bit prime, chosen
+from the round's precision by this formula, for ``n`` clients, value bound ``C``, weight bound
+``B`` and target error ``eps``:
+
+* range: ``M = n * max(B * max(C, 1), 1)`` bounds every value of the weighted sum, the total
+  weight and the count (the config checks ``n * B * max(C, 1)``, and the count in
+  :meth:`CKKSParams.check_round`);
+* grid: ``delta = 2^-r``, ``r = -floor(log2(eps * M))``, the largest power of two <= ``eps * M``:
+  released sums are rounded to it, so the rounding error is <= ``delta / 2``;
+* noise: per coefficient the sum carries the ``n`` clients' encryption noise (SEAL's clipped
+  normal, sigma 3.2, |e| <= 19.2) plus their encoding rounding (<= 1/2): sigma_n =
+  ``sqrt(n (3.2^2 + 1/12))``; ``E = 7.4 sigma_n`` is exceeded with probability < 2^-42 per value
+  (Gaussian tail), ``n * 20`` never;
+* scale: ``Delta = 2^s`` with ``s >= ceil(log2(3 E / delta))``: noise <= ``delta / 3``, so every
+  released sum value is within ``delta / 2 + delta / 3 < delta <= eps * M`` of the exact sum, and
+  the grid is at least 3x the noise bound it hides (25x the noise's standard deviation);
+* prime: the smallest ``b`` whose SEAL prime ``q`` (largest prime < 2^b, 1 mod 2N) holds the sum
+  at that scale without wrapping: ``Delta * M <= (q / 2) (1 - 2^-8)`` and ``n * 20 <= q / 2^9``
+  (the 2^-8 slack covers the noise); the prime's leftover room then goes to precision: ``s`` is
+  raised to the largest scale that still holds ``M``, and ``r`` to ``floor(s - log2(3 E))``
+  (never below the target's);
+* security: ``b`` within the HE-standard bound for ``N`` (N=8192 allows 218 bits).
+
+``eps`` is relative to the sum's range ``M``: the released weighted *mean* is then within
+``eps * C * (n * B / W)`` of the exact one, ``W`` the total weight (``eps * C`` when every client
+contributes with weight ``B``). For 10 clients, ``C = 1``, ``B = 8``, ``eps = 1e-6``: ``M = 80``,
+``E = 75.2``, target ``r = 14`` needs ``s >= 22``, so ``b = 31`` (q = 2147352577), then ``s = 23``,
+``r = 15``: 31 bits per real, ~0.98x float32 with the seeds and framing; released sums within
+``2^-16 + 75.2 / 2^23 = 2.4e-5`` (``eps * M = 8e-5``).
 """
 
 from __future__ import annotations
@@ -23,7 +56,23 @@ from dataclasses import dataclass
 
 from secagg.errors import InvalidParameter
 
-__all__ = ["HE_STANDARD_128_MAX_LOGQ", "CKKSParams", "Preset"]
+__all__ = ["ENCODINGS", "HE_STANDARD_128_MAX_LOGQ", "CKKSParams", "Preset", "noise_bound"]
+
+#: ``slots``: two reals per complex slot, SEAL's serialisation (the named presets).
+#: ``coefficients``: one real per coefficient, residues bit-packed (:meth:`CKKSParams.for_round`).
+ENCODINGS = ("slots", "coefficients")
+
+_SIGMA = 3.2  # SEAL's error standard deviation (HE standard)
+_TAIL = 7.4  # P(|N(0,1)| > 7.4) < 2^-42
+NOISE_PER_CLIENT = 20  # SEAL clips the error at 6 sigma = 19.2; plus 1/2 of encoding rounding
+_WRAP_SLACK_BITS = 8  # Delta * M <= (q/2)(1 - 2^-8): the rest is left for the noise
+_GRID_OVER_NOISE = 3  # the release grid is at least 3x the noise bound: error <= delta/2 + delta/3
+
+
+def noise_bound(clients: int) -> float:
+    """The coefficient noise of a sum of ``clients`` coefficient-encoded uploads (in units of the
+    scale) exceeded with probability < 2^-42 per value: ``7.4 sqrt(n (3.2^2 + 1/12))``."""
+    return _TAIL * math.sqrt(clients * (_SIGMA**2 + 1 / 12))
 
 #: HE standard, classical 128-bit security, ternary secret: ring size -> max total bits of q.
 HE_STANDARD_128_MAX_LOGQ: dict[int, int] = {
@@ -57,8 +106,14 @@ class CKKSParams:
     scale_bits: int
     level_primes: int
     release_quantum_bits: int
+    encoding: str = "slots"
+    #: for :meth:`for_round` parameters, the ``eps`` they were derived for (0: not derived)
+    target_error: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.encoding not in ENCODINGS:
+            raise InvalidParameter(f"CKKSParams.encoding must be one of {ENCODINGS}, found "
+                                   f"{self.encoding!r}")
         n = self.poly_modulus_degree
         if n not in HE_STANDARD_128_MAX_LOGQ:
             raise InvalidParameter(
@@ -84,6 +139,9 @@ class CKKSParams:
                 f"CKKSParams.level_primes must be in [1, {data_primes}] for a chain of {len(bits)} "
                 f"prime(s), found {self.level_primes}"
             )
+        if self.packed:
+            self._check_packed()
+            return
         if not 20 <= self.scale_bits < self.level_bits - 1:
             raise InvalidParameter(
                 f"CKKSParams.scale_bits must be in [20, {self.level_bits - 2}] (below the "
@@ -102,6 +160,98 @@ class CKKSParams:
                 f"{self.release_quantum_bits}"
             )
 
+    def _check_packed(self) -> None:
+        if self.level_primes != 1 or len(self.coeff_modulus_bits) != 1:
+            raise InvalidParameter("CKKSParams with encoding='coefficients' use one prime "
+                                   f"(level_primes=1), found {self.coeff_modulus_bits}")
+        if self.coeff_modulus_bits[0] > 57:
+            raise InvalidParameter("CKKSParams.coeff_modulus_bits: packed residues are at most 57 "
+                                   f"bits, found {self.coeff_modulus_bits[0]}")
+        if not 1 <= self.scale_bits <= self.level_bits - 2:
+            raise InvalidParameter(f"CKKSParams.scale_bits must be in [1, {self.level_bits - 2}] "
+                                   f"for a {self.level_bits}-bit prime, found {self.scale_bits}")
+        if not -self.level_bits <= self.release_quantum_bits <= self.scale_bits - 4:
+            raise InvalidParameter(f"CKKSParams.release_quantum_bits must be in [-{self.level_bits},"
+                                   f" scale_bits - 4 = {self.scale_bits - 4}], found "
+                                   f"{self.release_quantum_bits}")
+        if self.max_abs_sum < 1:
+            raise InvalidParameter(f"CKKSParams: a {self.level_bits}-bit prime at scale "
+                                   f"2^{self.scale_bits} holds no sum; lower scale_bits")
+        if not (math.isfinite(self.target_error) and 0 <= self.target_error < 1):
+            raise InvalidParameter(f"CKKSParams.target_error must be in [0, 1), found "
+                                   f"{self.target_error}")
+
+    @classmethod
+    def for_round(
+        cls,
+        *,
+        clients: int,
+        value_bound: float = 1.0,
+        weight_bound: float = 1.0,
+        target_error: float = 1e-6,
+        poly_modulus_degree: int = 8192,
+    ) -> CKKSParams:
+        """Packed parameters for a round of ``clients`` with these bounds, released within
+        ``target_error`` of the sum's range (the formula in the module docstring)."""
+        if clients < 2:
+            raise InvalidParameter(f"CKKSParams.for_round: clients must be >= 2, found {clients}")
+        for name, value in (("value_bound", value_bound), ("weight_bound", weight_bound)):
+            if not (math.isfinite(value) and value > 0):
+                raise InvalidParameter(f"CKKSParams.for_round: {name} must be finite and > 0, "
+                                       f"found {value}")
+        if not (math.isfinite(target_error) and 0 < target_error < 1):
+            raise InvalidParameter(f"CKKSParams.for_round: target_error must be in (0, 1), found "
+                                   f"{target_error}")
+        if poly_modulus_degree not in HE_STANDARD_128_MAX_LOGQ:
+            raise InvalidParameter(f"CKKSParams.for_round: poly_modulus_degree must be one of "
+                                   f"{sorted(HE_STANDARD_128_MAX_LOGQ)}, found {poly_modulus_degree}")
+        from secagg.hazmat.seal_codec import seal_primes
+
+        # every coefficient of the sum: weighted values, the total weight, the count (n x 1)
+        span = clients * max(weight_bound * max(value_bound, 1.0), 1.0)
+        noise_bits = math.log2(_GRID_OVER_NOISE * noise_bound(clients))
+        target_bits = -math.floor(math.log2(target_error * span))
+        min_scale = max(1, math.ceil(noise_bits + target_bits))
+        limit = min(57, HE_STANDARD_128_MAX_LOGQ[poly_modulus_degree])
+        for bits in range(_MIN_PRIME_BITS, limit + 1):
+            (q,) = seal_primes(poly_modulus_degree, (bits,))
+            room = q / 2 * (1 - 2.0**-_WRAP_SLACK_BITS) / span
+            if math.ldexp(1.0, min_scale) <= room and \
+                    clients * NOISE_PER_CLIENT <= q / 2 ** (_WRAP_SLACK_BITS + 1):
+                # spend the prime's slack on precision: the largest scale that holds the sum,
+                # then the finest grid that still hides the noise (never coarser than the target)
+                scale_bits = math.floor(math.log2(room))
+                quantum_bits = math.floor(scale_bits - noise_bits)
+                break
+        else:
+            raise InvalidParameter(
+                f"CKKSParams.for_round: {clients} clients x weight {weight_bound} x value "
+                f"{value_bound} at target error {target_error} needs more than a {limit}-bit "
+                f"prime at N={poly_modulus_degree}; relax target_error"
+            )
+        return cls(
+            name=f"packed-n{poly_modulus_degree}-q{bits}-s{scale_bits}-r{quantum_bits}",
+            poly_modulus_degree=poly_modulus_degree,
+            coeff_modulus_bits=(bits,),
+            scale_bits=scale_bits,
+            level_primes=1,
+            release_quantum_bits=quantum_bits,
+            encoding="coefficients",
+            target_error=target_error,
+        )
+
+    @property
+    def packed(self) -> bool:
+        """Coefficient encoding with bit-packed residues on the wire (:meth:`for_round`)."""
+        return self.encoding == "coefficients"
+
+    @property
+    def level_moduli(self) -> tuple[int, ...]:
+        """The primes of the level updates are sent at (SEAL's, for these bit sizes)."""
+        from secagg.hazmat.seal_codec import seal_primes
+
+        return seal_primes(self.poly_modulus_degree, self.coeff_modulus_bits)[: self.level_primes]
+
     @property
     def slots(self) -> int:
         """Complex slots per ciphertext (N/2); each carries two reals."""
@@ -118,12 +268,35 @@ class CKKSParams:
     @property
     def headroom_bits(self) -> int:
         """log2 of the largest |sum| a slot holds safely (one bit sign, one bit margin)."""
+        if self.packed:
+            return math.floor(math.log2(self.max_abs_sum))
         return self.level_bits - self.scale_bits - 2
 
     @property
     def max_abs_sum(self) -> float:
-        """The largest absolute value any slot of the aggregate may reach."""
+        """The largest absolute value any slot (coefficient) of the aggregate may reach."""
+        if self.packed:
+            (q,) = self.level_moduli
+            return math.ldexp(q / 2 * (1 - 2.0**-_WRAP_SLACK_BITS), -self.scale_bits)
         return float(2**self.headroom_bits)
+
+    def check_round(self, clients: int) -> None:
+        """Packed parameters: refuse a round of ``clients`` whose noise the grid does not hide
+        (noise bound > quantum / 3) or that could wrap (``clients * 20`` > the 2^-8 slack)."""
+        if not self.packed:
+            return
+        grid = math.ldexp(1.0, self.scale_bits - self.release_quantum_bits)
+        (q,) = self.level_moduli
+        if clients > self.max_abs_sum:
+            raise InvalidParameter(f"CKKSParams {self.name!r}: the contributor count of {clients} "
+                                   f"clients exceeds the max |sum| {self.max_abs_sum:.4g}")
+        wraps = clients * NOISE_PER_CLIENT > q / 2 ** (_WRAP_SLACK_BITS + 1)
+        if _GRID_OVER_NOISE * noise_bound(clients) > grid or wraps:
+            raise InvalidParameter(
+                f"CKKSParams {self.name!r}: {clients} clients add more noise than the release grid "
+                f"2^-{self.release_quantum_bits} hides at scale 2^{self.scale_bits}; build the "
+                "parameters for the round with CKKSParams.for_round(clients=...)"
+            )
 
     @property
     def release_quantum(self) -> float:
@@ -135,6 +308,14 @@ class CKKSParams:
         return HE_STANDARD_128_MAX_LOGQ[self.poly_modulus_degree]
 
     def describe(self) -> str:
+        if self.packed:
+            return (
+                f"{self.name}: N={self.poly_modulus_degree}, one {self.level_bits}-bit prime "
+                f"(<= {self.security_bound_bits}, HE standard 128-bit), one real per coefficient, "
+                f"residues packed at {self.level_bits} bits, scale 2^{self.scale_bits}, |sum| <= "
+                f"{self.max_abs_sum:.4g}, released on a 2^{-self.release_quantum_bits} grid"
+                + (f" (target error {self.target_error:g} of the range)" if self.target_error else "")
+            )
         return (
             f"{self.name}: N={self.poly_modulus_degree}, q={list(self.coeff_modulus_bits)} bits "
             f"(total {sum(self.coeff_modulus_bits)} <= {self.security_bound_bits}, HE standard "

@@ -60,6 +60,7 @@ from secagg.ckks.messages import (
     Receipt,
     Upload,
 )
+from secagg.ckks.packing import PackedKind, packed_size, unpack_ciphertext
 from secagg.ckks.sketch import sealed_sketch_bytes
 from secagg.errors import (
     AuthenticationFailed,
@@ -123,6 +124,7 @@ class ServerSession:
         self._digest = config.digest()
         self._seal = session_for(config)
         self._layout = Layout(config.update_size, self._seal.slots)
+        self._moduli = self._seal.level_moduli
         self._stage = ServerStage.ADVERT
         self._seen: set[bytes] = set()
         self._adverts: dict[int, KeyAdvert] = {}
@@ -174,7 +176,8 @@ class ServerSession:
             box = _FIELD + 4 + BOX_PUBLIC_BYTES + SEALED_BOX_BYTES
             return _FRAME + 4 * _FIELD + 32 + 4 + len(self.participants) * box + SIGNATURE_BYTES
         if self._stage is ServerStage.UPLOAD:
-            blob = _FIELD + max_blob_bytes(p.poly_modulus_degree, p.level_primes)
+            blob = _FIELD + (packed_size(PackedKind.SEEDED, p.poly_modulus_degree, self._moduli)
+                             if p.packed else max_blob_bytes(p.poly_modulus_degree, p.level_primes))
             return (_FRAME + 6 * _FIELD + 32 + 8 + 4 + self._layout.chunks * blob
                     + sealed_sketch_bytes(p.level_primes) + SIGNATURE_BYTES)
         return 0
@@ -337,11 +340,18 @@ class ServerSession:
                                  f"upload of client {who} is not signed by its roster identity "
                                  "(tampered or forged)") from None
         cts = []
+        packed, moduli, n = self.config.params.packed, self._moduli, self._seal.n
         for i, blob in enumerate(upload.chunks):
+            what = f"ciphertext {i}"
             try:
-                cts.append(self._seal.load(blob, what=f"ciphertext {i}"))
+                if packed:  # strict decode, then SEAL's own checked loader on the rebuilt object
+                    c0, seed = unpack_ciphertext(blob, PackedKind.SEEDED, n, moduli, what=what, sender=who)
+                    blob = self._seal.join_seeded(c0, seed)
+                cts.append(self._seal.load(blob, what=what))
             except CiphertextRejected as exc:
                 raise MessageRefused(who, Check.CIPHERTEXT, str(exc)) from None
+            except RejectedMessage as exc:
+                raise MessageRefused(who, Check.CIPHERTEXT, exc.reason) from None
         # Everything checked: only now does the upload touch the sum.
         if self._sums is None:
             self._sums = cts

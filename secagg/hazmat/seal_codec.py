@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import struct
 import sys
@@ -46,9 +47,11 @@ from secagg.hazmat.handles import SecretBytes, Unpicklable
 __all__ = [
     "KEY_SEED_BYTES",
     "CiphertextRejected",
+    "CoefficientEmbedding",
     "SealKeys",
     "SealSession",
     "max_blob_bytes",
+    "seal_primes",
 ]
 
 KEY_SEED_BYTES = 64  # SEAL's prng_seed_type: 8 x uint64
@@ -56,6 +59,7 @@ _SEAL_MAGIC = 0xA15E
 _HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, major, minor, compr mode, reserved, size
 _MAX_CIPHERTEXT_POLYS = 2
 _DYN_ARRAY_PREFIX = _HEADER.size + 8  # a DynArray's own SEAL header, then its u64 element count
+_PRNG_BLAKE2XB = 1  # SEAL's prng_type::blake2xb, the generator a seeded ciphertext names
 
 
 class _Zstd:
@@ -137,6 +141,67 @@ def _context(parms: Any) -> Any:
     return ctx
 
 
+@functools.cache
+def seal_primes(n: int, bits: tuple[int, ...]) -> tuple[int, ...]:
+    """The primes SEAL picks for ``CoeffModulus::Create(n, bits)`` (each the largest prime below
+    ``2^b`` that is 1 mod 2n): the values every party of a round reduces by."""
+    return tuple(int(q.value()) for q in seal.CoeffModulus.Create(n, list(bits)))
+
+
+class CoefficientEmbedding:
+    """Real vectors as polynomial *coefficients* through SEAL's own slot encoder.
+
+    SEAL's CKKS encoder takes ``N/2`` complex slots ``z`` and builds the plaintext
+    ``round(scale * sigma^-1(z))``, where ``sigma`` is the canonical embedding: slot ``i`` is the
+    polynomial evaluated at ``zeta^(3^i mod 2N)``, ``zeta = exp(i pi / N)`` (SEAL >= 3.6's slot
+    order). Handing it ``z = sigma(c)`` for a real vector ``c`` of ``N`` values makes the plaintext
+    ``round(scale * c)`` coefficient by coefficient, and decoding a decryption and applying
+    ``sigma^-1`` returns ``(sum of plaintexts + noise) / scale`` coefficient by coefficient. The
+    encryption noise then stays what it is per coefficient (sigma 3.2) instead of being summed over
+    ``N`` coefficients into every slot (``3.2 * sqrt(N/2)`` per real): about 6 bits of precision for
+    the same modulus at N=8192. Both maps are float64 FFTs (numpy); their rounding error is ~1e-16
+    relative, far below the integer rounding of the encoder. :meth:`self_test` checks the slot
+    order against the linked SEAL (a plaintext built at scale 1 from fractional values must decode
+    to their exact rounding), so a SEAL that orders slots differently fails loudly.
+    """
+
+    __slots__ = ("_n", "_pos", "_twist")
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        gen = np.array([pow(3, i, 2 * n) for i in range(n // 2)], dtype=np.int64)
+        self._pos = (gen - 1) // 2  # index m of zeta^(2m+1) in the odd-power FFT
+        self._twist = np.exp(1j * np.pi * np.arange(n) / n)
+
+    def slots(self, coefficients: npt.NDArray[np.float64]) -> npt.NDArray[np.complex128]:
+        """``sigma(c)``: the ``N/2`` slot values whose SEAL encoding has coefficients ``c``."""
+        full = np.fft.ifft(coefficients * self._twist) * self._n
+        out: npt.NDArray[np.complex128] = full[self._pos]
+        return out
+
+    def coefficients(self, slots: npt.ArrayLike) -> npt.NDArray[np.float64]:
+        """``sigma^-1(z)``: the real coefficients of a decoded plaintext's slot values."""
+        z = np.asarray(slots, dtype=np.complex128)
+        full = np.empty(self._n, dtype=np.complex128)
+        full[self._pos] = z
+        full[self._n - 1 - self._pos] = np.conj(z)
+        out: npt.NDArray[np.float64] = np.ascontiguousarray(
+            (np.fft.fft(full) / self._n * np.conj(self._twist)).real)
+        return out
+
+    def self_test(self, encoder: Any, parms_id: Any) -> None:
+        rng = np.random.default_rng(0)  # a fixed test pattern, not secret
+        c = rng.uniform(-1000.0, 1000.0, self._n)
+        plain = seal.Plaintext()
+        encoder.encode(self.slots(c).tolist(), parms_id, 1.0, plain)
+        back = self.coefficients(encoder.decode_complex(plain))
+        if not np.allclose(back, np.round(c), rtol=0.0, atol=1e-6):
+            raise InvalidParameter(
+                "this SEAL orders CKKS slots differently from SEAL 3.6-4.x (generator 3); the "
+                "coefficient encoding cannot be used with it"
+            )
+
+
 def max_blob_bytes(n: int, level_primes: int) -> int:
     """Upper bound on a serialised 2-polynomial ciphertext (with a little compression slack)."""
     return 2 * n * level_primes * 8 + 4096
@@ -166,6 +231,40 @@ class SealSession:
         self.encoder = seal.CKKSEncoder(self.context)
         self.evaluator = seal.Evaluator(self.context)
         self._file = _MemFile()
+        self._embedding: CoefficientEmbedding | None = None
+        self._layout: _SeededLayout | None = None
+
+    @property
+    def embedding(self) -> CoefficientEmbedding:
+        """The coefficient encoding for this ring (built and checked against SEAL once)."""
+        if self._embedding is None:
+            emb = CoefficientEmbedding(self.n)
+            emb.self_test(self.encoder, self.parms_id)
+            self._embedding = emb
+        return self._embedding
+
+    def _seeded_layout(self) -> _SeededLayout:
+        if self._layout is None:
+            self._layout = _SeededLayout(self)
+        return self._layout
+
+    def split_seeded(self, blob: bytes, *, what: str) -> tuple[npt.NDArray[np.uint64], bytes]:
+        """``(c0, seed)`` of a seeded ciphertext SEAL serialised at the round's level: ``c0`` as
+        ``(primes, N)`` uint64 residues and SEAL's 64-byte PRNG seed for ``c1``.
+
+        The rest of SEAL's serialisation is fixed by the round's parameters; it is rebuilt from
+        them and compared byte for byte, so :meth:`join_seeded` provably gives SEAL back the same
+        object (and a SEAL layout change fails here, loudly)."""
+        return self._seeded_layout().split(blob, what=what)
+
+    def join_seeded(self, c0: npt.NDArray[np.uint64], seed: bytes) -> bytes:
+        """SEAL's (uncompressed) serialisation of the seeded ciphertext ``(c0, seed)``: the inverse
+        of :meth:`split_seeded`; :meth:`load` it to expand ``c1`` and check it."""
+        return self._seeded_layout().join(c0, seed)
+
+    def join_full(self, polys: npt.NDArray[np.uint64]) -> bytes:
+        """SEAL's (uncompressed) serialisation of the full ciphertext with ``(2, primes, N)`` data."""
+        return self._seeded_layout().join_full(polys)
 
     def _parms_id_with(self, primes: int) -> Any:
         data = self.context.first_context_data()
@@ -307,6 +406,18 @@ class SealKeys(Unpicklable):
         self._encryptor = seal.Encryptor(session.context, secret)
         self._decryptor = seal.Decryptor(session.context, secret)
 
+    def encrypt_coefficients(self, values: npt.NDArray[np.float64]) -> bytes:
+        """Like :meth:`encrypt`, with the ``N`` reals as the plaintext's coefficients
+        (:class:`CoefficientEmbedding`)."""
+        s = self._session
+        if values.shape != (s.n,):
+            raise InvalidParameter(f"expected {s.n} coefficients, found {values.shape}")
+        return self.encrypt(s.embedding.slots(values))
+
+    def decrypt_coefficients(self, ct: Any) -> npt.NDArray[np.float64]:
+        """Exact coefficient decoding of ``ct`` (inverse of :meth:`encrypt_coefficients`)."""
+        return self._session.embedding.coefficients(self.decrypt_exact(ct))
+
     def encrypt(self, values: npt.NDArray[np.complex128]) -> bytes:
         """Encode ``values`` (one ciphertext's worth of complex slots) at the round's level and
         encrypt symmetrically; returns the seeded serialisation (c0 plus a PRNG seed)."""
@@ -326,3 +437,81 @@ class SealKeys(Unpicklable):
     def __repr__(self) -> str:
         return "<SealKeys CKKS secret key: redacted>"
 
+
+
+class _SeededLayout:
+    """SEAL's serialisation of a 2-polynomial CKKS ciphertext at one level, field by field.
+
+    ``Ciphertext::save``: parms_id (4 x u64), is_ntt_form (u8), size, N, primes (u64 each), scale
+    (f64), correction factor (u64); the data as a nested ``DynArray`` (SEAL header, u64 count,
+    the u64 residues, polynomial-major then prime-major). A seeded ciphertext stores c0 only in
+    the array and then the seed as a nested SEAL object (header, prng type u8, 64-byte seed).
+    """
+
+    def __init__(self, session: SealSession) -> None:
+        self.n, self.primes = session.n, session.level_primes
+        probe = session.dump(seal.Ciphertext(session.context))  # SEAL's own header: its version
+        magic, hsize, self.major, self.minor, _, _, _ = _HEADER.unpack_from(probe)
+        if magic != _SEAL_MAGIC or hsize != _HEADER.size:
+            raise InvalidParameter("this SEAL writes an unexpected serialisation header")
+        self.prefix = (
+            struct.pack("<4Q", *session.parms_id)
+            + struct.pack("<BQQQdQ", 1, 2, self.n, self.primes, session.scale, 1)
+        )
+        self.c0_count = self.primes * self.n
+
+    def _header(self, compr: int, size: int) -> bytes:
+        return _HEADER.pack(_SEAL_MAGIC, _HEADER.size, self.major, self.minor, compr, 0, size)
+
+    def _array(self, count: int) -> bytes:
+        return self._header(0, _DYN_ARRAY_PREFIX + 8 * count) + struct.pack("<Q", count)
+
+    def _seed(self, seed: bytes) -> bytes:
+        return self._header(0, _HEADER.size + 1 + KEY_SEED_BYTES) + bytes([_PRNG_BLAKE2XB]) + seed
+
+    def _outer(self, body: bytes) -> bytes:
+        return self._header(0, _HEADER.size + len(body)) + body
+
+    def join(self, c0: npt.NDArray[np.uint64], seed: bytes) -> bytes:
+        if c0.shape != (self.primes, self.n) or len(seed) != KEY_SEED_BYTES:
+            raise InvalidParameter(f"a seeded ciphertext is ({self.primes}, {self.n}) residues and "
+                                   f"a {KEY_SEED_BYTES}-byte seed")
+        return self._outer(self.prefix + self._array(self.c0_count)
+                           + c0.astype("<u8", copy=False).tobytes() + self._seed(seed))
+
+    def join_full(self, polys: npt.NDArray[np.uint64]) -> bytes:
+        if polys.shape != (2, self.primes, self.n):
+            raise InvalidParameter(f"a ciphertext is (2, {self.primes}, {self.n}) residues")
+        return self._outer(self.prefix + self._array(2 * self.c0_count)
+                           + polys.astype("<u8", copy=False).tobytes())
+
+    def split(self, blob: bytes, *, what: str) -> tuple[npt.NDArray[np.uint64], bytes]:
+        if len(blob) < _HEADER.size:
+            raise CiphertextRejected(f"{what}: shorter than a SEAL header")
+        magic, hsize, _, _, compr, _, size = _HEADER.unpack_from(blob)
+        if magic != _SEAL_MAGIC or hsize != _HEADER.size or size != len(blob):
+            raise CiphertextRejected(f"{what}: not a SEAL object of {len(blob)} bytes")
+        payload = blob[_HEADER.size:]
+        expect = len(self.prefix) + _DYN_ARRAY_PREFIX + 8 * self.c0_count + _HEADER.size + 1 \
+            + KEY_SEED_BYTES
+        if compr == 2:
+            body = np.empty(expect + 1, dtype=np.uint8)
+            body = body[: _Zstd.decompress_into(payload, body, what=what)]
+            raw = body.tobytes()
+        elif compr == 1:
+            raw = zlib.decompress(payload)
+        elif compr == 0:
+            raw = payload
+        else:
+            raise CiphertextRejected(f"{what}: unknown compression mode {compr}")
+        if len(raw) != expect:
+            raise CiphertextRejected(f"{what}: {len(raw)} bytes of seeded ciphertext, expected {expect}")
+        start = len(self.prefix) + _DYN_ARRAY_PREFIX
+        c0 = np.frombuffer(raw, dtype="<u8", count=self.c0_count, offset=start)
+        seed = raw[expect - KEY_SEED_BYTES:]
+        seed_header = self._seed(seed)[:-KEY_SEED_BYTES]
+        if raw[:start] != self.prefix + self._array(self.c0_count) \
+                or raw[start + 8 * self.c0_count: expect - KEY_SEED_BYTES] != seed_header:
+            raise CiphertextRejected(f"{what}: not a seeded ciphertext of the round's parameters and "
+                                     "level (or a SEAL serialisation this codec does not know)")
+        return c0.astype(np.uint64).reshape(self.primes, self.n), seed
