@@ -8,9 +8,11 @@
 * :mod:`.empirical` -- one training run of the enterprise's real pipeline
   (:func:`secagg_clients.trainer.train_private`) with canaries, scored and turned into the one-run
   lower bound of :mod:`secagg.dp.audit_bound`.
+* :mod:`.server_view` -- real masking and CKKS rounds in memory, attacked from everything the
+  server stores, beside a plaintext round and positive controls.
+* :mod:`.checklist` -- pass/fail rows with their fixes, read from the round's config objects.
+* :mod:`.released` -- loss-threshold membership inference on the trained model, DP and not.
 * :mod:`.report` -- report.json, report.html and the PNG figures; :mod:`.command` -- the CLI.
-
-Sections of issue 13 not built yet: server view, configuration checklist, released-model MIA.
 """
 
 from .accounting import AccountingSection, account_ledger

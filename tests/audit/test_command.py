@@ -41,7 +41,7 @@ def test_writes_consistent_artefacts(tmp_path: Path, data_file: Path,
         png = out / fig["file"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
         assert fig["file"] in page and fig["command"].startswith("secagg audit --ledger")
-    assert page.count("data:image/png;base64,") == len(doc["figures"]) == 3  # self-contained
+    assert page.count("data:image/png;base64,") == len(doc["figures"]) == 5  # self-contained
     acc, emp = doc["accounting"], doc["empirical"]
     for value in (acc["epsilon_rdp"], acc["epsilon_prv"], acc["spent"], acc["remaining"],
                   emp["theory"], emp["theory_rdp"], emp["theory_prv"],
