@@ -54,13 +54,14 @@ from secagg.ckks.messages import (
     Receipt,
     Upload,
 )
-from secagg.ckks.packing import PackedKind, pack_ciphertext
+from secagg.ckks.packing import PackedKind, pack_ciphertext, unpack_ciphertext
 from secagg.ckks.phases import PhaseListener, Phases
 from secagg.ckks.release import Release, make_release
 from secagg.ckks.sketch import (
     SKETCH_PURPOSE,
     SKETCH_SEAL_PURPOSE,
     Sketcher,
+    projections_for,
     seal_sketch,
     verify_aggregate,
 )
@@ -70,6 +71,7 @@ from secagg.errors import (
     AuthenticationFailed,
     InvalidParameter,
     ProtocolAbort,
+    RejectedMessage,
 )
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.handles import Unpicklable
@@ -223,7 +225,8 @@ class ClientSession(KeyCeremony, Unpicklable):
 
     def _upload(self) -> bytes:
         key, session, cfg = self._require_key(), self._session, self.config
-        sketcher = Sketcher(key.derive(cfg, SKETCH_PURPOSE), self._moduli, session.n)
+        sketcher = Sketcher(key.derive(cfg, SKETCH_PURPOSE), self._moduli, session.n,
+                            projections_for(self._moduli))
         blobs = []
         packed = cfg.params.packed
         for i, values in enumerate(self._layout.pack(np.asarray(self._update), self._weight)):
@@ -316,11 +319,18 @@ class ClientSession(KeyCeremony, Unpicklable):
                 raise CheckFailed(stage, Check.CONTRIBUTORS,
                                   "the aggregate's receipt for this client is not the upload it sent")
         cts = []
+        packed, session = cfg.params.packed, self._session
         for i, blob in enumerate(msg.chunks):
+            what = f"aggregate ciphertext {i}"
             try:
-                cts.append(self._session.load(blob, what=f"aggregate ciphertext {i}"))
+                if packed:  # strict decode, then SEAL's own checked loader on the rebuilt object
+                    polys, _ = unpack_ciphertext(blob, PackedKind.FULL, session.n, self._moduli, what=what)
+                    blob = session.join_full(polys)
+                cts.append(session.load(blob, what=what))
             except CiphertextRejected as exc:
                 raise CheckFailed(stage, Check.CIPHERTEXT, str(exc)) from None
+            except RejectedMessage as exc:
+                raise CheckFailed(stage, Check.CIPHERTEXT, exc.reason) from None
         self._check_sketch(key, msg, cts)
         return msg, cts
 

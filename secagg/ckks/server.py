@@ -60,8 +60,8 @@ from secagg.ckks.messages import (
     Receipt,
     Upload,
 )
-from secagg.ckks.packing import PackedKind, packed_size, unpack_ciphertext
-from secagg.ckks.sketch import sealed_sketch_bytes
+from secagg.ckks.packing import PackedKind, pack_ciphertext, packed_size, unpack_ciphertext
+from secagg.ckks.sketch import projections_for, sealed_sketch_bytes
 from secagg.errors import (
     AuthenticationFailed,
     ErrorCode,
@@ -179,7 +179,8 @@ class ServerSession:
             blob = _FIELD + (packed_size(PackedKind.SEEDED, p.poly_modulus_degree, self._moduli)
                              if p.packed else max_blob_bytes(p.poly_modulus_degree, p.level_primes))
             return (_FRAME + 6 * _FIELD + 32 + 8 + 4 + self._layout.chunks * blob
-                    + sealed_sketch_bytes(p.level_primes) + SIGNATURE_BYTES)
+                    + sealed_sketch_bytes(p.level_primes, projections_for(self._moduli))
+                    + SIGNATURE_BYTES)
         return 0
 
     def receive(self, message: bytes) -> None:
@@ -324,7 +325,7 @@ class ServerSession:
         if who in self._receipts:
             raise MessageRefused(who, Check.MESSAGE_FORMAT,
                                  "duplicate upload; the first one is already in the sum")
-        want = sealed_sketch_bytes(self.config.params.level_primes)
+        want = sealed_sketch_bytes(self.config.params.level_primes, projections_for(self._moduli))
         if len(upload.sealed_sketch) != want:
             raise MessageRefused(who, Check.MESSAGE_FORMAT,
                                  f"sealed sketch is {len(upload.sealed_sketch)} bytes, expected {want}")
@@ -388,6 +389,12 @@ class ServerSession:
         self._stage = ServerStage.UPLOAD
         return dict.fromkeys(sorted(self._keyed), delivery)
 
+    def _aggregate_blob(self, ct: Any) -> bytes:
+        """One summed ciphertext as sent: packed (both polynomials) in packed rounds, else SEAL's."""
+        if self.config.params.packed:
+            return pack_ciphertext(PackedKind.FULL, self._seal.coefficients(ct, what="sum"), self._moduli)
+        return self._seal.dump(ct)
+
     def _close_uploads(self) -> dict[int, bytes]:
         need = self.config.min_clients
         if self._sums is None or len(self._receipts) < need:
@@ -395,7 +402,7 @@ class ServerSession:
         contributors = self.accepted
         aggregate = Aggregate(
             self._digest, self.config.round, tuple(self._receipts[i] for i in contributors),
-            tuple(self._seal.dump(ct) for ct in self._sums),
+            tuple(self._aggregate_blob(ct) for ct in self._sums),
         ).to_bytes()
         self._result = ServerResult(aggregate, contributors,
                                     tuple(sorted(self.participants - set(contributors))))

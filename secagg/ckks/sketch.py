@@ -8,8 +8,9 @@ of a ciphertext of its choosing. The sketch check stops that before anything is 
 **Construction.** From the round's secret seed (held by every enterprise in dealer mode, never by
 the server) each client derives, with HKDF bound to (protocol, version, round, config digest,
 purpose ``"sketch"``) a key, and expands it with AES-256-CTR (:class:`secagg.hazmat.prg.Keystream`)
-into ``P`` (= :data:`PROJECTIONS` = 2) projection vectors ``R_p`` with one entry per coefficient
-of every ciphertext of the round: both polynomials ``c0, c1`` of every chunk, every RNS prime
+into ``P`` projection vectors ``R_p`` (``P`` = :func:`projections_for` the round's primes: 2 for
+the presets' 60-bit primes, more for the narrower primes of packed rounds) with one entry per
+coefficient of every ciphertext of the round: both polynomials ``c0, c1`` of every chunk, every RNS prime
 ``q_l`` of the round's level (one 60-bit prime for ``compact``). Entries for prime ``q_l`` are
 uniform on ``[0, 2^(b_l - 1))`` where ``b_l`` is the bit length of ``q_l``, so they are distinct
 residues mod ``q_l``. A client's sketch is ``s = (<R_p, ct|q_l> mod q_l)_{p, l}``, computed over
@@ -29,8 +30,10 @@ contributors' uploads. If ``ct' != S`` there is a prime ``q_l`` and a coordinate
 for at most one value of ``R_p[j]``, so with probability at most ``2^-(b_l - 1)`` per projection
 (at most ``1/q_l`` per projection were the entries uniform mod ``q_l``; ours are uniform on a
 range just below ``q_l``). The ``P`` projections are independent: **a forged aggregate passes one
-client's check with probability at most 2^(-P (b - 1)) = 2^-118** for the 60-bit primes with
-``P = 2``. A client checks at most one aggregate per round and a failed check ends its session,
+client's check with probability at most 2^(-P (b - 1)) <= 2^-118**: ``P = 2`` for the 60-bit
+primes of the presets, ``P = ceil(118 / (b - 1))`` for narrower primes (:func:`projections_for`:
+``P = 4``, 2^-120, for the 31-bit prime of a packed round).
+A client checks at most one aggregate per round and a failed check ends its session,
 so a server gets one try per client per round, and ``R`` is fresh every round (fresh seed): over
 ``n`` clients the chance that any forgery is accepted is at most about ``n * 2^-118``. (``R``
 comes from AES-256-CTR under an HKDF key, so the figures hold up to the advantage of telling that
@@ -73,8 +76,10 @@ __all__ = [
     "PROJECTIONS",
     "SKETCH_PURPOSE",
     "SKETCH_SEAL_PURPOSE",
+    "SOUNDNESS_BITS",
     "Sketcher",
     "open_sketch",
+    "projections_for",
     "seal_sketch",
     "sealed_sketch_bytes",
     "soundness_bits",
@@ -82,12 +87,20 @@ __all__ = [
 ]
 
 PROJECTIONS = 2
+SOUNDNESS_BITS = 118  # what 2 projections give over 60-bit primes; narrower primes take more
 SKETCH_PURPOSE = Purpose.SKETCH
 SKETCH_SEAL_PURPOSE = Purpose.SKETCH_SEAL
 _PART_BITS = 20  # coefficient parts: three of 20 bits cover a coefficient < 2^60
 _R_PART_BITS = 30  # projection entries: two parts, a low one of up to 30 bits and the rest
 _BLOCK = 8192  # (2^30 - 1)(2^20 - 1) * 8192 < 2^63: a block's sum cannot overflow uint64
 _LOW32 = np.uint64(0xFFFFFFFF)
+
+
+def projections_for(moduli: Sequence[int]) -> int:
+    """How many projections keep a forgery's chance at most 2^-118 for these primes: 2 for 60-bit
+    primes (the presets), ``ceil(118 / (b - 1))`` for the narrowest ``b``-bit prime otherwise
+    (4 for the 31-bit prime of a packed round)."""
+    return max(PROJECTIONS, -(-SOUNDNESS_BITS // (min(moduli).bit_length() - 1)))
 
 
 def soundness_bits(moduli: Sequence[int], projections: int = PROJECTIONS) -> int:
@@ -107,28 +120,33 @@ class Sketcher(Unpicklable):
     ``low`` the word's low ``min(30, b - 1)`` bits and ``high`` the next word's low ``b - 31`` bits.
     """
 
-    __slots__ = ("_acc_hi", "_acc_lo", "_block", "_done", "_masks", "_moduli", "_n", "_stream", "_words")
+    __slots__ = ("_acc_hi", "_acc_lo", "_block", "_done", "_masks", "_moduli", "_n", "_p", "_stream",
+                 "_words")
 
-    def __init__(self, key: SecretBytes, moduli: Sequence[int], n: int) -> None:
+    def __init__(self, key: SecretBytes, moduli: Sequence[int], n: int,
+                 projections: int = PROJECTIONS) -> None:
         if not moduli or any(not 2**20 < q < 2**60 for q in moduli):
             raise InvalidParameter(f"sketch moduli must be primes in (2^20, 2^60), found {list(moduli)}")
         if n < 1 or n & (n - 1):
             raise InvalidParameter(f"ring size must be a power of two, found {n}")
+        if projections < 1:
+            raise InvalidParameter(f"a sketch needs >= 1 projection, found {projections}")
         self._moduli = tuple(int(q) for q in moduli)
+        self._p = projections
         self._n = n
         self._block = min(n, _BLOCK)
         self._stream = Keystream(key)
         levels = len(self._moduli)
-        masks = np.zeros((1, levels, 1, PROJECTIONS * 2, 1), dtype=np.uint64)
+        masks = np.zeros((1, levels, 1, projections * 2, 1), dtype=np.uint64)
         for i, q in enumerate(self._moduli):
             bits = q.bit_length() - 1  # entries in [0, 2^bits), 2^bits < q
             low = min(_R_PART_BITS, bits)
             masks[0, i, 0, 0::2, 0] = (1 << low) - 1  # part 0: the low bits of an entry
             masks[0, i, 0, 1::2, 0] = (1 << (bits - low)) - 1  # part 1: the rest, times 2^30
         self._masks = masks
-        self._words = np.empty(PROJECTIONS * levels * 2 * 2 * n, dtype=np.uint32)
-        self._acc_hi = np.zeros((levels, PROJECTIONS * 2, 3), dtype=np.uint64)
-        self._acc_lo = np.zeros((levels, PROJECTIONS * 2, 3), dtype=np.uint64)
+        self._words = np.empty(projections * levels * 2 * 2 * n, dtype=np.uint32)
+        self._acc_hi = np.zeros((levels, projections * 2, 3), dtype=np.uint64)
+        self._acc_lo = np.zeros((levels, projections * 2, 3), dtype=np.uint64)
         self._done = False
 
     def __repr__(self) -> str:
@@ -152,7 +170,7 @@ class Sketcher(Unpicklable):
                 f"{coefficients.dtype} {coefficients.shape}"
             )
         # R, in keystream order: (poly, prime, block, projection * 2 + part, coefficient in block)
-        r = self._draw().reshape(2, levels, n // blk, PROJECTIONS * 2, blk).astype(np.uint64)
+        r = self._draw().reshape(2, levels, n // blk, self._p * 2, blk).astype(np.uint64)
         r &= self._masks
         # X: the coefficients in three 20-bit parts: (poly, prime, block, part, coefficient in block)
         low = np.uint64((1 << _PART_BITS) - 1)
@@ -171,7 +189,7 @@ class Sketcher(Unpicklable):
         self._done = True
         hi, lo = self._acc_hi.tolist(), self._acc_lo.tolist()
         out = []
-        for p in range(PROJECTIONS):
+        for p in range(self._p):
             for level, q in enumerate(self._moduli):
                 total = 0
                 for b in range(2):
@@ -182,9 +200,9 @@ class Sketcher(Unpicklable):
         return tuple(out)
 
 
-def sealed_sketch_bytes(levels: int) -> int:
+def sealed_sketch_bytes(levels: int, projections: int = PROJECTIONS) -> int:
     """Size of one sealed sketch: nonce, ``P * L`` u64 values, tag."""
-    return NONCE_BYTES + 8 * PROJECTIONS * levels + TAG_BYTES
+    return NONCE_BYTES + 8 * projections * levels + TAG_BYTES
 
 
 def _aad(config: CKKSRoundConfig, client_id: int, chunks_digest: bytes) -> bytes:
@@ -197,14 +215,15 @@ def seal_sketch(key: SecretBytes, config: CKKSRoundConfig, client_id: int, chunk
     return seal(key, struct.pack(f">{len(values)}Q", *values), _aad(config, client_id, chunks_digest))
 
 
-def open_sketch(key: SecretBytes, config: CKKSRoundConfig, receipt: Receipt, levels: int) -> tuple[int, ...]:
+def open_sketch(key: SecretBytes, config: CKKSRoundConfig, receipt: Receipt, levels: int,
+                projections: int = PROJECTIONS) -> tuple[int, ...]:
     """Open one contributor's sealed sketch; :class:`AuthenticationFailed` if it does not open."""
     what = f"sealed sketch of client {receipt.client_id}"
-    if len(receipt.sealed_sketch) != sealed_sketch_bytes(levels):
+    if len(receipt.sealed_sketch) != sealed_sketch_bytes(levels, projections):
         raise AuthenticationFailed(what)
     raw = open_sealed(key, receipt.sealed_sketch, _aad(config, receipt.client_id, receipt.chunks_digest),
                       what=what)
-    return struct.unpack(f">{PROJECTIONS * levels}Q", raw)
+    return struct.unpack(f">{projections * levels}Q", raw)
 
 
 def verify_aggregate(key: CKKSKey, config: CKKSRoundConfig, receipts: Sequence[Receipt],
@@ -212,12 +231,12 @@ def verify_aggregate(key: CKKSKey, config: CKKSRoundConfig, receipts: Sequence[R
                      moduli: Sequence[int]) -> None:
     """Raise :class:`CheckFailed` unless ``<R, aggregate>`` equals the sum of the announced
     contributors' sealed sketches, mod every prime at the level (see the module docstring)."""
-    levels = len(moduli)
+    levels, projections = len(moduli), projections_for(moduli)
     seal_key = key.derive(config, SKETCH_SEAL_PURPOSE)
-    expected = [0] * (PROJECTIONS * levels)
+    expected = [0] * (projections * levels)
     for receipt in receipts:
         try:
-            values = open_sketch(seal_key, config, receipt, levels)
+            values = open_sketch(seal_key, config, receipt, levels, projections)
         except AuthenticationFailed:
             raise CheckFailed(
                 "aggregate", Check.SKETCH_SEAL,
@@ -225,11 +244,11 @@ def verify_aggregate(key: CKKSKey, config: CKKSRoundConfig, receipts: Sequence[R
                 f"client signed it: client {receipt.client_id} is faulty or malicious",
             ) from None
         expected = [e + v for e, v in zip(expected, values, strict=True)]
-    sketcher = Sketcher(key.derive(config, SKETCH_PURPOSE), list(moduli), session.n)
+    sketcher = Sketcher(key.derive(config, SKETCH_PURPOSE), list(moduli), session.n, projections)
     for ct in ciphertexts:
         sketcher.add(session.coefficients(ct, what="aggregate ciphertext"))
     got = sketcher.value()
-    mods = [q for _ in range(PROJECTIONS) for q in moduli]
+    mods = [q for _ in range(projections) for q in moduli]
     if any((e - g) % q for e, g, q in zip(expected, got, mods, strict=True)):
         raise CheckFailed(
             "aggregate", Check.SKETCH,

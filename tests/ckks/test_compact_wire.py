@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from secagg.ckks import Check, CKKSParams, CKKSRoundConfig, MessageRefused, Preset
+from secagg.ckks import Check, CheckFailed, CKKSParams, CKKSRoundConfig, MessageRefused, Preset
 from secagg.ckks.client import session_for
 from secagg.ckks.config import PACKED_PRESET
-from secagg.ckks.messages import Upload
+from secagg.ckks.messages import Aggregate, Upload
 from secagg.ckks.packing import (
     FORMAT_VERSION,
     MAX_BITS,
@@ -27,6 +27,7 @@ from secagg.ckks.packing import (
     unpack_ciphertext,
 )
 from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ, noise_bound
+from secagg.ckks.sketch import projections_for, sealed_sketch_bytes, soundness_bits
 from secagg.errors import InvalidParameter, RejectedMessage
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.seal_codec import CoefficientEmbedding, SealSession, seal_primes
@@ -317,3 +318,30 @@ def test_a_seal_serialisation_is_not_a_packed_chunk() -> None:
     with pytest.raises(MessageRefused, match="ciphertext 0: packed ciphertext format version 94, "
                        "expected 1"):
         parts.server.receive(_resign(parts, upload, (same_length, *upload.chunks[1:])))
+
+
+def test_packed_rounds_keep_the_sketch_at_2_to_the_minus_118() -> None:
+    assert projections_for((_Q31,)) == 4 and soundness_bits((_Q31,), 4) >= 118
+    assert projections_for(Preset.COMPACT.params.level_moduli) == 2  # the presets are unchanged
+    parts = _packed_round(size=9000)
+    uploads = parts.uploads()
+    moduli = parts.config.params.level_moduli
+    want = sealed_sketch_bytes(1, projections_for(moduli))
+    assert all(len(Upload.from_bytes(b).sealed_sketch) == want for b in uploads.values())
+    honest = Aggregate.from_bytes(parts.aggregate(uploads)[1])
+    forged = dataclasses.replace(honest, chunks=(honest.chunks[1], honest.chunks[1])).to_bytes()
+    with pytest.raises(CheckFailed) as info:
+        parts.clients[1].handle_bytes(forged)
+    assert info.value.check is Check.SKETCH
+
+
+def test_the_aggregate_is_packed_too_and_decoded_strictly() -> None:
+    parts = _packed_round(size=9000)
+    moduli = parts.config.params.level_moduli
+    aggregate = Aggregate.from_bytes(parts.aggregate(parts.uploads())[2])
+    assert all(len(c) == packed_size(PackedKind.FULL, 8192, moduli) for c in aggregate.chunks)
+    unreduced = aggregate.chunks[0][:5] + b"\xff" * 4 + aggregate.chunks[0][9:]
+    bad = dataclasses.replace(aggregate, chunks=(unreduced, aggregate.chunks[1])).to_bytes()
+    with pytest.raises(CheckFailed, match="aggregate ciphertext 0: residue 0 .* not below prime") as info:
+        parts.clients[2].handle_bytes(bad)
+    assert info.value.check is Check.CIPHERTEXT
