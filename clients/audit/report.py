@@ -288,7 +288,7 @@ def _html(out: Path, doc: dict[str, Any], acc: AccountingSection, emp: Empirical
 <table class="summary"><tr><th>section</th><th>status</th><th>finding</th></tr>{summary}</table>
 <p class="sub">Made by <code>{e(command)}</code>; every number is in report.json.</p>
 
-<h2 id="accounting">Accounting</h2>
+<a id="accounting"></a><h2>Accounting</h2>
 <table><tr><th>what</th><th>epsilon</th><th>note</th></tr>
 <tr><td>spent (ledger, {e(acc.accountant)})</td><td>{fmt(acc.spent)}</td>
 <td>budget {fmt(acc.budget_epsilon)}, left {fmt(acc.remaining)}, delta {fmt(acc.delta)}</td></tr>
@@ -308,7 +308,7 @@ delta {fmt(acc.delta)}. Client-level epsilon: {e(str(doc['accounting']['client_l
 {fmt(acc.budget_epsilon)}, remaining {fmt(acc.remaining)}.</p>
 {_img(out, files['accounting'], command, 'Cumulative epsilon per round, both accountants')}
 
-<h2 id="empirical">Empirical audit of the DP-SGD pipeline</h2>
+<a id="empirical"></a><h2>Empirical audit of the DP-SGD pipeline</h2>
 <p>One run of the enterprise's own training (secure noise, Poisson sampling, Opacus clipping) on
 {emp.records} rows (records and included canaries){plant}: claimed q {fmt(emp.claimed.sample_rate)},
 sigma {fmt(emp.claimed.noise_multiplier)}, {emp.claimed.steps} steps; run q
@@ -333,7 +333,7 @@ with probability 1/2; guesses on the highest and lowest scores, the confidence s
 def _server_html(out: Path, sv: ServerView | None, files: dict[str, str], command: str) -> str:
     e = html.escape
     if sv is None:
-        return '<h2 id="server-view">Server view</h2><p>Skipped in this run.</p>'
+        return '<a id="server-view"></a><h2>Server view</h2><p>Skipped in this run.</p>'
     rows = "".join(
         f"<tr><td>{e(r.protection)}</td><td>{e(r.attacker)}"
         f"{' <b>(positive control)</b>' if r.positive_control else ''}</td>"
@@ -341,7 +341,7 @@ def _server_html(out: Path, sv: ServerView | None, files: dict[str, str], comman
         f"<td>{fmt(r.relative_error)}</td><td>{fmt(r.mia_auc)}</td><td>{e(r.detail)}</td></tr>"
         for r in sv.results)
     status, line = _server_line(sv)
-    return f"""<h2 id="server-view">Server view: what the server can learn from what it stores</h2>
+    return f"""<a id="server-view"></a><h2>Server view: what the server can learn from what it stores</h2>
 <div class="verdict {status}">{e(line)}</div>
 <p>{sv.clients} clients, one round each of masking (active mode, t = {sv.threshold} of
 {sv.neighbours + 1} holders), CKKS ({e(sv.ckks_preset)}, real SEAL ciphertexts) and plaintext
@@ -362,12 +362,12 @@ masking, bounds. Seed {sv.seed}.</p>
 def _checklist_html(cl: Checklist | None) -> str:
     e = html.escape
     if cl is None:
-        return '<h2 id="checklist">Configuration checklist</h2><p>Skipped in this run.</p>'
+        return '<a id="checklist"></a><h2>Configuration checklist</h2><p>Skipped in this run.</p>'
     rows = "".join(
         f'<tr><td>{e(r.item)}</td><td class="st {r.status.replace(" ", "-")}">{e(r.status)}</td>'
         f"<td>{e(r.found)}</td><td>{e(r.requirement)}</td><td>{e(r.fix)}</td></tr>"
         for r in cl.rows)
-    return f"""<h2 id="checklist">Configuration checklist</h2>
+    return f"""<a id="checklist"></a><h2>Configuration checklist</h2>
 <p>Each row is read from the configuration objects the round uses ({PASS} / {FAIL} /
 {NOT_CHECKED}); the last column is the fix.</p>
 <table class="rows summary"><tr><th>item</th><th>status</th><th>found</th><th>requirement</th>
@@ -378,10 +378,10 @@ def _released_html(out: Path, rm: ReleasedModel | None, files: dict[str, str],
                    command: str) -> str:
     e = html.escape
     if rm is None:
-        return '<h2 id="released">Released model</h2><p>Skipped in this run.</p>'
+        return '<a id="released"></a><h2>Released model</h2><p>Skipped in this run.</p>'
     status, line = _released_line(rm)
     d = rm.to_dict()["mean_loss"]
-    return f"""<h2 id="released">Released model: loss-threshold membership inference</h2>
+    return f"""<a id="released"></a><h2>Released model: loss-threshold membership inference</h2>
 <div class="verdict {status}">{e(line)}</div>
 <p>The enterprise's pipeline trained twice from the same weights on {rm.members} member records
 ({rm.epochs} epochs, batch {rm.batch_size}): with DP-SGD (sigma {fmt(rm.noise_multiplier)},
