@@ -130,6 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(masking) / weight_bound (ckks)")
     parser.add_argument("--rounds", type=number(int, low=1, high=1_000_000), default=1,
                         help="rounds to take part in (1)")
+    parser.add_argument("--min-client-noise", type=number(float, low=0, low_open=True),
+                        default=None, metavar="Z",
+                        help="client-level DP policy: refuse (before sending anything, one line) "
+                        "any round without distributed Skellam noise or with a noise multiplier "
+                        "below Z (masking rounds the operator opens with --option "
+                        "dp_noise_multiplier=Z); without it, this client adds whatever noise a "
+                        "round announces")
     parser.add_argument("--seed", type=number(int, low=0, high=2**63 - 1), default=None,
                         help="seed for --random")
     parser.add_argument("--out", metavar="NPY", help="write the last released mean here")
@@ -248,7 +255,8 @@ def _train_and_aggregate(args: argparse.Namespace, report: Reporter) -> int:
                                      identity=identity, roster=roster,
                                      ledger=args.ledger, plan=plan,
                                      verify=args.ca_cert or True, audit_dir=args.audit_dir,
-                                     state_dir=args.state_dir, on_event=report) as ent:
+                                     state_dir=args.state_dir, on_event=report,
+                                     dp_policy=_dp_policy(args, delta=plan.delta)) as ent:
         result = ent.run(progress=not args.events)
     if args.json:
         write_json(args.json, result.to_dict())
@@ -256,6 +264,15 @@ def _train_and_aggregate(args: argparse.Namespace, report: Reporter) -> int:
                    dropped=sum(1 for r in result.rounds if r.dropped and not r.refused),
                    refused=[f"round {r.index}: {r.reason}" for r in result.rounds if r.refused],
                    done=False)
+
+
+def _dp_policy(args: argparse.Namespace, *, delta: float = 1e-5) -> Any:
+    """The client-level DP policy --min-client-noise asks for (None without it)."""
+    if getattr(args, "min_client_noise", None) is None:
+        return None
+    from secagg.dp.client_level import DistributedDPPolicy
+
+    return DistributedDPPolicy(min_noise_multiplier=args.min_client_noise, delta=delta)
 
 
 def _exit_code(*, completed: int, refused: list[str], report: Reporter | None = None) -> int:
@@ -303,7 +320,8 @@ def run(args: argparse.Namespace, report: Reporter | None = None) -> int:
     completed, dropped, refused = 0, 0, []
     identity, roster = _enrolment(args)
     with RuntimeClient(args.server, _token(args), identity=identity, roster=roster,
-                       verify=verify, poll_wait=args.poll_wait, on_event=report) as rt:
+                       verify=verify, poll_wait=args.poll_wait, on_event=report,
+                       dp_policy=_dp_policy(args)) as rt:
         me = rt.check_enrolment()
         report("ready", {"client_id": me["client_id"], "federation": me["federation"],
                          "name": identity.name, "fingerprint": identity.fingerprint,

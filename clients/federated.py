@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from secagg.dp.client_level import DistributedDPPolicy
 from secagg.dp.ledger import PrivacyLedger
 from secagg.errors import InvalidParameter
 from secagg.identity import Identity, Roster
@@ -96,6 +97,10 @@ class RoundReport:
     refused: bool = False  # this client refused the round (then dropped is set too)
     reason: str | None = None  # why it dropped out or refused
     round_id: int | None = None  # the server's id of the round (in its URLs)
+    #: client-level DP (distributed Skellam noise in the released sum): the shares it held and
+    #: the ledger's composed client-level epsilon after it (None: the round added none)
+    noise_shares: int | None = None
+    client_level_epsilon: float | None = None
 
 
 @dataclass(slots=True)
@@ -108,6 +113,7 @@ class EnterpriseReport:
     rounds: list[RoundReport] = field(default_factory=list)
     epsilon: float = 0.0
     delta: float = 0.0
+    client_level_epsilon: float = 0.0  # every released sum with distributed noise, composed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,7 +183,8 @@ class FederatedEnterprise:
                 roster: Roster | str | Path, plan: FederationPlan | None = None,
                 verify: bool | str = True, audit_dir: str | Path | None = None,
                 state_dir: str | Path | None = None,
-                on_event: Event | None = None) -> FederatedEnterprise:
+                on_event: Event | None = None,
+                dp_policy: DistributedDPPolicy | None = None) -> FederatedEnterprise:
         """Connect (checking that the token, identity and roster belong together, so a server
         that is not there fails before any model is built), then load the data (train/test
         split), open the ledger and build the common model.
@@ -185,6 +192,10 @@ class FederatedEnterprise:
         ``audit_dir`` (demos and audits only) receives each round's plaintext update as .npy on
         this enterprise's own disk, so a run can be checked against the released aggregate; it is
         never sent anywhere. Leave it unset in production.
+
+        ``dp_policy``: the client-level DP this enterprise requires of a round's distributed
+        noise (:class:`secagg.dp.client_level.DistributedDPPolicy`); a weaker round is refused
+        before the ledger is charged or anything sent.
         """
         plan = plan or FederationPlan()
         if not isinstance(identity, Identity):
@@ -192,7 +203,7 @@ class FederatedEnterprise:
         if not isinstance(roster, Roster):
             roster = Roster.load(roster)
         runtime = RuntimeClient(server, token, identity=identity, roster=roster, verify=verify,
-                                on_event=on_event)
+                                on_event=on_event, dp_policy=dp_policy)
         try:
             runtime.check_enrolment()
             train, test = split_records(load_records(data), test_fraction=plan.test_fraction)
@@ -284,6 +295,7 @@ class FederatedEnterprise:
                 # charge before the first message, once the round is known to be one this
                 # client takes part in (layout and mode checked; nothing sent yet)
                 self.runtime.check_layout(info)
+                self.runtime.check_distributed_dp(info)
                 key = f"{me['federation']}/{info.round_id}"
                 charged = self.client.ledger.entry_for(key)
                 if charged is not None:  # a restart found the round it had joined still open
@@ -308,6 +320,12 @@ class FederatedEnterprise:
             if self.audit_dir is not None:
                 np.save(self.audit_dir / f"released-{self.name}-round{info.index}.npy",
                         result.weighted_sum)
+            if result.noise is not None:  # client-level DP: the shares actually in the sum
+                recorded = self.client.ledger.record_client_level(
+                    result.noise, noise_shares=result.noise_shares, server_round_id=key,
+                    layout_digest=str(info.config.get("layout_digest", "")))
+                entry.noise_shares = result.noise_shares
+                entry.client_level_epsilon = recorded.total_epsilon
             self.client.apply_aggregate(result.mean)
             entry.accuracy = accuracy = self.client.evaluate(self.test)
             entry.survivors = list(result.survivors)
@@ -318,8 +336,11 @@ class FederatedEnterprise:
                                            "survivors": entry.survivors,
                                            "total_weight": result.total_weight,
                                            "protect_s": entry.protect_s,
-                                           "received_at": result.received_at})
+                                           "received_at": result.received_at,
+                                           "noise_shares": entry.noise_shares,
+                                           "client_level_epsilon": entry.client_level_epsilon})
         report.epsilon = self.client.ledger.spent()
+        report.client_level_epsilon = self.client.ledger.client_level_spent()
         self._emit("done", {"epsilon": report.epsilon,
                             "completed": sum(1 for x in report.rounds if not x.dropped),
                             "dropped": sum(1 for x in report.rounds if x.dropped and not x.refused),

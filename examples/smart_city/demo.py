@@ -62,6 +62,9 @@ class DemoConfig:
     workdir: str | None = None  # kept when given; a temporary directory otherwise
     progress: bool = True
     log: Callable[[str], None] = field(default=print)
+    distributed_dp: bool = False  # client-level DP: Skellam noise inside the masked sum
+    client_noise: float = 1.0
+    client_clip: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,6 +78,12 @@ class DemoConfig:
             raise InvalidParameter(f"--epsilon must be in (0, 100], found {self.epsilon}")
         if not 1 <= self.epochs <= 50:
             raise InvalidParameter(f"--epochs must be in [1, 50], found {self.epochs}")
+        if self.distributed_dp and self.mode != "masking":
+            raise InvalidParameter("--distributed-dp adds noise inside the masked sum: use it "
+                                   "with --mode masking")
+        for what, v in (("--client-noise", self.client_noise), ("--client-clip", self.client_clip)):
+            if not 0 < v < float("inf"):
+                raise InvalidParameter(f"{what} must be a finite number > 0, found {v}")
 
 
 class _ClientProcess:
@@ -102,11 +111,14 @@ class _ClientProcess:
         return ev
 
 
-def _round_options(mode: str, dimension: int) -> dict[str, Any]:
-    if mode == "masking":
+def _round_options(cfg: DemoConfig, dimension: int) -> dict[str, Any]:
+    if cfg.mode == "masking":
         # L-inf clip 2 with 22-bit fixed point: a step of ~1e-6, far below DP noise; LoRA updates
         # after a DP round are well inside +-2, so nothing is clipped
-        return {"vector_length": dimension, "clip": 2.0, "value_bits": 22}
+        opts: dict[str, Any] = {"vector_length": dimension, "clip": 2.0, "value_bits": 22}
+        if cfg.distributed_dp:
+            opts.update(dp_noise_multiplier=cfg.client_noise, dp_l2_clip=cfg.client_clip)
+        return opts
     return {"vector_length": dimension, "value_bound": 2.0}
 
 
@@ -142,7 +154,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
                    str(cfg.epochs), "--encoder", cfg.encoder, "--threads",
                    str(cfg.threads_per_client), "--state-dir", str(root / "state"),
                    "--audit-dir", str(audit), "--json", str(root / f"{name}.report.json"),
-                   "--events", "jsonl"]
+                   "--events", "jsonl",
+                   *(["--min-client-noise", str(cfg.client_noise)] if cfg.distributed_dp
+                     else [])]
             procs.append(_ClientProcess(name, cmd, root / f"{name}.log"))
         bar.set_description("loading models")
         ready = {}
@@ -182,13 +196,14 @@ def _run_rounds(cfg: DemoConfig, procs: list[_ClientProcess], operator: Operator
             p.next_event("trained", 1800)
             bar.update(1)
         bar.set_description(f"round {r + 1}/{cfg.rounds}: {cfg.mode} aggregation")
-        info = operator.open_round(cfg.mode, _round_options(cfg.mode, dimension),
+        info = operator.open_round(cfg.mode, _round_options(cfg, dimension),
                                    stage_timeout_s=cfg.stage_timeout_s)
         for p in procs:
             p.next_event("round_completed", cfg.stage_timeout_s * 6)
         status = operator.wait(info["round_id"], timeout=cfg.stage_timeout_s * 6)
         if status.get("status") == "done":  # the released metadata, read as the contract's type
             status["released"] = operator.result(info["round_id"])[0]
+        status.setdefault("config", info.get("config", {}))
         released.append(status)
         bar.update(1)
 
@@ -221,6 +236,17 @@ def _report(cfg: DemoConfig, root: Path, names: tuple[str, ...], released: list[
     combined = {n: (x["accuracy"] if x else None) for n, x in last.items()}
     pooled = (sum(combined[n] * reports[n]["test_records"] for n in names) / pooled_n
               if all(v is not None for v in combined.values()) else None)
+    client_level = None
+    if cfg.distributed_dp:
+        dp_cfg = next((s["config"]["distributed_dp"] for s in released
+                       if "distributed_dp" in s.get("config", {})), None)
+        client_level = {
+            "noise_multiplier": cfg.client_noise, "l2_clip": cfg.client_clip,
+            "min_noise_shares": None if dp_cfg is None else dp_cfg["min_noise_shares"],
+            "epsilon": {n: reports[n]["client_level_epsilon"] for n in names},
+            "noise_shares": {n: [x["noise_shares"] for x in reports[n]["rounds"]
+                                 if x["noise_shares"] is not None] for n in names},
+        }
     rounds = inspect["rounds"]
     sent: dict[str, int] = {n: 0 for n in names}
     for rnd in rounds:
@@ -239,6 +265,7 @@ def _report(cfg: DemoConfig, root: Path, names: tuple[str, ...], released: list[
                          "local_only": reports[n]["rounds"][0]["local_accuracy"],
                          "combined": combined[n]} for n in names},
         "combined_accuracy": pooled,
+        **({"client_level": client_level} if client_level is not None else {}),
         "bytes_sent": sent,
         "server": {
             "messages": sum(s["messages"] for rnd in rounds for s in rnd["stages"]),

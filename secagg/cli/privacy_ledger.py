@@ -56,6 +56,18 @@ def run(args: argparse.Namespace) -> int:
     remaining = max(0.0, budget - spent)
     print(f"spent {spent:.4f} of {budget:g}; remaining {remaining:.4f} (recomputed by "
           f"composing {len(ledger.entries)} rounds)")
+    if ledger.client_level_entries:
+        print("client-level DP (distributed Skellam noise in the released sum; composed at "
+              "integer Renyi orders, not charged against the budget above):")
+        print_table([[e.round, e.server_round_id or "-", f"{e.noise_multiplier:.4g}",
+                      f"{e.l2_clip:g}", f"{e.noise_shares}/{e.min_noise_shares}",
+                      f"{e.epsilon:.4f}", f"{e.total_epsilon:.4f}", e.timestamp]
+                     for e in ledger.client_level_entries],
+                    header=["round", "server_round", "z", "l2 clip", "shares/min", "epsilon",
+                            "total", "time (UTC)"])
+        print(f"client-level epsilon {ledger.client_level_spent():.4f} at delta "
+              f"{ledger.delta:g} (recomputed by composing "
+              f"{len(ledger.client_level_entries)} releases)")
     print(f"chain: {ledger.status.describe()}")
     report = ledger.to_dict()
     code = 0 if ledger.status.intact else 1
