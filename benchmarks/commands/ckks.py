@@ -15,8 +15,13 @@ JSON keys: bytes_per_param_ratio, client_encrypt_s, server_sum_s, max_abs_error,
 nvflare.bytes_per_param_ratio, nvflare.client_encrypt_s, nvflare.server_sum_s,
 nvflare.max_abs_error, size_vs_nvflare (NVFlare bytes / ours).
 
+--preset packed runs the compact wire format instead: one real per polynomial coefficient, residues
+bit-packed at the width of a prime chosen for the round (CKKSParams.for_round from the clients,
+the bounds and --target-error); its bytes_per_param_ratio target is <= 1.0.
+
 example:
   secagg bench ckks --clients 10 --params 1000000 --compare nvflare --json ckks.json
+  secagg bench ckks --clients 10 --params 1000000 --compare nvflare --preset packed
 """
 
 

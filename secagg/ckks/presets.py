@@ -326,7 +326,8 @@ class CKKSParams:
 
 
 class Preset(enum.Enum):
-    """The named parameter sets. ``COMPACT`` is for size, ``PRECISE`` for precision."""
+    """The named parameter sets. ``COMPACT`` is for size, ``PRECISE`` for precision. Parameters
+    below float32 on the wire depend on the round and come from :meth:`CKKSParams.for_round`."""
 
     #: ~2.0x float32 on the wire; sums up to 2^18 in magnitude; error <= 2^-20 (~9.5e-7).
     COMPACT = CKKSParams(
