@@ -28,7 +28,8 @@ are loose: they catch bugs, they do not measure tightness). A noise check compar
 actually added with the recorded noise multiplier.
 
 Server view: a real masking round (active mode) and a real CKKS round (SEAL ciphertexts) are
-played in memory with the enterprise's records as one client's data; the attacker gets
+played in memory with the enterprise's records as one client's data (each update: one FedSGD
+step of a softmax head over public features of the records, 2,564 weights); the attacker gets
 everything the server stores (masking: every message it received, the unmask shares included,
 i.e. fewer than t shares of each secret it must not learn; CKKS: public parameters and
 ciphertexts) and its best estimate of that client's update is scored (correlation, relative
@@ -55,6 +56,8 @@ examples:
   secagg audit --ledger runs/energy_utility.ledger.json \\
       --data clients/datasets/energy_utility.csv --out audit/
   secagg audit --ledger L --data D --out audit-bug/ --plant no-clipping --canaries 200
+  secagg audit --ledger L --data D --out audit/ --roster roster.json \
+      --server https://agg.example.com:8443          # checklist with the real roster and TLS
 
 The report opens with a one-screen summary (a status per section); every figure names the
 command that made it. Costs three training runs of the round (the empirical audit, then the

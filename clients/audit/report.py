@@ -183,7 +183,7 @@ def _checklist_line(cl: Checklist) -> tuple[str, str]:
 
 def _released_line(rm: ReleasedModel) -> tuple[str, str]:
     text = (f"loss-threshold MIA AUC {fmt(rm.auc_dp)} with DP (epsilon {fmt(rm.epsilon)}) vs "
-            f"{fmt(rm.auc_plain)} without")
+            f"{fmt(rm.auc_plain)} without (chance 0.5, sd {fmt(rm.auc_sd)})")
     if not rm.dp_within_bound:
         return "fail", text + f": advantage {fmt(rm.advantage_dp)} above the DP bound"
     return "pass", text

@@ -28,7 +28,10 @@ bounds that).
 
 The model whose updates these are is a softmax-regression head on public features of each record
 (hashed words and word pairs of the text, the normalised sensors), d = :data:`FEATURES` x labels
-weights: the size is stated in the report. Everything is seeded; a run takes seconds.
+weights: the size is stated in the report. The records' split, the model and the updates are
+seeded (``seed``); the rounds' keys are fresh, as in a real round, so the protected rows move by
+chance from run to run (within the chance band) while the plaintext rows repeat exactly. A run
+takes about a second.
 """
 
 from __future__ import annotations

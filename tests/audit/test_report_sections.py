@@ -249,3 +249,24 @@ def test_report_has_the_sections(tmp_path: Path, data_file: Path) -> None:
     assert page.count("data:image/png;base64,") == len(files) == 5
     for rid in ("server-view", "checklist", "released"):
         assert f'id="{rid}"' in page and f'href="#{rid}"' in page
+
+
+def test_help_describes_the_new_sections(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib.metadata import EntryPoint
+
+    import secagg.cli as cli
+
+    entry = EntryPoint("audit", "secagg_clients.audit.command", cli.ENTRY_POINT_GROUP)
+    mp = pytest.MonkeyPatch()
+    mp.setattr(cli, "entry_points",
+               lambda group: [entry] if group == cli.ENTRY_POINT_GROUP else [])
+    try:
+        with pytest.raises(SystemExit):
+            cli.main(["audit", "--help"])
+    finally:
+        mp.undo()
+    text = capsys.readouterr().out
+    for needle in ("Server view", "fewer than t shares", "positive controls",
+                   "Configuration checklist", "2t - m", '"not checked"', "Released model",
+                   "membership-inference", "--server", "--roster", "--skip", "one-screen summary"):
+        assert needle in text, needle
