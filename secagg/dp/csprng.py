@@ -31,7 +31,7 @@ from secagg.errors import InvalidParameter
 from secagg.hazmat.handles import SecretBytes
 from secagg.hazmat.prg import expand_mask
 
-__all__ = ["secure_normal", "secure_poisson", "secure_skellam", "secure_uniform"]
+__all__ = ["secure_normal", "secure_poisson", "secure_skellam", "secure_uniform", "secure_words64"]
 
 _TWO_53 = float(1 << 53)
 
@@ -49,6 +49,17 @@ def secure_uniform(size: int) -> npt.NDArray[np.float64]:
     del key
     bits = (words[0::2] << np.uint64(21)) ^ (words[1::2] >> np.uint64(11))  # 53 bits
     return (bits.astype(np.float64) + 0.5) / _TWO_53
+
+
+def secure_words64(size: int) -> npt.NDArray[np.uint64]:
+    """``size`` uniformly random 64-bit words from a fresh AES-256-CTR keystream (two 32-bit
+    keystream words each, high word first). Callers take the bit widths they need; the threshold
+    CKKS smudging noise (:mod:`secagg.ckks.threshold.smudging`) is drawn from these words."""
+    _check_size(size)
+    key = SecretBytes(os.urandom(32), label="noise key")
+    words = expand_mask(key, 2 * int(size)).astype(np.uint64)
+    del key
+    return (words[0::2] << np.uint64(32)) | words[1::2]
 
 
 def secure_normal(size: int) -> npt.NDArray[np.float64]:

@@ -1,0 +1,234 @@
+"""Threshold CKKS parameters: the smudging bound, the scale it forces, and the 128-bit check.
+
+The statistical argument (what the smudging noise must hide, and how much it takes)
+------------------------------------------------------------------------------------
+Notation: ``N`` ring degree, ``q`` the modulus of the data level (the product of the data primes),
+``n`` parties, ``t`` threshold, ``R`` the number of ciphertexts decrypted under one set of keys
+(every chunk of every decryption attempt counts once), ``lambda`` the statistical security
+parameter (default 40).
+
+*What leaks without smudging.* The decryption of a chunk's aggregate is
+``c0 + a*s_U = sum_i Encode(m_i) + e`` with ``e = sum_i e_i`` the sum of the uploads' fresh
+encryption noises (SEAL's centred binomial error, ``|e_i| <= 21`` per coefficient, see
+``sample_poly_cbd`` in SEAL's ``util/rlwe.cpp``). The output of the functionality is
+``sum_i Encode(m_i)`` (the sum of the fixed-point encodings, as for any quantised secure sum);
+``e`` is the part a partial decryption must not reveal: it depends on every honest party's
+secret, and exact decryptions leak keys (Li and Micciancio, EUROCRYPT 2021).
+
+*Simulation.* The key shares are a {0,1} linear secret sharing (replicated sharing, see
+:mod:`.sharing`): every term a coalition of at most ``t - 1`` parties misses is held only by
+honest parties, and a decrypting set's additive shares are sums of whole terms (coefficients 0 or
+1). Given the coalition's terms, every honest partial decryption of a chunk is
+``a*z_h + E_h`` where the ``z_h`` are uniformly random modulo ``q`` subject to one linear
+constraint: their sum is ``s_U`` minus what the coalition knows. A simulator that knows only the
+released sum draws the ``z_h`` it is free to draw and sets the last partial decryption to
+``sum Encode(m_i) - c0 - (known) + E_h``: it differs from the real one by exactly the honest
+noise ``x = e_honest``, ``|x_j| <= B = 21 * n_honest <= 21 * n`` per coefficient. (With Shamir
+shares and Lagrange weights the honest coefficients would be rationals P/Q, and ``Q*p_h`` would
+reveal ``e mod Q``: no amount of bounded smudging hides that, which is why this module does not
+use Shamir for the key; see :mod:`.sharing`.)
+
+*Bound.* Each partial decryption adds ``E`` with independent coefficients uniform on the
+``2^(tau+1)`` integers of ``[-2^tau, 2^tau)`` (CSPRNG words, :func:`secagg.dp.csprng.
+secure_words64`). For one coefficient, ``TV(U, U + x_j) = |x_j| / 2^(tau+1)``; over ``N``
+coefficients and ``R`` decryptions the hybrid argument gives
+
+    TV(real view, simulated view) <= R * N * B / 2^(tau+1)  <=  2^-lambda
+    <=>  tau >= lambda + log2(R * N * B) - 1.
+
+This is a worst-case bound (no tail assumption on ``e``). The server, holding every byte, and
+``t - 1`` parties therefore learn nothing beyond the released aggregate except with probability
+``2^-lambda`` statistical distance, on top of RLWE (the uploads) and the AEAD/signatures of the
+share transport.
+
+*What it costs.* The ``t`` smudges add to every coefficient; decoded, each real carries an error
+of standard deviation ``sqrt(N * t / 6) * 2^tau / Delta`` (two reals per complex slot; uniform
+variance ``2^(2 tau) / 3``). The scale is chosen so that ``z`` of those standard deviations stay
+below ``rel_error * clip``; the data level must then hold ``Delta * sqrt(2) * n * clip`` plus the
+worst-case smudge ``t * 2^tau`` below ``q / 2``. The total of all primes, the unused key-switching
+prime included, is checked against the HE-standard 128-bit bound
+(:data:`secagg.ckks.presets.HE_STANDARD_128_MAX_LOGQ`).
+
+Numbers for 10 parties, t = 6, 1M parameters, clip 1, ``rel_error = 1e-6``, lambda = 40, N = 8192
+(123 chunks): ``tau = 67``, ``Delta = 2^97``, data level 2 x 52 = 104 bits, chain
+``[52, 52, 60]`` = 164 <= 218 bits. One upload chunk is one polynomial (the second is the common
+``a``, derived from the round seed, never sent): 104 bits per real, i.e. 3.25x float32 packed at
+the prime widths, 4.0x in SEAL's 64-bit words. See :func:`plan` and :meth:`ThresholdParams.table`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ
+from secagg.errors import InvalidParameter
+
+__all__ = ["CBD_NOISE_BOUND", "ThresholdParams", "plan"]
+
+#: SEAL 4's error sampler (centred binomial over 2 x 21 bits): |e| <= 21 per coefficient.
+CBD_NOISE_BOUND = 21
+_MAX_PRIME_BITS = 60
+_MIN_PRIME_BITS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdParams:
+    """A validated threshold-CKKS parameter set (build it with :func:`plan`).
+
+    ``coeff_modulus_bits`` lists every prime; the last is SEAL's key-switching prime, unused here
+    but counted against the 128-bit bound. Data live at the level of all the other primes.
+    """
+
+    poly_modulus_degree: int
+    coeff_modulus_bits: tuple[int, ...]
+    scale_bits: int
+    smudging_bits: int
+    parties: int
+    threshold: int
+    clip: float
+    max_decryptions: int
+    security_bits: int = 40
+    rel_error: float = 1e-6
+    error_sigmas: float = 7.5
+
+    def __post_init__(self) -> None:
+        n = self.poly_modulus_degree
+        if n not in HE_STANDARD_128_MAX_LOGQ:
+            raise InvalidParameter(f"poly_modulus_degree must be one of "
+                                   f"{sorted(HE_STANDARD_128_MAX_LOGQ)}, found {n}")
+        bits = self.coeff_modulus_bits
+        if len(bits) < 2 or any(not _MIN_PRIME_BITS <= b <= _MAX_PRIME_BITS for b in bits):
+            raise InvalidParameter(f"coeff_modulus_bits needs >= 2 primes of {_MIN_PRIME_BITS}-"
+                                   f"{_MAX_PRIME_BITS} bits (data primes + the special prime), "
+                                   f"found {bits}")
+        if sum(bits) > HE_STANDARD_128_MAX_LOGQ[n]:
+            raise InvalidParameter(
+                f"coeff_modulus_bits total {sum(bits)} exceeds the HE-standard 128-bit bound "
+                f"{HE_STANDARD_128_MAX_LOGQ[n]} for N={n} (smudging included)")
+        if not 2 <= self.threshold <= self.parties:
+            raise InvalidParameter(f"threshold must be in [2, parties={self.parties}], "
+                                   f"found {self.threshold}")
+        if not (self.clip > 0 and math.isfinite(self.clip)):
+            raise InvalidParameter(f"clip must be positive and finite, found {self.clip}")
+        if self.max_decryptions < 1:
+            raise InvalidParameter("max_decryptions must be >= 1")
+        if self.smudging_bits < self.required_smudging_bits:
+            raise InvalidParameter(
+                f"smudging_bits={self.smudging_bits} is below the {self.required_smudging_bits} "
+                f"bits that {self.security_bits}-bit statistical security needs for "
+                f"{self.max_decryptions} decryption(s) of N={n} coefficients")
+        if self.scale_bits < self.required_scale_bits:
+            raise InvalidParameter(
+                f"scale 2^{self.scale_bits} is below 2^{self.required_scale_bits}: the smudging "
+                f"noise would exceed rel_error={self.rel_error} of the clip range")
+        if self.level_bits - 1 < self.required_level_bits:
+            raise InvalidParameter(
+                f"the data level ({self.level_bits} bits) cannot hold the aggregate and the "
+                f"smudging ({self.required_level_bits} bits + sign); add bits to the data primes")
+
+    # -- the bound ------------------------------------------------------------------------------
+
+    @property
+    def noise_bound(self) -> int:
+        """B: worst-case honest encryption noise per coefficient of an aggregate."""
+        return CBD_NOISE_BOUND * self.parties
+
+    @property
+    def required_smudging_bits(self) -> int:
+        return math.ceil(self.security_bits
+                         + math.log2(self.max_decryptions * self.poly_modulus_degree
+                                     * self.noise_bound) - 1)
+
+    @property
+    def statistical_distance_log2(self) -> float:
+        """log2 of the hybrid bound R * N * B / 2^(tau+1) (<= -security_bits)."""
+        return math.log2(self.max_decryptions * self.poly_modulus_degree * self.noise_bound) \
+            - (self.smudging_bits + 1)
+
+    @property
+    def error_std(self) -> float:
+        """Standard deviation of the smudging error on one decoded real (value units)."""
+        n, t = self.poly_modulus_degree, self.threshold
+        return math.sqrt(n * t / 6.0) * math.ldexp(1.0, self.smudging_bits - self.scale_bits)
+
+    @property
+    def required_scale_bits(self) -> int:
+        n, t = self.poly_modulus_degree, self.threshold
+        std_units = math.sqrt(n * t / 6.0) * 2.0 ** self.smudging_bits
+        return math.ceil(math.log2(self.error_sigmas * std_units / (self.rel_error * self.clip)))
+
+    @property
+    def required_level_bits(self) -> int:
+        peak = (2.0 ** self.scale_bits * math.sqrt(2) * self.parties * self.clip
+                + self.threshold * 2.0 ** self.smudging_bits + self.noise_bound)
+        return math.ceil(math.log2(peak)) + 1  # one bit of margin
+
+    @property
+    def data_primes(self) -> int:
+        return len(self.coeff_modulus_bits) - 1
+
+    @property
+    def level_bits(self) -> int:
+        return sum(self.coeff_modulus_bits[:-1])
+
+    @property
+    def reals_per_ciphertext(self) -> int:
+        return self.poly_modulus_degree
+
+    def bytes_per_param(self, *, packed: bool = True) -> float:
+        """Upload bytes per real (one polynomial per chunk; ``a`` comes from the round seed)."""
+        if packed:
+            return self.level_bits / 8.0
+        return 8.0 * self.data_primes
+
+    def table(self) -> dict[str, float | int | str]:
+        return {
+            "N": self.poly_modulus_degree,
+            "coeff_modulus_bits": str(list(self.coeff_modulus_bits)),
+            "total_bits": sum(self.coeff_modulus_bits),
+            "he_standard_128_bound": HE_STANDARD_128_MAX_LOGQ[self.poly_modulus_degree],
+            "data_level_bits": self.level_bits,
+            "scale_bits": self.scale_bits,
+            "smudging_bits": self.smudging_bits,
+            "noise_bound_B": self.noise_bound,
+            "max_decryptions_R": self.max_decryptions,
+            "statistical_distance_log2": round(self.statistical_distance_log2, 2),
+            "error_std_rel_clip": self.error_std / self.clip,
+            "bytes_per_param_packed": self.bytes_per_param(packed=True),
+            "ratio_vs_float32_packed": self.bytes_per_param(packed=True) / 4.0,
+            "ratio_vs_float32_u64_words": self.bytes_per_param(packed=False) / 4.0,
+        }
+
+
+def plan(*, parties: int, threshold: int, clip: float, params_count: int,
+         rel_error: float = 1e-6, security_bits: int = 40, attempts: int = 1,
+         poly_modulus_degree: int = 8192, error_sigmas: float = 7.5,
+         special_prime_bits: int = 60) -> ThresholdParams:
+    """The smallest data level meeting the smudging bound for one round of ``params_count``
+    reals (``attempts`` decryption attempts per chunk), checked against the 128-bit bound."""
+    n = poly_modulus_degree
+    chunks = max(1, math.ceil(params_count / n))
+    rounds = chunks * attempts
+    b = CBD_NOISE_BOUND * parties
+    tau = math.ceil(security_bits + math.log2(rounds * n * b) - 1)
+    std_units = math.sqrt(n * threshold / 6.0) * 2.0 ** tau
+    scale = math.ceil(math.log2(error_sigmas * std_units / (rel_error * clip)))
+    peak = 2.0 ** scale * math.sqrt(2) * parties * clip + threshold * 2.0 ** tau + b
+    need = math.ceil(math.log2(peak)) + 2  # the level must exceed need - 1 bits
+    k = max(1, math.ceil(need / _MAX_PRIME_BITS))
+    per = max(_MIN_PRIME_BITS, math.ceil(need / k))
+    bits = (per,) * k + (special_prime_bits,)
+    if sum(bits) > HE_STANDARD_128_MAX_LOGQ[n]:
+        # shrink the unused special prime before giving up
+        room = HE_STANDARD_128_MAX_LOGQ[n] - per * k
+        if room < _MIN_PRIME_BITS:
+            raise InvalidParameter(
+                f"{need} data bits + a special prime exceed the HE-standard 128-bit bound "
+                f"{HE_STANDARD_128_MAX_LOGQ[n]} for N={n}; raise poly_modulus_degree, lower "
+                "security_bits or relax rel_error")
+        bits = (per,) * k + (min(special_prime_bits, room),)
+    return ThresholdParams(
+        poly_modulus_degree=n, coeff_modulus_bits=bits, scale_bits=scale, smudging_bits=tau,
+        parties=parties, threshold=threshold, clip=clip, max_decryptions=rounds,
+        security_bits=security_bits, rel_error=rel_error, error_sigmas=error_sigmas)

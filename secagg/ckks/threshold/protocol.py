@@ -1,0 +1,287 @@
+"""Threshold CKKS, sans-IO: key generation and dealing, uploads, the server's sum, partial
+decryptions with smudging, and the combine. Transport-free: every step takes and returns values;
+:mod:`.transport` seals and signs what travels between parties through the server.
+
+The scheme (a threshold variant of the multiparty CKKS of Mouchet, Troncoso-Pastoriza, Bossuat and
+Hubaux, PETS 2021, with the common random polynomial fresh per chunk):
+
+1. *Keys.* Every party draws its own ternary secret ``s_i`` with SEAL's ``KeyGenerator`` and deals
+   it to all parties by replicated t-out-of-n sharing (:mod:`.sharing`). No party, and not the
+   server, ever holds ``s = sum s_i``.
+2. *Upload.* For chunk ``k`` of a round, every party uses the same public ``a_k`` (SEAL expands it
+   from a seed bound to the round, :func:`chunk_seed`) and sends only
+   ``c0_i = -a_k*s_i + e_i + Encode(m_i)``: SEAL encrypts symmetrically under ``s_i`` with its own
+   ``a'`` and noise, and SEAL's decryptor turns ``(c0', a' - a_k)`` into ``c0_i``. One polynomial
+   per chunk travels; ``a_k`` never does. A party never encrypts twice under one round seed.
+3. *Sum.* The server adds the ``c0_i`` of the uploaders ``U``: ``(sum c0_i, a_k)`` is an
+   encryption of ``sum m_i`` under ``s_U = sum_{i in U} s_i``. (Collective public key: the same
+   step with a message of zero and a public seed is a party's contribution ``-a*s_i + e_i``; see
+   :func:`public_key_contribution`.)
+4. *Partial decryption.* The server names a decrypting set ``S`` (``|S| >= t``); each member adds
+   up its assigned terms of the uploaders' secrets into ``z_j`` and returns
+   ``p_j = a_k*z_j + E_j`` (SEAL's decryptor for the product, SEAL's NTT for the smudging ``E_j``,
+   uniform on ``[-2^tau, 2^tau)`` from the CSPRNG). ``sum_S z_j = s_U``.
+5. *Combine.* ``sum c0_i + sum_S p_j = sum Encode(m_i) + e + sum E_j``, decoded by SEAL.
+
+What a caller must still enforce (the recipe around this core): a party partially decrypts only an
+aggregate it has verified is the sum of the announced, signed uploads of ``U`` (the CKKS sketch
+check), with ``|U|`` at least the round's minimum; and only once per round: two decryptions with
+different ``U`` for the same ``a_k`` would reveal a difference of sums. :class:`ThresholdParty`
+refuses a decryption of a round for other uploaders than the first, and counts every decrypted
+chunk (retries with another decrypting set included) against the smudging budget
+(``params.max_decryptions``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import tenseal.sealapi as seal
+
+from secagg.ckks.threshold.rings import SEED_BYTES, Residues, RingContext, add_mod
+from secagg.ckks.threshold.sharing import ShareBundle, assign_terms, deal, sum_assigned, terms
+from secagg.ckks.threshold.smudging import smudging_ntt
+from secagg.errors import AlreadyUsed, InvalidParameter, NotEnoughParticipants
+from secagg.hazmat.handles import Unpicklable
+
+__all__ = [
+    "ThresholdParty",
+    "aggregate",
+    "assemble_public_key",
+    "chunk_seed",
+    "chunks_for",
+    "combine",
+    "public_key_contribution",
+    "round_seed",
+]
+
+_TAG = b"secagg-ckks-threshold/v1/"
+
+
+def round_seed(setup_digest: bytes, round_id: int) -> bytes:
+    """The public seed of one round's common polynomials, bound to the setup and the round."""
+    return hashlib.sha256(_TAG + b"round" + struct.pack(">I", len(setup_digest)) + setup_digest
+                          + struct.pack(">Q", round_id)).digest()
+
+
+def chunk_seed(seed: bytes, chunk: int) -> bytes:
+    """The 64-byte SEAL seed of chunk ``chunk``'s common ``a`` (public)."""
+    return hashlib.shake_256(_TAG + b"common-a" + struct.pack(">I", len(seed)) + seed
+                             + struct.pack(">Q", chunk)).digest(SEED_BYTES)
+
+
+def chunks_for(ring: RingContext, length: int) -> int:
+    return max(1, math.ceil(length / ring.n))
+
+
+def _to_slots(ring: RingContext, values: npt.NDArray[np.float64]) -> list[npt.NDArray[Any]]:
+    half = ring.slots
+    padded = np.zeros(chunks_for(ring, values.size) * ring.n, dtype=np.float64)
+    padded[: values.size] = values
+    blocks = padded.reshape(-1, ring.n)
+    return [b[:half] + 1j * b[half:] for b in blocks]
+
+
+class ThresholdParty(Unpicklable):
+    """One party's secret, the shares it was dealt, and the steps it takes. Redacted."""
+
+    def __init__(self, ring: RingContext, party_id: int, party_ids: Sequence[int],
+                 threshold: int) -> None:
+        ids = tuple(sorted(party_ids))
+        if party_id not in ids:
+            raise InvalidParameter(f"party {party_id} is not among the parties {ids}")
+        self.ring = ring
+        self.party_id = party_id
+        self.party_ids = ids
+        self.threshold = threshold
+        self.terms = terms(ids, threshold)
+        sk = seal.KeyGenerator(ring.context).secret_key()  # SEAL samples the ternary secret
+        self._secret = ring.read_secret(sk)
+        self._encryptor = seal.Encryptor(ring.context, sk)
+        self._own = seal.Decryptor(ring.context, sk)
+        self._bundles: dict[int, ShareBundle] = {}
+        self._rounds_used: set[bytes] = set()
+        self._rounds_decrypted: dict[bytes, tuple[int, ...]] = {}
+        self._decrypted_chunks = 0
+
+    def __repr__(self) -> str:
+        return f"<ThresholdParty {self.party_id}: secret redacted>"
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def deal(self) -> dict[int, ShareBundle]:
+        """Bundles of this party's secret for every party (its own kept, the others to seal)."""
+        if self.party_id in self._bundles:
+            raise AlreadyUsed("this party already dealt its secret")
+        bundles = deal(self.ring, self._secret, self.party_id, self.party_ids, self.threshold)
+        self._bundles[self.party_id] = bundles[self.party_id]
+        return {j: b for j, b in bundles.items() if j != self.party_id}
+
+    def receive(self, bundle: ShareBundle) -> None:
+        """Keep a bundle dealt to this party (opened and verified by :mod:`.transport`)."""
+        if bundle.recipient != self.party_id or bundle.dealer not in self.party_ids:
+            raise InvalidParameter(f"bundle {bundle.dealer}->{bundle.recipient} is not for "
+                                   f"party {self.party_id}")
+        if bundle.dealer in self._bundles:
+            raise AlreadyUsed(f"party {self.party_id} already holds dealer {bundle.dealer}'s "
+                              "bundle")
+        last = len(self.terms) - 1
+        expected = {i for i in range(last) if self.party_id in self.terms[i]}
+        if set(bundle.seeds) != expected or bundle.correction_index != last \
+                or (bundle.correction is not None) != (self.party_id in self.terms[last]):
+            raise InvalidParameter(f"dealer {bundle.dealer}'s bundle does not hold exactly the "
+                                   f"terms of party {self.party_id}")
+        self._bundles[bundle.dealer] = bundle
+
+    @property
+    def dealers(self) -> frozenset[int]:
+        return frozenset(self._bundles)
+
+    # -- upload ---------------------------------------------------------------------------
+
+    def encrypt(self, values: npt.ArrayLike, seed: bytes, *, clip: float | None = None) \
+            -> list[Residues]:
+        """``c0`` of every chunk of ``values`` under this party's secret and the round's common
+        ``a``. Refuses a second upload under the same round seed (it would reuse ``a_k``)."""
+        vec = np.asarray(values, dtype=np.float64).reshape(-1)
+        limit = self.ring.params.clip if clip is None else clip
+        if not np.isfinite(vec).all() or (np.abs(vec) > limit).any():
+            raise InvalidParameter(f"values must be finite and within the clip range "
+                                   f"[-{limit}, {limit}]; clip them first")
+        if seed in self._rounds_used:
+            raise AlreadyUsed("this party already encrypted under this round seed")
+        self._rounds_used.add(seed)
+        out = []
+        for k, slots in enumerate(_to_slots(self.ring, vec)):
+            out.append(self._encrypt_chunk(slots, chunk_seed(seed, k)))
+        return out
+
+    def _encrypt_chunk(self, slots: npt.NDArray[Any], a_seed: bytes) -> Residues:
+        ring = self.ring
+        fresh = seal.Ciphertext()
+        self._encryptor.encrypt_symmetric(ring.encode(slots), fresh)  # (-a's + e + m, a')
+        shifted = seal.Ciphertext()
+        ring.evaluator.sub(fresh, ring.common_a(a_seed), shifted)  # (c0', a' - a)
+        return ring.decrypt(self._own, shifted)  # c0' + (a' - a)s = -a s + e + m
+
+    # -- decryption -----------------------------------------------------------------------
+
+    def partial_decrypt(self, seed: bytes, chunks: int, uploaders: Iterable[int],
+                        decryptors: Iterable[int], *, min_uploaders: int | None = None) \
+            -> list[Residues]:
+        """This party's smudged partial decryptions of a round's ``chunks`` aggregates.
+
+        The caller has verified the aggregate (the sum of the announced uploads of
+        ``uploaders``). One set of uploaders per round seed; a retry with another decrypting set
+        (a decryptor vanished) is allowed and, like every chunk, counts against the smudging
+        budget ``params.max_decryptions`` (the argument in :mod:`.params` covers it: the
+        coefficients stay 0/1)."""
+        users = sorted(set(uploaders))
+        group = sorted(set(decryptors))
+        need = self.threshold if min_uploaders is None else min_uploaders
+        if len(users) < need:
+            raise NotEnoughParticipants("threshold decryption", len(users), need, "uploaders")
+        if self.party_id not in group:
+            raise InvalidParameter(f"party {self.party_id} is not in the decrypting set {group}")
+        missing = [i for i in users if i not in self._bundles]
+        if missing:
+            raise InvalidParameter(f"party {self.party_id} holds no shares of uploader(s) "
+                                   f"{missing}; they cannot be in this round's sum")
+        assignment = assign_terms(self.terms, group, self.threshold)
+        earlier = self._rounds_decrypted.get(seed)
+        if earlier is not None and earlier != tuple(users):
+            raise AlreadyUsed("this party already partially decrypted this round for other "
+                              "uploaders; decrypting two different sums of one round would "
+                              "reveal their difference")
+        budget = self.ring.params.max_decryptions
+        if self._decrypted_chunks + chunks > budget:
+            raise AlreadyUsed(f"the smudging budget of these keys is {budget} decrypted "
+                              f"chunk(s); {self._decrypted_chunks} used, {chunks} asked")
+        self._rounds_decrypted[seed] = tuple(users)
+        self._decrypted_chunks += chunks
+        share = sum_assigned(self.ring, {i: self._bundles[i] for i in users},
+                             assignment[self.party_id])
+        key = seal.Decryptor(self.ring.context, self.ring.secret_key(share))
+        smudge = smudging_ntt(self.ring, self.ring.params.smudging_bits, chunks)
+        out = []
+        for k in range(chunks):
+            a_z = self.ring.decrypt(key, self.ring.common_a(chunk_seed(seed, k)))  # a_k * z_j
+            out.append(add_mod(a_z, smudge[k], self.ring.moduli))
+        return out
+
+    # -- the collective public key (a contribution is an upload of zero) ------------------
+
+    def public_key_contribution(self, pk_seed: bytes) -> Residues:
+        """``-a*s_i + e_i`` for the public ``a`` of ``pk_seed`` (see :func:`assemble_public_key`)."""
+        return public_key_contribution(self, pk_seed)
+
+
+def public_key_contribution(party: ThresholdParty, pk_seed: bytes) -> Residues:
+    slots = np.zeros(party.ring.slots, dtype=np.complex128)
+    return party._encrypt_chunk(slots, chunk_seed(pk_seed, 0))
+
+
+def assemble_public_key(ring: RingContext, contributions: Mapping[int, Residues],
+                        pk_seed: bytes) -> Residues:
+    """The collective public key ``(b, a)`` = ``(sum_i (-a*s_i + e_i), a)`` of the contributors,
+    shape (2, primes, N). Encrypting under it needs SEAL's public-key encryptor and a larger
+    smudging bound (the noise then includes ``u*e + e1*s``); the rounds here use the common-a
+    uploads above instead, which are smaller and need less smudging."""
+    b = np.zeros((ring.primes, ring.n), dtype=np.uint64)
+    for c in contributions.values():
+        b = add_mod(b, c, ring.moduli)
+    a = ring.read_ct(ring.common_a(chunk_seed(pk_seed, 0)))[1]
+    return np.stack([b, a])
+
+
+def aggregate(ring: RingContext, uploads: Mapping[int, Sequence[Residues]]) -> list[Residues]:
+    """The server's sum of the uploads' ``c0`` chunk by chunk (public material only)."""
+    if not uploads:
+        raise NotEnoughParticipants("sum", 0, 1, "uploads")
+    lengths = {len(u) for u in uploads.values()}
+    if len(lengths) != 1:
+        raise InvalidParameter("uploads carry different numbers of chunks")
+    out = []
+    for k in range(lengths.pop()):
+        acc = np.zeros((ring.primes, ring.n), dtype=np.uint64)
+        for u in uploads.values():
+            c = np.asarray(u[k], dtype=np.uint64)
+            if c.shape != acc.shape or (c >= ring.moduli[:, None]).any():
+                raise InvalidParameter("an upload chunk has the wrong shape or unreduced residues")
+            acc = add_mod(acc, c, ring.moduli)
+        out.append(acc)
+    return out
+
+
+def combine(ring: RingContext, summed: Sequence[Residues],
+            partials: Mapping[int, Sequence[Residues]], *, decryptors: Iterable[int],
+            threshold: int, length: int) -> npt.NDArray[np.float64]:
+    """``sum c0 + sum_S p_j``, decoded: the aggregate's first ``length`` reals.
+
+    Needs the partial decryptions of every member of the announced decrypting set ``S``
+    (``|S| >= threshold``); fewer is a :class:`NotEnoughParticipants`."""
+    group = sorted(set(decryptors))
+    if len(group) < threshold:
+        raise NotEnoughParticipants("threshold decryption", len(group), threshold,
+                                    "decrypting set")
+    have = sorted(j for j in partials if j in group)
+    if have != group:
+        raise NotEnoughParticipants("threshold decryption", len(have), len(group),
+                                    f"partial decryptions of the announced set {group}; "
+                                    f"missing {sorted(set(group) - set(have))}")
+    out = np.empty(len(summed) * ring.n, dtype=np.float64)
+    half = ring.slots
+    for k, c0 in enumerate(summed):
+        acc = np.asarray(c0, dtype=np.uint64)
+        for j in group:
+            acc = add_mod(acc, np.asarray(partials[j][k], dtype=np.uint64), ring.moduli)
+        z = ring.decode(acc)
+        out[k * ring.n: k * ring.n + half] = z.real
+        out[k * ring.n + half: (k + 1) * ring.n] = z.imag
+    return out[:length]

@@ -1,0 +1,238 @@
+"""Threshold CKKS core: a 10-party, t = 6 round with 4 decryptors absent, the clear error below t,
+the one-shot rules, the sealed and signed share transport, the parameter check, and the
+SEAL-backed ring helpers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+
+from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ
+from secagg.ckks.threshold import (
+    RingContext,
+    ThresholdParams,
+    ThresholdParty,
+    aggregate,
+    assemble_public_key,
+    combine,
+    open_bundle,
+    plan,
+    round_seed,
+    seal_bundle,
+    setup_digest,
+)
+from secagg.ckks.threshold.rings import _Zstd
+from secagg.ckks.threshold.sharing import ShareBundle, assign_terms, terms
+from secagg.ckks.threshold.smudging import smudging_coefficients
+from secagg.dp.csprng import secure_words64
+from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, NotEnoughParticipants
+from secagg.hazmat.agreement import X25519KeyPair
+from secagg.hazmat.signing import SigningKey, verify_signature
+
+N_PARTIES, T = 10, 6
+IDS = list(range(N_PARTIES))
+LENGTH = 2 * 8192 + 100  # three chunks, the last one partial
+CLIP = 1.0
+
+
+@pytest.fixture(scope="module")
+def ring() -> RingContext:
+    return RingContext(plan(parties=N_PARTIES, threshold=T, clip=CLIP, params_count=LENGTH,
+                            attempts=4))
+
+
+@pytest.fixture(scope="module")
+def parties(ring: RingContext) -> dict[int, ThresholdParty]:
+    ps = {i: ThresholdParty(ring, i, IDS, T) for i in IDS}
+    for p in ps.values():
+        for j, bundle in p.deal().items():
+            ps[j].receive(bundle)
+    return ps
+
+
+def _updates(seed: int) -> dict[int, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {i: rng.uniform(-CLIP, CLIP, LENGTH) for i in IDS}
+
+
+def test_round_decrypts_with_four_parties_absent(ring, parties) -> None:
+    xs = _updates(1)
+    seed = round_seed(b"test-setup", 1)
+    uploads = {i: parties[i].encrypt(xs[i], seed) for i in IDS}
+    summed = aggregate(ring, uploads)
+    decryptors = [0, 2, 3, 5, 7, 9]  # 1, 4, 6, 8 absent at decryption
+    partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, decryptors)
+                for j in decryptors}
+    out = combine(ring, summed, partials, decryptors=decryptors, threshold=T, length=LENGTH)
+    err = np.abs(out - sum(xs.values())).max()
+    assert err <= 1e-6 * CLIP
+    # one upload chunk is one polynomial at the data level, nothing else
+    assert len(uploads[0]) == 3 and uploads[0][0].shape == (ring.primes, ring.n)
+
+
+def test_below_threshold_is_a_clear_error(ring, parties) -> None:
+    xs = _updates(2)
+    seed = round_seed(b"test-setup", 2)
+    summed = aggregate(ring, {i: parties[i].encrypt(xs[i], seed) for i in IDS})
+    five = [0, 1, 2, 3, 4]
+    with pytest.raises(NotEnoughParticipants, match="threshold is 6"):
+        parties[0].partial_decrypt(seed, len(summed), IDS, five)
+    six = five + [5]
+    partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, six) for j in five}
+    with pytest.raises(NotEnoughParticipants, match=r"missing \[5\]"):
+        combine(ring, summed, partials, decryptors=six, threshold=T, length=LENGTH)
+    with pytest.raises(NotEnoughParticipants, match="threshold is 6"):
+        combine(ring, summed, partials, decryptors=five, threshold=T, length=LENGTH)
+    # retry with another decrypting set (5 vanished): allowed, same uploaders, and correct
+    retry = five + [6]
+    partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, retry) for j in retry}
+    out = combine(ring, summed, partials, decryptors=retry, threshold=T, length=LENGTH)
+    assert np.abs(out - sum(xs.values())).max() <= 1e-6 * CLIP
+
+
+def test_one_shot_rules(ring, parties) -> None:
+    seed = round_seed(b"test-setup", 3)
+    x = np.zeros(10)
+    parties[0].encrypt(x, seed)
+    with pytest.raises(AlreadyUsed, match="under this round seed"):
+        parties[0].encrypt(x, seed)
+    with pytest.raises(InvalidParameter, match="clip"):
+        parties[1].encrypt(np.full(10, 2.0), round_seed(b"test-setup", 4))
+    group = [0, 1, 2, 3, 4, 5]
+    parties[1].partial_decrypt(seed, 1, IDS, group)
+    with pytest.raises(AlreadyUsed, match="other uploaders"):
+        parties[1].partial_decrypt(seed, 1, IDS[:-1], group)
+    with pytest.raises(AlreadyUsed, match="smudging budget"):
+        parties[2].partial_decrypt(round_seed(b"test-setup", 5), 10_000, IDS, group)
+    with pytest.raises(InvalidParameter, match="not in the decrypting set"):
+        parties[9].partial_decrypt(round_seed(b"test-setup", 6), 1, IDS, group)
+    with pytest.raises(AlreadyUsed):
+        parties[0].deal()
+
+
+def test_collective_public_key_decrypts_to_small_noise(ring, parties) -> None:
+    """The collective key (sum of contributions -a*s_i + e_i) satisfies b + a*s = sum e_i."""
+    pk_seed = os.urandom(32)
+    contributions = {i: parties[i].public_key_contribution(pk_seed) for i in IDS}
+    b, a = assemble_public_key(ring, contributions, pk_seed)
+    s = np.zeros_like(b)
+    from secagg.ckks.threshold.rings import add_mod
+    for p in parties.values():
+        s = add_mod(s, p._secret, ring.moduli)
+    dec = seal.Decryptor(ring.context, ring.secret_key(s))
+    noise = ring.read_ct(_from_ntt(ring, ring.decrypt(dec, ring.ciphertext(np.stack([b, a])))))
+    q = int(ring.moduli[0])
+    centred = np.where(noise[0, 0] > q // 2, noise[0, 0].astype(float) - q, noise[0, 0])
+    assert 0 < np.abs(centred).max() <= 21 * N_PARTIES
+
+
+def _from_ntt(ring, residues):
+    ct = ring.ciphertext(np.stack([residues, residues]))
+    ring.evaluator.transform_from_ntt_inplace(ct)
+    return ct
+
+
+def test_share_transport_is_sealed_and_signed(ring) -> None:
+    dealer_id, me = 3, 7
+    dealer_key, my_key = SigningKey.generate(), SigningKey.generate()
+
+    class Roster:
+        keys = {dealer_id: dealer_key.public_bytes, me: my_key.public_bytes}
+
+        def verify(self, client_id, signature, message, *, what):
+            verify_signature(self.keys[client_id], signature, message, what=what)
+
+    box = X25519KeyPair.generate()
+    session = setup_digest(b"roster", tuple(IDS), T, "params")
+    secret = ring.uniform(os.urandom(64))
+    bundles = __import__("secagg.ckks.threshold.sharing", fromlist=["deal"]).deal(
+        ring, secret, dealer_id, IDS, T)
+    env = seal_bundle(bundles[me], identity=dealer_key, recipient_box=box.public_bytes,
+                      session=session)
+    opened = open_bundle(env, me=me, box=box, roster=Roster(), session=session, ring=ring)
+    assert opened.to_bytes() == bundles[me].to_bytes()
+    assert "redacted" in repr(opened)
+    forged = seal_bundle(bundles[me], identity=my_key, recipient_box=box.public_bytes,
+                         session=session)
+    with pytest.raises(AuthenticationFailed):
+        open_bundle(forged, me=me, box=box, roster=Roster(), session=session, ring=ring)
+    with pytest.raises(AuthenticationFailed):
+        open_bundle(env, me=me, box=box, roster=Roster(), session=b"other", ring=ring)
+    with pytest.raises(AuthenticationFailed):
+        open_bundle(env, me=8, box=box, roster=Roster(), session=session, ring=ring)
+
+
+def test_replicated_terms_reconstruct_and_cover(ring) -> None:
+    all_terms = terms(tuple(IDS), T)
+    assert len(all_terms) == 252 and all(len(t) == N_PARTIES - T + 1 for t in all_terms)
+    secret = ring.uniform(os.urandom(64))
+    from secagg.ckks.threshold.sharing import deal, sum_assigned
+    bundles = deal(ring, secret, 0, IDS, T)
+    group = [1, 3, 4, 6, 8, 9]
+    assignment = assign_terms(all_terms, group, T)
+    from secagg.ckks.threshold.rings import add_mod
+    total = np.zeros_like(secret)
+    for j in group:
+        total = add_mod(total, sum_assigned(ring, {0: bundles[j]}, assignment[j]), ring.moduli)
+    assert (total == secret).all()
+    # a bundle carries seeds for exactly the terms holding its recipient
+    raw = ShareBundle.from_bytes(bundles[1].to_bytes(), ring)
+    assert set(raw.seeds) == {i for i, t in enumerate(all_terms[:-1]) if 1 in t}
+
+
+def test_params_meet_the_128_bit_bound_with_smudging() -> None:
+    p = plan(parties=10, threshold=6, clip=1.0, params_count=1_000_000)
+    assert sum(p.coeff_modulus_bits) <= HE_STANDARD_128_MAX_LOGQ[p.poly_modulus_degree]
+    assert p.statistical_distance_log2 <= -40
+    assert p.max_decryptions == 123 and p.smudging_bits == 67
+    assert 7.5 * p.error_std <= 1e-6 * p.clip
+    assert p.table()["ratio_vs_float32_packed"] == pytest.approx(3.25)
+    with pytest.raises(InvalidParameter, match="smudging_bits"):
+        ThresholdParams(8192, p.coeff_modulus_bits, p.scale_bits, p.smudging_bits - 1, 10, 6,
+                        1.0, 123)
+    with pytest.raises(InvalidParameter, match="128-bit bound"):
+        ThresholdParams(8192, (60, 60, 60, 60), p.scale_bits, p.smudging_bits, 10, 6, 1.0, 123)
+    with pytest.raises(InvalidParameter, match="exceed"):
+        plan(parties=10, threshold=6, clip=1.0, params_count=10_000, poly_modulus_degree=4096)
+
+
+def test_smudging_is_uniform_on_its_range(ring) -> None:
+    tau = 30
+    c = smudging_coefficients(ring, tau, 4)
+    q = int(ring.moduli[0])
+    v = c[:, 0, :].astype(np.float64)
+    v = np.where(v > q / 2, v - q, v) / 2.0**tau
+    assert v.min() >= -1 and v.max() < 1
+    assert abs(v.mean()) < 0.02 and abs(v.std() - 1 / np.sqrt(3)) < 0.01
+    # both primes carry the same integer
+    w = c[:, 1, :].astype(np.float64)
+    q1 = int(ring.moduli[1])
+    assert np.array_equal(np.where(w > q1 / 2, w - q1, w) / 2.0**tau, v)
+
+
+def test_secure_words64_bits_are_balanced() -> None:
+    w = secure_words64(4096)
+    assert w.dtype == np.uint64 and w.shape == (4096,)
+    bits = np.unpackbits(w.view(np.uint8)).reshape(-1, 64).mean(axis=0)
+    assert np.all(np.abs(bits - 0.5) < 0.05)
+    assert len(np.unique(w)) == 4096
+    assert secure_words64(0).shape == (0,)
+
+
+def test_uniform_expansion_is_seals_own(ring) -> None:
+    """The common a is what SEAL itself expands from a seeded ciphertext's seed."""
+    sk = seal.KeyGenerator(ring.context).secret_key()
+    enc = seal.Encryptor(ring.context, sk)
+    seeded = enc.encrypt_symmetric(ring.encode(np.zeros(ring.slots, complex)))
+    seeded.save(ring._path)
+    blob = os.pread(ring._fd, os.fstat(ring._fd).st_size, 0)
+    body = _Zstd.decompress(blob[16:], 2 * ring.primes * ring.n * 8 + 4096)
+    assert body[-65] == 1  # Blake2xb
+    full = seal.Ciphertext()
+    full.load(ring.context, ring._path)
+    assert np.array_equal(ring.read_ct(full)[1], ring.uniform(body[-64:]))
+    assert np.array_equal(ring.uniform(b"\x01" * 64), ring.uniform(b"\x01" * 64))
+    assert not np.array_equal(ring.uniform(b"\x01" * 64), ring.uniform(b"\x02" * 64))
