@@ -127,7 +127,14 @@ class _Masking:
     def decode(self, meta: ReleasedAggregate, payload: bytes) -> npt.NDArray[np.float64]:
         total = np.frombuffer(payload, dtype="<u4")  # read in place: decoding makes a new array
         if self.noise is not None:
-            shares = len(meta.survivors)
+            # the noise shares in the sum: the survivor set this client checked and signed
+            # (never fewer than the threshold), which the server's result must repeat
+            signed = self.session.survivors
+            if signed is None or sorted(signed) != sorted(meta.survivors):
+                raise ProtocolAbort("result", f"the server's result lists survivors "
+                                    f"{list(meta.survivors)} but this client signed "
+                                    f"{None if signed is None else sorted(signed)}")
+            shares = len(signed)
             said = meta.extra.get("distributed_dp", {}).get("noise_shares") \
                 if isinstance(meta.extra.get("distributed_dp"), dict) else None
             if said != shares:

@@ -52,7 +52,10 @@ def add_round_parser(sub: Any) -> None:
     src.add_argument("--layout", metavar="PARAMSPEC.json", help="the model layout file")
     opened.add_argument("--option", action="append", default=[], metavar="K=V",
                         help="a mode option (value as JSON, else a string), repeatable: "
-                        "clip=2.0, value_bound=2.0, vector_length=N (without a layout)")
+                        "clip=2.0, value_bound=2.0, vector_length=N (without a layout); "
+                        "masking with client-level DP: dp_noise_multiplier=Z [dp_l2_clip=C] "
+                        "(every client adds Skellam noise inside the sum, calibrated for the "
+                        "round's threshold of survivors)")
     opened.add_argument("--stage-timeout", type=number(float, low=0.1, high=86400,
                                                        unit="seconds"),
                         default=60.0, metavar="S", help="seconds per stage (default 60)")

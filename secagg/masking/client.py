@@ -131,6 +131,12 @@ class ClientSession(Unpicklable):
         """The stage whose server message this client is waiting for (DONE at the end)."""
         return self._stage
 
+    @property
+    def survivors(self) -> tuple[int, ...] | None:
+        """The survivor set this client checked and signed (consistency stage): the inputs
+        the released sum holds; None before that stage."""
+        return self._survivors
+
     def start(self) -> m.AdvertiseKeys:
         """Stage 0: the key advertisement. Callable once."""
         if self._started:

@@ -150,6 +150,9 @@ class StubRuntime:
     def check_layout(self, info: RoundInfo) -> None:
         self.calls.append("check_layout")
 
+    def check_distributed_dp(self, info: RoundInfo) -> None:
+        pass
+
     def wait_for_round(self, after: int) -> RoundInfo:
         self.calls.append("wait_for_round")
         if self.crash_in == "wait_for_round":

@@ -72,8 +72,8 @@ def _independent_epsilon(*, scale: float, l2_clip: float, dim: int, z: float, th
                for r, a in zip(rdp, orders, strict=True)]
 
     def to_dp(dlt: float) -> float:  # Balle et al. 2020, Theorem 21
-        return min(r - (math.log(dlt) + math.log(a)) / (a - 1) + math.log((a - 1) / a)
-                   for a, r in zip(orders, rdp, strict=True))
+        return float(min(r - (math.log(dlt) + math.log(a)) / (a - 1) + math.log((a - 1) / a)
+                         for a, r in zip(orders, rdp, strict=True)))
 
     # a clamp fires somewhere with at most this probability
     tau = len(shares) * num_clients * dim * 2.0**-64
@@ -212,3 +212,32 @@ def test_client_refuses_weaker_or_missing_noise(fed: Federation) -> None:
                     rt.take_part(rnd, np.zeros(16, np.float32))
         finally:
             op.cancel(info["round_id"])
+
+
+def test_operator_cli_opens_a_distributed_dp_round(fed: Federation) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SECAGG_OPERATOR_TOKEN": fed.operator}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "secagg_server", "round", *argv,
+                               "--server", fed.server.url], capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    bad = cli("open", "--mode", "masking", "--option", "vector_length=8", "--option",
+              "dp_noise_multiplier=-1")
+    assert bad.returncode == 2
+    assert "dp_noise_multiplier" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    ok = cli("open", "--mode", "masking", "--option", "vector_length=8", "--option",
+             "dp_noise_multiplier=1.5", "--option", "dp_l2_clip=0.25", "--json")
+    assert ok.returncode == 0, ok.stderr
+    info = json.loads(ok.stdout)
+    try:
+        dp = info["config"]["distributed_dp"]
+        assert dp == {"mechanism": "skellam", "noise_multiplier": 1.5, "l2_clip": 0.25,
+                      "min_noise_shares": info["config"]["threshold"]}
+    finally:
+        assert cli("cancel", str(info["round_id"])).returncode == 0
