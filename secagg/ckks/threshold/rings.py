@@ -29,6 +29,7 @@ import ctypes
 import os
 import struct
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,7 @@ class RingContext:
         probe.save(self._path)
         head = os.pread(self._fd, _HEADER.size, 0)
         self._version = (head[3], head[4])
+        self._seeded_prefix: bytes | None = None
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
@@ -222,10 +224,26 @@ class RingContext:
         """The ciphertext ``(0, a)`` with ``a`` expanded by SEAL (Blake2xb) from ``seed``."""
         if len(seed) != SEED_BYTES:
             raise InvalidParameter(f"a polynomial seed is {SEED_BYTES} bytes, found {len(seed)}")
-        meta = _CT_META.pack(*self.parms_id, 1, 2, self.n, self.primes, self.scale, 1)
-        c0 = np.zeros(self.primes * self.n, dtype=np.uint64)
-        info = self._object(bytes([_PRNG_BLAKE2XB]) + seed)
-        return self._load(seal.Ciphertext(), self._object(meta + self._dynarray(c0) + info))
+        if self._seeded_prefix is None:
+            meta = _CT_META.pack(*self.parms_id, 1, 2, self.n, self.primes, self.scale, 1)
+            c0 = np.zeros(self.primes * self.n, dtype=np.uint64)
+            info = self._object(bytes([_PRNG_BLAKE2XB]) + b"\0" * SEED_BYTES)
+            blob = self._object(meta + self._dynarray(c0) + info)
+            self._seeded_prefix = blob[:-SEED_BYTES]
+        return self._load(seal.Ciphertext(), self._seeded_prefix + seed)
+
+    def sum_uniform(self, seeds: Iterable[bytes]) -> Residues:
+        """Residues (primes, N) of the sum of the uniform polynomials of ``seeds`` (SEAL adds)."""
+        acc = None
+        for seed in seeds:
+            ct = self.common_a(seed)
+            if acc is None:
+                acc = ct
+            else:
+                self.evaluator.add_inplace(acc, ct)
+        if acc is None:
+            return np.zeros((self.primes, self.n), dtype=np.uint64)
+        return self.read_ct(acc)[1]
 
     def uniform(self, seed: bytes) -> Residues:
         """The residues (primes, N) of the uniform polynomial SEAL expands from ``seed``."""

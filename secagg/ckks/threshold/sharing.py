@@ -165,9 +165,7 @@ def deal(ring: RingContext, secret: Residues, dealer: int, party_ids: Sequence[i
     all_terms = terms(tuple(party_ids), threshold)
     last = len(all_terms) - 1
     seeds = [os.urandom(SEED_BYTES) for _ in range(last)]
-    acc = np.zeros((ring.primes, ring.n), dtype=np.uint64)
-    for seed in seeds:
-        acc = add_mod(acc, ring.uniform(seed), ring.moduli)
+    acc = ring.sum_uniform(seeds)
     correction = sub_mod(np.asarray(secret, dtype=np.uint64), acc, ring.moduli)
     bundles: dict[int, ShareBundle] = {}
     for j in sorted(party_ids):
@@ -181,8 +179,18 @@ def sum_assigned(ring: RingContext, bundles: Mapping[int, ShareBundle],
                  indices: Sequence[int]) -> Residues:
     """Sum over the dealers in ``bundles`` of their terms ``indices``: a decryptor's additive
     share of ``sum_i s_i`` (the uploaders' secrets)."""
-    acc = np.zeros((ring.primes, ring.n), dtype=np.uint64)
+    seeds: list[bytes] = []
+    corrections: list[Residues] = []
     for bundle in bundles.values():
         for idx in indices:
-            acc = add_mod(acc, bundle.term(idx, ring), ring.moduli)
+            if idx == bundle.correction_index:
+                corrections.append(bundle.term(idx, ring))
+            elif idx in bundle.seeds:
+                seeds.append(bundle.seeds[idx])
+            else:
+                raise InvalidParameter(f"dealer {bundle.dealer} gave party {bundle.recipient} "
+                                       f"no seed for term {idx}")
+    acc = ring.sum_uniform(seeds)
+    for c in corrections:
+        acc = add_mod(acc, c, ring.moduli)
     return acc

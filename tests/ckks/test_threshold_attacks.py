@@ -1,0 +1,163 @@
+"""Attacks on threshold CKKS, each with its positive control.
+
+The adversary is the server (every byte it relays: the uploads, the aggregate, the partial
+decryptions, the sealed share envelopes it cannot open) together with ``t - 1`` parties (their own
+secrets and every share bundle dealt to them). Below the threshold its best estimate of one honest
+party's update is at chance; with ``t`` parties the very same attack decrypts the upload.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tenseal.sealapi as seal
+
+from secagg.ckks.threshold import (
+    RingContext,
+    ThresholdParty,
+    aggregate,
+    chunk_seed,
+    combine,
+    plan,
+    round_seed,
+)
+from secagg.ckks.threshold.rings import add_mod, sub_mod
+
+N_PARTIES, T = 10, 6
+IDS = list(range(N_PARTIES))
+VICTIM = 9
+LENGTH = 8192  # one chunk
+
+
+@pytest.fixture(scope="module")
+def world():
+    ring = RingContext(plan(parties=N_PARTIES, threshold=T, clip=1.0, params_count=LENGTH))
+    parties = {i: ThresholdParty(ring, i, IDS, T) for i in IDS}
+    for p in parties.values():
+        for j, bundle in p.deal().items():
+            parties[j].receive(bundle)
+    rng = np.random.default_rng(7)
+    xs = {i: rng.uniform(-1, 1, LENGTH) for i in IDS}
+    seed = round_seed(b"attack-setup", 1)
+    uploads = {i: parties[i].encrypt(xs[i], seed) for i in IDS}
+    summed = aggregate(ring, uploads)
+    # the decrypting set: the t-1 colluders plus one honest party (the adversary's best case)
+    decryptors = [0, 1, 2, 3, 4, 5]
+    partials = {j: parties[j].partial_decrypt(seed, 1, IDS, decryptors) for j in decryptors}
+    released = combine(ring, summed, partials, decryptors=decryptors, threshold=T, length=LENGTH)
+    return ring, parties, xs, seed, uploads, summed, partials, released
+
+
+def _victim_key_as_known_to(ring, parties, coalition):
+    """Sum of the victim's key terms the coalition holds; (estimate, terms held, terms)."""
+    held = {}
+    for c in coalition:
+        bundle = parties[c]._bundles[VICTIM]
+        for idx in bundle.seeds:
+            if idx not in held:
+                held[idx] = bundle.term(idx, ring)
+        if bundle.correction is not None:
+            held[bundle.correction_index] = bundle.correction
+    est = np.zeros((ring.primes, ring.n), dtype=np.uint64)
+    for term in held.values():
+        est = add_mod(est, term, ring.moduli)
+    return est, len(held), len(parties[c].terms)
+
+
+def _decrypt(ring, c0, seed, key):
+    a = ring.read_ct(ring.common_a(chunk_seed(seed, 0)))[1]
+    dec = seal.Decryptor(ring.context, ring.secret_key(key))
+    z = ring.decode(ring.decrypt(dec, ring.ciphertext(np.stack([c0, a]))))
+    return np.concatenate([z.real, z.imag])
+
+
+def _corr(a, b) -> float:
+    a = np.asarray(a, dtype=np.float64)
+    if not np.isfinite(a).all() or a.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _key_attack(world, coalition):
+    ring, parties, xs, seed, uploads, *_ = world
+    est, held, total = _victim_key_as_known_to(ring, parties, coalition)
+    guess = _decrypt(ring, uploads[VICTIM][0], seed, est)
+    return guess, held, total
+
+
+def test_t_minus_1_coalition_cannot_decrypt_an_upload(world) -> None:
+    xs = world[2]
+    guess, held, total = _key_attack(world, [0, 1, 2, 3, 4])
+    assert held == total - 1  # the one term inside the honest set {5..9} is missing
+    # at chance: |corr| around 1/sqrt(8192) ~ 0.011
+    assert abs(_corr(guess, xs[VICTIM])) < 0.05
+    assert np.std(guess - xs[VICTIM]) > 100  # errors far outside the [-1, 1] range
+
+
+def test_positive_control_t_coalition_decrypts_the_upload(world) -> None:
+    xs = world[2]
+    guess, held, total = _key_attack(world, [0, 1, 2, 3, 4, 5])
+    assert held == total
+    assert _corr(guess, xs[VICTIM]) > 0.9999
+    assert np.abs(guess - xs[VICTIM]).max() < 1e-9  # exact up to the encryption noise
+
+
+def test_partial_decryptions_do_not_help_below_t(world) -> None:
+    """Everything the server saw at decryption, plus the colluders' own secrets: the sum of the
+    partial decryptions is a*s_U + smudging; removing what the coalition knows leaves the other
+    honest parties' keys on the victim's upload, i.e. garbage."""
+    ring, parties, xs, seed, uploads, summed, partials, released = world
+    coalition = [0, 1, 2, 3, 4]
+    total = np.zeros((ring.primes, ring.n), dtype=np.uint64)
+    for p in partials.values():
+        total = add_mod(total, p[0], ring.moduli)  # a*s_U + sum E
+    a = ring.read_ct(ring.common_a(chunk_seed(seed, 0)))[1]
+    known = np.zeros_like(total)
+    for c in coalition:  # a*s_c for the colluders' own secrets, via SEAL
+        dec = seal.Decryptor(ring.context, ring.secret_key(parties[c]._secret))
+        known = add_mod(known, ring.decrypt(dec, ring.ciphertext(np.stack([np.zeros_like(a), a]))),
+                        ring.moduli)
+    # c0_victim + a*s_U - a*s_C = m_victim + e + a*(sum of the other honest keys) + smudging
+    attempt = sub_mod(add_mod(uploads[VICTIM][0], total, ring.moduli), known, ring.moduli)
+    z = ring.decode(attempt)
+    guess = np.concatenate([z.real, z.imag])
+    assert abs(_corr(guess, xs[VICTIM])) < 0.05
+    # what the release itself gives (the honest sum) is the only signal, and it is legitimate
+    honest_sum = released - sum(xs[c] for c in coalition)
+    baseline = _corr(honest_sum, xs[VICTIM])
+    assert 0.3 < baseline < 0.6  # ~ 1/sqrt(5): five honest updates in the sum
+
+
+def test_positive_control_partial_decryptions_with_t_colluders(world) -> None:
+    """The same partial-decryption attack with t colluders: their keys' terms give every s_i, so
+    a*s_U - a*(everyone but the victim) leaves the victim's upload decrypted."""
+    ring, parties, xs, seed, uploads, summed, partials, released = world
+    a = ring.read_ct(ring.common_a(chunk_seed(seed, 0)))[1]
+    total = np.zeros((ring.primes, ring.n), dtype=np.uint64)
+    for p in partials.values():
+        total = add_mod(total, p[0], ring.moduli)
+    coalition = [0, 1, 2, 3, 4, 5]
+    others = np.zeros_like(total)
+    for i in IDS:
+        if i == VICTIM:
+            continue
+        held = {}
+        for c in coalition:
+            bundle = parties[c]._bundles[i]
+            for idx in bundle.seeds:
+                if idx not in held:
+                    held[idx] = bundle.term(idx, ring)
+            if bundle.correction is not None:
+                held[bundle.correction_index] = bundle.correction
+        assert len(held) == len(parties[0].terms)
+        key = np.zeros_like(total)
+        for term in held.values():
+            key = add_mod(key, term, ring.moduli)
+        dec = seal.Decryptor(ring.context, ring.secret_key(key))
+        others = add_mod(others, ring.decrypt(dec, ring.ciphertext(np.stack([np.zeros_like(a), a]))),
+                         ring.moduli)
+    attempt = sub_mod(add_mod(uploads[VICTIM][0], total, ring.moduli), others, ring.moduli)
+    z = ring.decode(attempt)
+    guess = np.concatenate([z.real, z.imag])
+    assert _corr(guess, xs[VICTIM]) > 0.999
+    assert np.abs(guess - xs[VICTIM]).max() < 1e-6  # the smudging of the partials, no more
