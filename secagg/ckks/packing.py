@@ -23,14 +23,15 @@ every residue must be below its prime; anything else is a :class:`~secagg.errors
 saying what was expected. The rebuilt SEAL object then goes through SEAL's own checked loader
 (:meth:`secagg.hazmat.seal_codec.SealSession.load`), exactly as an unpacked upload does.
 
-Packing is numpy only: eight residues of ``b <= 57`` bits fill exactly ``b`` bytes, so each of the
-eight positions of a group is one vectorised shift and an 8-byte window.
+Packing is numpy only: eight residues of ``b <= 57`` bits fill exactly ``b`` bytes, read as
+64-bit words, so each of the eight positions of a group is a vectorised shift of one word (or an
+OR of two, where a value straddles a word boundary) over every group at once.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -47,10 +48,11 @@ __all__ = [
     "packed_size",
     "unpack_bits",
     "unpack_ciphertext",
+    "unpack_ciphertexts",
 ]
 
 FORMAT_VERSION = 1
-MAX_BITS = 57  # a b-bit value shifted by up to 7 bits stays inside one 64-bit window
+MAX_BITS = 57  # the SEAL primes we pack are at most 60 bits; 57 keeps every shift below 64
 _GROUP = 8  # eight b-bit values are exactly b bytes
 
 
@@ -64,6 +66,10 @@ def _check_bits(bits: int) -> None:
         raise InvalidParameter(f"packing width must be in [1, {MAX_BITS}] bits, found {bits}")
 
 
+def _words_per_group(bits: int) -> int:
+    return -(-bits // 8) + 1  # the group's b bytes in 64-bit words, plus one spare word
+
+
 def pack_bits(values: npt.NDArray[np.uint64], bits: int) -> bytes:
     """``values`` (each < 2^bits, count a multiple of 8) as a little-endian bit stream."""
     _check_bits(bits)
@@ -73,12 +79,13 @@ def pack_bits(values: npt.NDArray[np.uint64], bits: int) -> bytes:
     if flat.size and int(flat.max()) >> bits:
         raise InvalidParameter(f"a value does not fit in {bits} bits")
     groups = flat.reshape(-1, _GROUP)
-    out = np.zeros((groups.shape[0], bits + 8), dtype=np.uint8)
+    words = np.zeros((groups.shape[0], _words_per_group(bits)), dtype="<u8")
     for j in range(_GROUP):
-        offset, shift = divmod(j * bits, 8)
-        window = (groups[:, j] << np.uint64(shift)).astype("<u8").view(np.uint8).reshape(-1, 8)
-        out[:, offset : offset + 8] |= window
-    return out[:, :bits].tobytes()
+        word, shift = divmod(j * bits, 64)
+        words[:, word] |= groups[:, j] << np.uint64(shift)
+        if shift + bits > 64:  # the value straddles two words
+            words[:, word + 1] |= groups[:, j] >> np.uint64(64 - shift)
+    return words.view(np.uint8)[:, :bits].tobytes()
 
 
 def unpack_bits(data: bytes | memoryview, bits: int, count: int) -> npt.NDArray[np.uint64]:
@@ -90,14 +97,17 @@ def unpack_bits(data: bytes | memoryview, bits: int, count: int) -> npt.NDArray[
     if len(data) != count * bits // 8:
         raise InvalidParameter(f"{count} values of {bits} bits are {count * bits // 8} bytes, found "
                                f"{len(data)}")
-    groups = np.zeros((count // _GROUP, bits + 8), dtype=np.uint8)
-    groups[:, :bits] = np.frombuffer(data, dtype=np.uint8).reshape(-1, bits)
+    buf = np.zeros((count // _GROUP, 8 * _words_per_group(bits)), dtype=np.uint8)
+    buf[:, :bits] = np.frombuffer(data, dtype=np.uint8).reshape(-1, bits)
+    words = buf.view("<u8")
     out = np.empty((count // _GROUP, _GROUP), dtype=np.uint64)
     mask = np.uint64((1 << bits) - 1)
     for j in range(_GROUP):
-        offset, shift = divmod(j * bits, 8)
-        window = np.ascontiguousarray(groups[:, offset : offset + 8]).view("<u8").reshape(-1)
-        out[:, j] = (window >> np.uint64(shift)) & mask
+        word, shift = divmod(j * bits, 64)
+        value = words[:, word] >> np.uint64(shift)
+        if shift + bits > 64:
+            value |= words[:, word + 1] << np.uint64(64 - shift)
+        np.bitwise_and(value, mask, out=out[:, j])
     return out.reshape(-1)
 
 
@@ -140,6 +150,42 @@ def unpack_ciphertext(data: bytes, kind: PackedKind, n: int, moduli: Sequence[in
                       sender: int | None = None) -> tuple[npt.NDArray[np.uint64], bytes]:
     """Strictly decode one packed ciphertext for the round's ring ``n`` and level ``moduli``:
     ``(residues, seed)``, residues shaped ``(L, N)`` (seeded) or ``(2, L, N)`` (full)."""
+    residues, seeds = unpack_ciphertexts([data], kind, n, moduli, what=lambda _i: what, sender=sender)
+    return residues[0], seeds[0]
+
+
+def unpack_ciphertexts(
+    blobs: Sequence[bytes], kind: PackedKind, n: int, moduli: Sequence[int], *,
+    what: Callable[[int], str], sender: int | None = None,
+) -> tuple[npt.NDArray[np.uint64], list[bytes]]:
+    """:func:`unpack_ciphertext` for a whole upload at once (one vectorised pass over every
+    chunk): residues shaped ``(chunks, L, N)`` or ``(chunks, 2, L, N)``, and the seeds;
+    ``what(i)`` names chunk ``i`` in errors."""
+    polys = 1 if kind is PackedKind.SEEDED else 2
+    for i, blob in enumerate(blobs):
+        _check_header(blob, kind, n, moduli, what(i), sender)
+    head = len(_header(kind, n, moduli))
+    out = np.empty((len(blobs), polys, len(moduli), n), dtype=np.uint64)
+    pos = head
+    for p in range(polys):
+        for level, q in enumerate(moduli):
+            size = n * q.bit_length() // 8
+            joined = b"".join(memoryview(blob)[pos : pos + size] for blob in blobs)
+            rows = unpack_bits(joined, q.bit_length(), n * len(blobs)).reshape(len(blobs), n)
+            bad = np.argwhere(rows >= np.uint64(q))
+            if bad.size:
+                chunk, index = (int(x) for x in bad[0])
+                raise RejectedMessage(
+                    sender, f"{what(chunk)}: residue {index} of polynomial {p} is "
+                    f"{int(rows[chunk, index])}, not below prime {level} ({q}); residues must be reduced")
+            out[:, p, level] = rows
+            pos += size
+    seeds = [bytes(memoryview(blob)[pos:]) for blob in blobs]
+    return (out[:, 0] if kind is PackedKind.SEEDED else out), seeds
+
+
+def _check_header(data: bytes, kind: PackedKind, n: int, moduli: Sequence[int], what: str,
+                  sender: int | None) -> None:
     header = _header(kind, n, moduli)
     if len(data) < len(header):
         raise RejectedMessage(sender, f"{what}: {len(data)} bytes, shorter than the "
@@ -158,19 +204,3 @@ def unpack_ciphertext(data: bytes, kind: PackedKind, n: int, moduli: Sequence[in
     want = packed_size(kind, n, moduli)
     if len(data) != want:
         raise RejectedMessage(sender, f"{what}: {len(data)} bytes, expected exactly {want}")
-    polys = 1 if kind is PackedKind.SEEDED else 2
-    out = np.empty((polys, len(moduli), n), dtype=np.uint64)
-    pos, view = len(header), memoryview(data)
-    for p in range(polys):
-        for level, q in enumerate(moduli):
-            size = n * q.bit_length() // 8
-            row = unpack_bits(view[pos : pos + size], q.bit_length(), n)
-            bad = np.flatnonzero(row >= np.uint64(q))
-            if bad.size:
-                raise RejectedMessage(
-                    sender, f"{what}: residue {int(bad[0])} of polynomial {p} is {int(row[bad[0]])}, "
-                    f"not below prime {level} ({q}); residues must be reduced")
-            out[p, level] = row
-            pos += size
-    seed = bytes(view[pos:])
-    return (out[0] if kind is PackedKind.SEEDED else out), seed

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,7 @@ from secagg.ckks.messages import (
     Receipt,
     Upload,
 )
-from secagg.ckks.packing import PackedKind, pack_ciphertext, packed_size, unpack_ciphertext
+from secagg.ckks.packing import PackedKind, pack_ciphertext, packed_size, unpack_ciphertexts
 from secagg.ckks.sketch import projections_for, sealed_sketch_bytes
 from secagg.errors import (
     AuthenticationFailed,
@@ -340,19 +340,20 @@ class ServerSession:
             raise MessageRefused(who, Check.UPLOAD_SIGNATURE,
                                  f"upload of client {who} is not signed by its roster identity "
                                  "(tampered or forged)") from None
-        cts = []
-        packed, moduli, n = self.config.params.packed, self._moduli, self._seal.n
-        for i, blob in enumerate(upload.chunks):
-            what = f"ciphertext {i}"
+        blobs: Sequence[bytes] = upload.chunks
+        if self.config.params.packed:  # strict decode, then SEAL's checked loader on the rebuilt objects
             try:
-                if packed:  # strict decode, then SEAL's own checked loader on the rebuilt object
-                    c0, seed = unpack_ciphertext(blob, PackedKind.SEEDED, n, moduli, what=what, sender=who)
-                    blob = self._seal.join_seeded(c0, seed)
-                cts.append(self._seal.load(blob, what=what))
-            except CiphertextRejected as exc:
-                raise MessageRefused(who, Check.CIPHERTEXT, str(exc)) from None
+                c0s, seeds = unpack_ciphertexts(blobs, PackedKind.SEEDED, self._seal.n, self._moduli,
+                                                what=lambda i: f"ciphertext {i}", sender=who)
             except RejectedMessage as exc:
                 raise MessageRefused(who, Check.CIPHERTEXT, exc.reason) from None
+            blobs = [self._seal.join_seeded(c0, seed) for c0, seed in zip(c0s, seeds, strict=True)]
+        cts = []
+        for i, blob in enumerate(blobs):
+            try:
+                cts.append(self._seal.load(blob, what=f"ciphertext {i}"))
+            except CiphertextRejected as exc:
+                raise MessageRefused(who, Check.CIPHERTEXT, str(exc)) from None
         # Everything checked: only now does the upload touch the sum.
         if self._sums is None:
             self._sums = cts
