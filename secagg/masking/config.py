@@ -131,7 +131,8 @@ class MaskingConfig:
         if isinstance(shares, bool) or not isinstance(shares, int) or \
                 not 1 <= shares <= self.threshold:
             raise InvalidParameter(
-                f"dp_min_shares must be an integer in [1, threshold={self.threshold}], found "
+                f"dp_min_shares (distributed_dp.min_noise_shares) must be an integer in [1, "
+                f"threshold={self.threshold}], found "
                 f"{shares!r}: the noise must be calibrated for no more shares than the fewest "
                 "inputs a sum is unmasked with (the masking threshold)")
         if self.max_weight != 1:

@@ -70,3 +70,31 @@ def test_a_result_that_misstates_the_survivors_is_refused(lie: str) -> None:
         match = "noise shares"
     with pytest.raises(ProtocolAbort, match=match):
         parties[0].decode(forged, payload)
+
+
+def test_a_client_refuses_an_invalid_or_weaker_noise_announcement() -> None:
+    """Checked before anything is sent (no server is contacted here), one line each."""
+    from secagg.dp.client_level import DistributedDPPolicy
+    from secagg_clients.runtime import RoundRefused, RuntimeClient
+
+    roster, identities = insecure_simulated_federation(N, corrupt_rate=0.05)
+    cfg = MaskingConfig.create(num_clients=N, vector_length=DIM, clip=0.5, roster=roster,
+                               dp_noise_multiplier=1.0, dp_l2_clip=0.5).to_dict()
+    announced = dict(cfg["distributed_dp"])  # type: ignore[call-overload]
+    cases = {
+        "min_noise_shares": {**cfg, "distributed_dp": {**announced, "min_noise_shares": N}},
+        "mechanism": {**cfg, "distributed_dp": {**announced, "mechanism": "gaussian"}},
+        "noise_multiplier": {**cfg, "distributed_dp": {**announced, "noise_multiplier": -1.0}},
+        "below this client's policy": {**cfg, "distributed_dp": {**announced,
+                                                                 "noise_multiplier": 0.5}},
+    }
+    policy = DistributedDPPolicy(min_noise_multiplier=0.8)
+    with RuntimeClient("http://127.0.0.1:9", "t", identity=identities[0], roster=roster,
+                       dp_policy=policy) as rt:
+        rt.check_distributed_dp(RoundInfo(1, 0, "masking", cfg, 0))  # as announced: fine
+        for why, bad in cases.items():
+            with pytest.raises(RoundRefused, match=why) as exc:
+                rt.check_distributed_dp(RoundInfo(1, 0, "masking", bad, 0))
+            assert "\n" not in str(exc.value)
+        with pytest.raises(RoundRefused, match="ckks round does not add"):
+            rt.check_distributed_dp(RoundInfo(1, 0, "ckks", {}, 0))
