@@ -164,7 +164,7 @@ class RingContext:
     def _tail(self, obj: Any, count: int) -> Residues:
         body = self._body(obj, count)
         start = len(body) - count * 8
-        magic, hsize, _, _, _, _, size = _HEADER.unpack_from(body, start - 24)
+        magic, _hsize, _, _, _, _, size = _HEADER.unpack_from(body, start - 24)
         (elements,) = struct.unpack_from("<Q", body, start - 8)
         if magic != _MAGIC or elements != count or size != 24 + count * 8:
             raise InvalidParameter("unexpected SEAL layout (a newer SEAL?)")
@@ -243,11 +243,13 @@ class RingContext:
                 self.evaluator.add_inplace(acc, ct)
         if acc is None:
             return np.zeros((self.primes, self.n), dtype=np.uint64)
-        return self.read_ct(acc)[1]
+        out: Residues = self.read_ct(acc)[1]
+        return out
 
     def uniform(self, seed: bytes) -> Residues:
         """The residues (primes, N) of the uniform polynomial SEAL expands from ``seed``."""
-        return self.read_ct(self.common_a(seed))[1]
+        out: Residues = self.read_ct(self.common_a(seed))[1]
+        return out
 
     def to_ntt(self, coeffs: Residues) -> Residues:
         """SEAL's NTT of two coefficient-form polynomials, shape (2, primes, N).

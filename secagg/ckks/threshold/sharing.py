@@ -11,11 +11,11 @@ denominators with n!, which costs about ``2 log2(n!)`` bits of modulus; 43 bits 
 Replicated sharing has only 0/1 coefficients. Every subset ``T`` of ``n - t + 1`` parties is a
 *term*; a dealer splits its secret ``s_i`` into one uniformly random polynomial ``r_{i,T}`` per
 term, summing to ``s_i`` modulo q, and gives ``r_{i,T}`` to the members of ``T``. A set ``S`` of
-at least ``t`` parties meets every term (``|T| + |S| > n``); each term is assigned to its smallest
-member in ``S`` and each decryptor adds up its assigned terms: an additive sharing of ``s_i``
-among ``S``. A coalition of ``t - 1`` parties misses exactly the terms inside the honest set, so
-it learns nothing about ``s_i``, and every honest partial decryption is a 0/1 combination of
-unknown uniform terms (see :mod:`.params` for the simulation).
+at least ``t`` parties meets every term (``|T| + |S| > n``); each term is assigned to one of its
+members in ``S`` by a public rule and each decryptor adds up its assigned terms: an additive
+sharing of ``s_i`` among ``S``. A coalition of ``t - 1`` parties misses exactly the terms inside
+the honest set, so it learns nothing about ``s_i``, and every honest partial decryption is a 0/1
+combination of unknown uniform terms (see :mod:`.params` for the simulation).
 
 Cost: ``C(n, t - 1)`` terms (252 for n = 10, t = 6; 3432 for n = 14, t = 7). Every random term
 travels as a 64-byte seed that SEAL expands (:meth:`RingContext.uniform`); the one correcting
@@ -69,7 +69,8 @@ def _binom(n: int, k: int) -> int:
 
 def assign_terms(all_terms: Sequence[tuple[int, ...]], decryptors: Iterable[int],
                  threshold: int) -> dict[int, list[int]]:
-    """Term indices each decryptor adds up: every term goes to its smallest member in ``S``.
+    """Term indices each decryptor adds up: term ``k`` goes to member ``k mod m`` of its ``m``
+    members in ``S`` (a public, deterministic rule that spreads the work; any rule is as safe).
 
     Raises :class:`NotEnoughParticipants` below the threshold."""
     s = sorted(set(decryptors))
@@ -83,7 +84,7 @@ def assign_terms(all_terms: Sequence[tuple[int, ...]], decryptors: Iterable[int]
         if not holders:  # impossible when |S| >= t; a guard against a bad party list
             raise NotEnoughParticipants("threshold decryption", len(s), threshold,
                                         f"no decryptor holds term {term}")
-        out[min(holders)].append(idx)
+        out[holders[idx % len(holders)]].append(idx)
     return out
 
 

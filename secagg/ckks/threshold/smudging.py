@@ -20,8 +20,11 @@ __all__ = ["smudging_coefficients", "smudging_ntt"]
 _MAX_TAU = 126
 
 
-def _mod_pow2_64(hi: np.ndarray, q: int) -> np.ndarray:
-    """(hi * 2^64) mod q for hi < q < 2^62, by 64 modular doublings (no overflow)."""
+def _mod_pow2_64(hi: np.ndarray, q: int, hi_bits: int) -> np.ndarray:
+    """(hi * 2^64) mod q for hi < 2^hi_bits and q < 2^62: one product when it fits in 64 bits,
+    else 64 modular doublings (no overflow either way)."""
+    if hi_bits + q.bit_length() <= 64:
+        return (hi * np.uint64((1 << 64) % q)) % np.uint64(q)
     r = hi % np.uint64(q)
     qq = np.uint64(q)
     for _ in range(64):
@@ -51,7 +54,7 @@ def smudging_coefficients(ring: RingContext, tau: int, count: int) -> Residues:
     lo = words[1::2]
     for j, q in enumerate(ring.moduli):
         qv = np.uint64(q)
-        r = _mod_pow2_64(hi, int(q)) + lo % qv
+        r = _mod_pow2_64(hi, int(q), width - 64) + lo % qv
         r = np.where(r >= qv, r - qv, r)
         off = np.uint64(offsets[j])
         out[:, j, :] = np.where(r >= off, r - off, r + (qv - off)).reshape(count, ring.n)
