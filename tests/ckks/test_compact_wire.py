@@ -25,6 +25,7 @@ from secagg.ckks.packing import (
     packed_size,
     unpack_bits,
     unpack_ciphertext,
+    unpack_ciphertexts,
 )
 from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ, noise_bound
 from secagg.ckks.sketch import projections_for, sealed_sketch_bytes, soundness_bits
@@ -345,3 +346,25 @@ def test_the_aggregate_is_packed_too_and_decoded_strictly() -> None:
     with pytest.raises(CheckFailed, match="aggregate ciphertext 0: residue 0 .* not below prime") as info:
         parts.clients[2].handle_bytes(bad)
     assert info.value.check is Check.CIPHERTEXT
+
+
+@settings(max_examples=20, deadline=None)
+@given(chunks=st.integers(1, 6), data=st.data())
+def test_a_whole_upload_unpacks_at_once_and_names_the_bad_chunk(chunks: int, data: st.DataObject) -> None:
+    rng = np.random.default_rng(chunks)
+    c0s = rng.integers(0, _MODULI[0], (chunks, 1, _N), dtype=np.uint64)
+    seeds = [rng.bytes(64) for _ in range(chunks)]
+    blobs = [pack_ciphertext(PackedKind.SEEDED, c0, _MODULI, seed)
+             for c0, seed in zip(c0s, seeds, strict=True)]
+    got, got_seeds = unpack_ciphertexts(blobs, PackedKind.SEEDED, _N, _MODULI, what=lambda i: f"chunk {i}")
+    assert np.array_equal(got, c0s) and got_seeds == seeds
+    bad = data.draw(st.integers(0, chunks - 1))
+    index = data.draw(st.integers(0, _N - 1))
+    c0s[bad, 0, index] = _MODULI[0]
+    header = bytes([FORMAT_VERSION, PackedKind.SEEDED, 10, 1, 27])
+    blobs[bad] = header + pack_bits(c0s[bad, 0], 27) + seeds[bad]
+    with pytest.raises(RejectedMessage, match=f"chunk {bad}: residue {index} of polynomial 0"):
+        unpack_ciphertexts(blobs, PackedKind.SEEDED, _N, _MODULI, what=lambda i: f"chunk {i}")
+    blobs[bad] = blobs[bad][:-1]
+    with pytest.raises(RejectedMessage, match=f"chunk {bad}: .* expected exactly"):
+        unpack_ciphertexts(blobs, PackedKind.SEEDED, _N, _MODULI, what=lambda i: f"chunk {i}")
