@@ -42,10 +42,12 @@ from the round's precision by this formula, for ``n`` clients, value bound ``C``
 
 ``eps`` is relative to the sum's range ``M``: the released weighted *mean* is then within
 ``eps * C * (n * B / W)`` of the exact one, ``W`` the total weight (``eps * C`` when every client
-contributes with weight ``B``). For 10 clients, ``C = 1``, ``B = 8``, ``eps = 1e-6``: ``M = 80``,
-``E = 75.2``, target ``r = 14`` needs ``s >= 22``, so ``b = 31`` (q = 2147352577), then ``s = 23``,
-``r = 15``: 31 bits per real, ~0.98x float32 with the seeds and framing; released sums within
-``2^-16 + 75.2 / 2^23 = 2.4e-5`` (``eps * M = 8e-5``).
+contributes with weight ``B``). For 10 clients, ``C = 1``, ``B = 8``: ``M = 80``, ``E = 75.2``;
+``eps = 1e-6`` gives ``r = 14``, ``s >= 22``, ``b = 30``, then ``s = 22``, ``r = 14``: 30 bits per
+real (~0.95x float32 with the seeds and framing), released sums within ``2^-15 + 75.2 / 2^22 =
+4.8e-5 <= eps * M = 8e-5``; ``eps = 5e-7`` (what ``secagg bench ckks --preset packed`` asks)
+gives ``b = 31`` (q = 2147352577), ``s = 23``, ``r = 15``: ~0.98x float32, released sums within
+``2^-16 + 75.2 / 2^23 = 2.4e-5``.
 """
 
 from __future__ import annotations
