@@ -79,7 +79,7 @@ def _corr(a, b) -> float:
 
 
 def _key_attack(world, coalition):
-    ring, parties, xs, seed, uploads, *_ = world
+    ring, parties, _xs, seed, uploads, *_ = world
     est, held, total = _victim_key_as_known_to(ring, parties, coalition)
     guess = _decrypt(ring, uploads[VICTIM][0], seed, est)
     return guess, held, total
@@ -106,7 +106,7 @@ def test_partial_decryptions_do_not_help_below_t(world) -> None:
     """Everything the server saw at decryption, plus the colluders' own secrets: the sum of the
     partial decryptions is a*s_U + smudging; removing what the coalition knows leaves the other
     honest parties' keys on the victim's upload, i.e. garbage."""
-    ring, parties, xs, seed, uploads, summed, partials, released = world
+    ring, parties, xs, seed, uploads, _summed, partials, released = world
     coalition = [0, 1, 2, 3, 4]
     total = np.zeros((ring.primes, ring.n), dtype=np.uint64)
     for p in partials.values():
@@ -131,7 +131,7 @@ def test_partial_decryptions_do_not_help_below_t(world) -> None:
 def test_positive_control_partial_decryptions_with_t_colluders(world) -> None:
     """The same partial-decryption attack with t colluders: their keys' terms give every s_i, so
     a*s_U - a*(everyone but the victim) leaves the victim's upload decrypted."""
-    ring, parties, xs, seed, uploads, summed, partials, released = world
+    ring, parties, xs, seed, uploads, _summed, partials, _released = world
     a = ring.read_ct(ring.common_a(chunk_seed(seed, 0)))[1]
     total = np.zeros((ring.primes, ring.n), dtype=np.uint64)
     for p in partials.values():
@@ -161,3 +161,66 @@ def test_positive_control_partial_decryptions_with_t_colluders(world) -> None:
     guess = np.concatenate([z.real, z.imag])
     assert _corr(guess, xs[VICTIM]) > 0.999
     assert np.abs(guess - xs[VICTIM]).max() < 1e-6  # the smudging of the partials, no more
+
+
+def test_why_not_shamir_lagrange_partial_decryptions_leak_the_noise() -> None:
+    """Design check (the reason :mod:`secagg.ckks.threshold.sharing` is replicated, not Shamir).
+
+    Scalar model of Shamir-shared threshold decryption over Z_q with Lagrange weights applied
+    before smudging (as Lattigo's t-out-of-N does), q = 2^61 - 1, known messages (the
+    IND-CPA-D setting). A coalition of t - 1 = 5 parties holding its shares, with the server
+    choosing the decrypting set, recovers the aggregate's exact noise e from one honest partial
+    decryption although every partial decryption carries 2^40 of smudging: the honest weight is a
+    rational P/Q with Q = 51200 > 2|e|, so Q * (what is left) mod Q = P*e mod Q."""
+    import secrets
+    from fractions import Fraction
+    from math import prod
+
+    q = 2**61 - 1
+    coeffs, n, t = 64, 10, 6
+    xs = list(range(1, n + 1))
+    coalition, group, honest = [2, 4, 5, 8, 10], [1, 3, 5, 6, 7, 9], 1
+
+    def centred(v: int) -> int:
+        v %= q
+        return v - q if v > q // 2 else v
+
+    rng = np.random.default_rng(3)
+    secrets_ = [rng.integers(-1, 2, coeffs).tolist() for _ in xs]
+    polys = [[[s] + [secrets.randbelow(q) for _ in range(t - 1)] for s in sec] for sec in secrets_]
+    share = {x: [sum(sum(c * x**k for k, c in enumerate(polys[i][j])) for i in range(n)) % q
+                 for j in range(coeffs)] for x in xs}
+    a = [secrets.randbelow(q) for _ in range(coeffs)]
+    s_total = [sum(sec[j] for sec in secrets_) for j in range(coeffs)]
+    noise = rng.integers(-21 * n, 21 * n + 1, coeffs).tolist()
+    msg = rng.integers(0, 2**40, coeffs).tolist()  # Delta * sum m_i, known to the adversary
+    c0 = [(-a[j] * s_total[j] + noise[j] + msg[j]) % q for j in range(coeffs)]
+
+    def lam(x: int) -> Fraction:
+        return prod(Fraction(m, m - x) for m in group if m != x)
+
+    def mod_q(f: Fraction) -> int:
+        return f.numerator * pow(f.denominator, -1, q) % q
+
+    partial = {x: [(mod_q(lam(x)) * a[j] * share[x][j] + secrets.randbelow(2**41) - 2**40) % q
+                   for j in range(coeffs)] for x in group}
+    out = [centred(c0[j] + sum(partial[x][j] for x in group) - msg[j]) for j in range(coeffs)]
+    assert max(abs(o - e) for o, e in zip(out, noise, strict=True)) > 2**35  # the release is flooded
+
+    # the attack: the honest share is L0(x_h)*s + sum_c Lc(x_h)*share_c (Lagrange over {0} + C)
+    pts = [0, *coalition]
+
+    def basis(p: int, at: int) -> Fraction:
+        return prod(Fraction(at - o, p - o) for o in pts if o != p)
+
+    nu = lam(honest) * basis(0, honest)
+    assert nu.denominator == 51200
+    recovered = []
+    for j in range(coeffs):
+        known = sum(mod_q(lam(honest) * basis(c, honest)) * a[j] * share[c][j] for c in coalition)
+        a_s = msg[j] - c0[j]  # a*s = msg + e - c0; e is what must stay hidden
+        left = centred(partial[honest][j] - known - mod_q(nu) * a_s)  # nu*e + E, as an element
+        small = centred(nu.denominator * left)  # = P*e + Q*E: a small integer
+        e_mod_q = small * pow(nu.numerator, -1, nu.denominator) % nu.denominator
+        recovered.append(e_mod_q - nu.denominator if e_mod_q > nu.denominator // 2 else e_mod_q)
+    assert recovered == noise  # exact noise, through 2^40 of smudging

@@ -5,8 +5,11 @@ ones with Lagrange weights; given the ``t - 1`` shares of a coalition, an honest
 partial decryption is ``(P/Q) * (a*s) + known + E`` with ``P/Q`` a rational with a small
 denominator. Then ``Q * p`` reduced modulo ``Q`` reveals ``P * e mod Q`` for the aggregate's
 encryption noise ``e``, whatever the smudging ``E``: the simulation behind the smudging argument
-fails as soon as two honest parties decrypt together (Boneh et al., CRYPTO 2018, clear the
-denominators with n!, which costs about ``2 log2(n!)`` bits of modulus; 43 bits for n = 10).
+fails as soon as two honest parties decrypt together. For n = 10, t = 6 the server can pick a
+decrypting set with ``Q = 51200 > 2|e|``, and the coalition reads ``e`` exactly through 2^40 of
+smudging (``tests/ckks/test_threshold_attacks.py::test_why_not_shamir_...``). Boneh et al.
+(CRYPTO 2018) clear the denominators with factorials, which costs about ``2 log2(n!)`` bits of
+modulus (about 43 for n = 10).
 
 Replicated sharing has only 0/1 coefficients. Every subset ``T`` of ``n - t + 1`` parties is a
 *term*; a dealer splits its secret ``s_i`` into one uniformly random polynomial ``r_{i,T}`` per
@@ -17,7 +20,7 @@ sharing of ``s_i`` among ``S``. A coalition of ``t - 1`` parties misses exactly 
 the honest set, so it learns nothing about ``s_i``, and every honest partial decryption is a 0/1
 combination of unknown uniform terms (see :mod:`.params` for the simulation).
 
-Cost: ``C(n, t - 1)`` terms (252 for n = 10, t = 6; 3432 for n = 14, t = 7). Every random term
+Cost: ``C(n, t - 1)`` terms (252 for n = 10, t = 6; 3003 for n = 14, t = 7). Every random term
 travels as a 64-byte seed that SEAL expands (:meth:`RingContext.uniform`); the one correcting
 term travels as a full polynomial to its ``n - t + 1`` members. Past :data:`MAX_TERMS` the
 federation is too large for this sharing; the scaled Shamir variant is the way there (not built).
