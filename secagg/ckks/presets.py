@@ -32,7 +32,7 @@ from the round's precision by this formula, for ``n`` clients, value bound ``C``
   (Gaussian tail), ``n * 20`` never;
 * scale: ``Delta = 2^s`` with ``s >= ceil(log2(3 E / delta))``: noise <= ``delta / 3``, so every
   released sum value is within ``delta / 2 + delta / 3 < delta <= eps * M`` of the exact sum, and
-  the grid is at least 3x the noise bound it hides (25x the noise's standard deviation);
+  the grid is at least 3x the noise bound it hides (22x the noise's standard deviation);
 * prime: the smallest ``b`` whose SEAL prime ``q`` (largest prime < 2^b, 1 mod 2N) holds the sum
   at that scale without wrapping: ``Delta * M <= (q / 2) (1 - 2^-8)`` and ``n * 20 <= q / 2^9``
   (the 2^-8 slack covers the noise); the prime's leftover room then goes to precision: ``s`` is
