@@ -200,8 +200,9 @@ def test_released_model_mia_on_real_losses(energy: list[Record]) -> None:
     assert rm.auc_plain == auc(-rm.member_losses_plain, -rm.nonmember_losses_plain)
     assert rm.auc_plain > 0.5 + 3 * rm.auc_sd  # > ~0.68: the attack works on real losses
     assert rm.epsilon < 1.0
-    # stated tolerance: within 3 null standard deviations of chance (+-0.18 at 48/48 records)
-    assert abs(rm.auc_dp - 0.5) <= 3 * rm.auc_sd
+    # stated tolerance: within 4 null standard deviations of chance (+-0.24 at 48/48 records;
+    # the DP noise is the secure, unseeded one, so this must hold for any draw: 6e-5 to fail)
+    assert abs(rm.auc_dp - 0.5) <= 4 * rm.auc_sd
     assert rm.auc_dp < rm.auc_plain and rm.dp_within_bound
     assert math.isfinite(rm.train_loss_dp) and rm.advantage_bound < 0.5
 
