@@ -13,6 +13,7 @@ import tenseal.sealapi as seal
 from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ
 from secagg.ckks.threshold import (
     RingContext,
+    SealedBundle,
     ThresholdParams,
     ThresholdParty,
     aggregate,
@@ -25,12 +26,12 @@ from secagg.ckks.threshold import (
     setup_digest,
 )
 from secagg.ckks.threshold.rings import _Zstd
-from secagg.ckks.threshold.sharing import ShareBundle, assign_terms, terms
+from secagg.ckks.threshold.sharing import ShareBundle, assign_terms, deal, sum_assigned, terms
 from secagg.ckks.threshold.smudging import smudging_coefficients
 from secagg.dp.csprng import secure_words64
 from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, NotEnoughParticipants
 from secagg.hazmat.agreement import X25519KeyPair
-from secagg.hazmat.signing import SigningKey, verify_signature
+from secagg.identity import Identity, Roster
 
 N_PARTIES, T = 10, 6
 IDS = list(range(N_PARTIES))
@@ -80,14 +81,14 @@ def test_below_threshold_is_a_clear_error(ring, parties) -> None:
     five = [0, 1, 2, 3, 4]
     with pytest.raises(NotEnoughParticipants, match="threshold is 6"):
         parties[0].partial_decrypt(seed, len(summed), IDS, five)
-    six = five + [5]
+    six = [*five, 5]
     partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, six) for j in five}
     with pytest.raises(NotEnoughParticipants, match=r"missing \[5\]"):
         combine(ring, summed, partials, decryptors=six, threshold=T, length=LENGTH)
     with pytest.raises(NotEnoughParticipants, match="threshold is 6"):
         combine(ring, summed, partials, decryptors=five, threshold=T, length=LENGTH)
     # retry with another decrypting set (5 vanished): allowed, same uploaders, and correct
-    retry = five + [6]
+    retry = [*five, 6]
     partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, retry) for j in retry}
     out = combine(ring, summed, partials, decryptors=retry, threshold=T, length=LENGTH)
     assert np.abs(out - sum(xs.values())).max() <= 1e-6 * CLIP
@@ -136,40 +137,37 @@ def _from_ntt(ring, residues):
 
 
 def test_share_transport_is_sealed_and_signed(ring) -> None:
+    """Bundles travel sealed to the recipient's box key and signed by the dealer's pinned
+    roster identity; a forged signature, another session, another recipient all fail."""
+    identities = [Identity.generate(f"enterprise-{i}") for i in IDS]
+    roster = Roster.of("threshold-test", identities)
     dealer_id, me = 3, 7
-    dealer_key, my_key = SigningKey.generate(), SigningKey.generate()
-
-    class Roster:
-        keys = {dealer_id: dealer_key.public_bytes, me: my_key.public_bytes}
-
-        def verify(self, client_id, signature, message, *, what):
-            verify_signature(self.keys[client_id], signature, message, what=what)
-
     box = X25519KeyPair.generate()
-    session = setup_digest(b"roster", tuple(IDS), T, "params")
-    secret = ring.uniform(os.urandom(64))
-    bundles = __import__("secagg.ckks.threshold.sharing", fromlist=["deal"]).deal(
-        ring, secret, dealer_id, IDS, T)
-    env = seal_bundle(bundles[me], identity=dealer_key, recipient_box=box.public_bytes,
-                      session=session)
-    opened = open_bundle(env, me=me, box=box, roster=Roster(), session=session, ring=ring)
+    session = setup_digest(roster.digest(), tuple(IDS), T, "params")
+    bundles = deal(ring, ring.uniform(os.urandom(64)), dealer_id, IDS, T)
+    env = seal_bundle(bundles[me], identity=identities[dealer_id].signing_key,
+                      recipient_box=box.public_bytes, session=session)
+    opened = open_bundle(env, me=me, box=box, roster=roster, session=session, ring=ring)
     assert opened.to_bytes() == bundles[me].to_bytes()
     assert "redacted" in repr(opened)
-    forged = seal_bundle(bundles[me], identity=my_key, recipient_box=box.public_bytes,
-                         session=session)
+    forged = seal_bundle(bundles[me], identity=identities[me].signing_key,
+                         recipient_box=box.public_bytes, session=session)
     with pytest.raises(AuthenticationFailed):
-        open_bundle(forged, me=me, box=box, roster=Roster(), session=session, ring=ring)
+        open_bundle(forged, me=me, box=box, roster=roster, session=session, ring=ring)
     with pytest.raises(AuthenticationFailed):
-        open_bundle(env, me=me, box=box, roster=Roster(), session=b"other", ring=ring)
+        open_bundle(env, me=me, box=box, roster=roster, session=b"other", ring=ring)
     with pytest.raises(AuthenticationFailed):
-        open_bundle(env, me=8, box=box, roster=Roster(), session=session, ring=ring)
+        open_bundle(env, me=8, box=box, roster=roster, session=session, ring=ring)
+    swapped = SealedBundle(env.dealer, env.recipient, X25519KeyPair.generate().public_bytes,
+                           env.sealed, env.signature)
+    with pytest.raises(AuthenticationFailed):
+        open_bundle(swapped, me=me, box=box, roster=roster, session=session, ring=ring)
 
 
 def test_replicated_terms_reconstruct_and_cover(ring) -> None:
     all_terms = terms(tuple(IDS), T)
     assert len(all_terms) == 252 and all(len(t) == N_PARTIES - T + 1 for t in all_terms)
     secret = ring.uniform(os.urandom(64))
-    from secagg.ckks.threshold.sharing import deal, sum_assigned
     bundles = deal(ring, secret, 0, IDS, T)
     group = [1, 3, 4, 6, 8, 9]
     assignment = assign_terms(all_terms, group, T)
