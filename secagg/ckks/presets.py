@@ -68,6 +68,7 @@ _SIGMA = 3.2  # SEAL's error standard deviation (HE standard)
 _TAIL = 7.4  # P(|N(0,1)| > 7.4) < 2^-42
 NOISE_PER_CLIENT = 20  # SEAL clips the error at 6 sigma = 19.2; plus 1/2 of encoding rounding
 _WRAP_SLACK_BITS = 8  # Delta * M <= (q/2)(1 - 2^-8): the rest is left for the noise
+_MIN_PACKED_BITS = 21  # q > 2^20, as the upload sketch needs (secagg.ckks.sketch)
 _GRID_OVER_NOISE = 3  # the release grid is at least 3x the noise bound: error <= delta/2 + delta/3
 
 
@@ -166,9 +167,9 @@ class CKKSParams:
         if self.level_primes != 1 or len(self.coeff_modulus_bits) != 1:
             raise InvalidParameter("CKKSParams with encoding='coefficients' use one prime "
                                    f"(level_primes=1), found {self.coeff_modulus_bits}")
-        if self.coeff_modulus_bits[0] > 57:
-            raise InvalidParameter("CKKSParams.coeff_modulus_bits: packed residues are at most 57 "
-                                   f"bits, found {self.coeff_modulus_bits[0]}")
+        if not _MIN_PACKED_BITS <= self.coeff_modulus_bits[0] <= 57:
+            raise InvalidParameter(f"CKKSParams.coeff_modulus_bits: packed primes are {_MIN_PACKED_BITS}"
+                                   f" to 57 bits, found {self.coeff_modulus_bits[0]}")
         if not 1 <= self.scale_bits <= self.level_bits - 2:
             raise InvalidParameter(f"CKKSParams.scale_bits must be in [1, {self.level_bits - 2}] "
                                    f"for a {self.level_bits}-bit prime, found {self.scale_bits}")
@@ -215,7 +216,7 @@ class CKKSParams:
         target_bits = -math.floor(math.log2(target_error * span))
         min_scale = max(1, math.ceil(noise_bits + target_bits))
         limit = min(57, HE_STANDARD_128_MAX_LOGQ[poly_modulus_degree])
-        for bits in range(_MIN_PRIME_BITS, limit + 1):
+        for bits in range(_MIN_PACKED_BITS, limit + 1):
             (q,) = seal_primes(poly_modulus_degree, (bits,))
             room = q / 2 * (1 - 2.0**-_WRAP_SLACK_BITS) / span
             if math.ldexp(1.0, min_scale) <= room and \

@@ -217,7 +217,7 @@ def test_for_round_meets_its_promise_and_the_128_bit_bound(clients: int, weight:
     noise = noise_bound(clients) / 2.0**p.scale_bits
     assert p.release_quantum / 2 + noise < p.release_quantum <= target * span  # the promise
     assert 3 * noise <= p.release_quantum  # the grid hides the noise
-    if p.level_bits > 20:  # the smallest prime that holds the target
+    if p.level_bits > 21:  # the smallest prime that holds the target
         smaller = seal_primes(p.poly_modulus_degree, (p.level_bits - 1,))[0]
         min_scale = max(1, math.ceil(math.log2(3 * noise_bound(clients))
                                      - math.floor(math.log2(target * span))))
@@ -368,3 +368,23 @@ def test_a_whole_upload_unpacks_at_once_and_names_the_bad_chunk(chunks: int, dat
     blobs[bad] = blobs[bad][:-1]
     with pytest.raises(RejectedMessage, match=f"chunk {bad}: .* expected exactly"):
         unpack_ciphertexts(blobs, PackedKind.SEEDED, _N, _MODULI, what=lambda i: f"chunk {i}")
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(2, 4), weight_bound=st.sampled_from([1.0, 3.0, 100.0]),
+       target=st.sampled_from([1e-3, 1e-5, 1e-7]), seed=st.integers(0, 1000))
+def test_packed_rounds_keep_the_promise_of_their_parameters(n: int, weight_bound: float, target: float,
+                                                            seed: int) -> None:
+    params = CKKSParams.for_round(clients=n, weight_bound=weight_bound, target_error=target)
+    config = make_config(params, size=3000, n=n, weight_bound=weight_bound)
+    weights = {i: float(np.random.default_rng(seed + i).uniform(0.01, weight_bound))
+               for i in config.client_ids}
+    parts = keyed_round(config, seed=seed, weights=weights)
+    aggregates = parts.aggregate(parts.uploads())
+    reader = next(iter(aggregates))
+    assert parts.clients[reader].handle_bytes(aggregates[reader]) is None
+    release = parts.clients[reader].result
+    exact = sum(weights[i] * parts.updates[i].astype(np.float64) for i in config.client_ids)
+    span = n * max(weight_bound, 1.0)
+    assert np.max(np.abs(release.weighted_sum - exact)) < params.release_quantum <= target * span
+    assert abs(release.total_weight - sum(weights.values())) < params.release_quantum
