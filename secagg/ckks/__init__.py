@@ -23,6 +23,11 @@ shape of :mod:`secagg.masking`'s, run a round under any transport::
     out = server.advance()                   # aggregate        -> every contributor
     client.handle_bytes(out[my_id])          # verify, decrypt, round: client.result.mean()
 
+Uploads below the size of the float32 update: ``params=CKKSParams.for_round(clients=len(ids),
+value_bound=..., weight_bound=..., target_error=1e-6)`` picks the prime and scale for the round
+and sends one real per coefficient, bit-packed (:mod:`secagg.ckks.presets`,
+:mod:`secagg.ckks.packing`); its published config names ``"preset": "packed"``.
+
 Server side: ``receive`` raises :class:`~secagg.errors.RejectedMessage` and changes nothing on bad
 input (that client becomes a dropout), ``advance`` raises
 :class:`~secagg.errors.NotEnoughParticipants` when too few remain, ``expected`` says
