@@ -67,8 +67,7 @@ def _victim_key_as_known_to(ring, parties, coalition):
 def _decrypt(ring, c0, seed, key):
     a = ring.read_ct(ring.common_a(chunk_seed(seed, 0)))[1]
     dec = seal.Decryptor(ring.context, ring.secret_key(key))
-    z = ring.decode(ring.decrypt(dec, ring.ciphertext(np.stack([c0, a]))))
-    return np.concatenate([z.real, z.imag])
+    return ring.decode_reals(ring.decrypt(dec, ring.ciphertext(np.stack([c0, a]))))
 
 
 def _corr(a, b) -> float:
@@ -91,7 +90,8 @@ def test_t_minus_1_coalition_cannot_decrypt_an_upload(world) -> None:
     assert held == total - 1  # the one term inside the honest set {5..9} is missing
     # at chance: |corr| around 1/sqrt(8192) ~ 0.011
     assert abs(_corr(guess, xs[VICTIM])) < 0.05
-    assert np.std(guess - xs[VICTIM]) > 100  # errors far outside the [-1, 1] range
+    # worse than the trivial estimate 0 (the decoding is uniform garbage modulo q / scale)
+    assert np.mean((guess - xs[VICTIM]) ** 2) > 10 * np.mean(xs[VICTIM] ** 2)
 
 
 def test_positive_control_t_coalition_decrypts_the_upload(world) -> None:
@@ -119,8 +119,7 @@ def test_partial_decryptions_do_not_help_below_t(world) -> None:
                         ring.moduli)
     # c0_victim + a*s_U - a*s_C = m_victim + e + a*(sum of the other honest keys) + smudging
     attempt = sub_mod(add_mod(uploads[VICTIM][0], total, ring.moduli), known, ring.moduli)
-    z = ring.decode(attempt)
-    guess = np.concatenate([z.real, z.imag])
+    guess = ring.decode_reals(attempt)
     assert abs(_corr(guess, xs[VICTIM])) < 0.05
     # what the release itself gives (the honest sum) is the only signal, and it is legitimate
     honest_sum = released - sum(xs[c] for c in coalition)
@@ -157,8 +156,7 @@ def test_positive_control_partial_decryptions_with_t_colluders(world) -> None:
         others = add_mod(others, ring.decrypt(dec, ring.ciphertext(np.stack([np.zeros_like(a), a]))),
                          ring.moduli)
     attempt = sub_mod(add_mod(uploads[VICTIM][0], total, ring.moduli), others, ring.moduli)
-    z = ring.decode(attempt)
-    guess = np.concatenate([z.real, z.imag])
+    guess = ring.decode_reals(attempt)
     assert _corr(guess, xs[VICTIM]) > 0.999
     assert np.abs(guess - xs[VICTIM]).max() < 1e-6  # the smudging of the partials, no more
 

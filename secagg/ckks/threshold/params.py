@@ -41,11 +41,14 @@ This is a worst-case bound (no tail assumption on ``e``). The server, holding ev
 ``2^-lambda`` statistical distance, on top of RLWE (the uploads) and the AEAD/signatures of the
 share transport.
 
-*What it costs.* The ``t`` smudges add to every coefficient; decoded, each real carries an error
-of standard deviation ``sqrt(N * t / 6) * 2^tau / Delta`` (two reals per complex slot; uniform
-variance ``2^(2 tau) / 3``). The scale is chosen so that ``z`` of those standard deviations stay
-below ``rel_error * clip``; the data level must then hold ``Delta * sqrt(2) * n * clip`` plus the
-worst-case smudge ``t * 2^tau`` below ``q / 2``. The total of all primes, the unused key-switching
+*What it costs.* The ``t`` smudges add to every coefficient (uniform variance ``2^(2 tau) / 3``
+each). With the coefficient embedding (the default: the ``N`` reals of a chunk are the plaintext's
+coefficients, through SEAL's own slot encoder, see :class:`.rings.CoefficientEmbedding`) a decoded
+real carries an error of standard deviation ``sqrt(t / 3) * 2^tau / Delta``; with SEAL's slot
+encoding (two reals per complex slot) it is ``sqrt(N * t / 6) * 2^tau / Delta``, about 6 bits
+worse at N = 8192. The scale is chosen so that ``z`` of those standard deviations stay below
+``rel_error * clip``; the data level must then hold ``Delta * n * clip`` (times sqrt(2) for slots)
+plus the worst-case smudge ``t * 2^tau`` below ``q / 2``. The total of all primes, the unused key-switching
 prime included, is checked against the HE-standard 128-bit bound
 (:data:`secagg.ckks.presets.HE_STANDARD_128_MAX_LOGQ`).
 
@@ -70,6 +73,7 @@ __all__ = ["CBD_NOISE_BOUND", "ThresholdParams", "plan"]
 CBD_NOISE_BOUND = 21
 _MAX_PRIME_BITS = 60
 _MIN_PRIME_BITS = 20
+_EMBEDDINGS = ("coefficients", "slots")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +95,13 @@ class ThresholdParams:
     security_bits: int = 40
     rel_error: float = 1e-6
     error_sigmas: float = 7.5
+    embedding: str = "coefficients"
 
     def __post_init__(self) -> None:
         n = self.poly_modulus_degree
+        if self.embedding not in _EMBEDDINGS:
+            raise InvalidParameter(f"embedding must be one of {_EMBEDDINGS}, found "
+                                   f"{self.embedding!r}")
         if n not in HE_STANDARD_128_MAX_LOGQ:
             raise InvalidParameter(f"poly_modulus_degree must be one of "
                                    f"{sorted(HE_STANDARD_128_MAX_LOGQ)}, found {n}")
@@ -149,18 +157,18 @@ class ThresholdParams:
     @property
     def error_std(self) -> float:
         """Standard deviation of the smudging error on one decoded real (value units)."""
-        n, t = self.poly_modulus_degree, self.threshold
-        return math.sqrt(n * t / 6.0) * math.ldexp(1.0, self.smudging_bits - self.scale_bits)
+        return _spread(self.embedding, self.poly_modulus_degree, self.threshold) \
+            * math.ldexp(1.0, self.smudging_bits - self.scale_bits)
 
     @property
     def required_scale_bits(self) -> int:
-        n, t = self.poly_modulus_degree, self.threshold
-        std_units = math.sqrt(n * t / 6.0) * 2.0 ** self.smudging_bits
+        std_units = _spread(self.embedding, self.poly_modulus_degree, self.threshold) \
+            * 2.0 ** self.smudging_bits
         return math.ceil(math.log2(self.error_sigmas * std_units / (self.rel_error * self.clip)))
 
     @property
     def required_level_bits(self) -> int:
-        peak = (2.0 ** self.scale_bits * math.sqrt(2) * self.parties * self.clip
+        peak = (2.0 ** self.scale_bits * _peak_factor(self.embedding) * self.parties * self.clip
                 + self.threshold * 2.0 ** self.smudging_bits + self.noise_bound)
         return math.ceil(math.log2(peak)) + 1  # one bit of margin
 
@@ -185,6 +193,7 @@ class ThresholdParams:
     def table(self) -> dict[str, float | int | str]:
         return {
             "N": self.poly_modulus_degree,
+            "embedding": self.embedding,
             "coeff_modulus_bits": str(list(self.coeff_modulus_bits)),
             "total_bits": sum(self.coeff_modulus_bits),
             "he_standard_128_bound": HE_STANDARD_128_MAX_LOGQ[self.poly_modulus_degree],
@@ -201,10 +210,23 @@ class ThresholdParams:
         }
 
 
+def _spread(embedding: str, n: int, t: int) -> float:
+    """Std of one decoded real per unit of smudging scale 2^tau: t uniforms of variance 1/3 each,
+    per coefficient, or summed over N coefficients into a slot's real part (N/2 of them)."""
+    if embedding == "coefficients":
+        return math.sqrt(t / 3.0)
+    return math.sqrt(n * t / 6.0)
+
+
+def _peak_factor(embedding: str) -> float:
+    """Largest coefficient of an encoded vector of reals bounded by 1, in units of the scale."""
+    return 1.0 if embedding == "coefficients" else math.sqrt(2)
+
+
 def plan(*, parties: int, threshold: int, clip: float, params_count: int,
          rel_error: float = 1e-6, security_bits: int = 40, attempts: int = 1,
          poly_modulus_degree: int = 8192, error_sigmas: float = 7.5,
-         special_prime_bits: int = 60) -> ThresholdParams:
+         special_prime_bits: int = 60, embedding: str = "coefficients") -> ThresholdParams:
     """The smallest data level meeting the smudging bound for one round of ``params_count``
     reals (``attempts`` decryption attempts per chunk), checked against the 128-bit bound."""
     n = poly_modulus_degree
@@ -212,9 +234,9 @@ def plan(*, parties: int, threshold: int, clip: float, params_count: int,
     rounds = chunks * attempts
     b = CBD_NOISE_BOUND * parties
     tau = math.ceil(security_bits + math.log2(rounds * n * b) - 1)
-    std_units = math.sqrt(n * threshold / 6.0) * 2.0 ** tau
+    std_units = _spread(embedding, n, threshold) * 2.0 ** tau
     scale = math.ceil(math.log2(error_sigmas * std_units / (rel_error * clip)))
-    peak = 2.0 ** scale * math.sqrt(2) * parties * clip + threshold * 2.0 ** tau + b
+    peak = 2.0 ** scale * _peak_factor(embedding) * parties * clip + threshold * 2.0 ** tau + b
     need = math.ceil(math.log2(peak)) + 2  # the level must exceed need - 1 bits
     k = max(1, math.ceil(need / _MAX_PRIME_BITS))
     per = max(_MIN_PRIME_BITS, math.ceil(need / k))
@@ -231,4 +253,5 @@ def plan(*, parties: int, threshold: int, clip: float, params_count: int,
     return ThresholdParams(
         poly_modulus_degree=n, coeff_modulus_bits=bits, scale_bits=scale, smudging_bits=tau,
         parties=parties, threshold=threshold, clip=clip, max_decryptions=rounds,
-        security_bits=security_bits, rel_error=rel_error, error_sigmas=error_sigmas)
+        security_bits=security_bits, rel_error=rel_error, error_sigmas=error_sigmas,
+        embedding=embedding)

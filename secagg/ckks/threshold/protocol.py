@@ -81,11 +81,9 @@ def chunks_for(ring: RingContext, length: int) -> int:
 
 
 def _to_slots(ring: RingContext, values: npt.NDArray[np.float64]) -> list[npt.NDArray[Any]]:
-    half = ring.slots
     padded = np.zeros(chunks_for(ring, values.size) * ring.n, dtype=np.float64)
     padded[: values.size] = values
-    blocks = padded.reshape(-1, ring.n)
-    return [b[:half] + 1j * b[half:] for b in blocks]
+    return [ring.pack(b) for b in padded.reshape(-1, ring.n)]
 
 
 class ThresholdParty(Unpicklable):
@@ -276,12 +274,9 @@ def combine(ring: RingContext, summed: Sequence[Residues],
                                     f"partial decryptions of the announced set {group}; "
                                     f"missing {sorted(set(group) - set(have))}")
     out = np.empty(len(summed) * ring.n, dtype=np.float64)
-    half = ring.slots
     for k, c0 in enumerate(summed):
         acc = np.asarray(c0, dtype=np.uint64)
         for j in group:
             acc = add_mod(acc, np.asarray(partials[j][k], dtype=np.uint64), ring.moduli)
-        z = ring.decode(acc)
-        out[k * ring.n: k * ring.n + half] = z.real
-        out[k * ring.n + half: (k + 1) * ring.n] = z.imag
+        out[k * ring.n: (k + 1) * ring.n] = ring.decode_reals(acc)
     return out[:length]
