@@ -36,10 +36,17 @@ coefficients and ``R`` decryptions the hybrid argument gives
     TV(real view, simulated view) <= R * N * B / 2^(tau+1)  <=  2^-lambda
     <=>  tau >= lambda + log2(R * N * B) - 1.
 
-This is a worst-case bound (no tail assumption on ``e``). The server, holding every byte, and
-``t - 1`` parties therefore learn nothing beyond the released aggregate except with probability
-``2^-lambda`` statistical distance, on top of RLWE (the uploads) and the AEAD/signatures of the
-share transport.
+This is a worst-case bound (no tail assumption on ``e``). Repeated requests (a retry with another
+decrypting set, or the same one again) are separate hybrid steps and count in ``R``; a party
+refuses once its budget is spent. The server, holding every byte, and ``t - 1`` parties therefore
+learn nothing beyond the released aggregate except with statistical distance ``2^-lambda``, on
+top of RLWE (the uploads) and the AEAD/signatures of the share transport.
+
+*Assumptions and limits.* Only honest uploads' noise needs hiding (a colluder knows its own), so
+the bound holds whatever the colluders upload or deal. What it does not give: robustness (a
+cheating dealer, uploader or decryptor can spoil the aggregate; nothing proves well-formedness),
+and protection against a server that decrypts a sum over ``U = {victim} + colluders``: the recipe
+must make every decryptor verify the aggregate and require enough uploaders (as in masking mode).
 
 *What it costs.* The ``t`` smudges add to every coefficient (uniform variance ``2^(2 tau) / 3``
 each). With the coefficient embedding (the default: the ``N`` reals of a chunk are the plaintext's
@@ -53,10 +60,14 @@ prime included, is checked against the HE-standard 128-bit bound
 (:data:`secagg.ckks.presets.HE_STANDARD_128_MAX_LOGQ`).
 
 Numbers for 10 parties, t = 6, 1M parameters, clip 1, ``rel_error = 1e-6``, lambda = 40, N = 8192
-(123 chunks): ``tau = 67``, ``Delta = 2^97``, data level 2 x 52 = 104 bits, chain
-``[52, 52, 60]`` = 164 <= 218 bits. One upload chunk is one polynomial (the second is the common
-``a``, derived from the round seed, never sent): 104 bits per real, i.e. 3.25x float32 packed at
-the prime widths, 4.0x in SEAL's 64-bit words. See :func:`plan` and :meth:`ThresholdParams.table`.
+(123 chunks), coefficient embedding: ``tau = 67``, ``Delta = 2^91``, data level 2 x 49 = 98 bits,
+chain ``[49, 49, 60]`` = 158 <= 218 bits. One upload chunk is one polynomial (the second is the
+common ``a``, derived from the round seed, never sent): 98 bits per real, i.e. 3.06x float32
+packed at the prime widths, 4.0x in SEAL's 64-bit words (slot embedding: ``[52, 52, 60]``,
+3.25x). Reaching 2.5x needs a weaker or a different argument: a Gaussian smudge analysed through
+the KL divergence (``sqrt(R * N)`` instead of ``R * N``; needs an exact discrete Gaussian
+sampler, which this project does not write) with a tail bound on ``||e||_2`` gives about 2.6x at
+lambda = 40, 2.3x at lambda = 32. See :func:`plan` and :meth:`ThresholdParams.table`.
 """
 
 from __future__ import annotations
