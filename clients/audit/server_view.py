@@ -159,8 +159,10 @@ class ServerView:
 
     @property
     def protected_leak(self) -> bool:
-        """Some attacker within the threat model recovered or correlated with the update."""
-        return any((r.recovered or abs(r.correlation) > self.chance_band)
+        """Some attacker within the threat model recovered the update, correlated with it beyond
+        chance, or inferred membership from its estimate beyond chance (4 null sd)."""
+        return any((r.recovered or abs(r.correlation) > self.chance_band
+                    or r.mia_auc > 0.5 + 4 * self.auc_sd)
                    for r in self.results
                    if r.protection != "plaintext" and not r.positive_control)
 

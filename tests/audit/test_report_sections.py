@@ -85,6 +85,10 @@ def test_the_section_flags_a_leak() -> None:
     base = dict(clients=3, vector_length=100, members=16, nonmembers=64, threshold=2,
                 neighbours=2, seed=0, ckks_preset="x", aggregate_auc=0.5, chance_band=0.49)
     assert ServerView(results=(leak, ok), **base).protected_leak
+    inferred = AttackResult("ckks", "server", 0.01, 50.0, 0.95, False)  # membership leaks
+    assert ServerView(results=(inferred, ok), **base).protected_leak
+    quiet = AttackResult("ckks", "server", 0.01, 50.0, 0.55, False)
+    assert not ServerView(results=(quiet, ok), **base).protected_leak
     missed = AttackResult("ckks", "key holder", 0.1, 1.0, 0.5, False, positive_control=True)
     assert not ServerView(results=(ok, missed), **base).controls_ok
 
