@@ -243,10 +243,10 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
         live = coord.live.get(round_id)
         if live is not None:
             info.update(stage=live.protocol.stage, stage_no=live.stage_no,
-                        awaiting=len(live.protocol.expected),
+                        awaiting=len(live.awaiting),
                         deadline_in_s=round(max(0.0, live.deadline - time.monotonic()), 3))
             if who.role is Role.OPERATOR:
-                info["awaiting_clients"] = sorted(live.protocol.expected)
+                info["awaiting_clients"] = sorted(live.awaiting)
         return info
 
     @app.post(Route.ROUNDS + "/{round_id}/messages", status_code=202)
@@ -325,7 +325,7 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
             info.pop("result", None)
             if live is not None:
                 info.update(stage=live.protocol.stage, stage_no=live.stage_no,
-                            awaiting_clients=sorted(live.protocol.expected))
+                            awaiting_clients=sorted(live.awaiting))
             out.append(info)
         return {"rounds": out}
 
@@ -352,7 +352,12 @@ def _round_info(row: RoundRow) -> dict[str, Any]:
                             "stage_timeout_s": row.stage_timeout}
     if row.reason:
         info["reason"] = row.reason
-    if row.result_meta:
+    if row.excluded:  # culprits of earlier rounds, left out of this one
+        info["excluded_culprits"] = list(row.excluded)
+    if row.status is RoundStatus.FAILED:
+        if row.result_meta and "culprit" in row.result_meta:
+            info["culprit"] = row.result_meta["culprit"]  # left out of later rounds
+    elif row.result_meta:
         info["result"] = dict(row.result_meta)
     return info
 

@@ -57,7 +57,16 @@ log = logging.getLogger("secagg.server")
 
 class Coordinator(LiveRounds):
     """Owns every live round of one server process: opens, cancels and long-polls rounds and
-    takes clients' messages in (how rounds then move on: :class:`~secagg_server.stages.LiveRounds`)."""
+    takes clients' messages in (how rounds then move on: :class:`~secagg_server.stages.LiveRounds`).
+
+    A client named as the culprit of a failed round (its own signed or committed messages prove
+    it broke the protocol) is left out of every round the federation opens afterwards: it is not
+    a participant, so it never hears of the round, and the round runs as if it had dropped out.
+    The exclusion is stored with each round, so it outlives restarts.
+    """
+
+    #: leave culprits of earlier rounds out of new rounds (positive-control tests switch it off)
+    exclude_culprits = True
 
     def __init__(self, store: Store, modes: Mapping[str, ModeSpec] | None = None) -> None:
         super().__init__(store, modes)
@@ -106,6 +115,9 @@ class Coordinator(LiveRounds):
         async with self._open_lock:
             index = self.store.next_round_index(federation_id)
             roster = self.roster(federation_id)
+            culprits = await asyncio.to_thread(self.store.culprits, federation_id) \
+                if self.exclude_culprits else {}
+            excluded = tuple(sorted(culprits))
             try:
                 config, notes = spec.configure(num_clients, index, options, roster)
                 # the round's protocol is built (and so checked) before the round is stored: a
@@ -118,8 +130,10 @@ class Coordinator(LiveRounds):
                 raise Rejected(400, "invalid_options", detail, "options of the documented types "
                                f"(see {spec.options_doc})") from None
             row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
-                                          config, stage_timeout)
+                                          config, stage_timeout, excluded)
             live = self._build(row, protocol)
+            notes = (*notes, *(f"client {c} is left out: named as the culprit of round {i}"
+                               for c, i in sorted(culprits.items())))
             live.notes = notes
             self.live[row.id] = live
         self._new_round_event(federation_id).set()
@@ -186,6 +200,10 @@ class Coordinator(LiveRounds):
                         raise not_live(live.row.id, self.store.round(live.row.id))
                     live = newer
                     continue
+                if client_id not in live.participants:
+                    raise Rejected(403, "left_out", f"client {client_id} is left out of round "
+                                   f"{live.row.id}: it was named as the culprit of an earlier "
+                                   "round of this federation", "a round it takes part in")
                 # A retry whose ack was lost gets the same answer even if the round completed
                 # since: checked before completion, or that client would believe it dropped.
                 await self._check_retry(live, client_id, body)
@@ -207,7 +225,7 @@ class Coordinator(LiveRounds):
                 durable = self.journal.append(live.row.id, seq, EventKind.MSG, stage, client_id,
                                              body)
                 live.remember(client_id, body, seq, durable)
-                if not live.protocol.expected:
+                if not live.awaiting:
                     await self._advance(live)  # publishes only once durable (after this message)
             await durable  # the ack waits for the disk, the round lock does not
             return stage

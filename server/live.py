@@ -42,6 +42,13 @@ class LiveRound:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
+    @property
+    def awaiting(self) -> frozenset[int]:
+        """Participants whose message for the current stage is still awaited. A member left
+        out of the round (a culprit of an earlier one) is never awaited: the protocol counts it
+        as a dropout when the stage closes."""
+        return frozenset(self.protocol.expected) & self.participants
+
     def notify(self) -> None:
         self.changed.set()
         self.changed = asyncio.Event()

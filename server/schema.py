@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS rounds (
     id INTEGER PRIMARY KEY, federation_id INTEGER NOT NULL REFERENCES federations(id),
     idx INTEGER NOT NULL, mode TEXT NOT NULL, config TEXT NOT NULL, stage_timeout REAL NOT NULL,
     status TEXT NOT NULL CHECK (status IN ({_one_of(RoundStatus)})), reason TEXT,
-    created REAL NOT NULL, finished REAL, result_meta TEXT, UNIQUE (federation_id, idx));
+    created REAL NOT NULL, finished REAL, result_meta TEXT, excluded TEXT,
+    UNIQUE (federation_id, idx));
 CREATE TABLE IF NOT EXISTS events (
     round_id INTEGER NOT NULL REFERENCES rounds(id), seq INTEGER NOT NULL,
     kind TEXT NOT NULL CHECK (kind IN ({_one_of(EventKind)})), client_id INTEGER, stage TEXT NOT NULL,
@@ -75,7 +76,8 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 #: the columns a :class:`RoundRow` is read from, in :func:`round_row`'s order
-ROUND_COLUMNS = "id, federation_id, idx, mode, config, stage_timeout, status, reason, result_meta"
+ROUND_COLUMNS = ("id, federation_id, idx, mode, config, stage_timeout, status, reason, result_meta, "
+                 "excluded")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class RoundRow:
     status: RoundStatus
     reason: str | None
     result_meta: dict[str, Any] | None
+    #: clients left out of this round when it opened (culprits of earlier rounds)
+    excluded: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,9 @@ def open_database(db_path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection
     columns = {r[1] for r in db.execute("PRAGMA table_info(federations)").fetchall()}
     if "roster" not in columns:  # a store made before rosters: its federations have none
         db.execute("ALTER TABLE federations ADD COLUMN roster TEXT")
+    columns = {r[1] for r in db.execute("PRAGMA table_info(rounds)").fetchall()}
+    if "excluded" not in columns:  # a store made before culprits were left out: none were
+        db.execute("ALTER TABLE rounds ADD COLUMN excluded TEXT")
     reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     reader.execute("PRAGMA query_only=ON")
     return db, reader
@@ -146,4 +153,5 @@ def round_row(row: tuple[Any, ...]) -> RoundRow:
     return RoundRow(id=int(row[0]), federation_id=int(row[1]), index=int(row[2]), mode=str(row[3]),
                     config=json.loads(row[4]), stage_timeout=float(row[5]),
                     status=RoundStatus(row[6]),
-                    reason=row[7], result_meta=None if row[8] is None else json.loads(row[8]))
+                    reason=row[7], result_meta=None if row[8] is None else json.loads(row[8]),
+                    excluded=() if row[9] is None else tuple(int(c) for c in json.loads(row[9])))

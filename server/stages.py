@@ -73,9 +73,10 @@ class LiveRounds:
         spec = self.modes.get(row.mode)
         if spec is None:
             raise InvalidParameter(f"mode {row.mode!r} is not enabled on this server")
-        participants = frozenset(range(int(row.config["num_clients"])))
+        members = frozenset(range(int(row.config["num_clients"])))
         if protocol is None:
-            protocol = spec.build(row.config, participants, self.roster(row.federation_id))
+            protocol = spec.build(row.config, members, self.roster(row.federation_id))
+        participants = members - frozenset(row.excluded)  # a left-out culprit is a dropout
         return LiveRound(row=row, protocol=protocol, participants=participants,
                          alive=participants, deadline=time.monotonic() + row.stage_timeout)
 
@@ -91,7 +92,7 @@ class LiveRounds:
                 try:
                     out = live.protocol.advance()
                 except RoundFailed as exc:  # crashed between a failing close and its record
-                    self._finish_failed(row.id, str(exc))
+                    self._finish_failed(row.id, str(exc), exc.culprit)
                     self.live.pop(row.id, None)
                     return None
                 self._publish(live, out)
@@ -101,7 +102,7 @@ class LiveRounds:
             self._finish_done(row.id, released_meta(row, agg), payload)
             self.live.pop(row.id, None)
             return None
-        if not live.protocol.expected:
+        if not live.awaiting:
             live.deadline = time.monotonic()  # everyone had answered: close at the next tick
         self.live[row.id] = live
         log.info("round %d rebuilt from %d events at stage %s", row.id, live.seq,
@@ -165,7 +166,7 @@ class LiveRounds:
         except RoundFailed as exc:
             log.warning("round %d failed at stage %s: %s", round_id, closing, exc)
             await recorded
-            await asyncio.to_thread(self._finish_failed, round_id, str(exc))
+            await asyncio.to_thread(self._finish_failed, round_id, str(exc), exc.culprit)
             self._drop_live(live)
             return
         if live.protocol.done:
@@ -188,8 +189,12 @@ class LiveRounds:
         self.store.finish_round(round_id, status=RoundStatus.DONE, result_meta=meta, result=payload,
                                 erase=True)
 
-    def _finish_failed(self, round_id: int, reason: str) -> None:
-        self.store.finish_round(round_id, status=RoundStatus.FAILED, reason=reason, erase=True)
+    def _finish_failed(self, round_id: int, reason: str, culprit: int | None = None) -> None:
+        """Record the failure; a named culprit goes into the round's metadata, where later
+        rounds find it (:meth:`Store.culprits`)."""
+        meta = None if culprit is None else {"culprit": culprit}
+        self.store.finish_round(round_id, status=RoundStatus.FAILED, reason=reason,
+                                result_meta=meta, erase=True)
 
     def _drop_live(self, live: LiveRound) -> None:
         if self.live.get(live.row.id) is live:
@@ -211,7 +216,7 @@ class LiveRounds:
                                 and time.monotonic() >= live.deadline:
                             log.info("round %d: stage %s deadline passed; %d silent client(s) "
                                      "become dropouts", live.row.id, live.protocol.stage,
-                                     len(live.protocol.expected))
+                                     len(live.awaiting))
                             await self._advance(live)
                 except Exception:
                     log.exception("deadline handling failed for round %d", live.row.id)

@@ -182,15 +182,28 @@ class Store:
     # ---- rounds ---------------------------------------------------------------------------------
 
     def create_round(self, federation_id: int, index: int, mode: str, config: dict[str, Any],
-                     stage_timeout: float) -> RoundRow:
+                     stage_timeout: float, excluded: tuple[int, ...] = ()) -> RoundRow:
         with self._write() as db:
             rid = db.execute("INSERT INTO rounds (federation_id, idx, mode, config, stage_timeout, "
-                             "status, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             "status, created, excluded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (federation_id, index, mode, json.dumps(config), stage_timeout,
-                              RoundStatus.OPEN, time.time())).lastrowid
+                              RoundStatus.OPEN, time.time(), json.dumps(list(excluded)))).lastrowid
         assert rid is not None
         return RoundRow(rid, federation_id, index, mode, config, stage_timeout, RoundStatus.OPEN,
-                        None, None)
+                        None, None, excluded)
+
+    def culprits(self, federation_id: int) -> dict[int, int]:
+        """Clients named as the culprit of a failed round of the federation: client id -> the
+        index of the first round it was named in."""
+        rows = self._read("SELECT idx, result_meta FROM rounds WHERE federation_id = ? AND "
+                          "status = ? AND result_meta IS NOT NULL ORDER BY idx", federation_id,
+                          RoundStatus.FAILED)
+        found: dict[int, int] = {}
+        for idx, meta in rows:
+            culprit = json.loads(meta).get("culprit")
+            if isinstance(culprit, int):
+                found.setdefault(culprit, int(idx))
+        return found
 
     def next_round_index(self, federation_id: int) -> int:
         rows = self._read("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds WHERE federation_id = ?",

@@ -50,7 +50,13 @@ class Rejected(Exception):
 
 
 class RoundFailed(Exception):
-    """The round cannot complete (too few clients, a protocol abort)."""
+    """The round cannot complete (too few clients, a protocol abort). ``culprit``: the client
+    whose own signed or committed messages prove it caused the failure, if the protocol named
+    one (:attr:`secagg.errors.ProtocolAbort.culprit`)."""
+
+    def __init__(self, reason: str, *, culprit: int | None = None) -> None:
+        super().__init__(reason)
+        self.culprit = culprit
 
 
 class RoundProtocol(Protocol):

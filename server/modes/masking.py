@@ -127,7 +127,7 @@ class MaskingRound(SessionRound):
         try:
             return self.session.advance_bytes()
         except ProtocolAbort as exc:  # NotEnoughParticipants included
-            raise RoundFailed(str(exc)) from None
+            raise RoundFailed(str(exc), culprit=exc.culprit) from None
 
     def result(self) -> tuple[ReleasedAggregate, bytes]:
         agg = self.session.result

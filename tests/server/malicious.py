@@ -9,6 +9,8 @@ identity) that misbehaves in masking rounds. Run as a process by
 correctly signed by its own roster identity, then stays silent for the round.
 ``garbage-shares``: takes part honestly except that every sealed share box it posts is random
 bytes of the right size; it goes on (masked input) until the protocol leaves it out.
+``inconsistent-dealer``: advertises a commitment to one self-mask seed, then deals shares of
+(and masks with) another, consistently for every holder, and otherwise plays honestly.
 
 Each thing the server answered is printed as one line ``malicious-event {json}``.
 """
@@ -27,6 +29,7 @@ import httpx
 import numpy as np
 
 from secagg.errors import SecAggError
+from secagg.hazmat.handles import SecretBytes
 from secagg.identity import Identity, Roster
 from secagg.masking import ClientSession, MaskingConfig, encode_update, keys, wire
 from secagg.masking import messages as m
@@ -88,6 +91,10 @@ class Evil:
             self.post(rid, evil, "advert with an all-zero mask key")
             return  # silent for the rest of the round
         resp = self.post(rid, advert, "advert")
+        if self.attack == "inconsistent-dealer":  # the advert committed to the old seed
+            session._seed = SecretBytes(os.urandom(32), label="self-mask-seed")
+            self.play_on(rid, resp, 0, session)
+            return
         got = self.next_message(rid, resp, 0)
         if got is None:
             return
@@ -97,8 +104,11 @@ class Evil:
         garbage = dataclasses.replace(garbage, signature=self.identity.signing_key.sign(
             keys.share_keys_bytes(garbage)))  # signed by its own identity: accepted by the server
         resp = self.post(rid, garbage, "garbage share boxes")
-        seen = got[1]
-        while True:  # play on honestly until the protocol leaves this client out
+        self.play_on(rid, resp, got[1], session)
+
+    def play_on(self, rid: int, resp: httpx.Response, seen: int, session: ClientSession) -> None:
+        """Answer every later message honestly until the round ends or leaves this client out."""
+        while True:
             got = self.next_message(rid, resp, seen)
             if got is None:
                 return
@@ -115,7 +125,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     for flag in ("--server", "--token-file", "--identity", "--roster"):
         p.add_argument(flag, required=True)
-    p.add_argument("--attack", choices=("low-order-key", "garbage-shares"), required=True)
+    p.add_argument("--attack", choices=("low-order-key", "garbage-shares", "inconsistent-dealer"),
+                   required=True)
     p.add_argument("--rounds", type=int, default=1)
     args = p.parse_args()
     evil = Evil(args)

@@ -137,9 +137,9 @@ class Run:
              attack, "--rounds", str(rounds)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
 
-    def open_round(self) -> dict[str, Any]:
+    def open_round(self, stage_timeout: float = STAGE_S) -> dict[str, Any]:
         with self.fed.op() as op:
-            resp = op.post("/v1/rounds", json={"mode": "masking", "stage_timeout_s": STAGE_S,
+            resp = op.post("/v1/rounds", json={"mode": "masking", "stage_timeout_s": stage_timeout,
                                                "options": {"vector_length": LENGTH}})
             assert resp.status_code == 201, resp.text
             info: dict[str, Any] = resp.json()
@@ -290,3 +290,60 @@ def test_positive_control_with_global_checks_one_garbage_box_aborts_every_honest
         code, out = run.output(i)
         assert code == 3, out
         assert "refused" in out and f"shares from client {EVIL}" in out, out
+
+
+#: Server that never leaves culprits out (positive control for the exclusion).
+KEEPS_CULPRITS = """
+import sys
+from secagg_server.coordinator import Coordinator
+Coordinator.exclude_culprits = False
+from secagg_server.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def _culprit_rounds(run: Run) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Round 1 with the inconsistent dealer; then round 2 opened: (status 1, open 2, status 2)."""
+    run.honest(2)
+    run.evil("inconsistent-dealer", 2)
+    # stages close as soon as every participant answered: the long timeout only keeps a loaded
+    # machine's slow honest client from dropping out (a failure with no culprit)
+    first = run.open_round(stage_timeout=20.0)
+    status1 = run.wait_done(first["round_id"], timeout=120.0)
+    second = run.open_round(stage_timeout=20.0)
+    status2 = run.wait_done(second["round_id"], timeout=120.0)
+    return status1, second, status2
+
+
+def test_a_named_culprit_is_left_out_of_later_rounds_even_after_a_restart(
+        tmp_path: Path, runs: list[Run]) -> None:
+    run = Run(tmp_path)
+    runs.append(run)
+    status1, second, status2 = _culprit_rounds(run)
+    assert status1["status"] == "failed" and status1.get("culprit") == EVIL, status1
+    assert f"client {EVIL}" in status1["reason"]
+    assert any(f"client {EVIL} is left out" in n for n in second["notes"]), second
+    assert status2["status"] == "done", status2
+    assert status2["excluded_culprits"] == [EVIL]
+    assert status2["result"]["survivors"] == list(HONEST)
+    want = np.sum(np.stack([run.ups[i] for i in HONEST]).astype(np.float64), axis=0)
+    assert np.max(np.abs(run.released_sum(second) - want)) <= tolerance(len(HONEST))
+    for i in HONEST:  # round 1 ended for them, round 2 released the honest mean
+        code, out = run.output(i)
+        assert code == 0, out
+    # the exclusion is stored: a restarted server leaves the culprit out of its next round too
+    run.fed.server.stop()
+    run.fed.server.start()
+    third = run.open_round()
+    assert third["excluded_culprits"] == [EVIL], third
+    assert any(f"client {EVIL} is left out" in n for n in third["notes"]), third
+
+
+def test_positive_control_a_server_that_keeps_culprits_fails_every_round(
+        tmp_path: Path, runs: list[Run]) -> None:
+    run = Run(tmp_path, server_script=KEEPS_CULPRITS)
+    runs.append(run)
+    status1, _, status2 = _culprit_rounds(run)
+    assert status1["status"] == "failed" and status1["culprit"] == EVIL, status1
+    assert "excluded_culprits" not in status2
+    assert status2["status"] == "failed" and status2["culprit"] == EVIL, status2
