@@ -337,6 +337,11 @@ def test_a_named_culprit_is_left_out_of_later_rounds_even_after_a_restart(
     third = run.open_round()
     assert third["excluded_culprits"] == [EVIL], third
     assert any(f"client {EVIL} is left out" in n for n in third["notes"]), third
+    # posting to the round anyway is refused, before its body is even read as a message
+    resp = httpx.post(f"{run.fed.server.url}/v1/rounds/{third['round_id']}/messages",
+                      content=b"x" * 64, headers={"Authorization": f"Bearer {run.fed.tokens[EVIL]}",
+                                                  "Content-Type": "application/octet-stream"})
+    assert resp.status_code == 403 and resp.json()["error"] == "left_out", resp.text
 
 
 def test_positive_control_a_server_that_keeps_culprits_fails_every_round(
