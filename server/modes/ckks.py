@@ -31,6 +31,7 @@ from typing import Any
 from secagg import ckks
 from secagg.ckks import CKKSRoundConfig, Preset
 from secagg.ckks import wire as ckks_wire
+from secagg.ckks.config import DEFAULT_TARGET_ERROR, PACKED_PRESET
 from secagg.ckks.messages import Kind
 from secagg.contract import ReleasedAggregate
 from secagg.errors import (
@@ -56,7 +57,8 @@ from .base import (
 __all__ = ["CKKS_PROTOCOL", "CKKSRound", "ckks_config"]
 
 CKKS_PROTOCOL = "secagg-ckks"
-_OPTIONS = ("vector_length", "preset", "value_bound", "weight_bound", "min_clients", "dealer")
+_OPTIONS = ("vector_length", "preset", "value_bound", "weight_bound", "min_clients", "dealer",
+            "target_error")
 
 
 def ckks_config(num_clients: int, index: int, options: dict[str, Any],
@@ -91,9 +93,15 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
     if num_clients < 2:
         raise InvalidParameter(f"ckks rounds need >= 2 clients, the federation has {num_clients}")
     preset = options.get("preset", "compact")
-    if not isinstance(preset, str):
-        raise InvalidParameter(f"ckks option 'preset' must be one of "
-                               f"{[p.name.lower() for p in Preset]} (a JSON string), {found(preset)}")
+    presets = [*(p.name.lower() for p in Preset), PACKED_PRESET]
+    if not isinstance(preset, str) or preset.lower() not in presets:
+        raise InvalidParameter(f"ckks option 'preset' must be one of {presets} (a JSON string; "
+                               f"'{PACKED_PRESET}': parameters sized to the round's precision, "
+                               f"see secagg.ckks.CKKSParams.for_round), {found(preset)}")
+    packed = preset.lower() == PACKED_PRESET
+    if "target_error" in options and not packed:
+        raise InvalidParameter(f"ckks option 'target_error' applies to preset "
+                               f"'{PACKED_PRESET}' only")
     config = {
         "protocol": CKKS_PROTOCOL,
         "num_clients": num_clients,
@@ -101,7 +109,7 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
         "roster_digest": roster.digest().hex(),
         "round": index,
         "vector_length": vector_length,
-        "preset": Preset.from_name(preset).name.lower(),
+        "preset": PACKED_PRESET if packed else Preset.from_name(preset).name.lower(),
         "value_bound": bound_option("ckks", options, "value_bound"),
         "weight_bound": bound_option("ckks", options, "weight_bound"),
         "min_clients": int_option("ckks", options, "min_clients", max(2, num_clients // 2 + 1), 2,
@@ -110,6 +118,9 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
         "session": secrets.token_bytes(32).hex(),
         "layout_digest": "" if layout is None else layout.digest().hex(),
     }
+    if packed:  # relative to the sum's range (CKKSParams.for_round)
+        config["target_error"] = bound_option("ckks", {"target_error": DEFAULT_TARGET_ERROR,
+                                                       **options}, "target_error")
     cfg = CKKSRoundConfig.from_dict(config)  # the library's checks too (e.g. the overflow bound)
     config["params"] = cfg.params.name
     config["digest"] = cfg.digest().hex()

@@ -202,6 +202,30 @@ def test_ckks_rounds_release_the_plaintext_mean(fed3: Federation) -> None:
         assert np.max(np.abs(res.mean - want)) <= 1e-4
 
 
+def test_packed_rounds_run_through_the_real_server(fed3: Federation) -> None:
+    """The compact wire format (preset "packed", parameters sized to the round's precision):
+    the operator opens it with a target error, the clients rebuild the identical config and
+    release the plaintext mean within that error (relative to the sum's range)."""
+    ups = updates(N3, LENGTH, seed=23)
+    clients = Clients(fed3, [0, 1, 2], ups)
+    info = open_ckks(fed3, preset="packed", target_error=1e-6)
+    cfg = CKKSRoundConfig.from_dict(info["config"])
+    assert info["config"]["preset"] == "packed" and info["config"]["target_error"] == 1e-6
+    assert cfg.params.coeff_modulus_bits[0] <= 32  # residues packed at <= 32 bits per value
+    results = clients.join()
+    want = _mean(ups, [0, 1, 2])
+    for res in results.values():
+        assert res.survivors == (0, 1, 2)
+        assert np.max(np.abs(res.mean - want)) <= 1e-6 * N3  # relative to the sum's range
+    with fed3.op() as op:
+        for bad, word in (({"preset": "packed", "target_error": 0}, "target_error"),
+                          ({"preset": "compact", "target_error": 1e-6}, "packed"),
+                          ({"preset": "pakced"}, "preset")):
+            resp = op.post("/v1/rounds", json={"mode": "ckks", "options": {
+                "vector_length": LENGTH, **bad}})
+            assert resp.status_code == 400 and word in resp.json()["detail"], resp.text
+
+
 def test_a_client_silent_before_uploading_is_a_dropout(fed3: Federation) -> None:
     ups = updates(N3, LENGTH, seed=22)
     dealer = 0  # the first round's dealer
