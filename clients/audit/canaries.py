@@ -11,7 +11,12 @@
   trained on like any record and scored by the released model's loss on them.
 
 Which canaries are included is drawn here (probability 1/2 each) from the audit's own seed: the
-auditor's choice, not a secret of the pipeline.
+auditor's choice, not a secret of the pipeline. Every canary row is in the training set, included
+or not: an excluded one carries :data:`EXCLUDED_TAG` (input canaries) or its index (gradient
+canaries), and :mod:`.instrument` zeroes its per-example gradient, which is exactly "not in the
+data" for DP-SGD (a zero gradient adds nothing, clipped or not). So the set's size, the batches'
+layout and the random streams drawn for them (Poisson coins, dropout masks) do not depend on
+which canaries are included, and the white-box scores may use them without seeing the bits.
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ from secagg.errors import InvalidParameter
 
 from ..data import LABELS, SENSOR_FIELDS, Record
 
-__all__ = ["CANARY_TAG", "GradientCanaries", "gradient_canaries", "input_canaries", "tagged_rows"]
+__all__ = ["CANARY_TAG", "EXCLUDED_TAG", "GradientCanaries", "gradient_canaries",
+           "input_canaries", "tagged_rows"]
 
 CANARY_TAG = 1.0e6
+#: first sensor field of an excluded input canary's row (its gradient is zeroed)
+EXCLUDED_TAG = 2.0e6
 #: gradient canary norm, in clip norms (the auditor's choice: big enough to expose no clipping)
 NORM_IN_CLIPS = 100.0
 _SYLLABLES = ("zor", "quix", "vel", "thra", "mok", "plin", "gu", "ysk", "dra", "fen", "wob")
@@ -72,7 +80,8 @@ def gradient_canaries(model: nn.Module, *, count: int, clip_norm: float,
 
 def tagged_rows(indices: np.ndarray, *, max_length: int, cls_id: int, sep_id: int,
                 num_labels: int) -> tuple[torch.Tensor, ...]:
-    """Training rows for the included gradient canaries: (ids, mask, sensors, labels)."""
+    """Training rows for the gradient canaries ``indices`` (all of them, included or not: the
+    instrument zeroes the excluded ones' gradients): (ids, mask, sensors, labels)."""
     n = int(indices.size)
     ids = torch.zeros((n, max_length), dtype=torch.long)
     ids[:, 0], ids[:, 1] = cls_id, sep_id
