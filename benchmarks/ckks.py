@@ -16,6 +16,24 @@ iteration counts, drawn from 1..8), and both release the weighted mean. Measured
 a prime chosen by :meth:`secagg.ckks.presets.CKKSParams.for_round` for this round's 10 clients,
 clip 1, weights <= 8, and ``--target-error``); its ``bytes_per_param_ratio`` target is <= 1.0.
 
+``--mode threshold`` (issue 14, item 4) runs threshold CKKS instead of the dealer mode
+(:mod:`secagg.ckks.threshold`): every client is an enterprise with its own secret, dealt to the
+others by replicated t-out-of-n sharing through sealed, roster-signed bundles; uploads are
+one bit-packed polynomial per chunk under the round's common ``a_k``, signed
+(:mod:`secagg.ckks.threshold.wire`); the server verifies and sums them; ``--drop-at-decrypt K``
+enterprises (default ``n - t``) are absent at decryption, and the ``n - K`` others send signed,
+smudged partial decryptions that the server verifies and combines. Each client encrypts
+``w_i * x_i`` and its weight ``w_i`` (one more real), so the weights stay encrypted as in the dealer
+mode; the released mean is the decrypted sum over the decrypted total weight. The parameters come
+from :func:`secagg.ckks.threshold.plan` with clip ``8`` (the weighted values' range) and the target
+error scaled so that ``max_abs_error`` of the mean is at most ``1e-6`` of the clip range (1.0) at
+7.5 standard deviations of the smudging (the total weight is at least the number of clients).
+Extra keys: ``decrypt_s`` = the partial decryptions counted *sequentially* (the sum over the
+decryptors of each one's time from the aggregate to its signed partial bytes) plus the server's
+combine (verify, add, decode, divide); ``decrypt_parallel_s`` = the slowest partial plus the
+combine (the decryptors working in parallel); ``threshold``, ``decryptors``, ``dropped_at_decrypt``,
+``key_setup_s`` (dealing, sealing and opening all bundles, sequentially) and the parameter table.
+
 Contract keys (flat, dotted): ``bytes_per_param_ratio``, ``client_encrypt_s``, ``server_sum_s``,
 ``max_abs_error``, ``nvflare.<same four>``, ``size_vs_nvflare`` (FLARE bytes / ours).
 """
@@ -42,7 +60,13 @@ TARGETS = {
     "max_abs_error_max": 1e-6,
     "size_vs_nvflare_min": 6.0,
     "server_sum_vs_nvflare_max": 0.75,
+    # --mode threshold (issue 14, "done when"): ratio <= 2.5, server sum no slower than FLARE's
+    "threshold_bytes_per_param_ratio_max": 2.5,
+    "threshold_server_sum_vs_nvflare_max": 1.0,
 }
+#: the promised max_abs_error of the released mean, relative to the clip range (1.0)
+MAX_ABS_ERROR_REL = 1e-6
+_VALUE_BOUND = 1.0
 
 _WEIGHT_BOUND = 8.0
 #: ``--preset packed``: CKKSParams.for_round's target error, relative to the sum's range
@@ -118,6 +142,153 @@ def _ours(
     }
 
 
+def _threshold(
+    updates: dict[int, npt.NDArray[np.float32]],
+    weights: dict[int, float],
+    expected: npt.NDArray[np.float64],
+    threshold: int,
+    drop_at_decrypt: int,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    from secagg.ckks.threshold import (
+        RingContext,
+        ThresholdParty,
+        aggregate,
+        chunks_for,
+        combine,
+        decode_partial,
+        decode_upload,
+        encode_aggregate,
+        encode_partial,
+        encode_upload,
+        open_bundle,
+        plan,
+        round_seed,
+        seal_bundle,
+        setup_digest,
+    )
+    from secagg.hazmat.agreement import X25519KeyPair
+    from secagg.identity import Identity, Roster
+
+    ids = tuple(sorted(updates))
+    n, size = len(ids), expected.size
+    length = size + 1  # the update times the weight, then the weight
+    clip = _WEIGHT_BOUND * _VALUE_BOUND
+    # sum error <= rel_error * clip at 7.5 sigma; the mean divides it by W >= n (weights >= 1)
+    rel_error = MAX_ABS_ERROR_REL * _VALUE_BOUND * n / clip
+    params = plan(parties=n, threshold=threshold, clip=clip, params_count=length,
+                  rel_error=rel_error)
+    ring = RingContext(params)
+    identities = {i: Identity.generate(f"enterprise-{i}") for i in ids}
+    roster = Roster("bench-threshold", tuple(identities[i].member(i) for i in ids))
+    digest = setup_digest(roster.digest(), ids, threshold, repr(params))
+    round_id = 1
+    chunks = chunks_for(ring, length)
+
+    # key setup: every enterprise deals its secret, sealed and signed, through the server
+    t = time.perf_counter()
+    parties = {i: ThresholdParty(ring, i, ids, threshold) for i in ids}
+    boxes = {i: X25519KeyPair.generate() for i in ids}
+    step, close = _progress(n, "threshold ckks: deal", progress)
+    try:
+        for i in ids:
+            for j, bundle in parties[i].deal().items():
+                env = seal_bundle(bundle, identity=identities[i].signing_key,
+                                  recipient_box=boxes[j].public_bytes, session=digest)
+                parties[j].receive(open_bundle(env, me=j, box=boxes[j], roster=roster,
+                                               session=digest, ring=ring))
+            step()
+    finally:
+        close()
+    key_setup_s = time.perf_counter() - t
+
+    # uploads: float32 update -> signed, bit-packed bytes
+    seed_k = round_seed(digest, round_id)
+    blobs: dict[int, bytes] = {}
+    enc_s: list[float] = []
+    step, close = _progress(n, "threshold ckks: encrypt", progress)
+    try:
+        for i in ids:
+            t = time.perf_counter()
+            vec = np.empty(length, dtype=np.float64)
+            vec[:size] = updates[i]
+            vec[:size] *= weights[i]
+            vec[size] = weights[i]
+            c0 = parties[i].encrypt(vec, seed_k)
+            blobs[i] = encode_upload(ring, identity=identities[i], config_digest=digest,
+                                     round_id=round_id, sender=i, residues=c0)
+            enc_s.append(time.perf_counter() - t)
+            step()
+    finally:
+        close()
+
+    # server: verify and unpack every upload, sum, serialise the aggregate
+    t = time.perf_counter()
+    decoded = {i: decode_upload(blobs[i], ring, roster=roster, config_digest=digest,
+                                round_id=round_id, chunks=chunks, sender=i).residues
+               for i in ids}
+    summed = aggregate(ring, decoded)
+    aggregate_blob = encode_aggregate(ring, config_digest=digest, round_id=round_id,
+                                      uploaders=ids, residues=summed)
+    server_sum_s = time.perf_counter() - t
+
+    # decryption: n - K enterprises answer; each partial is signed bytes
+    pick = np.random.default_rng(seed + 1)  # which enterprises vanish (benchmark choice)
+    dropped = tuple(sorted(int(x) for x in pick.choice(ids, size=drop_at_decrypt, replace=False)))
+    group = tuple(i for i in ids if i not in dropped)
+    partial_blobs: dict[int, bytes] = {}
+    partial_s: dict[int, float] = {}
+    step, close = _progress(len(group), "threshold ckks: partial decrypt", progress)
+    try:
+        for j in group:
+            t = time.perf_counter()
+            shares = parties[j].partial_decrypt(seed_k, chunks, ids, group)
+            partial_blobs[j] = encode_partial(ring, identity=identities[j], config_digest=digest,
+                                              round_id=round_id, sender=j, uploaders=ids,
+                                              decryptors=group, residues=shares)
+            partial_s[j] = time.perf_counter() - t
+            step()
+    finally:
+        close()
+    t = time.perf_counter()
+    partials = {j: decode_partial(partial_blobs[j], ring, roster=roster, config_digest=digest,
+                                  round_id=round_id, chunks=chunks, uploaders=ids,
+                                  decryptors=group, sender=j).residues for j in group}
+    total = combine(ring, summed, partials, decryptors=group, threshold=threshold, length=length)
+    mean = total[:size] / total[size]
+    combine_s = time.perf_counter() - t
+
+    upload = float(np.mean([len(b) for b in blobs.values()]))
+    table = params.table()
+    return {
+        "mode": "threshold",
+        "preset": f"threshold t={threshold} of {n}, N={params.poly_modulus_degree}, primes "
+        f"{list(params.coeff_modulus_bits)} (data {params.level_bits} bits, bit-packed), scale "
+        f"2^{params.scale_bits}, smudging 2^{params.smudging_bits} "
+        f"(2^{table['statistical_distance_log2']} statistical distance), "
+        f"{params.embedding} embedding",
+        "bytes_per_param_ratio": upload / (4 * size),
+        "client_encrypt_s": float(np.mean(enc_s)),
+        "server_sum_s": server_sum_s,
+        "max_abs_error": float(np.max(np.abs(mean - expected))),
+        "promised_max_abs_error": MAX_ABS_ERROR_REL * _VALUE_BOUND,
+        "decrypt_s": float(sum(partial_s.values())) + combine_s,
+        "decrypt_parallel_s": float(max(partial_s.values())) + combine_s,
+        "partial_decrypt_s": float(np.mean(list(partial_s.values()))),
+        "combine_s": combine_s,
+        "threshold": threshold,
+        "decryptors": list(group),
+        "dropped_at_decrypt": list(dropped),
+        "upload_bytes": int(upload),
+        "aggregate_bytes": len(aggregate_blob),
+        "partial_bytes": int(np.mean([len(b) for b in partial_blobs.values()])),
+        "key_ceremony_s": key_setup_s,
+        "key_setup_s": key_setup_s,
+        "threshold_params": table,
+    }
+
+
 def _nvflare(
     updates: dict[int, npt.NDArray[np.float32]],
     weights: dict[int, float],
@@ -172,8 +343,16 @@ def run_bench(
     seed: int = 0,
     progress: bool = True,
     target_error: float = PACKED_TARGET_ERROR,
+    mode: str = "dealer",
+    threshold: int | None = None,
+    drop_at_decrypt: int | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark and return the report (contract keys at the top level)."""
+    """Run the benchmark and return the report (contract keys at the top level).
+
+    ``mode="dealer"`` (the default) runs the dealer-keyed round with ``preset``;
+    ``mode="threshold"`` runs threshold CKKS with ``threshold`` (default
+    :func:`secagg.ckks.threshold.default_threshold`) and ``drop_at_decrypt`` enterprises absent at
+    decryption (default ``clients - threshold``)."""
     if clients < 2:
         raise InvalidParameter(f"--clients must be >= 2, found {clients}")
     if params < 1:
@@ -182,10 +361,31 @@ def run_bench(
         raise InvalidParameter(f"--seed must be >= 0, found {seed}")
     if compare not in ("nvflare", "none"):
         raise InvalidParameter(f"--compare must be 'nvflare' or 'none', found '{compare}'")
+    if mode not in ("dealer", "threshold"):
+        raise InvalidParameter(f"--mode must be 'dealer' or 'threshold', found '{mode}'")
+    if mode == "dealer" and (threshold is not None or drop_at_decrypt is not None):
+        raise InvalidParameter("--threshold and --drop-at-decrypt need --mode threshold")
+    if mode == "threshold":
+        from secagg.ckks.threshold import default_threshold
+
+        threshold = default_threshold(clients) if threshold is None else threshold
+        if not 2 <= threshold <= clients:
+            raise InvalidParameter(f"--threshold must be in [2, --clients={clients}], found {threshold}")
+        drop_at_decrypt = clients - threshold if drop_at_decrypt is None else drop_at_decrypt
+        if not 0 <= drop_at_decrypt <= clients - threshold:
+            raise InvalidParameter(
+                f"--drop-at-decrypt must be in [0, clients - threshold = {clients - threshold}], found "
+                f"{drop_at_decrypt}; below the threshold the round ends with NotEnoughParticipants")
     updates, weights = _data(clients, params, seed)
     total_w = sum(weights.values())
     expected = sum(weights[i] * updates[i].astype(np.float64) for i in updates) / total_w
-    ours = _ours(updates, weights, np.asarray(expected), preset, progress, target_error)
+    if mode == "threshold":
+        assert threshold is not None and drop_at_decrypt is not None
+        ours = _threshold(updates, weights, np.asarray(expected), threshold, drop_at_decrypt, seed,
+                          progress)
+    else:
+        ours = {"mode": "dealer",
+                **_ours(updates, weights, np.asarray(expected), preset, progress, target_error)}
     report: dict[str, Any] = {"clients": clients, "params": params, **ours}
     if compare == "nvflare":
         flare = _nvflare(updates, weights, np.asarray(expected), progress)
@@ -197,6 +397,8 @@ def run_bench(
             ours["server_sum_s"] / flare["server_sum_without_context_s"]
         )
         report["client_encrypt_vs_nvflare"] = ours["client_encrypt_s"] / flare["client_encrypt_s"]
+        if mode == "threshold":
+            return _threshold_targets(report)
         report["targets_met"] = {
             "bytes_per_param_ratio": ours["bytes_per_param_ratio"] <= TARGETS[
                 "packed_bytes_per_param_ratio_max" if preset == "packed" else "bytes_per_param_ratio_max"],
@@ -205,4 +407,21 @@ def run_bench(
             "client_encrypt_s": ours["client_encrypt_s"] <= flare["client_encrypt_s"],
             "server_sum_s": report["server_sum_vs_nvflare"] <= TARGETS["server_sum_vs_nvflare_max"],
         }
+    return _threshold_targets(report) if mode == "threshold" else report
+
+
+def _threshold_targets(report: dict[str, Any]) -> dict[str, Any]:
+    """Issue 14's "done when" for threshold mode, met or missed (the server-sum one only with
+    --compare nvflare)."""
+    met = {
+        "bytes_per_param_ratio": report["bytes_per_param_ratio"]
+        <= TARGETS["threshold_bytes_per_param_ratio_max"],
+        "max_abs_error": report["max_abs_error"] <= report["promised_max_abs_error"],
+        "completed_with_dropped": len(report["dropped_at_decrypt"])
+        == report["clients"] - report["threshold"],
+    }
+    if "server_sum_vs_nvflare" in report:
+        met["server_sum_s"] = report["server_sum_vs_nvflare"] <= TARGETS[
+            "threshold_server_sum_vs_nvflare_max"]
+    report["targets_met"] = met
     return report

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 HELP = "measure CKKS aggregation against the NVFlare TenSEAL recipe (size, time, error)"
 DESCRIPTION = """\
@@ -19,9 +20,29 @@ nvflare.max_abs_error, size_vs_nvflare (NVFlare bytes / ours).
 bit-packed at the width of a prime chosen for the round (CKKSParams.for_round from the clients,
 the bounds and --target-error); its bytes_per_param_ratio target is <= 1.0.
 
+--mode threshold runs threshold CKKS instead (no single key holder; default --mode dealer): each
+client is an enterprise with its own secret, dealt to the others by replicated t-out-of-n sharing
+in sealed, roster-signed bundles; uploads are one bit-packed polynomial per chunk, signed and
+bound to the round; the server verifies and sums them; --drop-at-decrypt K enterprises (default
+n - t) are absent at decryption and the others send signed partial decryptions with smudging
+noise, which the server verifies and combines (which enterprises are absent is drawn from
+--seed). Each client encrypts its weighted update and its weight. server_sum_s there covers
+verifying the signatures and unpacking every upload, the sum, and packing the aggregate.
+Extra JSON keys:
+  decrypt_s           all partial decryptions counted SEQUENTIALLY (the sum of the decryptors'
+                      times, each from the request to its signed partial bytes: its dealt shares
+                      summed, the products, the smudging, packing and signing) plus the
+                      server's combine (verify and unpack the partials, add, decode, divide)
+  decrypt_parallel_s  the slowest partial decryption plus the combine (decryptors in parallel)
+  threshold           t (--threshold; default a strict majority, 6 of 10)
+  dropped_at_decrypt, decryptors, key_setup_s, partial_bytes, threshold_params
+Targets printed for threshold mode (issue 14): bytes_per_param_ratio <= 2.5, max_abs_error
+<= 1e-6 of the clip range (1.0), server_sum_s <= NVFlare's.
+
 example:
   secagg bench ckks --clients 10 --params 1000000 --compare nvflare --json ckks.json
   secagg bench ckks --clients 10 --params 1000000 --compare nvflare --preset packed
+  secagg bench ckks --clients 10 --params 1000000 --mode threshold --compare nvflare --json t.json
 """
 
 
@@ -37,10 +58,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="anchor to run side by side (default nvflare)",
     )
     parser.add_argument(
+        "--mode",
+        choices=("dealer", "threshold"),
+        default="dealer",
+        help="dealer: one enterprise makes the round key (default); threshold: threshold CKKS, "
+        "no single key holder",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=int,
+        default=None,
+        help="with --mode threshold: partial decryptions needed (default a strict majority, "
+        "clients // 2 + 1: 6 of 10)",
+    )
+    parser.add_argument(
+        "--drop-at-decrypt",
+        type=int,
+        default=None,
+        help="with --mode threshold: enterprises absent at decryption (default clients - threshold)",
+    )
+    parser.add_argument(
         "--preset",
         choices=("compact", "precise", "packed"),
-        default="compact",
-        help="secagg CKKS preset (default compact); packed: one real per coefficient, residues "
+        default=None,
+        help="dealer mode's CKKS preset (default compact); packed: one real per coefficient, residues "
         "bit-packed, the prime chosen for the round (CKKSParams.for_round)",
     )
     parser.add_argument(
@@ -59,11 +100,18 @@ def _fmt(value: float, unit: str = "") -> str:
 
 def run(args: argparse.Namespace) -> int:
     from secagg.cli._output import print_table, write_json
+    from secagg.errors import InvalidParameter
 
     from ..ckks import TARGETS, run_bench
 
+    if args.mode == "threshold" and (args.preset is not None or args.target_error is not None):
+        raise InvalidParameter("--preset and --target-error are dealer-mode options; --mode threshold "
+                               "chooses its parameters from the clients, the threshold and the "
+                               "promised error (1e-6 of the clip range)")
     report = run_bench(
-        clients=args.clients, params=args.params, compare=args.compare, preset=args.preset, seed=args.seed,
+        clients=args.clients, params=args.params, compare=args.compare,
+        preset=args.preset or "compact", seed=args.seed, mode=args.mode, threshold=args.threshold,
+        drop_at_decrypt=args.drop_at_decrypt,
         **({} if args.target_error is None else {"target_error": args.target_error}),
     )
     print(f"CKKS bench: {args.clients} clients x {args.params} params; secagg {report['preset']}")
@@ -80,9 +128,16 @@ def run(args: argparse.Namespace) -> int:
         if flare:
             row.append(_fmt(flare[key], unit))
         rows.append(row)
+    if report["mode"] == "threshold":
+        rows.append(["decrypt_s (sequential)", _fmt(report["decrypt_s"], " s")]
+                    + (["-"] if flare else []))
+        rows.append(["decrypt_s (parallel)", _fmt(report["decrypt_parallel_s"], " s")]
+                    + (["-"] if flare else []))
     header = ["", "secagg"] + (["nvflare"] if flare else [])
     print_table(rows, header=header)
-    if flare:
+    if report["mode"] == "threshold":
+        _print_threshold_targets(report)
+    elif flare:
         print(
             f"size_vs_nvflare: {report['size_vs_nvflare']:.2f}x smaller "
             f"(target >= {TARGETS['size_vs_nvflare_min']})"
@@ -97,3 +152,29 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, report)
     return 0
+
+
+def _print_threshold_targets(report: dict[str, Any]) -> None:
+    from ..ckks import TARGETS
+
+    met = report["targets_met"]
+    print(f"threshold t={report['threshold']} of {report['clients']}; absent at decryption: "
+          f"{report['dropped_at_decrypt']}; decrypted by {report['decryptors']}")
+
+    def line(key: str, text: str) -> None:
+        print(f"  {text}: {'met' if met[key] else 'MISSED'}")
+
+    print("targets (issue 14, threshold mode):")
+    line("bytes_per_param_ratio", f"bytes_per_param_ratio {report['bytes_per_param_ratio']:.3f} "
+         f"<= {TARGETS['threshold_bytes_per_param_ratio_max']}")
+    line("max_abs_error", f"max_abs_error {report['max_abs_error']:.3g} <= "
+         f"{report['promised_max_abs_error']:.0e} (clip range 1.0)")
+    if "server_sum_s" in met:
+        line("server_sum_s", f"server_sum_s {report['server_sum_s']:.3g} s <= NVFlare's "
+             f"(ratio {report['server_sum_vs_nvflare']:.2f}; without FLARE's per-tensor context "
+             f"{report['server_sum_vs_nvflare_without_context']:.2f})")
+    else:
+        print("  server_sum_s <= NVFlare's: not measured (--compare none)")
+    line("completed_with_dropped", f"round completes with n - t = "
+         f"{report['clients'] - report['threshold']} absent at decryption "
+         f"({len(report['dropped_at_decrypt'])} absent this run)")

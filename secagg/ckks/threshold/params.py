@@ -50,7 +50,8 @@ must make every decryptor verify the aggregate and require enough uploaders (as 
 
 *What it costs.* The ``t`` smudges add to every coefficient (uniform variance ``2^(2 tau) / 3``
 each). With the coefficient embedding (the default: the ``N`` reals of a chunk are the plaintext's
-coefficients, through SEAL's own slot encoder, see :class:`.rings.CoefficientEmbedding`) a decoded
+coefficients, through SEAL's own slot encoder, see
+:class:`secagg.hazmat.seal_codec.CoefficientEmbedding`, shared with the compact wire format) a decoded
 real carries an error of standard deviation ``sqrt(t / 3) * 2^tau / Delta``; with SEAL's slot
 encoding (two reals per complex slot) it is ``sqrt(N * t / 6) * 2^tau / Delta``, about 6 bits
 worse at N = 8192. The scale is chosen so that ``z`` of those standard deviations stay below
@@ -78,7 +79,7 @@ from dataclasses import dataclass
 from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ
 from secagg.errors import InvalidParameter
 
-__all__ = ["CBD_NOISE_BOUND", "ThresholdParams", "plan"]
+__all__ = ["CBD_NOISE_BOUND", "ThresholdParams", "default_threshold", "plan"]
 
 #: SEAL 4's error sampler (centred binomial over 2 x 21 bits): |e| <= 21 per coefficient.
 CBD_NOISE_BOUND = 21
@@ -219,6 +220,15 @@ class ThresholdParams:
             "ratio_vs_float32_packed": self.bytes_per_param(packed=True) / 4.0,
             "ratio_vs_float32_u64_words": self.bytes_per_param(packed=False) / 4.0,
         }
+
+
+def default_threshold(parties: int) -> int:
+    """The threshold this core uses unless told otherwise: a strict majority, ``n // 2 + 1``
+    (6 of 10). Below it the round ends with :class:`~secagg.errors.NotEnoughParticipants`;
+    ``n - t`` parties may be absent at decryption."""
+    if parties < 2:
+        raise InvalidParameter(f"a threshold round needs at least 2 parties, found {parties}")
+    return parties // 2 + 1
 
 
 def _spread(embedding: str, n: int, t: int) -> float:

@@ -238,27 +238,44 @@ def assemble_public_key(ring: RingContext, contributions: Mapping[int, Residues]
     return np.stack([b, a])
 
 
-def aggregate(ring: RingContext, uploads: Mapping[int, Sequence[Residues]]) -> list[Residues]:
-    """The server's sum of the uploads' ``c0`` chunk by chunk (public material only)."""
+def aggregate(ring: RingContext, uploads: Mapping[int, Sequence[Residues] | Residues]) \
+        -> list[Residues]:
+    """The server's sum of the uploads' ``c0`` chunk by chunk (public material only).
+
+    An upload is a list of ``(primes, N)`` chunks or one ``(chunks, primes, N)`` array (what
+    :func:`.wire.decode_upload` returns); the sum is one vectorised pass per upload."""
     if not uploads:
         raise NotEnoughParticipants("sum", 0, 1, "uploads")
-    lengths = {len(u) for u in uploads.values()}
+    arrays = [np.asarray(u, dtype=np.uint64) for u in uploads.values()]
+    lengths = {a.shape[0] if a.ndim == 3 else -1 for a in arrays}
     if len(lengths) != 1:
         raise InvalidParameter("uploads carry different numbers of chunks")
-    out = []
-    for k in range(lengths.pop()):
-        acc = np.zeros((ring.primes, ring.n), dtype=np.uint64)
-        for u in uploads.values():
-            c = np.asarray(u[k], dtype=np.uint64)
-            if c.shape != acc.shape or (c >= ring.moduli[:, None]).any():
-                raise InvalidParameter("an upload chunk has the wrong shape or unreduced residues")
-            acc = add_mod(acc, c, ring.moduli)
-        out.append(acc)
-    return out
+    for a in arrays:
+        if a.ndim != 3 or a.shape[1:] != (ring.primes, ring.n) \
+                or (a.max(axis=(0, 2)) >= ring.moduli).any():
+            raise InvalidParameter("an upload chunk has the wrong shape or unreduced residues")
+    return list(_sum_mod(ring, arrays))
+
+
+def _sum_mod(ring: RingContext, arrays: Sequence[Residues]) -> Residues:
+    """Sum of reduced ``(chunks, primes, N)`` arrays modulo each prime: plain uint64 additions,
+    reduced only when the next one could overflow (at most ``2^64 / q`` terms between)."""
+    q = ring.moduli[None, :, None]
+    per = max(1, ((1 << 64) - 1) // (int(ring.moduli.max()) - 1) - 1)
+    acc = np.array(arrays[0], dtype=np.uint64)
+    pending = 1
+    for a in arrays[1:]:
+        if pending >= per:
+            np.remainder(acc, q, out=acc)
+            pending = 1
+        acc += a
+        pending += 1
+    np.remainder(acc, q, out=acc)
+    return acc
 
 
 def combine(ring: RingContext, summed: Sequence[Residues],
-            partials: Mapping[int, Sequence[Residues]], *, decryptors: Iterable[int],
+            partials: Mapping[int, Sequence[Residues] | Residues], *, decryptors: Iterable[int],
             threshold: int, length: int) -> npt.NDArray[np.float64]:
     """``sum c0 + sum_S p_j``, decoded: the aggregate's first ``length`` reals.
 
@@ -273,10 +290,15 @@ def combine(ring: RingContext, summed: Sequence[Residues],
         raise NotEnoughParticipants("threshold decryption", len(have), len(group),
                                     f"partial decryptions of the announced set {group}; "
                                     f"missing {sorted(set(group) - set(have))}")
-    out = np.empty(len(summed) * ring.n, dtype=np.float64)
-    for k, c0 in enumerate(summed):
-        acc = np.asarray(c0, dtype=np.uint64)
-        for j in group:
-            acc = add_mod(acc, np.asarray(partials[j][k], dtype=np.uint64), ring.moduli)
-        out[k * ring.n: (k + 1) * ring.n] = ring.decode_reals(acc)
+    terms = [np.asarray(summed, dtype=np.uint64)]
+    for j in group:
+        p = np.asarray(partials[j], dtype=np.uint64)
+        if p.shape != terms[0].shape or (p.max(axis=(0, 2)) >= ring.moduli).any():
+            raise InvalidParameter(f"party {j}'s partial decryption has the wrong shape or "
+                                   "unreduced residues")
+        terms.append(p)
+    acc = _sum_mod(ring, terms)
+    out = np.empty(len(acc) * ring.n, dtype=np.float64)
+    for k, chunk in enumerate(acc):
+        out[k * ring.n: (k + 1) * ring.n] = ring.decode_reals(chunk)
     return out[:length]

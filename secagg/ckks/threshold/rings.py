@@ -38,6 +38,7 @@ import tenseal.sealapi as seal
 
 from secagg.ckks.threshold.params import ThresholdParams
 from secagg.errors import InvalidParameter
+from secagg.hazmat.seal_codec import CoefficientEmbedding  # the compact wire format's, shared
 
 __all__ = ["CoefficientEmbedding", "RingContext", "add_mod", "neg_mod", "sub_mod"]
 
@@ -66,42 +67,6 @@ def sub_mod(x: Residues, y: Residues, moduli: Residues) -> Residues:
 def neg_mod(x: Residues, moduli: Residues) -> Residues:
     q = moduli[:, None]
     return np.where(x == 0, x, q - x)
-
-
-class CoefficientEmbedding:
-    """``N`` reals as a plaintext's *coefficients*, through SEAL's own slot encoder.
-
-    SEAL encodes slots ``z`` as ``round(scale * sigma^-1(z))``, with ``sigma`` the canonical
-    embedding (slot ``i`` evaluates the polynomial at ``zeta^(3^i mod 2N)``, ``zeta = exp(i pi/N)``).
-    Handing it ``z = sigma(c)`` for real ``c`` makes the plaintext ``round(scale * c)``; applying
-    ``sigma^-1`` to a decoding returns ``(plaintext + noise) / scale`` coefficient by coefficient,
-    so the smudging stays per coefficient instead of being summed over ``N`` coefficients into
-    every slot. Both maps are float64 FFTs. (The same construction as the compact wire format's
-    embedding in :mod:`secagg.hazmat.seal_codec`, kept here so this package does not depend on
-    that work in progress; the end-to-end tests pin SEAL's slot order.)
-    """
-
-    __slots__ = ("_n", "_pos", "_twist")
-
-    def __init__(self, n: int) -> None:
-        self._n = n
-        gen = np.array([pow(3, i, 2 * n) for i in range(n // 2)], dtype=np.int64)
-        self._pos = (gen - 1) // 2  # index m of zeta^(2m+1) among the odd powers
-        self._twist = np.exp(1j * np.pi * np.arange(n) / n)
-
-    def slots(self, coefficients: npt.NDArray[np.float64]) -> npt.NDArray[np.complex128]:
-        full = np.fft.ifft(coefficients * self._twist) * self._n
-        out: npt.NDArray[np.complex128] = full[self._pos]
-        return out
-
-    def coefficients(self, slots: npt.ArrayLike) -> npt.NDArray[np.float64]:
-        z = np.asarray(slots, dtype=np.complex128)
-        full = np.empty(self._n, dtype=np.complex128)
-        full[self._pos] = z
-        full[self._n - 1 - self._pos] = np.conj(z)
-        out: npt.NDArray[np.float64] = np.ascontiguousarray(
-            (np.fft.fft(full) / self._n * np.conj(self._twist)).real)
-        return out
 
 
 class _Zstd:
@@ -158,8 +123,10 @@ class RingContext:
         head = os.pread(self._fd, _HEADER.size, 0)
         self._version = (head[3], head[4])
         self._seeded_prefix: bytes | None = None
-        self._embedding = CoefficientEmbedding(self.n) \
-            if params.embedding == "coefficients" else None
+        self._embedding = None
+        if params.embedding == "coefficients":
+            self._embedding = CoefficientEmbedding(self.n)
+            self._embedding.self_test(self.encoder, self.parms_id)  # SEAL's slot order, checked
 
     def __del__(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
