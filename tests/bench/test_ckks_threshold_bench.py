@@ -46,6 +46,17 @@ def test_threshold_bench_keys_defaults_and_error(tmp_path: Path,
     assert "bytes_per_param_ratio" in text and ("met" in text or "MISSED" in text)
 
 
+def test_the_issue_run_is_the_default(tmp_path: Path) -> None:
+    """10 enterprises: t = 6 and 4 absent at decryption without any option (tiny update)."""
+    out = tmp_path / "ten.json"
+    assert main(["bench", "ckks", "--clients", "10", "--params", "200", "--mode", "threshold",
+                 "--compare", "none", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["threshold"] == 6 and len(report["dropped_at_decrypt"]) == 4
+    assert report["targets_met"]["completed_with_dropped"]
+    assert report["max_abs_error"] <= report["promised_max_abs_error"] == 1e-6
+
+
 def test_threshold_bench_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.json"
     assert main(["bench", "ckks", "--clients", "4", "--params", "100", "--mode", "threshold",
