@@ -177,13 +177,18 @@ def create_app(data_dir: str | Path, *, allow_plain: bool = False,
         return who
 
     def round_row(round_id: int, who: Principal) -> RoundRow:
-        """The live row of an open round, else the stored row; 404 across federations."""
+        """The live row of an open round, else the stored row; 404 across federations, 403 to
+        a member left out of it (a culprit of an earlier round learns nothing of it)."""
         live = coord.live.get(round_id)
         row = live.row if live is not None else \
             store.round(round_id) if 0 <= round_id <= MAX_ROUND_ID else None
         if row is None or row.federation_id != who.federation_id:
             raise Rejected(404, "unknown_round", f"federation {who.federation!r} has no round "
                            f"{round_id}")
+        if who.role is Role.CLIENT and who.client_id in row.excluded:
+            raise Rejected(403, "left_out", f"client {who.client_id} is left out of round "
+                           f"{round_id}: it was named as the culprit of an earlier round of "
+                           "this federation", "a round it takes part in")
         return row
 
     def live_round(round_id: int, who: Principal) -> LiveRound:

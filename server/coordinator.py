@@ -119,6 +119,7 @@ class Coordinator(LiveRounds):
                 if self.exclude_culprits else {}
             excluded = tuple(sorted(culprits))
             try:
+                options = spec.leave_out(options, frozenset(excluded), index, num_clients)
                 config, notes = spec.configure(num_clients, index, options, roster)
                 # the round's protocol is built (and so checked) before the round is stored: a
                 # config its session refuses is the operator's to fix, never a stored round
@@ -129,6 +130,14 @@ class Coordinator(LiveRounds):
                     f"an option has the wrong type ({exc})"
                 raise Rejected(400, "invalid_options", detail, "options of the documented types "
                                f"(see {spec.options_doc})") from None
+            remaining = int(config["num_clients"]) - len(excluded)
+            if excluded and remaining < spec.quorum(config):
+                raise Rejected(409, "too_few_members", f"clients {list(excluded)} are left out "
+                               f"as culprits of earlier rounds; the {remaining} remaining "
+                               f"member(s) cannot complete a {mode} round that needs "
+                               f"{spec.quorum(config)}", "a federation with enough members "
+                               "outside the excluded culprits (lower the round's threshold, or "
+                               "create a federation without them)")
             row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
                                           config, stage_timeout, excluded)
             live = self._build(row, protocol)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from secagg.errors import InvalidParameter
 from secagg.identity import Roster
 
 from .base import ModeSpec, Rejected, RoundFailed, RoundProtocol
@@ -85,9 +86,28 @@ def _ckks_round(config: dict[str, Any], participants: frozenset[int],
     return CKKSRound(config, participants, roster)
 
 
+def _ckks_leave_out(options: dict[str, Any], left_out: frozenset[int], index: int,
+                    num_clients: int) -> dict[str, Any]:
+    """The dealer rotates over the members not left out; a named dealer that is left out is
+    refused."""
+    if not left_out:
+        return options
+    if "dealer" in options:
+        if options["dealer"] in left_out:
+            raise InvalidParameter(f"ckks option 'dealer' names client {options['dealer']}, "
+                                   "which is left out of this federation's rounds (named as "
+                                   "the culprit of an earlier round); name another member")
+        return options
+    remaining = [c for c in range(num_clients) if c not in left_out]
+    if not remaining:
+        return options
+    return {**options, "dealer": remaining[index % len(remaining)]}
+
+
 CKKS_MODE = ModeSpec("ckks", _ckks_config, _ckks_round,
                      options_doc="secagg_server.modes.ckks (ckks options) and "
-                     "secagg.ckks.CKKSRoundConfig")
+                     "secagg.ckks.CKKSRoundConfig",
+                     quorum=lambda config: int(config["min_clients"]), leave_out=_ckks_leave_out)
 
 # ---- the server's set --------------------------------------------------------------------------
 

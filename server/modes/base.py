@@ -111,12 +111,20 @@ class ModeSpec:
     Warnings ``make_config`` emits (risks to utility the operator chose, such as a small
     federation's dropout odds) reach the operator as the opened round's ``notes``
     (:meth:`configure`).
-    ``options_doc`` says where the mode's options are documented (named in refusals)."""
+    ``options_doc`` says where the mode's options are documented (named in refusals).
+
+    Members left out of a round (culprits of earlier rounds): ``quorum(config)`` is the fewest
+    participants the round can complete with (a round opened with fewer is refused instead of
+    failing every time), and ``leave_out(options, left_out, index, num_clients)`` adjusts the
+    operator's options so the round names no left-out member in a role (e.g. CKKS's dealer)."""
 
     name: str
     make_config: Callable[[int, int, dict[str, Any], Roster | None], dict[str, Any]]
     build: Callable[[dict[str, Any], frozenset[int], Roster | None], RoundProtocol]
     options_doc: str = "secagg_server.modes"
+    quorum: Callable[[dict[str, Any]], int] = lambda config: 1
+    leave_out: Callable[[dict[str, Any], frozenset[int], int, int], dict[str, Any]] = \
+        lambda options, left_out, index, num_clients: options
 
     def configure(self, num_clients: int, index: int, options: dict[str, Any],
                   roster: Roster | None) -> tuple[dict[str, Any], tuple[str, ...]]:

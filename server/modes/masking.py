@@ -156,4 +156,5 @@ class MaskingRound(SessionRound):
 
 
 MASKING_MODE = ModeSpec("masking", masking_config, MaskingRound,
+                        quorum=lambda config: int(config["threshold"]),
                         options_doc="secagg.masking.MaskingConfig.create")

@@ -342,6 +342,24 @@ def test_a_named_culprit_is_left_out_of_later_rounds_even_after_a_restart(
                       content=b"x" * 64, headers={"Authorization": f"Bearer {run.fed.tokens[EVIL]}",
                                                   "Content-Type": "application/octet-stream"})
     assert resp.status_code == 403 and resp.json()["error"] == "left_out", resp.text
+    # nor may it read the round: its status, its inbox, its result
+    evil = {"Authorization": f"Bearer {run.fed.tokens[EVIL]}"}
+    rid = third["round_id"]
+    for path in (f"/v1/rounds/{rid}", f"/v1/rounds/{rid}/inbox", f"/v1/rounds/{rid}/result"):
+        resp = httpx.get(run.fed.server.url + path, headers=evil)
+        assert resp.status_code == 403 and resp.json()["error"] == "left_out", (path, resp.text)
+    with run.fed.op() as op:
+        # a round the remaining members cannot complete is refused when opened, not failed
+        resp = op.post("/v1/rounds", json={"mode": "masking", "options": {
+            "vector_length": LENGTH, "threshold": 4, "neighbours": 3}})
+        assert resp.status_code == 409 and resp.json()["error"] == "too_few_members", resp.text
+        # CKKS's rotating dealer skips the culprit (round index 3 would have named client 3)
+        resp = op.post("/v1/rounds", json={"mode": "ckks", "options": {"vector_length": LENGTH}})
+        assert resp.status_code == 201, resp.text
+        assert resp.json()["index"] % 4 == EVIL and resp.json()["config"]["dealer"] != EVIL
+        resp = op.post("/v1/rounds", json={"mode": "ckks", "options": {
+            "vector_length": LENGTH, "dealer": EVIL}})
+        assert resp.status_code == 400 and "left out" in resp.json()["detail"], resp.text
 
 
 def test_positive_control_a_server_that_keeps_culprits_fails_every_round(

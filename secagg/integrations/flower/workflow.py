@@ -150,6 +150,11 @@ class SecAggPlusWorkflow:
                              "an earlier round", server_round, left_out)
             contents = {n: c for n, c in contents.items() if n not in self._excluded_nodes}
         config = self.config_for(roster, layout, server_round=server_round)
+        remaining = len(roster) - len(self.excluded_clients)
+        if self.exclude_culprits and remaining < config.threshold:
+            raise ProtocolAbort("setup", f"clients {sorted(self.excluded_clients)} are left out "
+                                f"as culprits of earlier rounds; the {remaining} remaining "
+                                f"member(s) cannot reach the threshold {config.threshold}")
         secure = SecureRound(grid, config=config, roster=roster, layout=layout,
                              weight_key=weight_key, timeout=timeout,
                              excluded=frozenset(self.excluded_clients if self.exclude_culprits
