@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 
 from secagg.dp.client_level import DistributedDPPolicy
+from secagg.dp.distributed import DistributedNoise
 from secagg.dp.ledger import PrivacyLedger
 from secagg.errors import InvalidParameter
 from secagg.identity import Identity, Roster
@@ -305,7 +306,16 @@ class FederatedEnterprise:
                 if info.mode in CLIENT_MODES:
                     entry.epsilon_total = self.client.charge(
                         update, server_round_id=key, mode=info.mode).total_epsilon
-                result = self.runtime.take_part(info, update.vector, self.plan.weight)
+                layout = str(info.config.get("layout_digest", ""))
+
+                def released(noise: DistributedNoise, shares: int, key: str = key,
+                             layout: str = layout) -> None:
+                    """Client-level DP: recorded before the unmask reply leaves."""
+                    self.client.ledger.record_client_level(
+                        noise, noise_shares=shares, server_round_id=key, layout_digest=layout)
+
+                result = self.runtime.take_part(info, update.vector, self.plan.weight,
+                                                on_release=released)
             except Dropped as exc:
                 self.client.restore_base(self.client.base)  # discard the local training
                 entry.dropped = True
@@ -321,9 +331,10 @@ class FederatedEnterprise:
                 np.save(self.audit_dir / f"released-{self.name}-round{info.index}.npy",
                         result.weighted_sum)
             if result.noise is not None:  # client-level DP: the shares actually in the sum
+                # recorded before the unmask reply (the same entry: idempotent per round)
                 recorded = self.client.ledger.record_client_level(
                     result.noise, noise_shares=result.noise_shares, server_round_id=key,
-                    layout_digest=str(info.config.get("layout_digest", "")))
+                    layout_digest=layout)
                 entry.noise_shares = result.noise_shares
                 entry.client_level_epsilon = recorded.total_epsilon
             self.client.apply_aggregate(result.mean)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,11 +23,17 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.contract import ReleasedAggregate, encode_plain
-from secagg.dp.distributed import add_noise_share, remove_noise_offset, round_noise
+from secagg.dp.distributed import (
+    DistributedNoise,
+    add_noise_share,
+    remove_noise_offset,
+    round_noise,
+)
 from secagg.encoding import clip_l2, dequantize_sum
 from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.identity import Identity, Roster
 from secagg.masking import Aggregate, ClientSession, MaskingConfig, Stage, encode_update, wire
+from secagg.masking import messages as m
 
 if TYPE_CHECKING:  # secagg.ckks loads TenSEAL: imported only when a ckks round starts
     from secagg import ckks
@@ -55,11 +62,18 @@ class RoundInfo:
     client_id: int
 
 
+ReleaseHook = Callable[[DistributedNoise, int], None]
+
+
 class Participant(Protocol):
     """One client's side of one round in one mode (see :data:`CLIENT_MODES`)."""
 
     #: the stage whose message :meth:`first` / :meth:`reply` produced last
     last_stage: str
+    #: called with the round's distributed noise and the noise shares the sum will hold just
+    #: before the message that lets the server unmask the sum is returned (client-level DP:
+    #: the caller records the release durably first); None: nothing to record
+    on_release: ReleaseHook | None
 
     def first(self) -> bytes:
         """The message to post as soon as the round is known."""
@@ -100,6 +114,7 @@ class _Masking:
                                      roster=roster)
         self._preparing: threading.Thread | None = None
         self.last_stage = ""
+        self.on_release: ReleaseHook | None = None
 
     def first(self) -> bytes:
         message = wire.encode(self.session.start())
@@ -112,6 +127,14 @@ class _Masking:
             self._preparing = None
         answer = self.session.handle_bytes(data)
         self.last_stage = _MASKING_DONE[self.session.stage]
+        if self.noise is not None and self.on_release is not None \
+                and wire.peek_type(answer) is m.UnmaskShares:
+            # these shares let the server unmask the noisy sum of the survivors this client
+            # signed: record that release before it can happen (a server that then withholds
+            # the result still cost this much)
+            signed = self.session.survivors
+            assert signed is not None  # the consistency stage came first
+            self.on_release(self.noise, len(signed))
         if self.session.stage is Stage.SHARE:
             self._preparing = threading.Thread(target=self._prepare, daemon=True,
                                                name="secagg-mask")
@@ -158,6 +181,8 @@ class _Masking:
 
 class _Plain:
     """No protection (benchmark baseline): upload ``SAGP | u32 weight | float32[]``."""
+
+    on_release: ReleaseHook | None = None  # no distributed noise
 
     def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
                  identity: Identity | None = None, roster: Roster | None = None) -> None:
@@ -208,6 +233,8 @@ class _CKKS:
     bound is what keeps the encrypted sum from overflowing); the weight must fit
     ``weight_bound``.
     """
+
+    on_release: ReleaseHook | None = None  # no distributed noise
 
     def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
                  identity: Identity, roster: Roster) -> None:

@@ -72,6 +72,7 @@ from .participants import (  # noqa: F401  (importable from here, as before)
     _CKKS,
     CLIENT_MODES,
     Participant,
+    ReleaseHook,
     RoundInfo,
     _Masking,
     _Plain,
@@ -321,8 +322,13 @@ class RuntimeClient:
             log.info("round %d refused: %s", info.index, why)
             raise RoundRefused(info.index, why)
 
-    def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1) -> RoundResult:
+    def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1, *,
+                  on_release: ReleaseHook | None = None) -> RoundResult:
         """Run ``info``'s protocol with ``update``; returns the released aggregate.
+
+        ``on_release(noise, shares)`` runs, in a distributed-DP round, just before this client
+        sends what lets the server unmask the noisy sum (see :class:`Participant`): record the
+        release there, since a server may withhold the result after unmasking it.
 
         Raises :class:`Dropped` if this client is left out (it may join the next round), and
         :class:`RoundRefused` (a :class:`Dropped`) if it refused the round: the config is not
@@ -341,6 +347,7 @@ class RuntimeClient:
                             identity=self.identity, roster=self.roster)
         except ProtocolAbort as exc:
             raise RoundRefused(info.index, exc.reason) from None
+        party.on_release = on_release
         try:
             return self._run(info, party)
         except SecAggError as exc:  # the session refused what the server sent: stop here
