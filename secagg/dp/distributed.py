@@ -47,10 +47,18 @@ TAIL_LOG = 65.0 * math.log(2.0)
 TAIL_PROB = 2.0**-64
 
 
+def integer_sensitivity_l2(*, scale: float, l2_clip: float, dim: int, max_weight: int = 1) -> float:
+    """Replace-one L2 sensitivity of one client's quantised update: w * (2 * scale * l2_clip +
+    2 * sqrt(dim)). Both the old and the new update are stochastically rounded, each off by
+    less than 1 per coordinate (at most sqrt(dim) in L2), so the rounding counts twice."""
+    return max_weight * (2.0 * scale * l2_clip + 2.0 * math.sqrt(dim))
+
+
 def share_mu(*, fixed_point: FixedPoint, l2_clip: float, dim: int, min_clients: int,
              noise_multiplier: float, max_weight: int = 1) -> float:
     """Each Poisson of one client's Sk(mu, mu) share (see :attr:`DistributedNoise.share_mu`)."""
-    sens = max_weight * (2.0 * fixed_point.scale * l2_clip + math.sqrt(dim))
+    sens = integer_sensitivity_l2(scale=fixed_point.scale, l2_clip=l2_clip, dim=dim,
+                                  max_weight=max_weight)
     return (noise_multiplier * sens) ** 2 / (2.0 * min_clients)
 
 
@@ -68,7 +76,8 @@ class DistributedNoise:
     ``noise_multiplier`` z sets the aggregate noise: its standard deviation, in the integer domain,
     is z times the integer L2 sensitivity (:attr:`sensitivity_l2`) once ``min_clients`` shares are
     summed. Sensitivity is for replacing one client's update by any other (both clipped to
-    ``l2_clip``); it includes the stochastic-rounding error (at most sqrt(dim) in L2).
+    ``l2_clip``); it includes both updates' stochastic-rounding errors (each at most sqrt(dim) in
+    L2).
     """
 
     fixed_point: FixedPoint
@@ -105,11 +114,11 @@ class DistributedNoise:
             mod_bits=self.mod_bits,
             extra=2 * self.share_bound * self.num_clients,
         )
-        rounding = math.sqrt(self.dim)
+        rounding = 2.0 * math.sqrt(self.dim)
         signal = 2.0 * self.fixed_point.scale * self.l2_clip
         if rounding > signal:
             warnings.warn(
-                f"rounding error (sqrt(dim)={rounding:.1f}) exceeds the clipped signal "
+                f"rounding error (2*sqrt(dim)={rounding:.1f}) exceeds the clipped signal "
                 f"(2*scale*l2_clip={signal:.1f}) in the sensitivity: most noise pays for rounding; "
                 f"raise fixed_point.value_bits (now {self.fixed_point.value_bits})",
                 stacklevel=2,
@@ -117,9 +126,9 @@ class DistributedNoise:
 
     @property
     def sensitivity_l2(self) -> float:
-        """Integer-domain L2 sensitivity (replace-one): w * (2 * scale * l2_clip + sqrt(dim))."""
-        scale = self.fixed_point.scale
-        return self.max_weight * (2.0 * scale * self.l2_clip + math.sqrt(self.dim))
+        """Integer-domain L2 sensitivity (replace-one; :func:`integer_sensitivity_l2`)."""
+        return integer_sensitivity_l2(scale=self.fixed_point.scale, l2_clip=self.l2_clip,
+                                      dim=self.dim, max_weight=self.max_weight)
 
     @property
     def sensitivity_l1(self) -> float:

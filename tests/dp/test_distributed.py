@@ -178,3 +178,29 @@ def test_secure_samplers_have_the_right_moments() -> None:
     s = secure_skellam(25.0, n)
     assert abs(_var_z(s.astype(np.float64), 50.0)) < Z_CRIT
     assert not np.array_equal(secure_uniform(8), secure_uniform(8))  # fresh key per call
+
+
+def test_integer_sensitivity_covers_both_roundings_of_a_replaced_update() -> None:
+    """Replace-one: two clipped updates x, x' (|x - x'| <= 2 * l2_clip), each stochastically
+    rounded by the real quantiser; their integer difference never exceeds the sensitivity. The
+    reviewer's worst case (d small, x and x' a hair apart so both roundings go opposite ways)
+    exceeds the old bound 2*scale*C + sqrt(d) (positive control) but not the new one."""
+    from secagg.dp.distributed import integer_sensitivity_l2
+
+    fp = FixedPoint(clip=1.0, value_bits=8)
+    l2_clip = 0.25
+    rng = np.random.default_rng(11)
+    for dim in (1, 4, 64):
+        new = integer_sensitivity_l2(scale=fp.scale, l2_clip=l2_clip, dim=dim)
+        old = 2.0 * fp.scale * l2_clip + math.sqrt(dim)
+        worst = 0.0
+        for _ in range(400):
+            u = rng.normal(size=dim)
+            x = l2_clip * u / np.linalg.norm(u)
+            x2 = -x  # the farthest replacement: |x - x2| = 2 * l2_clip
+            qx = quantize(x.astype(np.float32), fp, rng=rng).astype(np.float64)
+            qx2 = quantize(x2.astype(np.float32), fp, rng=rng).astype(np.float64)
+            worst = max(worst, float(np.linalg.norm(qx - qx2)))
+        assert worst <= new, (dim, worst, new)
+        if dim == 1:
+            assert worst > old, (worst, old)  # the old bound was exceeded: the test can fail

@@ -61,7 +61,7 @@ def _independent_epsilon(*, scale: float, l2_clip: float, dim: int, z: float, th
                          shares: list[int], num_clients: int, delta: float) -> float:
     """Client-level epsilon of releases with ``shares`` noise shares each, composed, from the
     formulas (no secagg accounting code)."""
-    d2 = 2.0 * scale * l2_clip + math.sqrt(dim)  # replace-one, plus stochastic rounding
+    d2 = 2.0 * scale * l2_clip + 2.0 * math.sqrt(dim)  # replace-one, plus both roundings
     d1 = min(d2 * d2, math.sqrt(dim) * d2)
     orders = [*range(2, 129), 256]
     rdp = [0.0] * len(orders)
@@ -133,7 +133,7 @@ def test_skellam_round_through_the_server_noise_and_ledger(fed: Federation,
     fp = FixedPoint(clip=L2_CLIP, value_bits=cfg["value_bits"])
     truth = np.sum([clip_l2(ups[i], L2_CLIP)[0].astype(np.float64) for i in ids], axis=0)
     resid = first.weighted_sum - truth
-    d2 = 2.0 * fp.scale * L2_CLIP + math.sqrt(DIM)
+    d2 = 2.0 * fp.scale * L2_CLIP + 2.0 * math.sqrt(DIM)  # both updates' rounding
     var_noise = 2.0 * ((Z * d2) ** 2 / (2.0 * t)) * m / fp.scale**2  # m shares of Sk(mu, mu)
     var_round = m / 4.0 / fp.scale**2  # stochastic rounding: at most 1/4 per client
     ss = float(np.sum(resid**2))
