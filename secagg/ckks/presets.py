@@ -26,10 +26,10 @@ from the round's precision by this formula, for ``n`` clients, value bound ``C``
   :meth:`CKKSParams.check_round`);
 * grid: ``delta = 2^-r``, ``r = -floor(log2(eps * M))``, the largest power of two <= ``eps * M``:
   released sums are rounded to it, so the rounding error is <= ``delta / 2``;
-* noise: per coefficient the sum carries the ``n`` clients' encryption noise (SEAL's clipped
-  normal, sigma 3.2, |e| <= 19.2) plus their encoding rounding (<= 1/2): sigma_n =
-  ``sqrt(n (3.2^2 + 1/12))``; ``E = 7.4 sigma_n`` is exceeded with probability < 2^-42 per value
-  (Gaussian tail), ``n * 20`` never;
+* noise: per coefficient the sum carries the ``n`` clients' encryption noise (SEAL's centred
+  binomial, variance 10.5, |e| <= 21; measured: variance 10.47 over 491,520 coefficients) plus
+  their encoding rounding (<= 1/2): sigma_n = ``sqrt(n (10.5 + 1/12))``; ``E = 7.4 sigma_n`` is
+  exceeded with probability < 2^-42 per value (Gaussian tail), ``n * 21.5`` never;
 * scale: ``Delta = 2^s`` with ``s >= ceil(log2(3 E / delta))``: noise <= ``delta / 3``, so every
   released sum value is within ``delta / 2 + delta / 3 < delta <= eps * M`` of the exact sum, and
   the grid is at least 3x the noise bound it hides (22x the noise's standard deviation);
@@ -64,9 +64,9 @@ __all__ = ["ENCODINGS", "HE_STANDARD_128_MAX_LOGQ", "CKKSParams", "Preset", "noi
 #: ``coefficients``: one real per coefficient, residues bit-packed (:meth:`CKKSParams.for_round`).
 ENCODINGS = ("slots", "coefficients")
 
-_SIGMA = 3.2  # SEAL's error standard deviation (HE standard)
+_VARIANCE = 10.5  # SEAL's error: centred binomial over 21 coin pairs (variance 21/2)
 _TAIL = 7.4  # P(|N(0,1)| > 7.4) < 2^-42
-NOISE_PER_CLIENT = 20  # SEAL clips the error at 6 sigma = 19.2; plus 1/2 of encoding rounding
+NOISE_PER_CLIENT = 21.5  # SEAL's error is at most 21 in absolute value; plus 1/2 of rounding
 _WRAP_SLACK_BITS = 8  # Delta * M <= (q/2)(1 - 2^-8): the rest is left for the noise
 _MIN_PACKED_BITS = 21  # q > 2^20, as the upload sketch needs (secagg.ckks.sketch)
 _GRID_OVER_NOISE = 3  # the release grid is at least 3x the noise bound: error <= delta/2 + delta/3
@@ -74,8 +74,8 @@ _GRID_OVER_NOISE = 3  # the release grid is at least 3x the noise bound: error <
 
 def noise_bound(clients: int) -> float:
     """The coefficient noise of a sum of ``clients`` coefficient-encoded uploads (in units of the
-    scale) exceeded with probability < 2^-42 per value: ``7.4 sqrt(n (3.2^2 + 1/12))``."""
-    return _TAIL * math.sqrt(clients * (_SIGMA**2 + 1 / 12))
+    scale) exceeded with probability < 2^-42 per value: ``7.4 sqrt(n (10.5 + 1/12))``."""
+    return _TAIL * math.sqrt(clients * (_VARIANCE + 1 / 12))
 
 #: HE standard, classical 128-bit security, ternary secret: ring size -> max total bits of q.
 HE_STANDARD_128_MAX_LOGQ: dict[int, int] = {

@@ -213,7 +213,7 @@ def test_for_round_meets_its_promise_and_the_128_bit_bound(clients: int, weight:
     span = clients * max(weight * max(value, 1.0), 1.0)
     (q,) = p.level_moduli
     assert p.level_bits <= HE_STANDARD_128_MAX_LOGQ[p.poly_modulus_degree]
-    assert span <= p.max_abs_sum and span * 2.0**p.scale_bits + clients * 20 < q / 2  # no wrap
+    assert span <= p.max_abs_sum and span * 2.0**p.scale_bits + clients * 21.5 < q / 2  # no wrap
     noise = noise_bound(clients) / 2.0**p.scale_bits
     assert p.release_quantum / 2 + noise < p.release_quantum <= target * span  # the promise
     assert 3 * noise <= p.release_quantum  # the grid hides the noise
@@ -221,7 +221,7 @@ def test_for_round_meets_its_promise_and_the_128_bit_bound(clients: int, weight:
         smaller = seal_primes(p.poly_modulus_degree, (p.level_bits - 1,))[0]
         min_scale = max(1, math.ceil(math.log2(3 * noise_bound(clients))
                                      - math.floor(math.log2(target * span))))
-        assert span * 2.0**min_scale > smaller / 2 * (1 - 2**-8) or clients * 20 > smaller / 2**9
+        assert span * 2.0**min_scale > smaller / 2 * (1 - 2**-8) or clients * 21.5 > smaller / 2**9
 
 
 def test_packed_params_refuse_rounds_they_were_not_built_for() -> None:
