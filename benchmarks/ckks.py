@@ -29,10 +29,15 @@ from :func:`secagg.ckks.threshold.plan` with clip ``8`` (the weighted values' ra
 error scaled so that ``max_abs_error`` of the mean is at most ``1e-6`` of the clip range (1.0) at
 7.5 standard deviations of the smudging (the total weight is at least the number of clients).
 Extra keys: ``decrypt_s`` = the partial decryptions counted *sequentially* (the sum over the
-decryptors of each one's time from the aggregate to its signed partial bytes) plus the server's
-combine (verify, add, decode, divide); ``decrypt_parallel_s`` = the slowest partial plus the
-combine (the decryptors working in parallel); ``threshold``, ``decryptors``, ``dropped_at_decrypt``,
-``key_setup_s`` (dealing, sealing and opening all bundles, sequentially) and the parameter table.
+decryptors of each one's time from the aggregate to its signed partial bytes, including its
+statement step: verifying every signed upload, re-summing them against the aggregate and signing
+the round's statement) plus the server's combine (verify, add, decode, divide);
+``decrypt_parallel_s`` = the slowest decryptor plus the combine (the decryptors working in
+parallel); ``statement_s`` (mean statement step per signer), ``statement_download_bytes`` (what
+each signer receives for it: the aggregate and every upload), ``statement_quorum`` and
+``min_uploaders`` (the setup's decryption policy, :mod:`secagg.ckks.threshold.policy`);
+``threshold``, ``decryptors``, ``dropped_at_decrypt``, ``key_setup_s`` (dealing, sealing and
+opening all bundles, sequentially) and the parameter table.
 
 Contract keys (flat, dotted): ``bytes_per_param_ratio``, ``client_encrypt_s``, ``server_sum_s``,
 ``max_abs_error``, ``nvflare.<same four>``, ``size_vs_nvflare`` (FLARE bytes / ours).
@@ -159,6 +164,7 @@ def _threshold(
         combine,
         decode_partial,
         decode_upload,
+        decryption_policy,
         encode_aggregate,
         encode_partial,
         encode_upload,
@@ -182,13 +188,16 @@ def _threshold(
     ring = RingContext(params)
     identities = {i: Identity.generate(f"enterprise-{i}") for i in ids}
     roster = Roster("bench-threshold", tuple(identities[i].member(i) for i in ids))
-    digest = setup_digest(roster.digest(), ids, threshold, repr(params))
+    # the roster's policy (corrupt_rate 0.05): corrupt = ceil(0.05 n), refused above t - 1
+    policy = decryption_policy(n, threshold, corrupt_rate=roster.corrupt_rate)
+    digest = setup_digest(roster.digest(), ids, threshold, repr(params), policy=policy)
     round_id = 1
     chunks = chunks_for(ring, length)
 
     # key setup: every enterprise deals its secret, sealed and signed, through the server
     t = time.perf_counter()
-    parties = {i: ThresholdParty(ring, i, ids, threshold) for i in ids}
+    parties = {i: ThresholdParty(ring, i, ids, threshold, identity=identities[i], roster=roster,
+                                 policy=policy) for i in ids}
     boxes = {i: X25519KeyPair.generate() for i in ids}
     step, close = _progress(n, "threshold ckks: deal", progress)
     try:
@@ -205,6 +214,7 @@ def _threshold(
 
     # uploads: float32 update -> signed, bit-packed bytes
     seed_k = round_seed(digest, round_id)
+    assert seed_k == parties[ids[0]].round_seed(round_id)
     blobs: dict[int, bytes] = {}
     enc_s: list[float] = []
     step, close = _progress(n, "threshold ckks: encrypt", progress)
@@ -233,17 +243,32 @@ def _threshold(
                                       uploaders=ids, residues=summed)
     server_sum_s = time.perf_counter() - t
 
-    # decryption: n - K enterprises answer; each partial is signed bytes
+    # decryption: n - K enterprises answer. Each first verifies the aggregate against the signed
+    # uploads (a full re-sum) and signs the round's statement; the server forwards the
+    # statements; each partial is signed bytes
     pick = np.random.default_rng(seed + 1)  # which enterprises vanish (benchmark choice)
     dropped = tuple(sorted(int(x) for x in pick.choice(ids, size=drop_at_decrypt, replace=False)))
     group = tuple(i for i in ids if i not in dropped)
+    signers = group if len(group) >= policy.quorum else ids  # the quorum may exceed t
+    statements: dict[int, bytes] = {}
+    statement_s: dict[int, float] = {}
+    step, close = _progress(len(signers), "threshold ckks: verify and sign", progress)
+    try:
+        for j in signers:
+            t = time.perf_counter()
+            statements[j] = parties[j].sign_statement(aggregate_blob, blobs, round_id=round_id)
+            statement_s[j] = time.perf_counter() - t
+            step()
+    finally:
+        close()
     partial_blobs: dict[int, bytes] = {}
     partial_s: dict[int, float] = {}
     step, close = _progress(len(group), "threshold ckks: partial decrypt", progress)
     try:
         for j in group:
             t = time.perf_counter()
-            shares = parties[j].partial_decrypt(seed_k, chunks, ids, group)
+            shares = parties[j].partial_decrypt(aggregate_blob, statements, group,
+                                                round_id=round_id)
             partial_blobs[j] = encode_partial(ring, identity=identities[j], config_digest=digest,
                                               round_id=round_id, sender=j, uploaders=ids,
                                               decryptors=group, residues=shares)
@@ -273,9 +298,15 @@ def _threshold(
         "server_sum_s": server_sum_s,
         "max_abs_error": float(np.max(np.abs(mean - expected))),
         "promised_max_abs_error": MAX_ABS_ERROR_REL * _VALUE_BOUND,
-        "decrypt_s": float(sum(partial_s.values())) + combine_s,
-        "decrypt_parallel_s": float(max(partial_s.values())) + combine_s,
+        "decrypt_s": float(sum(partial_s.values()) + sum(statement_s[j] for j in group))
+        + combine_s,
+        "decrypt_parallel_s": float(max(partial_s[j] + statement_s[j] for j in group))
+        + combine_s,
         "partial_decrypt_s": float(np.mean(list(partial_s.values()))),
+        "statement_s": float(np.mean(list(statement_s.values()))),
+        "statement_download_bytes": len(aggregate_blob) + sum(len(b) for b in blobs.values()),
+        "statement_quorum": policy.quorum,
+        "min_uploaders": policy.min_uploaders,
         "combine_s": combine_s,
         "threshold": threshold,
         "decryptors": list(group),

@@ -12,6 +12,7 @@ import tenseal.sealapi as seal
 
 from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ
 from secagg.ckks.threshold import (
+    Federation,
     RingContext,
     SealedBundle,
     ThresholdParams,
@@ -19,6 +20,7 @@ from secagg.ckks.threshold import (
     aggregate,
     assemble_public_key,
     combine,
+    decryption_policy,
     open_bundle,
     plan,
     round_seed,
@@ -29,7 +31,13 @@ from secagg.ckks.threshold.rings import _Zstd
 from secagg.ckks.threshold.sharing import ShareBundle, assign_terms, deal, sum_assigned, terms
 from secagg.ckks.threshold.smudging import smudging_coefficients
 from secagg.dp.csprng import secure_words64
-from secagg.errors import AlreadyUsed, AuthenticationFailed, InvalidParameter, NotEnoughParticipants
+from secagg.errors import (
+    AlreadyUsed,
+    AuthenticationFailed,
+    InvalidParameter,
+    NotEnoughParticipants,
+    ProtocolAbort,
+)
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.identity import Identity, Roster
 
@@ -59,42 +67,68 @@ def _updates(seed: int) -> dict[int, np.ndarray]:
     return {i: rng.uniform(-CLIP, CLIP, LENGTH) for i in IDS}
 
 
-def test_round_decrypts_with_four_parties_absent(ring, parties) -> None:
+@pytest.fixture(scope="module")
+def fed(ring: RingContext) -> Federation:
+    """The same federation bound to a roster and the default policy (corrupt = 1 of 10: quorum
+    6, at least 7 uploaders)."""
+    return Federation(ring, IDS, T)
+
+
+def test_round_decrypts_with_four_parties_absent(fed) -> None:
     xs = _updates(1)
-    seed = round_seed(b"test-setup", 1)
-    uploads = {i: parties[i].encrypt(xs[i], seed) for i in IDS}
-    summed = aggregate(ring, uploads)
+    uploads = fed.upload(1, xs)
+    agg = fed.server_sum(1, uploads)
+    statements = fed.statements(1, agg, uploads, IDS)
     decryptors = [0, 2, 3, 5, 7, 9]  # 1, 4, 6, 8 absent at decryption
-    partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, decryptors)
-                for j in decryptors}
-    out = combine(ring, summed, partials, decryptors=decryptors, threshold=T, length=LENGTH)
+    out = fed.release(1, agg, fed.partials(1, agg, statements, decryptors), LENGTH)
     err = np.abs(out - sum(xs.values())).max()
     assert err <= 1e-6 * CLIP
     # one upload chunk is one polynomial at the data level, nothing else
-    assert len(uploads[0]) == 3 and uploads[0][0].shape == (ring.primes, ring.n)
+    first = fed.parties[0].encrypt_round(xs[0], 99)
+    assert len(first) == 3 and first[0].shape == (fed.ring.primes, fed.ring.n)
 
 
-def test_below_threshold_is_a_clear_error(ring, parties) -> None:
+def test_below_threshold_is_a_clear_error(fed) -> None:
+    ring = fed.ring
     xs = _updates(2)
-    seed = round_seed(b"test-setup", 2)
-    summed = aggregate(ring, {i: parties[i].encrypt(xs[i], seed) for i in IDS})
+    uploads = fed.upload(2, xs)
+    agg = fed.server_sum(2, uploads)
     five = [0, 1, 2, 3, 4]
+    statements = fed.statements(2, agg, uploads, [*five, 5, 6])
     with pytest.raises(NotEnoughParticipants, match="threshold is 6"):
-        parties[0].partial_decrypt(seed, len(summed), IDS, five)
+        fed.parties[0].partial_decrypt(agg, statements, five, round_id=2)
     six = [*five, 5]
-    partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, six) for j in five}
+    partials = fed.partials(2, agg, statements, six)
+    summed = aggregate(ring, {i: _residues_of(fed, 2, b) for i, b in uploads.items()})
+    decoded = {j: _residues_of_partial(fed, 2, partials[j], six, j) for j in five}  # 5 vanished
     with pytest.raises(NotEnoughParticipants, match=r"missing \[5\]"):
-        combine(ring, summed, partials, decryptors=six, threshold=T, length=LENGTH)
+        combine(ring, summed, decoded, decryptors=six, threshold=T, length=LENGTH)
     with pytest.raises(NotEnoughParticipants, match="threshold is 6"):
-        combine(ring, summed, partials, decryptors=five, threshold=T, length=LENGTH)
-    # retry with another decrypting set (5 vanished): allowed, same uploaders, and correct
+        combine(ring, summed, decoded, decryptors=five, threshold=T, length=LENGTH)
+    # retry with another decrypting set (5 vanished): allowed, same statement, and correct
     retry = [*five, 6]
-    partials = {j: parties[j].partial_decrypt(seed, len(summed), IDS, retry) for j in retry}
-    out = combine(ring, summed, partials, decryptors=retry, threshold=T, length=LENGTH)
+    out = fed.release(2, agg, fed.partials(2, agg, statements, retry), LENGTH)
     assert np.abs(out - sum(xs.values())).max() <= 1e-6 * CLIP
 
 
-def test_one_shot_rules(ring, parties) -> None:
+def _residues_of(fed: Federation, round_id: int, blob: bytes) -> np.ndarray:
+    from secagg.ckks.threshold.wire import decode_upload, header_chunks
+
+    first, chunks = header_chunks(blob)
+    return decode_upload(blob, fed.ring, roster=fed.roster, config_digest=fed.digest,
+                         round_id=round_id, chunks=chunks, first_chunk=first).residues
+
+
+def _residues_of_partial(fed: Federation, round_id: int, blob: bytes, group, j) -> np.ndarray:
+    from secagg.ckks.threshold.wire import decode_partial, header_chunks
+
+    _first, chunks = header_chunks(blob)
+    return decode_partial(blob, fed.ring, roster=fed.roster, config_digest=fed.digest,
+                          round_id=round_id, chunks=chunks, uploaders=IDS, decryptors=group,
+                          sender=j).residues
+
+
+def test_one_shot_rules(ring, parties, fed) -> None:
     seed = round_seed(b"test-setup", 3)
     x = np.zeros(10)
     parties[0].encrypt(x, seed)
@@ -102,16 +136,31 @@ def test_one_shot_rules(ring, parties) -> None:
         parties[0].encrypt(x, seed)
     with pytest.raises(InvalidParameter, match="clip"):
         parties[1].encrypt(np.full(10, 2.0), round_seed(b"test-setup", 4))
-    group = [0, 1, 2, 3, 4, 5]
-    parties[1].partial_decrypt(seed, 1, IDS, group)
-    with pytest.raises(AlreadyUsed, match="other uploaders"):
-        parties[1].partial_decrypt(seed, 1, IDS[:-1], group)
-    with pytest.raises(AlreadyUsed, match="smudging budget"):
-        parties[2].partial_decrypt(round_seed(b"test-setup", 5), 10_000, IDS, group)
-    with pytest.raises(InvalidParameter, match="not in the decrypting set"):
-        parties[9].partial_decrypt(round_seed(b"test-setup", 6), 1, IDS, group)
     with pytest.raises(AlreadyUsed):
         parties[0].deal()
+    # an unbound party (no identity, roster, policy) never signs nor decrypts
+    with pytest.raises(InvalidParameter, match="not bound"):
+        parties[1].partial_decrypt(b"", {}, IDS, round_id=3)
+    # one statement per round: the same one again is fine, another uploader set is refused
+    xs = {i: np.zeros(10) for i in IDS}
+    uploads = fed.upload(3, xs)
+    agg = fed.server_sum(3, uploads)
+    first = fed.parties[1].sign_statement(agg, uploads, round_id=3)
+    assert fed.parties[1].sign_statement(agg, uploads, round_id=3) == first
+    fewer = {i: b for i, b in uploads.items() if i != 9}
+    with pytest.raises(AlreadyUsed, match="one per round"):
+        fed.parties[1].sign_statement(fed.server_sum(3, fewer), fewer, round_id=3)
+    # a party that signed nothing for the round decrypts nothing
+    group = [0, 1, 2, 3, 4, 5]
+    statements = fed.statements(3, agg, uploads, group)
+    with pytest.raises(ProtocolAbort, match="has not signed"):
+        fed.parties[9].partial_decrypt(agg, statements, [*group[:5], 9], round_id=3)
+    with pytest.raises(InvalidParameter, match="not in the decrypting set"):
+        fed.parties[1].partial_decrypt(agg, statements, [0, 2, 3, 4, 5, 6], round_id=3)
+    # the smudging budget: 12 chunks per party (3 chunks x 4 attempts), retries included
+    with pytest.raises(AlreadyUsed, match="smudging budget"):
+        for _ in range(13):
+            fed.parties[1].partial_decrypt(agg, statements, group, round_id=3)
 
 
 def test_collective_public_key_decrypts_to_small_noise(ring, parties) -> None:
@@ -143,7 +192,8 @@ def test_share_transport_is_sealed_and_signed(ring) -> None:
     roster = Roster.of("threshold-test", identities)
     dealer_id, me = 3, 7
     box = X25519KeyPair.generate()
-    session = setup_digest(roster.digest(), tuple(IDS), T, "params")
+    session = setup_digest(roster.digest(), tuple(IDS), T, "params",
+                           policy=decryption_policy(len(IDS), T))
     bundles = deal(ring, ring.uniform(os.urandom(64)), dealer_id, IDS, T)
     env = seal_bundle(bundles[me], identity=identities[dealer_id].signing_key,
                       recipient_box=box.public_bytes, session=session)
@@ -241,18 +291,36 @@ def test_slot_embedding_round_also_decrypts() -> None:
     6 bits more modulus for the same error; 4 parties, t = 3, one absent."""
     ids = [0, 1, 2, 3]
     params = plan(parties=4, threshold=3, clip=CLIP, params_count=8192, embedding="slots")
-    small = RingContext(params)
     assert params.level_bits > plan(parties=4, threshold=3, clip=CLIP,
                                     params_count=8192).level_bits
-    ps = {i: ThresholdParty(small, i, ids, 3) for i in ids}
-    for p in ps.values():
-        for j, bundle in p.deal().items():
-            ps[j].receive(bundle)
+    small = Federation(params, ids, 3)
     rng = np.random.default_rng(5)
     xs = {i: rng.uniform(-CLIP, CLIP, 5000) for i in ids}
-    seed = round_seed(b"slots", 1)
-    summed = aggregate(small, {i: ps[i].encrypt(xs[i], seed) for i in ids})
-    group = [0, 1, 3]
-    partials = {j: ps[j].partial_decrypt(seed, 1, ids, group) for j in group}
-    out = combine(small, summed, partials, decryptors=group, threshold=3, length=5000)
+    out = small.run_round(1, xs, decryptors=[0, 1, 3])
     assert np.abs(out - sum(xs.values())).max() <= 1e-6 * CLIP
+
+
+def test_decryption_policy_is_stated_checked_and_bound_into_the_setup(ring) -> None:
+    """corrupt (c) from the roster by default (ceil(0.05 * 10) = 1), quorum
+    max(t, floor((n + c) / 2) + 1), min_uploaders min(n, t + c); refused when weaker than the
+    roster or past t - 1; a different policy is a different setup digest."""
+    default = decryption_policy(N_PARTIES, T)
+    assert (default.corrupt, default.quorum, default.min_uploaders) == (1, 6, 7)
+    strict = decryption_policy(N_PARTIES, T, corrupt=T - 1, min_uploaders=T + 1)
+    assert (strict.quorum, strict.min_honest_uploaders) == (8, 2)
+    assert decryption_policy(N_PARTIES, T, corrupt=T - 1).min_uploaders == N_PARTIES
+    with pytest.raises(InvalidParameter, match="at most t - 1"):
+        decryption_policy(N_PARTIES, T, corrupt=T)
+    with pytest.raises(InvalidParameter, match="two honest uploads"):
+        decryption_policy(N_PARTIES, T, corrupt=1, min_uploaders=2)
+    identities = [Identity.generate(f"enterprise-{i}") for i in IDS]
+    roster = Roster.of("policy-test", identities, corrupt_rate=0.25)  # ceil(2.5) = 3 corrupt
+    with pytest.raises(InvalidParameter, match="means 3 of 10"):
+        ThresholdParty(ring, 0, IDS, T, identity=identities[0], roster=roster, policy=default)
+    with pytest.raises(InvalidParameter, match="not party 1's"):
+        ThresholdParty(ring, 1, IDS, T, identity=identities[0], roster=roster)
+    a = ThresholdParty(ring, 0, IDS, T, identity=identities[0], roster=roster)
+    b = ThresholdParty(ring, 0, IDS, T, identity=identities[0], roster=roster,
+                       policy=decryption_policy(N_PARTIES, T, corrupt=3, min_uploaders=5))
+    assert a.policy is not None and a.policy.corrupt == 3 and a.policy.min_uploaders == 9
+    assert a.setup != b.setup and a.round_seed(1) != b.round_seed(1)

@@ -20,9 +20,9 @@ from secagg.ckks.threshold import (
     aggregate,
     chunks_for,
     combine,
+    decryption_policy,
     default_threshold,
     plan,
-    round_seed,
     setup_digest,
 )
 from secagg.ckks.threshold.wire import (
@@ -30,11 +30,14 @@ from secagg.ckks.threshold.wire import (
     SIGNATURE_BYTES,
     WIRE_VERSION,
     MessageKind,
+    aggregate_digest,
     decode_aggregate,
     decode_partial,
+    decode_statement,
     decode_upload,
     encode_aggregate,
     encode_partial,
+    encode_statement,
     encode_upload,
     message_size,
 )
@@ -66,7 +69,8 @@ def roster(identities: dict[int, Identity]) -> Roster:
 
 @pytest.fixture(scope="module")
 def digest(ring: RingContext, roster: Roster) -> bytes:
-    return setup_digest(roster.digest(), IDS, T, repr(ring.params))
+    return setup_digest(roster.digest(), IDS, T, repr(ring.params),
+                        policy=decryption_policy(len(IDS), T))
 
 
 def _residues(ring: RingContext, chunks: int, seed: int) -> np.ndarray:
@@ -223,7 +227,8 @@ def test_bound_to_setup_round_chunks_and_sender(ring, identities, roster, digest
     # replay into another round, another setup, another chunk range
     with pytest.raises(RejectedMessage, match="for round 7, expected round 8"):
         _decode_up(ring, roster, digest, blob, round_id=8)
-    other = setup_digest(roster.digest(), IDS, T + 1, repr(ring.params))
+    other = setup_digest(roster.digest(), IDS, T + 1, repr(ring.params),
+                         policy=decryption_policy(len(IDS), T + 1))
     with pytest.raises(RejectedMessage, match="another federation, roster, threshold"):
         _decode_up(ring, roster, other, blob)
     with pytest.raises(RejectedMessage, match=r"chunks 0\.\.1, expected 2\.\.3"):
@@ -292,20 +297,22 @@ def test_encoder_refuses_bad_input(ring, identities, digest) -> None:
 
 
 def test_round_through_the_wire_with_a_decryptor_absent(ring, identities, roster, digest) -> None:
-    parties = {i: ThresholdParty(ring, i, IDS, T) for i in IDS}
+    parties = {i: ThresholdParty(ring, i, IDS, T, identity=identities[i], roster=roster)
+               for i in IDS}
+    assert all(p.setup == digest for p in parties.values())  # the roster's default policy
     for p in parties.values():
         for j, bundle in p.deal().items():
             parties[j].receive(bundle)
     rng = np.random.default_rng(11)  # test data
     xs = {i: rng.uniform(-1, 1, LENGTH) for i in IDS}
     round_id = 42
-    seed = round_seed(digest, round_id)
     chunks = chunks_for(ring, LENGTH)
-    uploads = {}
+    blobs, uploads = {}, {}
     for i in IDS:
-        blob = encode_upload(ring, identity=identities[i], config_digest=digest,
-                             round_id=round_id, sender=i, residues=parties[i].encrypt(xs[i], seed))
-        uploads[i] = decode_upload(blob, ring, roster=roster, config_digest=digest,
+        blobs[i] = encode_upload(ring, identity=identities[i], config_digest=digest,
+                                 round_id=round_id, sender=i,
+                                 residues=parties[i].encrypt_round(xs[i], round_id))
+        uploads[i] = decode_upload(blobs[i], ring, roster=roster, config_digest=digest,
                                    round_id=round_id, chunks=chunks, sender=i).residues
     summed = aggregate(ring, uploads)
     agg = encode_aggregate(ring, config_digest=digest, round_id=round_id, uploaders=IDS,
@@ -314,11 +321,13 @@ def test_round_through_the_wire_with_a_decryptor_absent(ring, identities, roster
                                            chunks=chunks, uploaders=IDS).residues,
                           np.stack(summed))
     group = (0, 2, 3)  # party 1 absent at decryption (n - t = 1)
+    statements = {j: parties[j].sign_statement(agg, blobs, round_id=round_id) for j in group}
     partials = {}
     for j in group:
         blob = encode_partial(ring, identity=identities[j], config_digest=digest,
                               round_id=round_id, sender=j, uploaders=IDS, decryptors=group,
-                              residues=parties[j].partial_decrypt(seed, chunks, IDS, group))
+                              residues=parties[j].partial_decrypt(agg, statements, group,
+                                                                  round_id=round_id))
         partials[j] = decode_partial(blob, ring, roster=roster, config_digest=digest,
                                      round_id=round_id, chunks=chunks, uploaders=IDS,
                                      decryptors=group, sender=j).residues
@@ -328,6 +337,70 @@ def test_round_through_the_wire_with_a_decryptor_absent(ring, identities, roster
     with pytest.raises(RejectedMessage, match="expected round 43"):
         decode_partial(blob, ring, roster=roster, config_digest=digest, round_id=43,
                        chunks=chunks, uploaders=IDS, decryptors=group)
+
+
+# -- the decryption statement (kind 4) ------------------------------------------------------------
+
+
+def _statement(ring, identities, digest, *, sender=1, round_id=7, users=IDS, chunks=2,
+               named=b"\x11" * 32):
+    return encode_statement(ring, identity=identities[sender], config_digest=digest,
+                            round_id=round_id, sender=sender, uploaders=users, chunks=chunks,
+                            digest_of_aggregate=named)
+
+
+@SETTINGS
+@given(sender=st.sampled_from(IDS), round_id=st.integers(0, 2**64 - 1),
+       users=st.sets(st.sampled_from(IDS), min_size=1), chunks=st.integers(1, 200),
+       named=st.binary(min_size=32, max_size=32))
+def test_statement_round_trips(ring, identities, roster, digest, sender, round_id, users, chunks,
+                               named) -> None:
+    blob = _statement(ring, identities, digest, sender=sender, round_id=round_id,
+                      users=sorted(users), chunks=chunks, named=named)
+    assert len(blob) == message_size(MessageKind.STATEMENT, ring, chunks, uploaders=len(users))
+    got = decode_statement(blob, ring, roster=roster, config_digest=digest, round_id=round_id,
+                           chunks=chunks, uploaders=users, digest_of_aggregate=named,
+                           sender=sender)
+    assert (got.sender, got.uploaders, got.aggregate_digest) == (sender, tuple(sorted(users)),
+                                                                 named)
+
+
+@SETTINGS
+@given(position=st.integers(0, 10**6), flip=st.integers(1, 255))
+def test_statement_any_changed_byte_is_rejected(ring, identities, roster, digest, position,
+                                                flip) -> None:
+    blob = _statement(ring, identities, digest)
+    i = position % len(blob)
+    bad = blob[:i] + bytes([blob[i] ^ flip]) + blob[i + 1:]
+    with pytest.raises(RejectedMessage):
+        decode_statement(bad, ring, roster=roster, config_digest=digest, round_id=7, chunks=2)
+
+
+def test_statement_is_bound_to_uploaders_aggregate_round_and_signer(ring, identities, roster,
+                                                                    digest) -> None:
+    blob = _statement(ring, identities, digest, named=aggregate_digest(b"agg"))
+    kw = {"roster": roster, "config_digest": digest, "chunks": 2}
+    decode_statement(blob, ring, round_id=7, uploaders=IDS,
+                     digest_of_aggregate=aggregate_digest(b"agg"), sender=1, **kw)
+    with pytest.raises(RejectedMessage, match="another aggregate"):
+        decode_statement(blob, ring, round_id=7, digest_of_aggregate=aggregate_digest(b"agh"),
+                         **kw)
+    with pytest.raises(RejectedMessage, match=r"uploaders \[0, 1, 2, 3\], expected \[0, 1, 2\]"):
+        decode_statement(blob, ring, round_id=7, uploaders=(0, 1, 2), **kw)
+    with pytest.raises(RejectedMessage, match="expected round 8"):
+        decode_statement(blob, ring, round_id=8, **kw)
+    with pytest.raises(RejectedMessage, match="names sender 1, expected 2"):
+        decode_statement(blob, ring, round_id=7, sender=2, **kw)
+    with pytest.raises(RejectedMessage, match=f"expected exactly {len(blob)}"):
+        decode_statement(blob + b"\0", ring, round_id=7, **kw)
+    # signed by an identity outside the roster, or a statement's bytes passed off as an upload
+    forged = _statement(ring, {1: Identity.generate("outsider")}, digest)
+    with pytest.raises(RejectedMessage, match="not signed by party 1's roster identity"):
+        decode_statement(forged, ring, round_id=7, **kw)
+    with pytest.raises(RejectedMessage, match="kind 'statement', expected 'upload'"):
+        decode_upload(blob, ring, roster=roster, config_digest=digest, round_id=7, chunks=2)
+    with pytest.raises(InvalidParameter, match="digest"):
+        _statement(ring, identities, digest, named=b"short")
 
 
 def test_a_random_message_is_never_accepted(ring, roster, digest) -> None:

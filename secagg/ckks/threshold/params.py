@@ -44,9 +44,16 @@ top of RLWE (the uploads) and the AEAD/signatures of the share transport.
 
 *Assumptions and limits.* Only honest uploads' noise needs hiding (a colluder knows its own), so
 the bound holds whatever the colluders upload or deal. What it does not give: robustness (a
-cheating dealer, uploader or decryptor can spoil the aggregate; nothing proves well-formedness),
-and protection against a server that decrypts a sum over ``U = {victim} + colluders``: the recipe
-must make every decryptor verify the aggregate and require enough uploaders (as in masking mode).
+cheating dealer, uploader or decryptor can spoil the aggregate; nothing proves well-formedness).
+Which sums get decrypted at all (enough uploaders, one uploader set per round) is the decryption
+policy's job (:mod:`.policy`), not the smudging's.
+
+*The budget is per party.* ``R`` bounds the decryptions of one party's keys, and each party
+counts its own. The hybrid argument replaces one honest partial decryption per step; a server
+that puts a different honest party into each decrypting set gets up to ``n_honest * R`` honest
+partial decryptions out of ``R`` decryptions per party, so the proven distance is
+``n_honest * R * N * B / 2^(tau+1)``, i.e. about ``2^-(lambda - log2 n_honest)`` (37 bits instead
+of 40 for 10 parties), unless the budget is counted per round rather than per party.
 
 *What it costs.* The ``t`` smudges add to every coefficient (uniform variance ``2^(2 tau) / 3``
 each). With the coefficient embedding (the default: the ``N`` reals of a chunk are the plaintext's

@@ -23,13 +23,28 @@ Hubaux, PETS 2021, with the common random polynomial fresh per chunk):
    uniform on ``[-2^tau, 2^tau)`` from the CSPRNG). ``sum_S z_j = s_U``.
 5. *Combine.* ``sum c0_i + sum_S p_j = sum Encode(m_i) + e + sum E_j``, decoded by SEAL.
 
-What a caller must still enforce (the recipe around this core): a party partially decrypts only an
-aggregate it has verified is the sum of the announced, signed uploads of ``U`` (the CKKS sketch
-check), with ``|U|`` at least the round's minimum; and only once per round: two decryptions with
-different ``U`` for the same ``a_k`` would reveal a difference of sums. :class:`ThresholdParty`
-refuses a decryption of a round for other uploaders than the first, and counts every decrypted
-chunk (retries with another decrypting set included) against the smudging budget
-(``params.max_decryptions``).
+What a partial decryption depends on: the round seed, ``U`` and ``S`` only -- not the aggregate
+it is applied to. Whoever holds the uploads can apply it to ``sum_{U} c0_i`` itself, so the
+parties, not the caller, must decide which ``U`` is decrypted (:mod:`.policy`):
+
+4a. *Statement.* Before any partial decryption of round ``r`` a party is shown the encoded
+   aggregate and the signed uploads of its ``U``. :meth:`ThresholdParty.sign_statement`
+   verifies every upload against the pinned roster (setup, round, chunk range, sender), checks
+   that their senders are exactly ``U``, that ``|U| >= policy.min_uploaders``, that the
+   aggregate's chunk layout is theirs and that its residues are their sum (a full re-sum), then
+   signs ``(setup digest, r, chunk range, U, SHA-256 of the aggregate bytes)``
+   (:func:`.wire.encode_statement`). It signs at most one statement per round and refuses any
+   other ``U`` or aggregate for that round.
+4b. :meth:`ThresholdParty.partial_decrypt` takes the aggregate bytes and the statements the
+   server gathered; it answers only for the statement this party signed itself for that round,
+   the aggregate hashing to the signed digest, and ``policy.quorum`` valid signatures over that
+   same statement from distinct roster members (itself included; a forged, foreign or
+   mismatching one does not count). The seed is derived from the setup digest and the round, not
+   taken from the caller. Every decrypted chunk (retries with another decrypting set included)
+   counts against the smudging budget (``params.max_decryptions``).
+
+State (the statement signed per round, the budget) lives in the party object; a deployment must
+persist it across restarts (not done here: the core is not yet wired into the server or the demo).
 """
 
 from __future__ import annotations
@@ -38,16 +53,33 @@ import hashlib
 import math
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import tenseal.sealapi as seal
 
+from secagg.ckks.threshold.policy import DecryptionPolicy, decryption_policy, roster_corrupt
 from secagg.ckks.threshold.rings import SEED_BYTES, Residues, RingContext, add_mod
 from secagg.ckks.threshold.sharing import ShareBundle, assign_terms, deal, sum_assigned, terms
 from secagg.ckks.threshold.smudging import smudging_ntt
-from secagg.errors import AlreadyUsed, InvalidParameter, NotEnoughParticipants
+from secagg.ckks.threshold.transport import setup_digest
+from secagg.ckks.threshold.wire import (
+    aggregate_digest,
+    decode_aggregate,
+    decode_statement,
+    decode_upload,
+    encode_statement,
+    header_chunks,
+)
+from secagg.errors import (
+    AlreadyUsed,
+    InvalidParameter,
+    NotEnoughParticipants,
+    ProtocolAbort,
+    RejectedMessage,
+)
 from secagg.hazmat.handles import Unpicklable
 
 __all__ = [
@@ -86,11 +118,27 @@ def _to_slots(ring: RingContext, values: npt.NDArray[np.float64]) -> list[npt.ND
     return [ring.pack(b) for b in padded.reshape(-1, ring.n)]
 
 
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    uploaders: tuple[int, ...]
+    first_chunk: int
+    chunks: int
+    digest: bytes
+    encoded: bytes
+
+
 class ThresholdParty(Unpicklable):
-    """One party's secret, the shares it was dealt, and the steps it takes. Redacted."""
+    """One party's secret, the shares it was dealt, and the steps it takes. Redacted.
+
+    ``identity``, ``roster`` and ``policy`` bind the party to a setup (:attr:`setup`, the digest
+    of :func:`.transport.setup_digest`); an unbound party can deal, receive and encrypt but never
+    signs a statement or partially decrypts. ``policy`` defaults to the roster's
+    (:func:`.policy.decryption_policy` with the roster's ``corrupt_rate``); one assuming fewer
+    corrupt parties than the roster is refused."""
 
     def __init__(self, ring: RingContext, party_id: int, party_ids: Sequence[int],
-                 threshold: int) -> None:
+                 threshold: int, *, identity: Any = None, roster: Any = None,
+                 policy: DecryptionPolicy | None = None) -> None:
         ids = tuple(sorted(party_ids))
         if party_id not in ids:
             raise InvalidParameter(f"party {party_id} is not among the parties {ids}")
@@ -99,13 +147,40 @@ class ThresholdParty(Unpicklable):
         self.party_ids = ids
         self.threshold = threshold
         self.terms = terms(ids, threshold)
+        self.setup: bytes | None = None
+        self.policy: DecryptionPolicy | None = None
+        self._identity = identity
+        self._roster = roster
+        if (identity is None) != (roster is None):
+            raise InvalidParameter("pass both identity and roster (or neither)")
+        if roster is not None:
+            floor = roster_corrupt(roster.corrupt_rate, len(ids))
+            if policy is None:
+                policy = decryption_policy(len(ids), threshold, corrupt=floor)
+            if policy.corrupt < floor:
+                raise InvalidParameter(
+                    f"the policy assumes {policy.corrupt} corrupt parties; the pinned roster's "
+                    f"corrupt_rate {roster.corrupt_rate} means {floor} of {len(ids)}")
+            missing = [i for i in ids if i not in roster.public_keys]
+            if missing:
+                raise InvalidParameter(f"parties {missing} are not in the pinned roster")
+            key = getattr(identity, "public_key", None)
+            if key is None:
+                key = identity.public_bytes
+            if roster.public_keys[party_id] != key:
+                raise InvalidParameter(f"this identity is not party {party_id}'s in the roster")
+            self.policy = policy
+            self.setup = setup_digest(roster.digest(), ids, threshold, repr(ring.params),
+                                      policy=policy)
+        elif policy is not None:
+            raise InvalidParameter("a policy needs the identity and the pinned roster")
+        self._statements: dict[int, _Statement] = {}
         sk = seal.KeyGenerator(ring.context).secret_key()  # SEAL samples the ternary secret
         self._secret = ring.read_secret(sk)
         self._encryptor = seal.Encryptor(ring.context, sk)
         self._own = seal.Decryptor(ring.context, sk)
         self._bundles: dict[int, ShareBundle] = {}
         self._rounds_used: set[bytes] = set()
-        self._rounds_decrypted: dict[bytes, tuple[int, ...]] = {}
         self._decrypted_chunks = 0
 
     def __repr__(self) -> str:
@@ -160,6 +235,21 @@ class ThresholdParty(Unpicklable):
             out.append(self._encrypt_chunk(slots, chunk_seed(seed, k)))
         return out
 
+    def round_seed(self, round_id: int) -> bytes:
+        """This setup's seed of round ``round_id`` (needs a bound party)."""
+        return round_seed(self._bound(), round_id)
+
+    def encrypt_round(self, values: npt.ArrayLike, round_id: int, *,
+                      clip: float | None = None) -> list[Residues]:
+        """:meth:`encrypt` under this setup's seed of ``round_id``."""
+        return self.encrypt(values, self.round_seed(round_id), clip=clip)
+
+    def _bound(self) -> bytes:
+        if self.setup is None:
+            raise InvalidParameter(f"party {self.party_id} is not bound to a setup (identity, "
+                                   "roster, policy): it neither signs statements nor decrypts")
+        return self.setup
+
     def _encrypt_chunk(self, slots: npt.NDArray[Any], a_seed: bytes) -> Residues:
         ring = self.ring
         fresh = seal.Ciphertext()
@@ -170,46 +260,116 @@ class ThresholdParty(Unpicklable):
 
     # -- decryption -----------------------------------------------------------------------
 
-    def partial_decrypt(self, seed: bytes, chunks: int, uploaders: Iterable[int],
-                        decryptors: Iterable[int], *, min_uploaders: int | None = None) \
-            -> list[Residues]:
-        """This party's smudged partial decryptions of a round's ``chunks`` aggregates.
-
-        The caller has verified the aggregate (the sum of the announced uploads of
-        ``uploaders``). One set of uploaders per round seed; a retry with another decrypting set
-        (a decryptor vanished) is allowed and, like every chunk, counts against the smudging
-        budget ``params.max_decryptions`` (the argument in :mod:`.params` covers it: the
-        coefficients stay 0/1)."""
-        users = sorted(set(uploaders))
-        group = sorted(set(decryptors))
-        need = self.threshold if min_uploaders is None else min_uploaders
+    def sign_statement(self, aggregate: bytes, uploads: Mapping[int, bytes], *,
+                       round_id: int) -> bytes:
+        """Verify the aggregate against the signed uploads it claims to sum and sign this round's
+        decryption statement (step 4a). Idempotent for the same statement; any other ``U`` or
+        aggregate for a round already signed is :class:`AlreadyUsed`."""
+        setup = self._bound()
+        assert self.policy is not None
+        first, chunks = header_chunks(aggregate)
+        agg = decode_aggregate(aggregate, self.ring, config_digest=setup, round_id=round_id,
+                               chunks=chunks, first_chunk=first)
+        users = agg.uploaders
+        digest = aggregate_digest(aggregate)
+        earlier = self._statements.get(round_id)
+        if earlier is not None:
+            if (earlier.uploaders, earlier.first_chunk, earlier.chunks, earlier.digest) \
+                    == (users, first, chunks, digest):
+                return earlier.encoded
+            raise AlreadyUsed(f"party {self.party_id} already signed round {round_id}'s "
+                              f"statement for uploaders {list(earlier.uploaders)} and aggregate "
+                              f"{earlier.digest[:8].hex()}...; it signs one per round (two sums "
+                              "of one round would reveal their difference)")
+        need = self.policy.min_uploaders
         if len(users) < need:
-            raise NotEnoughParticipants("threshold decryption", len(users), need, "uploaders")
-        if self.party_id not in group:
-            raise InvalidParameter(f"party {self.party_id} is not in the decrypting set {group}")
+            raise NotEnoughParticipants("decryption statement", len(users), need,
+                                        "uploaders (the setup's policy min_uploaders)")
         missing = [i for i in users if i not in self._bundles]
         if missing:
             raise InvalidParameter(f"party {self.party_id} holds no shares of uploader(s) "
                                    f"{missing}; they cannot be in this round's sum")
-        assignment = assign_terms(self.terms, group, self.threshold)
-        earlier = self._rounds_decrypted.get(seed)
-        if earlier is not None and earlier != tuple(users):
-            raise AlreadyUsed("this party already partially decrypted this round for other "
-                              "uploaders; decrypting two different sums of one round would "
-                              "reveal their difference")
+        if set(uploads) != set(users):
+            raise ProtocolAbort("decryption statement",
+                                f"the aggregate claims uploaders {list(users)} but the uploads "
+                                f"shown are from {sorted(uploads)}")
+        arrays = [decode_upload(uploads[i], self.ring, roster=self._roster, config_digest=setup,
+                                round_id=round_id, chunks=chunks, first_chunk=first,
+                                sender=i).residues for i in users]
+        if not np.array_equal(_sum_mod(self.ring, arrays), agg.residues):
+            raise ProtocolAbort("decryption statement", "the aggregate is not the sum of the "
+                                "signed uploads of its uploaders")
+        encoded = encode_statement(self.ring, identity=self._identity, config_digest=setup,
+                                   round_id=round_id, sender=self.party_id, uploaders=users,
+                                   chunks=chunks, digest_of_aggregate=digest, first_chunk=first)
+        self._statements[round_id] = _Statement(users, first, chunks, digest, encoded)
+        return encoded
+
+    def partial_decrypt(self, aggregate: bytes, statements: Mapping[int, bytes],
+                        decryptors: Iterable[int], *, round_id: int) -> list[Residues]:
+        """This party's smudged partial decryptions of round ``round_id``'s aggregate (step 4b).
+
+        ``statements``: signer id -> encoded statement, as the server gathered them. Refused
+        unless this party signed a statement for the round, ``aggregate`` hashes to its digest,
+        and ``policy.quorum`` distinct roster members (this party included) validly signed that
+        very statement. A retry with another decrypting set (a decryptor vanished) is allowed
+        and, like every chunk, counts against the smudging budget ``params.max_decryptions``
+        (the argument in :mod:`.params` covers it: the coefficients stay 0/1)."""
+        setup = self._bound()
+        assert self.policy is not None
+        mine = self._statements.get(round_id)
+        if mine is None:
+            raise ProtocolAbort("partial decryption", f"party {self.party_id} has not signed a "
+                                f"statement for round {round_id}; it decrypts only what it "
+                                "verified and signed")
+        if aggregate_digest(aggregate) != mine.digest:
+            raise ProtocolAbort("partial decryption", "the aggregate is not the one this party "
+                                f"signed for round {round_id}")
+        signers = {self.party_id}
+        for j, blob in statements.items():
+            if j == self.party_id or j not in self.party_ids:
+                continue
+            try:
+                decode_statement(blob, self.ring, roster=self._roster, config_digest=setup,
+                                 round_id=round_id, chunks=mine.chunks,
+                                 first_chunk=mine.first_chunk, uploaders=mine.uploaders,
+                                 digest_of_aggregate=mine.digest, sender=j)
+            except RejectedMessage:
+                continue  # forged, foreign or for another statement: does not count
+            signers.add(j)
+        quorum = self.policy.quorum
+        if len(signers) < quorum:
+            raise NotEnoughParticipants(
+                "partial decryption", len(signers), quorum,
+                f"valid signatures over this party's statement for round {round_id} (quorum "
+                f"max(t, floor((n + corrupt) / 2) + 1) of the setup's policy)")
+        group = sorted(set(decryptors))
+        if self.party_id not in group:
+            raise InvalidParameter(f"party {self.party_id} is not in the decrypting set {group}")
+        if not set(group) <= set(self.party_ids):
+            raise InvalidParameter(f"the decrypting set {group} names non-parties")
+        if len(group) < self.threshold:
+            raise NotEnoughParticipants("threshold decryption", len(group), self.threshold,
+                                        "decrypting set")
         budget = self.ring.params.max_decryptions
-        if self._decrypted_chunks + chunks > budget:
+        if self._decrypted_chunks + mine.chunks > budget:
             raise AlreadyUsed(f"the smudging budget of these keys is {budget} decrypted "
-                              f"chunk(s); {self._decrypted_chunks} used, {chunks} asked")
-        self._rounds_decrypted[seed] = tuple(users)
-        self._decrypted_chunks += chunks
+                              f"chunk(s); {self._decrypted_chunks} used, {mine.chunks} asked")
+        self._decrypted_chunks += mine.chunks
+        return self._partial(round_seed(setup, round_id), mine.first_chunk, mine.chunks,
+                             mine.uploaders, group)
+
+    def _partial(self, seed: bytes, first: int, chunks: int, users: Sequence[int],
+                 group: Sequence[int]) -> list[Residues]:
+        """The bare computation, no checks (what a colluder's own code can always do)."""
+        assignment = assign_terms(self.terms, sorted(group), self.threshold)
         share = sum_assigned(self.ring, {i: self._bundles[i] for i in users},
                              assignment[self.party_id])
         key = seal.Decryptor(self.ring.context, self.ring.secret_key(share))
         smudge = smudging_ntt(self.ring, self.ring.params.smudging_bits, chunks)
         out = []
         for k in range(chunks):
-            a_z = self.ring.decrypt(key, self.ring.common_a(chunk_seed(seed, k)))  # a_k * z_j
+            a_z = self.ring.decrypt(key, self.ring.common_a(chunk_seed(seed, first + k)))
             out.append(add_mod(a_z, smudge[k], self.ring.moduli))
         return out
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from secagg.ckks.threshold.policy import DecryptionPolicy
 from secagg.ckks.threshold.rings import RingContext
 from secagg.ckks.threshold.sharing import ShareBundle
-from secagg.errors import AuthenticationFailed
+from secagg.errors import AuthenticationFailed, InvalidParameter
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.hazmat.kdf import KeyContext, Purpose
 from secagg.hazmat.sealed_box import open_box, seal_to
@@ -35,13 +37,20 @@ class _Verifier(Protocol):
     def verify(self, client_id: int, signature: bytes, message: bytes, *, what: str) -> None: ...
 
 
-def setup_digest(roster_digest: bytes, party_ids: tuple[int, ...], threshold: int,
-                 params_repr: str) -> bytes:
-    """The digest every key-setup message is bound to (roster, parties, threshold, params)."""
+def setup_digest(roster_digest: bytes, party_ids: Sequence[int], threshold: int,
+                 params_repr: str, *, policy: DecryptionPolicy) -> bytes:
+    """The digest every message of a setup is bound to (roster, parties, threshold, params and
+    the decryption policy: corrupt count, statement quorum, minimum uploaders)."""
+    ids = tuple(party_ids)
+    if policy.parties != len(ids) or policy.threshold != threshold:
+        raise InvalidParameter(f"the decryption policy is for {policy.parties} parties, t="
+                               f"{policy.threshold}; the setup has {len(ids)}, t={threshold}")
     h = hashlib.sha256(_TAG + b"/setup")
     h.update(struct.pack(">I", len(roster_digest)) + roster_digest)
-    h.update(struct.pack(">I", len(party_ids)) + b"".join(struct.pack(">I", i) for i in party_ids))
-    h.update(struct.pack(">I", threshold) + params_repr.encode())
+    h.update(struct.pack(">I", len(ids)) + b"".join(struct.pack(">I", i) for i in ids))
+    h.update(struct.pack(">I", threshold) + struct.pack(">I", len(params_repr))
+             + params_repr.encode())
+    h.update(policy.to_bytes())
     return h.digest()
 
 

@@ -12,15 +12,22 @@ Format, version 1 (integers big-endian)::
     || bits b_1..b_L (u8 each)
     || [aggregate, partial] uploaders: count (u32) || ids (u32 each, strictly increasing)
     || [partial] decryptors: count (u32) || ids (u32 each, strictly increasing)
-    || residues || [upload, partial] signature (64)
+    || [statement] aggregate digest (32)
+    || residues [upload, aggregate, partial] || [upload, partial, statement] signature (64)
 
 * kind 1, ``upload``: party -> server, ``c0`` of chunks ``first .. first + chunks - 1``.
 * kind 2, ``aggregate``: server -> decryptors, the sum of the uploads of ``uploaders``; unsigned
-  (the server is not in the roster), ``sender`` is :data:`SERVER` (0xFFFFFFFF). What a decryptor
-  must check before answering it (that it is the sum of the announced uploads) is the recipe's
-  job (the sketch check of the dealer mode), not this codec's.
+  (the server is not in the roster), ``sender`` is :data:`SERVER` (0xFFFFFFFF). A party checks
+  it against the signed uploads before signing a statement for it
+  (:meth:`.ThresholdParty.sign_statement`), not this codec.
 * kind 3, ``partial``: decryptor -> server, ``a_k * z_j + E_j`` for the decrypting set
   ``decryptors`` over the uploads of ``uploaders``.
+* kind 4, ``statement``: party -> server -> decryptors, the party's once-per-round decryption
+  statement: "for this setup and round I will partially decrypt only the uploaders ``U`` and
+  the aggregate whose encoded message hashes to ``aggregate digest``"
+  (:func:`aggregate_digest`). No residues; ``chunks`` and ``first chunk`` are the aggregate's.
+  A decryptor needs the policy's quorum of them, from distinct roster members, over one and the
+  same statement (see :mod:`.policy`).
 * ``residues``: prime-major, then chunk, then coefficient: for prime ``l``, the ``chunks * N``
   residues as one little-endian bit stream of ``b_l``-bit values (:func:`pack_bits`'s layout), so
   a whole message unpacks with one vectorised call per prime.
@@ -61,11 +68,14 @@ __all__ = [
     "WIRE_VERSION",
     "Decoded",
     "MessageKind",
+    "aggregate_digest",
     "decode_aggregate",
     "decode_partial",
+    "decode_statement",
     "decode_upload",
     "encode_aggregate",
     "encode_partial",
+    "encode_statement",
     "encode_upload",
     "message_size",
 ]
@@ -85,6 +95,7 @@ class MessageKind(enum.IntEnum):
     UPLOAD = 1
     AGGREGATE = 2
     PARTIAL = 3
+    STATEMENT = 4
 
     @property
     def label(self) -> str:
@@ -115,6 +126,8 @@ class Decoded:
     residues: Residues
     uploaders: tuple[int, ...] = ()
     decryptors: tuple[int, ...] = ()
+    #: a statement's aggregate digest (empty for the other kinds)
+    aggregate_digest: bytes = b""
 
     @property
     def chunks(self) -> list[Residues]:
@@ -147,7 +160,11 @@ def _widths(ring: RingContext) -> list[int]:
 def message_size(kind: MessageKind, ring: RingContext, chunks: int, *, uploaders: int = 0,
                  decryptors: int = 0) -> int:
     """Exact size in bytes of one message carrying ``chunks`` chunks."""
-    size = _FIXED.size + ring.primes + sum(chunks * ring.n * b // 8 for b in _widths(ring))
+    size = _FIXED.size + ring.primes
+    if kind is MessageKind.STATEMENT:
+        size += DIGEST_BYTES
+    else:
+        size += sum(chunks * ring.n * b // 8 for b in _widths(ring))
     if kind is not MessageKind.UPLOAD:
         size += 4 + 4 * uploaders
     if kind is MessageKind.PARTIAL:
@@ -167,24 +184,36 @@ def _stack(ring: RingContext, residues: Sequence[Residues] | Residues) -> Residu
 def _encode(kind: MessageKind, ring: RingContext, *, config_digest: bytes, round_id: int,
             sender: int, first_chunk: int, residues: Sequence[Residues] | Residues,
             uploaders: Sequence[int] = (), decryptors: Sequence[int] = (),
-            identity: Any = None) -> bytes:
+            identity: Any = None, chunks: int | None = None,
+            digest_of_aggregate: bytes = b"") -> bytes:
     if len(config_digest) != DIGEST_BYTES:
         raise InvalidParameter(f"config digest must be {DIGEST_BYTES} bytes, found "
                                f"{len(config_digest)}")
     if not 0 <= round_id < 1 << 64 or not 0 <= first_chunk < 1 << 32 or not 0 <= sender <= SERVER:
         raise InvalidParameter("round, first chunk or sender out of range")
-    arr = _stack(ring, residues)
-    if (arr.max(axis=(0, 2)) >= ring.moduli).any():
-        raise InvalidParameter("residues must be reduced modulo their primes")
+    if kind is MessageKind.STATEMENT:
+        if chunks is None or not 1 <= chunks < 1 << 32 or len(digest_of_aggregate) != DIGEST_BYTES:
+            raise InvalidParameter("a statement needs the aggregate's chunk count and its "
+                                   f"{DIGEST_BYTES}-byte digest")
+        arr = np.empty((0, ring.primes, ring.n), dtype=np.uint64)
+        count = chunks
+    else:
+        arr = _stack(ring, residues)
+        if (arr.max(axis=(0, 2)) >= ring.moduli).any():
+            raise InvalidParameter("residues must be reduced modulo their primes")
+        count = arr.shape[0]
     parts = [_FIXED.pack(MAGIC, WIRE_VERSION, kind, config_digest, round_id, sender, first_chunk,
-                         arr.shape[0], ring.n.bit_length() - 1, ring.primes),
+                         count, ring.n.bit_length() - 1, ring.primes),
              bytes(_widths(ring))]
     if kind is not MessageKind.UPLOAD:
         parts.append(_ids_field(_sorted_ids(uploaders, "uploaders")))
     if kind is MessageKind.PARTIAL:
         parts.append(_ids_field(_sorted_ids(decryptors, "decryptors")))
-    for level, bits in enumerate(_widths(ring)):
-        parts.append(pack_bits(arr[:, level, :], bits))
+    if kind is MessageKind.STATEMENT:
+        parts.append(bytes(digest_of_aggregate))
+    else:
+        for level, bits in enumerate(_widths(ring)):
+            parts.append(pack_bits(arr[:, level, :], bits))
     body = b"".join(parts)
     if not kind.signed:
         return body
@@ -228,6 +257,31 @@ def encode_partial(ring: RingContext, *, identity: _Signer | Any, config_digest:
                    uploaders=uploaders, decryptors=decryptors, identity=identity)
 
 
+def header_chunks(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """``(first chunk, chunks)`` as a message's header claims them (unverified: pass them to the
+    strict decoder, which checks everything else)."""
+    if len(data) < _FIXED.size:
+        raise RejectedMessage(None, f"threshold message: {len(data)} bytes, shorter than the "
+                              f"{_FIXED.size}-byte header")
+    fields = _FIXED.unpack_from(data)
+    return int(fields[6]), int(fields[7])
+
+
+def aggregate_digest(aggregate: bytes | bytearray | memoryview) -> bytes:
+    """SHA-256 of an encoded aggregate message (what a statement names)."""
+    return hashlib.sha256(_LABEL + b"aggregate-digest" + bytes(aggregate)).digest()
+
+
+def encode_statement(ring: RingContext, *, identity: _Signer | Any, config_digest: bytes,
+                     round_id: int, sender: int, uploaders: Sequence[int], chunks: int,
+                     digest_of_aggregate: bytes, first_chunk: int = 0) -> bytes:
+    """A party's decryption statement for one round (signed with its roster identity). Honest
+    parties sign at most one per round: :meth:`.ThresholdParty.sign_statement`."""
+    return _encode(MessageKind.STATEMENT, ring, config_digest=config_digest, round_id=round_id,
+                   sender=sender, first_chunk=first_chunk, residues=(), uploaders=uploaders,
+                   identity=identity, chunks=chunks, digest_of_aggregate=digest_of_aggregate)
+
+
 class _Reader:
     def __init__(self, data: bytes | memoryview, who: int | None) -> None:
         self.data = memoryview(data)
@@ -256,7 +310,8 @@ class _Reader:
 def _decode(data: bytes, kind: MessageKind, ring: RingContext, *, config_digest: bytes,
             round_id: int, chunks: int, first_chunk: int, sender: int | None,
             roster: _Verifier | None, uploaders: Sequence[int] | None = None,
-            decryptors: Sequence[int] | None = None) -> Decoded:
+            decryptors: Sequence[int] | None = None,
+            digest_of_aggregate: bytes | None = None) -> Decoded:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise RejectedMessage(sender, f"a threshold {kind.label} must be bytes")
     who = sender
@@ -313,6 +368,12 @@ def _decode(data: bytes, kind: MessageKind, ring: RingContext, *, config_digest:
                                   f"{sorted(set(decryptors))}")
         if claimed not in group:
             raise RejectedMessage(who, f"{what}: its sender is not in its decrypting set")
+    named = b""
+    if kind is MessageKind.STATEMENT:
+        named = bytes(reader.take(DIGEST_BYTES, "the aggregate digest"))
+        if digest_of_aggregate is not None and named != digest_of_aggregate:
+            raise RejectedMessage(who, f"{what} names aggregate {named[:8].hex()}..., expected "
+                                  f"{digest_of_aggregate[:8].hex()}... (another aggregate)")
     want = message_size(kind, ring, chunks, uploaders=len(users), decryptors=len(group))
     if len(data) != want:
         raise RejectedMessage(who, f"{what}: {len(data)} bytes, expected exactly {want}")
@@ -326,6 +387,9 @@ def _decode(data: bytes, kind: MessageKind, ring: RingContext, *, config_digest:
         except AuthenticationFailed:
             raise RejectedMessage(who, f"{what} is not signed by party {claimed}'s roster "
                                   "identity (tampered, forged or re-attributed)") from None
+    if kind is MessageKind.STATEMENT:
+        return Decoded(kind, bytes(digest), rnd, claimed, first,
+                       np.empty((0, ring.primes, ring.n), dtype=np.uint64), users, group, named)
     out = np.empty((chunks, ring.primes, ring.n), dtype=np.uint64)
     for level, bits in enumerate(widths):
         raw = reader.take(chunks * ring.n * bits // 8, f"the residues of prime {level}")
@@ -369,3 +433,15 @@ def decode_partial(data: bytes, ring: RingContext, *, roster: _Verifier, config_
     return _decode(data, MessageKind.PARTIAL, ring, config_digest=config_digest,
                    round_id=round_id, chunks=chunks, first_chunk=first_chunk, sender=sender,
                    roster=roster, uploaders=uploaders, decryptors=decryptors)
+
+
+def decode_statement(data: bytes, ring: RingContext, *, roster: _Verifier, config_digest: bytes,
+                     round_id: int, chunks: int, first_chunk: int = 0,
+                     uploaders: Sequence[int] | None = None,
+                     digest_of_aggregate: bytes | None = None,
+                     sender: int | None = None) -> Decoded:
+    """Strictly decode and verify a decryption statement of this setup and round (and, when
+    given, for exactly ``uploaders`` and the aggregate of digest ``digest_of_aggregate``)."""
+    return _decode(data, MessageKind.STATEMENT, ring, config_digest=config_digest,
+                   round_id=round_id, chunks=chunks, first_chunk=first_chunk, sender=sender,
+                   roster=roster, uploaders=uploaders, digest_of_aggregate=digest_of_aggregate)
