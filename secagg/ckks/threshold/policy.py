@@ -26,6 +26,12 @@ defaults to ``min(n, t + c)`` (a decrypted sum then holds at least ``t`` honest 
 ``t + c <= n``); it may be lowered to ``c + 2`` (two honest uploads), never below. The whole
 policy is part of the setup digest (:func:`.transport.setup_digest`), so the server cannot
 choose it per round.
+
+The guarantee is only as good as ``corrupt``: with the roster default (``c = 1`` of 10, quorum 6)
+five colluders still sign both statements and each needs just one honest signer, so the two-sums
+attack goes through; the tests run it with ``c = t - 1 = 5`` (quorum 8), where it is refused,
+and with the quorum lowered to ``t``, where it succeeds
+(``tests/ckks/test_threshold_attacks.py``).
 """
 
 from __future__ import annotations
