@@ -30,9 +30,12 @@ noise, which the server verifies and combines (which enterprises are absent is d
 verifying the signatures and unpacking every upload, the sum, and packing the aggregate.
 Extra JSON keys:
   decrypt_s           all partial decryptions counted SEQUENTIALLY (the sum of the decryptors'
-                      times, each from the request to its signed partial bytes: its dealt shares
-                      summed, the products, the smudging, packing and signing) plus the
-                      server's combine (verify and unpack the partials, add, decode, divide)
+                      times, each from the request to its signed partial bytes: checking the
+                      signed uploads and re-summing them for its signed round statement, its
+                      dealt shares summed, the products, the smudging, packing and signing) plus
+                      the server's combine (verify and unpack the partials, add, decode, divide)
+  statement_s, statement_download_bytes, statement_quorum, min_uploaders
+                      the once-per-round statement each decryptor signs before decrypting
   decrypt_parallel_s  the slowest partial decryption plus the combine (decryptors in parallel)
   threshold           t (--threshold; default a strict majority, 6 of 10)
   dropped_at_decrypt, decryptors, key_setup_s, partial_bytes, threshold_params
