@@ -61,6 +61,22 @@ def _check_counts(canaries: int, guesses: int, correct: int) -> None:
         )
 
 
+def check_scores(scores: npt.ArrayLike, included: npt.ArrayLike
+                 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_]]:
+    """The canaries' scores and inclusion bits as arrays, checked: non-empty, 1-d, one length,
+    finite scores."""
+    s = np.asarray(scores, dtype=np.float64)
+    inc = np.asarray(included, dtype=bool)
+    if s.ndim != 1 or s.shape != inc.shape or s.size == 0:
+        raise InvalidParameter(
+            f"scores and included must be non-empty 1-d and of one length, found shapes "
+            f"{s.shape} and {inc.shape}"
+        )
+    if not np.all(np.isfinite(s)):
+        raise InvalidParameter("scores must be finite; a NaN score means the scoring failed")
+    return s, inc
+
+
 def _check_confidence(confidence: float) -> None:
     if not (math.isfinite(confidence) and 0 < confidence < 1):
         raise InvalidParameter(
@@ -153,15 +169,7 @@ def epsilon_lower_bound_from_scores(
 
     A higher score must mean "more likely included". Ties are broken by canary order.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    inc = np.asarray(included, dtype=bool)
-    if s.ndim != 1 or s.shape != inc.shape or s.size == 0:
-        raise InvalidParameter(
-            f"scores and included must be non-empty 1-d and of one length, found shapes "
-            f"{s.shape} and {inc.shape}"
-        )
-    if not np.all(np.isfinite(s)):
-        raise InvalidParameter("scores must be finite; a NaN score means the scoring failed")
+    s, inc = check_scores(scores, included)
     _check_confidence(confidence)
     if not fractions or not all(0 < f <= 1 for f in fractions):
         raise InvalidParameter(f"fractions must be non-empty, each in (0, 1], found {fractions}")

@@ -53,7 +53,12 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.dp.accounting import check_delta
-from secagg.dp.audit_bound import GUESS_FRACTIONS, _check_confidence, _check_counts
+from secagg.dp.audit_bound import (
+    GUESS_FRACTIONS,
+    _check_confidence,
+    _check_counts,
+    check_scores,
+)
 from secagg.errors import InvalidParameter
 
 __all__ = [
@@ -349,15 +354,7 @@ def fdp_bound_from_scores(
     each bound returned holds at ``confidence`` although its best count was picked after seeing
     the scores. The (epsilon, delta)-curve bound and, when ``gaussian``, the GDP bound are two
     claims, each at ``confidence`` (not jointly)."""
-    s = np.asarray(scores, dtype=np.float64)
-    inc = np.asarray(included, dtype=bool)
-    if s.ndim != 1 or s.shape != inc.shape or s.size == 0:
-        raise InvalidParameter(
-            f"scores and included must be non-empty 1-d and of one length, found shapes "
-            f"{s.shape} and {inc.shape}"
-        )
-    if not np.all(np.isfinite(s)):
-        raise InvalidParameter("scores must be finite; a NaN score means the scoring failed")
+    s, inc = check_scores(scores, included)
     _check_confidence(confidence)
     if delta != 0:
         check_delta(delta)

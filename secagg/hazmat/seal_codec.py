@@ -89,6 +89,13 @@ class _Zstd:
             raise CiphertextRejected(f"{what}: its zstd payload does not decompress")
         return n
 
+    @classmethod
+    def decompress(cls, src: bytes, capacity: int, *, what: str = "a SEAL object") -> bytes:
+        """The decompressed bytes (at most ``capacity``)."""
+        dst = np.empty(capacity, dtype=np.uint8)
+        n = cls.decompress_into(src, dst, what=what)
+        return dst[:n].tobytes()
+
 
 class CiphertextRejected(InvalidParameter):
     """A serialised ciphertext does not match the round's parameters; says which rule failed."""

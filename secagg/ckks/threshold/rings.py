@@ -25,10 +25,8 @@ from residues, expanding a seed) live here rather than in :mod:`secagg.hazmat.se
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import struct
-import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,7 +36,10 @@ import tenseal.sealapi as seal
 
 from secagg.ckks.threshold.params import ThresholdParams
 from secagg.errors import InvalidParameter
-from secagg.hazmat.seal_codec import CoefficientEmbedding  # the compact wire format's, shared
+from secagg.hazmat.seal_codec import (
+    CoefficientEmbedding,  # the compact wire format's, shared
+    _Zstd,  # SEAL's own zstd, loaded once for both
+)
 
 __all__ = ["CoefficientEmbedding", "RingContext", "add_mod", "neg_mod", "sub_mod"]
 
@@ -67,27 +68,6 @@ def sub_mod(x: Residues, y: Residues, moduli: Residues) -> Residues:
 def neg_mod(x: Residues, moduli: Residues) -> Residues:
     q = moduli[:, None]
     return np.where(x == 0, x, q - x)
-
-
-class _Zstd:
-    _lib: Any = None
-
-    @classmethod
-    def decompress(cls, src: bytes, capacity: int) -> bytes:
-        if cls._lib is None:
-            path = getattr(sys.modules.get(seal.Ciphertext.__module__), "__file__", None)
-            lib = ctypes.CDLL(path)
-            lib.ZSTD_decompress.restype = ctypes.c_size_t
-            lib.ZSTD_decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
-                                            ctypes.c_size_t]
-            lib.ZSTD_isError.restype = ctypes.c_uint
-            lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
-            cls._lib = lib
-        dst = ctypes.create_string_buffer(capacity)
-        n = int(cls._lib.ZSTD_decompress(dst, capacity, src, len(src)))
-        if cls._lib.ZSTD_isError(n):
-            raise InvalidParameter("a SEAL object's zstd payload does not decompress")
-        return dst.raw[:n]
 
 
 class RingContext:
