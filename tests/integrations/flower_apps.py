@@ -19,6 +19,9 @@ from secagg.integrations.flower import records as r
 from secagg.masking import wire
 
 SHAPES = {"w": (6, 4), "b": (4,)}
+#: Flower's Ray backend for the tests: one ClientApp actor per core
+BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+           "init_args": {"num_cpus": 2, "include_dashboard": False}}
 
 
 def initial_arrays() -> ArrayRecord:

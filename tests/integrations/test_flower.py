@@ -21,6 +21,7 @@ from secagg.identity import Roster
 from secagg.integrations.flower import SecAggPlusWorkflow
 
 from .flower_apps import (
+    BACKEND,
     SHAPES,
     FaultMod,
     RecordingGrid,
@@ -33,8 +34,6 @@ from .flower_apps import (
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 N = 5
-BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-           "init_args": {"num_cpus": 2, "include_dashboard": False}}
 
 
 def _plaintext_mean(partitions: list[int]) -> dict[str, np.ndarray]:

@@ -23,6 +23,7 @@ from secagg.identity import Roster
 from secagg.integrations.flower import SecAggPlusWorkflow
 
 from .flower_apps import (
+    BACKEND,
     SHAPES,
     InconsistentDealerMod,
     client_examples,
@@ -35,8 +36,6 @@ from .flower_apps import (
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 N = 5
 CHEAT = 3
-BACKEND = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-           "init_args": {"num_cpus": 2, "include_dashboard": False}}
 
 
 def _two_rounds(tmp_path: Path, *, exclude: bool) -> dict[str, Any]:
