@@ -9,14 +9,18 @@ Three kinds of figures, kept apart in every output:
 * **modelled**: the server work the protocol requires, counted per n, times unit costs measured
   in the same process at the same vector size. The components: adding one masked vector into the
   packed sum (``sum_upload_ms``, collect stage); rebuilding one owner's secret from t revealed
-  shares, with cold Lagrange coefficients, checked against its commitment and turned into a mask
-  key (``rebuild_ms``); expanding one mask over the vector and removing it (``expand_ms``, once
-  per surviving client's self mask and once per surviving neighbour of each client that dropped
-  before uploading); agreeing on that pairwise key (``pairwise_key_ms``); and, the one term that
-  grows as n^2, encoding one advert hash into one client's key directory (``directory_entry_ms``:
-  in active mode every directory lists the hash of every advert). The model leaves out the rest
-  of the per-message work (parsing, signature checks, bookkeeping): at measured sizes that
-  remainder is shown as ``other_ms``, so the model reads as a floor, not a forecast.
+  shares, checked against its commitment and turned into a mask key (``rebuild_ms``, with its
+  Lagrange coefficients already known), and computing the coefficients for one set of t holders
+  (``lagrange_ms``, once per distinct set: owners close on the graph's ring share one, see
+  :func:`secagg.masking.recovery.shared_subsets`); expanding one mask over the vector and
+  removing it (``expand_ms``, once per surviving client's self mask and once per surviving
+  neighbour of each client that dropped before uploading); agreeing on that pairwise key
+  (``pairwise_key_ms``); and, the one term that grows as n^2, putting one advert hash into one
+  client's key directory (``directory_entry_ms``: in active mode every directory lists the hash
+  of every advert; the list is encoded once a round and copied into each directory). The model
+  leaves out the rest of the per-message work (parsing, signature checks, bookkeeping): at
+  measured sizes that remainder is shown as ``other_ms``,
+  so the model reads as a floor, not a forecast.
 
 The graph's degree k and threshold t at a projected n come from the same parameter finder with
 the policy the simulated roster pins (5 % corrupt, 40-bit security).
@@ -24,6 +28,7 @@ the policy the simulated roster pins (5 % corrupt, 40-bit security).
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -44,13 +49,15 @@ from secagg.hazmat.prg import MaskExpander
 from secagg.masking import MaskingConfig, Stage, wire
 from secagg.masking import keys as mkeys
 from secagg.masking import messages as m
-from secagg.masking.graph import roster_neighbours
+from secagg.masking.graph import holders_of, roster_neighbours
 from secagg.masking.params import choose_parameters
+from secagg.masking.recovery import shared_subsets
 from secagg.masking.simulate import simulated_federation_for
 
 from .masking import MaskingBenchResult, run_masking_bench
 
-__all__ = ["PROJECT_AT", "PowerLaw", "UnitCosts", "WorkCounts", "expected_counts", "fit_power_law",
+__all__ = ["PROJECT_AT", "PowerLaw", "UnitCosts", "WorkCounts", "expected_counts",
+           "expected_lagrange_sets", "fit_power_law",
            "measure_unit_costs", "measured_counts", "run_scale_study", "write_markdown",
            "write_plot"]
 
@@ -71,6 +78,7 @@ class WorkCounts:
     pairwise_masks: int  # (survivor, early dropout) pairs whose pairwise mask is removed
     rebuilds: int  # owners whose secret is rebuilt from t shares
     directory_entries: int  # advert hashes over all key directories (|advertised|^2)
+    lagrange_sets: int = 0  # distinct sets of t holders the rebuilds use (coefficients each)
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,7 @@ class UnitCosts:
     pairwise_key_ms: float
     rebuild_ms: float
     directory_entry_ms: float
+    lagrange_ms: float = 0.0
 
     def directory_ms(self, c: WorkCounts) -> float:
         return c.directory_entries * self.directory_entry_ms
@@ -90,7 +99,8 @@ class UnitCosts:
         return c.uploads * self.sum_upload_ms
 
     def unmask_ms(self, c: WorkCounts) -> float:
-        return (c.rebuilds * self.rebuild_ms + (c.self_masks + c.pairwise_masks) * self.expand_ms
+        return (c.rebuilds * self.rebuild_ms + c.lagrange_sets * self.lagrange_ms
+                + (c.self_masks + c.pairwise_masks) * self.expand_ms
                 + c.pairwise_masks * self.pairwise_key_ms)
 
 
@@ -126,22 +136,48 @@ def measured_counts(result: MaskingBenchResult) -> WorkCounts:
     advertised = [i for i in roster.ids if result.dropouts.get(i) is not Stage.ADVERTISE]
     shared = {i for i in advertised if result.dropouts.get(i) is not Stage.SHARE}
     survivors = set(result.survivor_ids)
-    reach = [len(graph[d] & survivors) for d in sorted(shared - survivors)]
+    reach = {d: len(graph[d] & survivors) for d in sorted(shared - survivors)}
+    answered = {i for i in survivors
+                if result.dropouts.get(i) not in (Stage.CONSISTENCY, Stage.UNMASK)}
+    owners = sorted(survivors | {d for d, r in reach.items() if r > 0})
     return WorkCounts(uploads=len(survivors), self_masks=len(survivors),
-                      pairwise_masks=sum(reach), rebuilds=len(survivors) + sum(r > 0 for r in reach),
-                      directory_entries=len(advertised) ** 2)
+                      pairwise_masks=sum(reach.values()), rebuilds=len(owners),
+                      directory_entries=len(advertised) ** 2,
+                      lagrange_sets=_holder_sets(graph, owners, answered, config.threshold))
 
 
-def expected_counts(n: int, neighbours: int, dropout: float, drop_stage: str) -> WorkCounts:
-    """The same counts, expected at size n (clients dropping at ``drop_stage``)."""
+def _holder_sets(graph: Mapping[int, frozenset[int]], owners: Iterable[int],
+                 answered: set[int], threshold: int) -> int:
+    """How many distinct sets of t holders the server's rebuilds use (honest holders)."""
+    eligible = {o: frozenset(holders_of(graph, o) & answered) for o in owners}
+    chosen = shared_subsets(graph, eligible, threshold)
+    return len({chosen.get(o) or frozenset(sorted(e)[:threshold]) for o, e in eligible.items()})
+
+
+def expected_lagrange_sets(n: int, neighbours: int, threshold: int, answering: float) -> int:
+    """About how many holder sets :func:`secagg.masking.recovery.shared_subsets` picks at n:
+    a set of t answering holders spans about t / answering places of the ring and serves the
+    owners whose k + 1 holders still contain it."""
+    if neighbours >= n - 1:
+        return 1
+    serves = max(1.0, neighbours + 2 - threshold / answering)
+    return math.ceil(n / serves)
+
+
+def expected_counts(n: int, neighbours: int, dropout: float, drop_stage: str,
+                    threshold: int | None = None) -> WorkCounts:
+    """The same counts, expected at size n (clients dropping at ``drop_stage``); with the
+    ``threshold``, also the holder sets (estimated, see :func:`expected_lagrange_sets`)."""
     dropped = round(dropout * n)
+    sets = 0 if threshold is None else expected_lagrange_sets(n, neighbours, threshold,
+                                                              1 - dropped / n)
     if drop_stage == "unmask":  # they uploaded: every upload's self mask is rebuilt
         return WorkCounts(uploads=n, self_masks=n, pairwise_masks=0, rebuilds=n,
-                          directory_entries=n * n)
+                          directory_entries=n * n, lagrange_sets=sets)
     alive = n - dropped  # masked-input: each dropout's k neighbours survive w.p. alive / (n - 1)
     pairs = round(dropped * neighbours * alive / (n - 1))
     return WorkCounts(uploads=alive, self_masks=alive, pairwise_masks=pairs, rebuilds=n,
-                      directory_entries=n * n)
+                      directory_entries=n * n, lagrange_sets=sets)
 
 
 def _median_ms(run: Callable[[], object], reps: int, per: int = 1) -> float:
@@ -153,14 +189,29 @@ def _median_ms(run: Callable[[], object], reps: int, per: int = 1) -> float:
     return 1e3 * statistics.median(samples)
 
 
+def _lagrange_ms(threshold: int, reps: int) -> float:
+    """The Lagrange coefficients for one fresh set of t x-coordinates (uncached)."""
+    rng = np.random.default_rng()
+    sets = [tuple(sorted(int(x) + 1 for x in rng.choice(1 << 24, size=threshold, replace=False)))
+            for _ in range(reps)]
+    uncached = shamir._lagrange_at_zero.__wrapped__
+    samples = []
+    for xs in sets:
+        t0 = time.perf_counter()
+        uncached(xs)
+        samples.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(samples)
+
+
 def _rebuild_ms(threshold: int, reps: int) -> float:
     """One owner's rebuild as the server does it (:class:`secagg.masking.recovery.SecretRecovery`
-    with honest shares): combine t shares, check the seed commitment, derive the mask key. Each
-    sample has fresh holder ids, so the Lagrange cache never hits (a server's first round)."""
+    with honest shares): combine t shares, check the seed commitment, derive the mask key. The
+    holder ids are the same in every sample, so the coefficients are cached (they are counted
+    apart, per holder set: :func:`_lagrange_ms`)."""
     digest, rng, samples = os.urandom(32), np.random.default_rng(), []
+    xs = [int(x) + 1 for x in rng.choice(1 << 24, size=threshold, replace=False)]
     for _ in range(reps):
         seed = SecretBytes(os.urandom(32))
-        xs = [int(x) + 1 for x in rng.choice(1 << 24, size=threshold, replace=False)]
         shares = shamir.split(seed, threshold=threshold, xs=xs)
         want = mkeys.seed_commitment(seed, 0, digest, 1)
         t0 = time.perf_counter()
@@ -184,12 +235,17 @@ def measure_unit_costs(*, wire_length: int, mod_bits: int, threshold: int,
     expand = _median_ms(lambda: expander.apply_many(acc, masks), reps, per=len(masks))
     own, peer, digest = X25519KeyPair.generate(), X25519KeyPair.generate().public_bytes, bytes(32)
     pairwise = _median_ms(lambda: mkeys.pairwise_mask_key(own, peer, 1, 2, digest, 1), 4 * reps)
-    entries = 2000
-    directory = m.KeyDirectory(digest=digest, round=1, party=0, adverts={}, advert_hashes={
-        q: os.urandom(32) for q in range(entries)})
+    # the server's key directories share one map of advert hashes (encoded once per round by
+    # wire.encode_all); each directory still carries, and so copies, all of it
+    entries, directories = 2000, 50
+    hashes = {q: os.urandom(32) for q in range(entries)}
+    batch = {p: m.KeyDirectory(digest=digest, round=1, party=p, adverts={}, advert_hashes=hashes)
+             for p in range(directories)}
     return UnitCosts(sum_upload_ms=sum_upload, expand_ms=expand, pairwise_key_ms=pairwise,
                      rebuild_ms=_rebuild_ms(threshold, 3 * reps),
-                     directory_entry_ms=_median_ms(lambda: wire.encode(directory), reps, entries))
+                     lagrange_ms=_lagrange_ms(threshold, 3 * reps),
+                     directory_entry_ms=_median_ms(lambda: wire.encode_all(batch), reps,
+                                                   entries * directories))
 
 
 def _projected_config(n: int, *, params: int, dropout: float) -> dict[str, Any]:
@@ -243,7 +299,7 @@ def run_scale_study(*, clients: Sequence[int], params: int, dropout: float,
     projections = []
     for n in project_at:
         p = _projected_config(n, params=params, dropout=dropout)
-        counts = expected_counts(n, p["k"], dropout, drop_stage)
+        counts = expected_counts(n, p["k"], dropout, drop_stage, threshold=p["t"])
         at = measure_unit_costs(wire_length=params + 1, mod_bits=p["mod_bits"], threshold=p["t"])
         p.update({f"{col}_fit": PowerLaw(**fits[col]).at(n) for col in FITTED})
         model = {"model_directory_ms": at.directory_ms(counts),
@@ -296,10 +352,11 @@ def write_markdown(report: Mapping[str, Any], path: Path) -> None:
                      f"{_ms(p['server_ms_fit'])} | {_ms(p['model_ms'])} | "
                      f"{_ms(p['model_unmask_ms'])} | {_ms(p['model_directory_ms'])} | "
                      f"{p['refused'] or ''} |")
-    lines += ["", "model_ms counts only the sum of uploads, secret rebuilds (cold Lagrange "
-              "coefficients), mask expansions, pairwise keys and the advert hashes of every key "
-              "directory (n^2 of them), with unit costs measured in this run; it is a floor under "
-              "the server's cost, not a forecast of it."]
+    lines += ["", "model_ms counts only the sum of uploads, secret rebuilds, Lagrange "
+              "coefficients (once per distinct set of t holders; at projected sizes the number "
+              "of sets is estimated), mask expansions, pairwise keys and the advert hashes of "
+              "every key directory (n^2 of them), with unit costs measured in this run; it is a "
+              "floor under the server's cost, not a forecast of it."]
     path.write_text("\n".join(lines) + "\n")
 
 

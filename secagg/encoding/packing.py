@@ -9,6 +9,8 @@ plus at most 63 values of padding.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import numpy.typing as npt
 
@@ -107,6 +109,14 @@ class PackedSum(_PlanarVector):
     def __init__(self, count: int, bits: int) -> None:
         super().__init__(count, bits)
         self._tmp = np.empty(self._groups, dtype=np.uint64)
+        self._high = np.empty(self._groups, dtype=np.uint64)
+        # tmp mod 2^32 as a strided uint32 view (all a uint32 row keeps of it): the add below
+        # stays in uint32, with no uint64 round trip per row
+        self._tmp_low = self._tmp.view(np.uint32)[(0 if sys.byteorder == "little" else 1) :: 2]
+        # per row: its first word, the shift down, and the shift up of the next word if the
+        # field straddles two words
+        self._plan = [(w, np.uint64(s), np.uint64(64 - s) if s + bits > 64 else None)
+                      for w, s in (divmod(i * bits, 64) for i in range(64))]
         self._reduced = 0  # accumulator[:_reduced] has been reduced mod 2^bits
         self._closed = False
 
@@ -126,13 +136,13 @@ class PackedSum(_PlanarVector):
             )
         words = np.frombuffer(data, dtype="<u8").reshape(self.bits, self._groups)
         self._reduced = 0
-        tmp = self._tmp
-        for i in range(64):
-            w, s = divmod(i * self.bits, 64)
-            np.right_shift(words[w], np.uint64(s), out=tmp)
-            if s + self.bits > 64:
-                tmp |= words[w + 1] << np.uint64(64 - s)
-            np.add(self._rows[i], tmp, out=self._rows[i], casting="unsafe")
+        tmp, high, low = self._tmp, self._high, self._tmp_low
+        for row, (w, down, up) in zip(self._rows, self._plan, strict=True):
+            np.right_shift(words[w], down, out=tmp)
+            if up is not None:
+                np.left_shift(words[w + 1], up, out=high)
+                np.bitwise_or(tmp, high, out=tmp)
+            np.add(row, low, out=row)
 
     def subtract(self, data: bytes) -> None:
         """Take back a vector that was added (a client found to have misbehaved after upload)."""

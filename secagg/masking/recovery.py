@@ -28,9 +28,10 @@ from secagg.masking import messages as m
 from secagg.masking.config import MaskingConfig, Stage
 from secagg.masking.graph import holders_of
 
-__all__ = ["SecretRecovery", "pair_key_masks", "unmask_masks"]
+__all__ = ["SecretRecovery", "pair_key_masks", "shared_subsets", "unmask_masks"]
 
 _WHAT = {"seed": "self-mask seed", "key": "mask key"}
+_NONE: frozenset[int] = frozenset()
 
 
 class SecretRecovery:
@@ -43,22 +44,28 @@ class SecretRecovery:
         self.liars: set[int] = set()
 
     def rebuild(self, owner: int, kind: keys.ShareKind, revealed: Mapping[int, bytes],
-                commitments: Mapping[int, bytes],
-                valid: Callable[[SecretBytes], bool]) -> SecretBytes:
+                commitments: Mapping[int, bytes], valid: Callable[[SecretBytes], bool], *,
+                prefer: frozenset[int] | None = None) -> SecretBytes:
         """One secret from the shares its holders revealed (holder -> share || salt).
 
         ``commitments`` maps each holder to the owner's commitment to its shares. The first t
-        shares (known liars last) are tried as they are; only if they do not rebuild a secret
-        that ``valid`` accepts is each share checked against its commitment.
+        shares (known liars last; or the t holders ``prefer`` names, if all revealed and none a
+        known liar) are tried as they are; only if they do not rebuild a secret that ``valid``
+        accepts is each share checked against its commitment.
         """
         t = self.threshold
-        order = sorted(revealed, key=lambda h: (h in self.liars, h))
-        if len(order) < t:
-            raise NotEnoughParticipants(Stage.UNMASK.value, len(order), t,
+        if len(revealed) < t:
+            raise NotEnoughParticipants(Stage.UNMASK.value, len(revealed), t,
                                         f"share holders of client {owner}")
-        secret = self._combine(order[:t], revealed, valid)
+        if prefer is not None and len(prefer) == t and prefer.issubset(revealed) \
+                and prefer.isdisjoint(self.liars):
+            first = sorted(prefer)
+        else:
+            first = sorted(revealed, key=lambda h: (h in self.liars, h))[:t]
+        secret = self._combine(first, revealed, valid)
         if secret is not None:
             return secret
+        order = sorted(revealed, key=lambda h: (h in self.liars, h))
         honest = [h for h in order if keys.revealed_share_ok(
             kind, revealed[h], commitments.get(h, b""), owner, h, self.digest, self.round)]
         self.liars.update(set(order) - set(honest))
@@ -105,14 +112,20 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
     """
     digest = recovery.digest
     masks: list[tuple[SecretBytes, bool]] = []
+    revealed_by: dict[int, tuple[Mapping[int, bytes], Mapping[int, bytes]]] = {
+        v: (replies[v].seed_shares, replies[v].mask_key_shares) for v in answered}
+    todo: dict[int, tuple[set[int], dict[int, bytes]]] = {}  # owner -> (masked_with, revealed)
     for owner in sorted(shared):
         masked_with = {v for v in graph[owner] & survivors if owner not in excluded_by[v]}
         if owner not in survivors and not masked_with:
             continue  # a dropout no survivor masked with: nothing of it to remove
-        field = "seed_shares" if owner in survivors else "mask_key_shares"
-        revealed = {v: getattr(replies[v], field)[owner]
-                    for v in holders_of(graph, owner) & answered
-                    if owner not in excluded_by.get(v, frozenset())}
+        kind = 0 if owner in survivors else 1  # seed shares if it survived, else key shares
+        todo[owner] = masked_with, {
+            v: revealed_by[v][kind][owner] for v in holders_of(graph, owner) & answered
+            if owner not in excluded_by.get(v, _NONE)}
+    prefer = shared_subsets(graph, {o: frozenset(r) for o, (_, r) in todo.items()},
+                            recovery.threshold)
+    for owner, (masked_with, revealed) in todo.items():
         committed = commitments[owner].commitments
         advert = adverts[owner]
 
@@ -123,12 +136,14 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
             return X25519KeyPair.from_private_bytes(secret).public_bytes == a.mask_public
 
         if owner in survivors:
-            secret = recovery.rebuild(owner, "seed", revealed, committed, seed_ok)
+            secret = recovery.rebuild(owner, "seed", revealed, committed, seed_ok,
+                                      prefer=prefer.get(owner))
             masks.append((keys.self_mask_key(secret, owner, digest, config.round), True))
             continue
         try:
             dropped = X25519KeyPair.from_private_bytes(
-                recovery.rebuild(owner, "key", revealed, committed, key_ok))
+                recovery.rebuild(owner, "key", revealed, committed, key_ok,
+                                 prefer=prefer.get(owner)))
         except ProtocolAbort:  # too few holders (reported, silent or lying), or a bad dealer
             masks.extend(pair_key_masks(owner, masked_with, answered, replies))
             continue
@@ -137,6 +152,38 @@ def unmask_masks(recovery: SecretRecovery, config: MaskingConfig, *,
                                        config.round)
             masks.append((k, v < owner))  # undo v's +/- mask with the dropout
     return masks
+
+
+def shared_subsets(graph: Mapping[int, frozenset[int]], eligible: Mapping[int, frozenset[int]],
+                   threshold: int) -> dict[int, frozenset[int]]:
+    """For each owner, ``threshold`` of its ``eligible`` holders to rebuild it from, chosen so
+    that owners close on the graph's ring pick the same ones.
+
+    Any t valid shares rebuild the same secret, so the choice changes nothing but the cost:
+    every distinct set of t x-coordinates needs its own Lagrange coefficients (O(t^2) big-integer
+    work, the largest part of a rebuild). On a Harary graph an owner's holders are the clients
+    within k/2 places of it on the ring; walking the owners in ring order and taking the t
+    eligible holders furthest ahead, a set serves every following owner whose holders still
+    contain it (about k - t + 1 of them), so n owners need about n / (k - t + 1) sets instead of
+    n. Graphs without a ring (none is built here) get no preference: ids in order, as before.
+    """
+    ring: tuple[int, ...] = getattr(graph, "ring", ())
+    pos = {v: i for i, v in enumerate(ring)}
+    if not ring or not pos.keys() >= eligible.keys():
+        return {}
+    n, half = len(ring), len(ring) // 2
+    chosen: dict[int, frozenset[int]] = {}
+    current: frozenset[int] = frozenset()
+    for owner in sorted(eligible, key=pos.__getitem__):
+        holders = eligible[owner]
+        if len(holders) < threshold:
+            continue  # rebuild() names the shortfall
+        if len(current) != threshold or not current <= holders:
+            here = pos[owner]
+            ahead = sorted(holders, key=lambda v: (pos.get(v, here) - here + half) % n)
+            current = frozenset(ahead[-threshold:])
+        chosen[owner] = current
+    return chosen
 
 
 def pair_key_masks(owner: int, masked_with: set[int], answered: frozenset[int],

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from secagg.encoding.packing import PackedSum, packed_size
@@ -62,6 +64,30 @@ _EXPECTED_TYPE: dict[Stage, type[Any]] = {
 }
 
 
+#: Messages at least this long (masked vectors) are fingerprinted in a worker thread while the
+#: session checks and sums them (hashlib releases the GIL; a 100k-parameter vector hashes in
+#: about as long as it takes to sum).
+_PARALLEL_HASH_BYTES = 1 << 16
+_hasher: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _fingerprint(raw: bytes) -> Callable[[], bytes]:
+    """SHA-256 of ``raw``, as a callable that returns it (computed in the background if large)."""
+    global _hasher
+    if len(raw) < _PARALLEL_HASH_BYTES:
+        digest = hashlib.sha256(raw).digest()
+        return lambda: digest
+    if _hasher is None or _hasher[0] != os.getpid():  # a forked child needs its own thread
+        _hasher = os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="secagg-fingerprint")
+    return _hasher[1].submit(lambda: hashlib.sha256(raw).digest()).result
+
+
+_PROBE = m.ShareKeys(digest=bytes(32), round=0, party=0)
+#: the domain label keys.share_keys_bytes puts before the encoded, unsigned message
+_SHARE_KEYS_LABEL = keys.share_keys_bytes(_PROBE)[: -len(wire.encode(_PROBE))]
+assert keys.share_keys_bytes(_PROBE) == _SHARE_KEYS_LABEL + wire.encode(_PROBE)
+
+
 class ServerSession:
     """The aggregator's state for one round."""
 
@@ -94,6 +120,7 @@ class ServerSession:
                                             roster_digest=config.roster_digest)
         self._u1: frozenset[int] = frozenset()
         self._transcript = b""
+        self._consistency_signed = b""
         self._payloads: dict[int, bytes] = {}  # kept while a neighbour may still report it
         self._awaiting: dict[int, int] = {}  # client -> neighbours that shared, not yet uploaded
         self._reported: set[int] = set()  # clients some uploader reported
@@ -103,6 +130,7 @@ class ServerSession:
         self._u2: frozenset[int] = frozenset()
         self._u3: frozenset[int] = frozenset()
         self._result: Aggregate | None = None
+        self._raw = b""  # the encoding of the message being received
         # what to check on receipt and how to close, per stage (one table, no name building)
         self._checks: dict[Stage, Callable[[Any], None]] = {
             Stage.ADVERTISE: self._check_advertise, Stage.SHARE: self._check_share,
@@ -138,7 +166,7 @@ class ServerSession:
         if isinstance(message, bytes | bytearray | memoryview):
             raw = bytes(message)
             try:
-                msg = wire.decode(raw, max_bytes=limit)
+                msg = wire.decode(raw, max_bytes=limit, borrow=True)  # a vector: not copied
             except InvalidParameter as exc:
                 raise RejectedMessage(None, str(exc)) from None
         else:
@@ -148,28 +176,47 @@ class ServerSession:
         if stage is Stage.DONE:
             raise RejectedMessage(sender, "the round is already complete", ErrorCode.ROUND_COMPLETE)
         expected_type = _EXPECTED_TYPE[stage]
-        fingerprint = hashlib.sha256(raw).digest()
-        if any(hmac.compare_digest(seen.get(sender, b""), fingerprint)
-               for seen in self._fingerprints.values()):
-            raise RejectedMessage(sender, "replayed message (already accepted in this round)",
-                                  ErrorCode.REPLAYED)
-        check_envelope(msg, len(raw), stage=stage, digest=self._digest, round_=self.config.round,
-                       expected_type=expected_type, answered=self._received[stage],
-                       expected=self._expected, participants=self.participants, limit=limit)
-        self._checks[stage](msg)
-        self._fingerprints[stage][sender] = fingerprint
-        if stage is Stage.ADVERTISE:
-            self._advert_bytes[sender] = raw
+        fingerprint = _fingerprint(raw)  # a masked vector is hashed on another core meanwhile
+
+        def not_replayed() -> bytes:
+            digest = fingerprint()
+            if any(hmac.compare_digest(seen.get(sender, b""), digest)
+                   for seen in self._fingerprints.values()):
+                raise RejectedMessage(sender, "replayed message (already accepted in this round)",
+                                      ErrorCode.REPLAYED)
+            return digest
+
+        self._raw = raw
+        try:
+            check_envelope(msg, len(raw), stage=stage, digest=self._digest,
+                           round_=self.config.round, expected_type=expected_type,
+                           answered=self._received[stage], expected=self._expected,
+                           participants=self.participants, limit=limit)
+            self._checks[stage](msg)
+        except RejectedMessage:
+            not_replayed()  # a replay is refused as one, whatever else is wrong with it
+            raise
         if isinstance(msg, m.MaskedInput):
             # Sum as vectors arrive. A vector is kept only until every neighbour that could
             # still report its sender's share box as invalid has uploaded.
             assert self._packed is not None
             self._packed.add(msg.payload)
+            try:
+                # (a message that passed the checks is never a replay: an accepted one of this
+                # stage fails the check above, one of another stage has another type byte)
+                self._fingerprints[stage][sender] = not_replayed()
+            except RejectedMessage:
+                self._packed.subtract(msg.payload)
+                raise
             self._payloads[sender] = msg.payload
             self._excluded_by[sender] = frozenset(msg.excluded)
             msg = m.MaskedInput(digest=msg.digest, round=msg.round, party=msg.party, payload=b"",
                                 excluded=msg.excluded)
             self._release_payloads(sender)
+        else:
+            self._fingerprints[stage][sender] = not_replayed()
+            if stage is Stage.ADVERTISE:
+                self._advert_bytes[sender] = raw
         self._received[stage][sender] = msg
 
     def advance(self) -> dict[int, m.ServerMessage]:
@@ -238,7 +285,9 @@ class ServerSession:
         if any(len(c) != SHARE_COMMITMENTS_BYTES for c in msg.commitments.values()):
             raise RejectedMessage(msg.party, f"each share commitment must be "
                                   f"{SHARE_COMMITMENTS_BYTES} bytes")
-        self._check_signature(msg.party, msg.signature, keys.share_keys_bytes(msg), "share keys")
+        # what keys.share_keys_bytes(msg) returns, cut from the bytes received (not re-encoded)
+        signed = _SHARE_KEYS_LABEL + wire.without_signature(self._raw, msg.signature)
+        self._check_signature(msg.party, msg.signature, signed, "share keys")
 
     def _check_masked_input(self, msg: m.MaskedInput) -> None:
         want = packed_size(self.config.wire_length, self.config.mod_bits)
@@ -255,8 +304,7 @@ class ServerSession:
         assert self._roster is not None
         try:
             self._roster.verify(msg.party, msg.signature,
-                                keys.consistency_bytes(self._digest, self.config.round, self._u3,
-                                                       self._transcript),
+                                self._consistency_signed,
                                 what="consistency signature")
         except AuthenticationFailed:
             raise RejectedMessage(msg.party, "consistency signature is invalid") from None
@@ -308,12 +356,21 @@ class ServerSession:
         shared = tuple(sorted(u2))
         self._packed = PackedSum(self.config.wire_length, self.config.mod_bits)
         self._expected, self._stage = u2, Stage.MASKED_INPUT
-        dealers = {v: sorted(self._graph[v] & u2) for v in shared}  # the graph is symmetric
-        self._awaiting = {v: len(dealers[v]) for v in shared}
+        # v's boxes and commitments from each neighbour u that shared (the graph is symmetric;
+        # every dealer addressed exactly its neighbours that advertised, a superset of u2's)
+        boxes: dict[int, dict[int, bytes]] = {v: {} for v in shared}
+        commits: dict[int, dict[int, bytes]] = {v: {} for v in shared}
+        for u in shared:
+            for v, box in shares[u].sealed_shares.items():
+                if v in u2:
+                    boxes[v][u] = box
+            for v, commitment in shares[u].commitments.items():
+                if v in u2 and v != u:
+                    commits[v][u] = commitment
+        self._awaiting = {v: len(boxes[v]) for v in shared}
         return {v: m.ShareDelivery(
             digest=self._digest, round=self.config.round, party=v, shared=shared,
-            sealed_shares={u: shares[u].sealed_shares[v] for u in dealers[v]},
-            commitments={u: shares[u].commitments[v] for u in dealers[v]},
+            sealed_shares=boxes[v], commitments=commits[v],
         ) for v in shared}
 
     def _close_masked_input(self, uploaded: frozenset[int]) -> dict[int, m.ServerMessage]:
@@ -329,6 +386,9 @@ class ServerSession:
         if len(u3) < self.config.threshold:
             raise NotEnoughParticipants(Stage.MASKED_INPUT.value, len(u3), self.config.threshold)
         self._u3 = u3
+        # what every survivor signs (the same bytes for all: built once, not per signature)
+        self._consistency_signed = keys.consistency_bytes(self._digest, self.config.round, u3,
+                                                          self._transcript)
         survivors = tuple(sorted(u3))
         self._expected = u3
         # Accused clients that uploaded get the survivor set too, so they learn at once that

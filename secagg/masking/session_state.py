@@ -7,7 +7,8 @@ returns one sealed blob, :meth:`ClientSession.restore` rebuilds the session from
 
 The codec walks the session's instance attributes and encodes each by its type, with no field
 list of its own: ``None``, ``bool``, ``int``, ``bytes``, ``str``, ``tuple``/``list``/``frozenset``/
-``set``/``dict`` of these, :class:`~secagg.hazmat.handles.SecretBytes`,
+``set``/``dict`` of these (a :class:`~secagg.masking.graph.FrozenGraph` is exported as its dict),
+:class:`~secagg.hazmat.handles.SecretBytes`,
 :class:`~secagg.hazmat.agreement.X25519KeyPair`, numpy ``uint32`` arrays, :class:`Stage` and the
 protocol messages of :mod:`secagg.masking.messages`. An attribute of any other type is refused
 with an error naming the attribute and its type (never its value), so a field added to the
@@ -46,6 +47,7 @@ from secagg.hazmat.signing import export_private_bytes_for_storage
 from secagg.masking import messages as m
 from secagg.masking import wire
 from secagg.masking.config import MaskingConfig, Stage
+from secagg.masking.graph import FrozenGraph
 
 if TYPE_CHECKING:
     from secagg.identity import Identity, Roster
@@ -192,7 +194,7 @@ def _encode(out: bytearray, value: Any, where: str, depth: int) -> None:
         out += struct.pack(">Q", len(items))
         for i, item in enumerate(items):
             _encode(out, item, f"{where}[{i}]", depth + 1)
-    elif kind is dict:
+    elif kind is dict or kind is FrozenGraph:  # the shared roster graph: restored as a dict
         out.append(_DICT)
         out += struct.pack(">Q", len(value))
         for k, v in value.items():

@@ -146,6 +146,7 @@ def simulate_round(
         client_seconds[i] += time.perf_counter() - t0
     gone = {i for i, s in drops.items() if s is Stage.ADVERTISE}
     masked_bytes = 0
+    expected = np.zeros(config.wire_length, dtype=np.uint64)  # the uploaders' plaintext sum
     error: str | None = None
     uploaded = set()
     server_seconds: dict[str, float] = {}  # the driver measures; sessions read no clocks
@@ -160,6 +161,7 @@ def simulate_round(
             if wire.peek_type(data) is m.MaskedInput:
                 masked_bytes = len(data)
                 uploaded.add(i)
+                expected += values.pop(i)  # the plaintext this upload adds; not needed again
             stage, t0 = server.stage, time.perf_counter()
             server.receive(data)
             timed(stage, t0)
@@ -184,9 +186,6 @@ def simulate_round(
                 continue
             outbox[i] = wire.encode(clients[i].handle(msg))
             client_seconds[i] += time.perf_counter() - t0
-    expected = np.zeros(config.wire_length, dtype=np.uint64)
-    for i in sorted(uploaded):
-        expected += values[i]
     return SimulationResult(
         config=config,
         aggregate=server.result if error is None else None,

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import dataclasses
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final, NamedTuple, get_type_hints
 
 from secagg.errors import InvalidParameter
 from secagg.masking import messages as m
 
 __all__ = ["MAX_MESSAGE_BYTES", "Header", "decode", "encode", "encode_all", "peek_header",
-           "peek_type"]
+           "peek_type", "without_signature"]
 
 MAGIC: Final = b"SAGM"
 WIRE_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 1 << 31
+#: Bytes fields at least this long are borrowed, not copied, by ``decode(..., borrow=True)``.
+BORROW_BYTES: Final = 1 << 16
 _HEADER = struct.Struct(">4sBB32sQI")
 _PAIR = struct.Struct(">II")
+_U32 = struct.Struct(">I")
 
 _TYPES: Final[tuple[type[Any], ...]] = (
     m.AdvertiseKeys, m.ShareKeys, m.MaskedInput, m.ConsistencySignature, m.UnmaskShares,
@@ -54,16 +57,24 @@ def encode(msg: m.Message) -> bytes:
 
 
 def encode_all(msgs: Mapping[int, m.Message]) -> dict[int, bytes]:
-    """:func:`encode` for many messages at once: a map field that several of them share (the
-    same object, as every key directory shares the round's advert hashes) is encoded once."""
+    """:func:`encode` for many messages at once: a map or id field that several of them share
+    (the same object, as every key directory shares the round's advert hashes and every
+    survivor-set message the survivor tuple) is encoded once."""
     cache: dict[int, tuple[object, bytes]] = {}
     return {party: _encode(msg, cache) for party, msg in msgs.items()}
 
 
+def _encode_ids(value: Iterable[int]) -> bytes:
+    ids = sorted(set(value))
+    return struct.pack(f">I{len(ids)}I", len(ids), *ids)
+
+
 def _encode_map(value: Mapping[int, bytes]) -> bytes:
-    parts = [struct.pack(">I", len(value))]
-    for key in sorted(value):
-        parts += [struct.pack(">II", key, len(value[key])), value[key]]
+    pack = _PAIR.pack
+    parts = [_U32.pack(len(value))]
+    for key, data in sorted(value.items()):  # keys are distinct: values are never compared
+        parts.append(pack(key, len(data)))
+        parts.append(data)
     return b"".join(parts)
 
 
@@ -78,15 +89,13 @@ def _encode(msg: m.Message, cache: dict[int, tuple[object, bytes]] | None) -> by
         value = getattr(msg, name)
         if kind == "bytes":
             parts += [struct.pack(">I", len(value)), value]
-        elif kind == "ids":
-            ids = sorted(set(value))
-            parts.append(struct.pack(f">I{len(ids)}I", len(ids), *ids))
         elif cache is None or len(value) < 64:
-            parts.append(_encode_map(value))
+            parts.append(_encode_ids(value) if kind == "ids" else _encode_map(value))
         else:  # the cache holds the object, so its id cannot be reused during the call
             hit = cache.get(id(value))
             if hit is None or hit[0] is not value:
-                hit = cache[id(value)] = (value, _encode_map(value))
+                hit = cache[id(value)] = (value, _encode_ids(value) if kind == "ids"
+                                          else _encode_map(value))
             parts.append(hit[1])
     return b"".join(parts)
 
@@ -94,6 +103,8 @@ def _encode(msg: m.Message, cache: dict[int, tuple[object, bytes]] | None) -> by
 class _Reader:
     def __init__(self, data: bytes) -> None:
         self.data = memoryview(data)
+        # slices of a bytes object are bytes already (one step, not a view and then a copy)
+        self.raw: bytes | None = data if type(data) is bytes else None
         self.pos = 0
 
     def take(self, n: int, what: str) -> bytes:
@@ -104,6 +115,15 @@ class _Reader:
         self.pos += n
         return out
 
+    def view(self, n: int, what: str) -> memoryview:
+        """:meth:`take` without the copy (the buffer must be immutable)."""
+        if n < 0 or self.pos + n > len(self.data):
+            raise InvalidParameter(f"message is truncated in field '{what}': needs {n} more bytes, "
+                                   f"{len(self.data) - self.pos} left")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
     def u32(self, what: str) -> int:
         value: int = struct.unpack(">I", self.take(4, what))[0]
         return value
@@ -111,7 +131,7 @@ class _Reader:
     def id_map(self, what: str) -> dict[int, bytes]:
         """u32 count, then (u32 id, u32 length, data) with ids strictly ascending; read in
         place (the hot path of every directory and share message), every length checked."""
-        data, end = self.data, len(self.data)
+        data, end, raw = self.data, len(self.data), self.raw
         count = self.u32(what)
         entries: dict[int, bytes] = {}
         pos, last = self.pos, -1
@@ -126,11 +146,26 @@ class _Reader:
             if pos + size > end:
                 raise InvalidParameter(f"message is truncated in field '{what}': needs {size} "
                                        f"more bytes, {end - pos} left")
-            entries[key] = bytes(data[pos : pos + size])
+            entries[key] = raw[pos : pos + size] if raw is not None else bytes(data[pos : pos + size])
             pos += size
             last = key
         self.pos = pos
         return entries
+
+
+def without_signature(raw: bytes, signature: bytes) -> bytes:
+    """The encoding of the message ``raw`` encodes with its ``signature`` field emptied, for a
+    type whose last field that is (:class:`~.messages.AdvertiseKeys`, :class:`~.messages.
+    ShareKeys`): what its sender signed, without decoding and encoding it again. ``raw`` must be
+    a canonical encoding (as :func:`decode` accepts only); the caller passes the signature it
+    decoded from it."""
+    cls = peek_type(raw)
+    if _SCHEMA[cls][-1] != ("signature", "bytes"):
+        raise InvalidParameter(f"{cls.__name__} does not end with a signature field")
+    cut = len(raw) - len(signature) - 4
+    if cut < _HEADER.size or raw[cut:] != _U32.pack(len(signature)) + signature:
+        raise InvalidParameter("the message does not end with this signature")
+    return raw[:cut] + _U32.pack(0)
 
 
 def peek_type(data: bytes) -> type[Any]:
@@ -160,8 +195,12 @@ def peek_header(data: bytes) -> Header:
 
 
 def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES,
-           expect: type[Any] | tuple[type[Any], ...] | None = None) -> Any:
-    """Parse bytes into a message; raises :class:`InvalidParameter` naming what was wrong."""
+           expect: type[Any] | tuple[type[Any], ...] | None = None, borrow: bool = False) -> Any:
+    """Parse bytes into a message; raises :class:`InvalidParameter` naming what was wrong.
+
+    ``borrow`` (``data`` must be immutable ``bytes``): a bytes field of at least
+    :data:`BORROW_BYTES` is returned as a read-only memoryview into ``data`` instead of a copy
+    (the server's masked vectors: a copy of each cost more than summing it)."""
     if len(data) > max_bytes:
         raise InvalidParameter(f"message is {len(data)} bytes; the limit for this stage is {max_bytes}")
     cls = peek_type(data)
@@ -176,7 +215,11 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES,
     values: dict[str, Any] = {"digest": digest, "round": rnd, "party": party}
     for name, kind in _SCHEMA[cls]:
         if kind == "bytes":
-            values[name] = reader.take(reader.u32(name), name)
+            size = reader.u32(name)
+            if borrow and size >= BORROW_BYTES and type(data) is bytes:
+                values[name] = reader.view(size, name)
+            else:
+                values[name] = reader.take(size, name)
         elif kind == "ids":
             count = reader.u32(name)
             raw = reader.take(4 * count, name)

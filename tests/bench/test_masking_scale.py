@@ -74,7 +74,7 @@ def test_model_columns_are_counts_times_unit_costs(study: tuple[int, Path, dict[
     for r in report["rows"]:
         assert r["other_ms"] == pytest.approx(r["server_total_ms"] - r["model_ms"])
         # dropouts vanish after uploading (the default): every upload's self mask is rebuilt
-        assert r["counts"] == vars(expected_counts(r["n"], r["k"], 0.1, "unmask"))
+        assert r["counts"] == vars(expected_counts(r["n"], r["k"], 0.1, "unmask", r["t"]))
         assert r["survivors"] == r["n"]
         assert r["server_ms"] == r["server_stage_ms"]["unmask"]
         assert r["server_total_ms"] == pytest.approx(sum(r["server_stage_ms"].values()))
@@ -160,3 +160,16 @@ def test_bench_masking_reports_the_round_wall_time(tmp_path: Path) -> None:
     # one round: its wall time holds every client's compute and the server's, which never overlap
     assert 1e3 * report["round_s"] >= report["clients"] * report["client_ms"] + \
         report["server_total_ms"]
+
+
+def test_the_expected_holder_sets_are_close_to_the_ones_the_server_picks() -> None:
+    from secagg.masking.graph import roster_neighbours
+    from secagg_benchmarks.masking_scale import _holder_sets, expected_lagrange_sets
+
+    n, k, t = 600, 60, 40
+    graph = roster_neighbours(range(n), degree=k, roster_digest=b"holder-sets")
+    answered = {i for i in range(n) if i % 10}  # 10 % never answered
+    picked = _holder_sets(graph, range(n), answered, t)
+    assert picked < n / 10  # shared, not one per owner
+    assert expected_lagrange_sets(n, k, t, 0.9) == pytest.approx(picked, rel=0.5)
+    assert expected_lagrange_sets(n, n - 1, t, 0.9) == 1
