@@ -57,7 +57,7 @@ class FrozenGraph(dict[int, frozenset[int]]):
         """The clients within ``hops`` times ``degree // 2`` places of ``me`` on the ring."""
         if self._pos is None:
             self._pos = {v: i for i, v in enumerate(self.ring)}
-            self._half = len(self[self.ring[0]]) // 2
+            self._half = (len(self[self.ring[0]]) + 1) // 2  # a full graph may have odd degree
         n, reach = len(self.ring), hops * self._half
         if 2 * reach + 1 >= n:
             return frozenset(self.ring)

@@ -46,7 +46,8 @@ def test_the_roster_graph_is_computed_once_shared_and_read_only() -> None:
     assert sorted(graph.ring) == sorted(ids)
 
 
-@pytest.mark.parametrize(("n", "k"), [(5, 2), (9, 3), (20, 6), (40, 19), (101, 30), (30, 29)])
+@pytest.mark.parametrize(("n", "k"), [(2, 1), (3, 2), (4, 3), (5, 2), (9, 3), (20, 6), (40, 19),
+                                     (101, 30), (30, 29)])
 def test_two_hop_off_the_ring_equals_the_union_of_neighbourhoods(n: int, k: int) -> None:
     ids = list(range(3, 3 + 2 * n, 2))
     for graph in (roster_neighbours(ids, degree=k, roster_digest=os.urandom(8)),
