@@ -159,7 +159,8 @@ class StubRuntime:
             raise Crash
         return self.info
 
-    def take_part(self, info: RoundInfo, vector: object, weight: int) -> object:
+    def take_part(self, info: RoundInfo, vector: object, weight: int, *,
+                  on_release: object = None) -> object:
         self.calls.append("take_part")
         raise Crash if self.crash_in == "take_part" else AssertionError("not expected")
 
