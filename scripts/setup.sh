@@ -27,12 +27,4 @@ ln -sfn "$PWD/examples" "$APPS/secagg_examples"
 SITE=$(.venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 echo "$PWD/$APPS" > "$SITE/secagg_source_checkout.pth"
 .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
-# Chromium renders the audit report headless (tests/audit/test_screenshot.py); only when missing.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
-  echo "[setup] installing chromium (headless rendering of the audit report)"
-  SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
-  { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
-      --no-install-recommends chromium; } >/dev/null 2>&1 \
-    || echo "[setup] chromium not installed (apt-get failed); the screenshot test will skip"
-fi
 echo "[setup] ready: .venv/bin/secagg --help"
