@@ -296,7 +296,7 @@ class FederatedEnterprise:
                 # charge before the first message, once the round is known to be one this
                 # client takes part in (layout and mode checked; nothing sent yet)
                 self.runtime.check_layout(info)
-                self.runtime.check_distributed_dp(info)
+                self.runtime.check_distributed_dp(info, delta=self.client.ledger.delta)
                 key = f"{me['federation']}/{info.round_id}"
                 charged = self.client.ledger.entry_for(key)
                 if charged is not None:  # a restart found the round it had joined still open

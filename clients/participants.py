@@ -133,7 +133,9 @@ class _Masking:
             # signed: record that release before it can happen (a server that then withholds
             # the result still cost this much)
             signed = self.session.survivors
-            assert signed is not None  # the consistency stage came first
+            if signed is None:  # the consistency stage comes first; never reached
+                raise ProtocolAbort("unmask", "an unmask reply before this client signed a "
+                                    "survivor set")
             self.on_release(self.noise, len(signed))
         if self.session.stage is Stage.SHARE:
             self._preparing = threading.Thread(target=self._prepare, daemon=True,

@@ -54,7 +54,7 @@ import numpy as np
 import numpy.typing as npt
 
 from secagg.contract import Header, InboxState, ReleasedAggregate, Route
-from secagg.dp.client_level import DistributedDPPolicy
+from secagg.dp.client_level import DistributedDPPolicy, client_level_epsilon
 from secagg.dp.distributed import DistributedNoise, round_noise
 from secagg.encoding import ParamSpec
 from secagg.errors import InvalidParameter, ProtocolAbort, SecAggError
@@ -298,11 +298,12 @@ class RuntimeClient:
             log.info("round %d refused: %s", info.index, exc)
             raise RoundRefused(info.index, str(exc)) from None
 
-    def check_distributed_dp(self, info: RoundInfo) -> None:
+    def check_distributed_dp(self, info: RoundInfo, *, delta: float = 1e-5) -> None:
         """Raise :class:`RoundRefused` (one line, nothing sent) if this client has a
         ``dp_policy`` and ``info``'s round announces no distributed DP noise, malformed noise
         parameters, or noise weaker than the policy. Without a policy, a masking round's noise
-        parameters are still checked to be valid."""
+        parameters are still checked to be valid, and to have a finite client-level epsilon
+        at ``delta`` (the ledger's), so the release can be recorded when it happens."""
         if info.mode != "masking":
             if self.dp_policy is not None and self.dp_policy.require:
                 raise RoundRefused(info.index, f"this client's policy requires client-level "
@@ -315,6 +316,12 @@ class RuntimeClient:
         except (InvalidParameter, ValueError, TypeError, KeyError) as exc:
             raise RoundRefused(info.index, f"the round's masking config is invalid: {exc}") \
                 from None
+        if noise is not None:
+            try:
+                client_level_epsilon(noise, rounds=1, delta=delta)
+            except InvalidParameter as exc:
+                raise RoundRefused(info.index, f"the round's distributed DP noise has no finite "
+                                   f"client-level epsilon at delta {delta}: {exc}") from None
         if self.dp_policy is None:
             return
         why = self.dp_policy.refusal(noise, threshold=config.threshold)

@@ -55,7 +55,8 @@ def add_round_parser(sub: Any) -> None:
                         "clip=2.0, value_bound=2.0, vector_length=N (without a layout); "
                         "masking with client-level DP: dp_noise_multiplier=Z [dp_l2_clip=C] "
                         "(every client adds Skellam noise inside the sum, calibrated for the "
-                        "round's threshold of survivors)")
+                        "round's threshold of survivors); ckks below float32 on the wire: "
+                        "preset=packed [target_error=1e-6] (parameters sized to the round)")
     opened.add_argument("--stage-timeout", type=number(float, low=0.1, high=86400,
                                                        unit="seconds"),
                         default=60.0, metavar="S", help="seconds per stage (default 60)")

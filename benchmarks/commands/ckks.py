@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidParameter("--preset and --target-error are dealer-mode options; --mode threshold "
                                "chooses its parameters from the clients, the threshold and the "
                                "promised error (1e-6 of the clip range)")
+    if args.mode != "threshold" and args.target_error is not None and args.preset != "packed":
+        raise InvalidParameter("--target-error applies to --preset packed only (the named presets "
+                               "fix their precision)")
     report = run_bench(
         clients=args.clients, params=args.params, compare=args.compare,
         preset=args.preset or "compact", seed=args.seed, mode=args.mode, threshold=args.threshold,

@@ -41,11 +41,12 @@ error, gradient membership inference AUC). The contrast is the same attack on a 
 FedAvg round (the update read exactly), and positive controls (t colluding holders; the CKKS
 secret key) show the attack recovers the update when the protection is gone.
 
-Configuration checklist: pass/fail, each with its fix, read from the round's real config
-objects: CKKS parameters against the HE-standard 128-bit bound, X25519/Ed25519 key sizes, the
-mask PRG (run and compared with AES-CTR), the masking threshold against the assumed corruption
-(fewer than 2t - m corrupt holders per neighbourhood), secure DP noise, quantisation headroom,
-and TLS (from --server; "not checked" without it).
+Configuration checklist: pass/fail, each with its fix, computed from the library's real
+config objects at their defaults (and from --roster's keys and --server's URL scheme): CKKS
+parameters against the HE-standard 128-bit bound, X25519/Ed25519 key sizes, the mask PRG (run
+and compared with AES-CTR), the masking threshold against the assumed corruption (fewer than
+2t - m corrupt holders per neighbourhood), secure DP noise, quantisation headroom, and TLS (the
+--server URL's scheme only, no connection; "not checked" without it).
 
 Released model: the enterprise's pipeline trained twice on half its records, with DP-SGD (the
 audited round's noise multiplier) and without; a loss-threshold membership-inference attack

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from pathlib import Path
 
 from secagg_flower_app.plaintext_check import check_round
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in rounds:
         try:
             result = check_round(path.parent)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         verdict = "matches" if result.ok else "DOES NOT MATCH"

@@ -59,7 +59,14 @@ def share_mu(*, fixed_point: FixedPoint, l2_clip: float, dim: int, min_clients: 
     """Each Poisson of one client's Sk(mu, mu) share (see :attr:`DistributedNoise.share_mu`)."""
     sens = integer_sensitivity_l2(scale=fixed_point.scale, l2_clip=l2_clip, dim=dim,
                                   max_weight=max_weight)
-    return (noise_multiplier * sens) ** 2 / (2.0 * min_clients)
+    std = noise_multiplier * sens
+    mu = std * std / (2.0 * min_clients)  # float multiplication: inf on overflow, never raises
+    if not (math.isfinite(mu) and mu > 0):
+        raise InvalidParameter(f"noise_multiplier {noise_multiplier} with l2_clip {l2_clip} gives "
+                               f"a Skellam share parameter of {mu}; choose values whose product "
+                               "is a positive, finite noise level (e.g. noise_multiplier 0.5-5, "
+                               "l2_clip below the value clip)")
+    return mu
 
 
 def share_bound(mu: float) -> int:

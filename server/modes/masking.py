@@ -12,6 +12,8 @@ import struct
 from typing import Any
 
 from secagg.contract import ReleasedAggregate, http_status
+from secagg.dp.client_level import client_level_epsilon
+from secagg.dp.distributed import round_noise
 from secagg.errors import ErrorCode, InvalidParameter, ProtocolAbort, RejectedMessage
 from secagg.identity import Roster
 from secagg.masking import MaskingConfig, ServerSession, wire
@@ -87,6 +89,14 @@ def masking_config(num_clients: int, index: int, options: dict[str, Any],
             kwargs[name] = bool_option("masking", options, name)
     cfg = MaskingConfig.create(num_clients=num_clients, round=index, roster=roster, layout=layout,
                                **kwargs)
+    noise = round_noise(cfg)
+    if noise is not None:  # every client must be able to record the release it will make
+        try:
+            client_level_epsilon(noise, rounds=1, delta=1e-5)
+        except InvalidParameter as exc:
+            raise InvalidParameter(f"masking option 'dp_noise_multiplier' "
+                                   f"{kwargs.get('dp_noise_multiplier')} gives no finite "
+                                   f"client-level epsilon at delta 1e-5 ({exc}); raise it") from None
     return cfg.to_dict()
 
 

@@ -10,7 +10,7 @@ from flwr.clientapp import ClientApp
 from secagg.integrations.flower import SecAggPlusMod
 
 from .plaintext_check import write_client
-from .task import credentials, enterprise, from_arrays, to_arrays
+from .task import client_check_dir, credentials, enterprise, from_arrays, to_arrays
 
 app = ClientApp(mods=[SecAggPlusMod(credentials=credentials)])
 
@@ -31,8 +31,9 @@ def train(msg: Message, context: Context) -> Message:
                                          epochs=int(cfg["epochs"])), progress=False,
                                 server_round_id=f"flower-{context.run_id}-{server_round}")
     local = client.base + update.vector  # this enterprise's model after the round
-    if cfg["check-dir"]:  # test federations only (see plaintext_check.py)
-        write_client(str(cfg["check-dir"]), server_round, credentials(context).client_id,
+    check_dir = client_check_dir(context)
+    if check_dir:  # test federations only (see plaintext_check.py)
+        write_client(check_dir, server_round, credentials(context).client_id,
                      local.astype(np.float32), update.num_examples)
     return Message(RecordDict({
         "arrays": to_arrays(np.asarray(local, dtype=np.float32), client.spec),

@@ -58,6 +58,16 @@ def enterprise(partition: int, encoder: str, lora_rank: int, state_dir: str,
                                    seed=0), test
 
 
+def client_check_dir(context: Context) -> str:
+    """Where this enterprise writes its plaintext record for the check (empty: nowhere). The
+    SuperNode's own node_config decides it in a deployment, so the server cannot make an
+    enterprise write its model anywhere; a one-machine simulation, where every virtual SuperNode
+    shares one node config, takes the run config's."""
+    if "secagg-identity" in context.node_config:
+        return str(context.node_config.get("check-dir", ""))
+    return str(context.run_config.get("check-dir", ""))
+
+
 def credentials(context: Context) -> Credentials:
     """The SuperNode's node_config (deployment); in a one-machine simulation, where every
     virtual SuperNode shares the node config, ``id-<partition>.json`` in the run's keys-dir."""

@@ -149,10 +149,6 @@ def _sorted_ids(ids: Sequence[int], what: str) -> tuple[int, ...]:
     return out
 
 
-def _ring_header(ring: RingContext) -> bytes:
-    return bytes([ring.n.bit_length() - 1, ring.primes, *(int(q).bit_length() for q in ring.moduli)])
-
-
 def _widths(ring: RingContext) -> list[int]:
     return [int(q).bit_length() for q in ring.moduli]
 
