@@ -150,7 +150,7 @@ class StubRuntime:
     def check_layout(self, info: RoundInfo) -> None:
         self.calls.append("check_layout")
 
-    def check_distributed_dp(self, info: RoundInfo) -> None:
+    def check_distributed_dp(self, info: RoundInfo, *, delta: float = 1e-5) -> None:
         pass
 
     def wait_for_round(self, after: int) -> RoundInfo:
