@@ -24,7 +24,7 @@ at the stated confidence although the best count was picked after seeing the sco
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,9 +122,15 @@ def epsilon_lower_bound(*, canaries: int, guesses: int, correct: int, delta: flo
     low, high = 0.0, 1.0
     while rejected(high):  # p-value -> 1 as epsilon grows: this ends
         low, high = high, 2.0 * high
+    return bisect_last_true(rejected, low, high)
+
+
+def bisect_last_true(fn: Callable[[float], bool], low: float, high: float) -> float:
+    """For ``fn`` true at ``low`` and false at ``high`` (true below one point, false above):
+    that point, from below, to 2^-40 of the interval."""
     for _ in range(_BISECTION_STEPS):
         mid = 0.5 * (low + high)
-        if rejected(mid):
+        if fn(mid):
             low = mid
         else:
             high = mid

@@ -57,6 +57,7 @@ from secagg.dp.audit_bound import (
     GUESS_FRACTIONS,
     _check_confidence,
     _check_counts,
+    bisect_last_true,
     check_scores,
 )
 from secagg.errors import InvalidParameter
@@ -217,14 +218,7 @@ def _largest_rejected(fn: Callable[[float], bool], upper: float) -> float:
         return 0.0
     if fn(upper):
         return upper
-    low, high = 0.0, upper
-    for _ in range(_BISECTION_STEPS):
-        mid = 0.5 * (low + high)
-        if fn(mid):
-            low = mid
-        else:
-            high = mid
-    return low
+    return bisect_last_true(fn, 0.0, upper)
 
 
 def gdp_mu_lower_bound(*, canaries: int, guesses: int, correct: int,
