@@ -49,15 +49,18 @@ class FrozenGraph(dict[int, frozenset[int]]):
 
     def __init__(self, graph: Mapping[int, frozenset[int]], *, ring: Sequence[int] = ()) -> None:
         super().__init__(graph)
-        self.ring: tuple[int, ...] = tuple(ring)
-        self._pos: dict[int, int] | None = None  # ring positions, when first asked
-        self._half = 0
+        self._set_ring(tuple(ring))
+
+    def _set_ring(self, ring: tuple[int, ...]) -> None:
+        # ring positions and the half-degree, computed once here: the graph is shared by
+        # threads, so nothing is filled in lazily later
+        self.ring = ring
+        self._pos = {v: i for i, v in enumerate(ring)}
+        # a full graph may have odd degree; a sparse Harary graph's is even
+        self._half = (len(self[ring[0]]) + 1) // 2 if ring else 0
 
     def ring_window(self, me: int, hops: int) -> frozenset[int]:
         """The clients within ``hops`` times ``degree // 2`` places of ``me`` on the ring."""
-        if self._pos is None:
-            self._pos = {v: i for i, v in enumerate(self.ring)}
-            self._half = (len(self[self.ring[0]]) + 1) // 2  # a full graph may have odd degree
         n, reach = len(self.ring), hops * self._half
         if 2 * reach + 1 >= n:
             return frozenset(self.ring)
@@ -76,7 +79,7 @@ class FrozenGraph(dict[int, frozenset[int]]):
         return FrozenGraph, (dict(self),), {"ring": self.ring}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.ring, self._pos, self._half = state["ring"], None, 0
+        self._set_ring(tuple(state["ring"]))
 
 
 def _harary(ids: Sequence[int], degree: int, seed: bytes) -> FrozenGraph:
