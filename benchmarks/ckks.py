@@ -26,8 +26,10 @@ smudged partial decryptions that the server verifies and combines. Each client e
 ``w_i * x_i`` and its weight ``w_i`` (one more real), so the weights stay encrypted as in the dealer
 mode; the released mean is the decrypted sum over the decrypted total weight. The parameters come
 from :func:`secagg.ckks.threshold.plan` with clip ``8`` (the weighted values' range) and the target
-error scaled so that ``max_abs_error`` of the mean is at most ``1e-6`` of the clip range (1.0) at
-7.5 standard deviations of the smudging (the total weight is at least the number of clients).
+error scaled so that ``max_abs_error`` of the mean is at most ``1e-6`` of the clip range (1.0)
+(the total weight is at least the number of clients). Its default digit embedding releases the
+exact sum of the quantised values, so that bound is worst-case: four reals share a coefficient
+above the smudging noise (:mod:`secagg.ckks.threshold.digits`).
 Extra keys: ``decrypt_s`` = the partial decryptions counted *sequentially* (the sum over the
 decryptors of each one's time from the aggregate to its signed partial bytes, including its
 statement step: verifying every signed upload, re-summing them against the aggregate and signing
@@ -181,7 +183,7 @@ def _threshold(
     n, size = len(ids), expected.size
     length = size + 1  # the update times the weight, then the weight
     clip = _WEIGHT_BOUND * _VALUE_BOUND
-    # sum error <= rel_error * clip at 7.5 sigma; the mean divides it by W >= n (weights >= 1)
+    # sum error <= rel_error * clip (worst case); the mean divides it by W >= n (weights >= 1)
     rel_error = MAX_ABS_ERROR_REL * _VALUE_BOUND * n / clip
     params = plan(parties=n, threshold=threshold, clip=clip, params_count=length,
                   rel_error=rel_error)

@@ -23,7 +23,7 @@ every residue must be below its prime; anything else is a :class:`~secagg.errors
 saying what was expected. The rebuilt SEAL object then goes through SEAL's own checked loader
 (:meth:`secagg.hazmat.seal_codec.SealSession.load`), exactly as an unpacked upload does.
 
-Packing is numpy only: eight residues of ``b <= 57`` bits fill exactly ``b`` bytes, read as
+Packing is numpy only: eight residues of ``b <= 60`` bits fill exactly ``b`` bytes, read as
 64-bit words, so each of the eight positions of a group is a vectorised shift of one word (or an
 OR of two, where a value straddles a word boundary) over every group at once.
 """
@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-MAX_BITS = 57  # the SEAL primes we pack are at most 60 bits; 57 keeps every shift below 64
+MAX_BITS = 60  # SEAL primes are at most 60 bits; a value then spans at most two 64-bit words
 _GROUP = 8  # eight b-bit values are exactly b bytes
 
 

@@ -19,6 +19,7 @@ from secagg.ckks.threshold import (
     ThresholdParty,
     aggregate,
     assemble_public_key,
+    chunks_for,
     combine,
     decryption_policy,
     open_bundle,
@@ -43,7 +44,7 @@ from secagg.identity import Identity, Roster
 
 N_PARTIES, T = 10, 6
 IDS = list(range(N_PARTIES))
-LENGTH = 2 * 8192 + 100  # three chunks, the last one partial
+LENGTH = 2 * 8192 + 100  # more than a chunk of the real-valued embeddings
 CLIP = 1.0
 
 
@@ -85,7 +86,8 @@ def test_round_decrypts_with_four_parties_absent(fed) -> None:
     assert err <= 1e-6 * CLIP
     # one upload chunk is one polynomial at the data level, nothing else
     first = fed.parties[0].encrypt_round(xs[0], 99)
-    assert len(first) == 3 and first[0].shape == (fed.ring.primes, fed.ring.n)
+    assert len(first) == chunks_for(fed.ring, LENGTH)
+    assert all(c.shape == (fed.ring.primes, fed.ring.n) for c in first)
 
 
 def test_below_threshold_is_a_clear_error(fed) -> None:
@@ -232,19 +234,53 @@ def test_replicated_terms_reconstruct_and_cover(ring) -> None:
 
 
 def test_params_meet_the_128_bit_bound_with_smudging() -> None:
-    p = plan(parties=10, threshold=6, clip=1.0, params_count=1_000_000)
+    """The bench's round (10 x 1M reals plus the weight, clip 8, the mean within 1e-6 of the
+    clip range, one retry): the digit embedding's numbers of :mod:`secagg.ckks.threshold.params`."""
+    p = plan(parties=10, threshold=6, clip=8.0, params_count=1_000_001, rel_error=1e-6 * 10 / 8,
+             attempts=2)
     assert sum(p.coeff_modulus_bits) <= HE_STANDARD_128_MAX_LOGQ[p.poly_modulus_degree]
     assert p.statistical_distance_log2 <= -40
+    assert (p.digits, p.max_decryptions, p.smudging_bits) == (4, 62, 66)
+    assert (p.base_bits, p.digit_bits, p.scale_bits) == (71, 27, 19)
+    assert p.coeff_modulus_bits == (60, 60, 60, 38)
+    # the floor holds every party's smudge plus the noise; a digit holds 10 sums of +-8 * 2^19
+    assert 2 ** (p.base_bits - 1) > 10 * 2**66 + 210
+    assert 2 ** (p.digit_bits - 1) > 10 * 8 * 2**19
+    assert p.error_bound <= 1e-6 * 10  # the sum's error; the mean's is at most 1e-6
+    assert p.table()["ratio_vs_float32_packed"] == pytest.approx(180 / 4 / 32)  # 1.41x
+    with pytest.raises(InvalidParameter, match="smudging_bits"):
+        ThresholdParams(8192, p.coeff_modulus_bits, p.scale_bits, p.smudging_bits - 1, 10, 6,
+                        8.0, 62, rel_error=p.rel_error, embedding="digits", digits=4,
+                        digit_bits=27, base_bits=71)
+    with pytest.raises(InvalidParameter, match="noise floor"):
+        ThresholdParams(8192, p.coeff_modulus_bits, p.scale_bits, p.smudging_bits, 10, 6,
+                        8.0, 62, rel_error=p.rel_error, embedding="digits", digits=4,
+                        digit_bits=27, base_bits=70)
+    with pytest.raises(InvalidParameter, match="cannot hold the sum"):
+        ThresholdParams(8192, p.coeff_modulus_bits, p.scale_bits, p.smudging_bits, 10, 6,
+                        8.0, 62, rel_error=p.rel_error, embedding="digits", digits=4,
+                        digit_bits=26, base_bits=71)
+    with pytest.raises(InvalidParameter, match="cannot hold 5 digits"):
+        ThresholdParams(8192, p.coeff_modulus_bits, p.scale_bits, p.smudging_bits, 10, 6,
+                        8.0, 62, rel_error=p.rel_error, embedding="digits", digits=5,
+                        digit_bits=27, base_bits=71)
+    with pytest.raises(InvalidParameter, match="128-bit bound"):
+        ThresholdParams(8192, (60, 60, 60, 60), p.scale_bits, p.smudging_bits, 10, 6, 8.0, 62)
+    with pytest.raises(InvalidParameter, match="exceed"):
+        plan(parties=10, threshold=6, clip=1.0, params_count=10_000, poly_modulus_degree=4096,
+             embedding="coefficients")
+
+
+def test_real_valued_embedding_params_as_before() -> None:
+    """The coefficient embedding, kept for comparison: the smudging sits inside every real."""
+    p = plan(parties=10, threshold=6, clip=1.0, params_count=1_000_000,
+             embedding="coefficients")
     assert p.max_decryptions == 123 and p.smudging_bits == 67
     assert 7.5 * p.error_std <= 1e-6 * p.clip
     assert p.table()["ratio_vs_float32_packed"] == pytest.approx(98 / 32)  # [49, 49 | 60]
     with pytest.raises(InvalidParameter, match="smudging_bits"):
         ThresholdParams(8192, p.coeff_modulus_bits, p.scale_bits, p.smudging_bits - 1, 10, 6,
                         1.0, 123)
-    with pytest.raises(InvalidParameter, match="128-bit bound"):
-        ThresholdParams(8192, (60, 60, 60, 60), p.scale_bits, p.smudging_bits, 10, 6, 1.0, 123)
-    with pytest.raises(InvalidParameter, match="exceed"):
-        plan(parties=10, threshold=6, clip=1.0, params_count=10_000, poly_modulus_degree=4096)
 
 
 def test_smudging_is_uniform_on_its_range(ring) -> None:
@@ -291,8 +327,8 @@ def test_slot_embedding_round_also_decrypts() -> None:
     6 bits more modulus for the same error; 4 parties, t = 3, one absent."""
     ids = [0, 1, 2, 3]
     params = plan(parties=4, threshold=3, clip=CLIP, params_count=8192, embedding="slots")
-    assert params.level_bits > plan(parties=4, threshold=3, clip=CLIP,
-                                    params_count=8192).level_bits
+    assert params.level_bits > plan(parties=4, threshold=3, clip=CLIP, params_count=8192,
+                                    embedding="coefficients").level_bits
     small = Federation(params, ids, 3)
     rng = np.random.default_rng(5)
     xs = {i: rng.uniform(-CLIP, CLIP, 5000) for i in ids}

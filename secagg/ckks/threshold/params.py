@@ -55,32 +55,46 @@ partial decryptions out of ``R`` decryptions per party, so the proven distance i
 ``n_honest * R * N * B / 2^(tau+1)``, i.e. about ``2^-(lambda - log2 n_honest)`` (37 bits instead
 of 40 for 10 parties), unless the budget is counted per round rather than per party.
 
-*What it costs.* The ``t`` smudges add to every coefficient (uniform variance ``2^(2 tau) / 3``
-each). With the coefficient embedding (the default: the ``N`` reals of a chunk are the plaintext's
-coefficients, through SEAL's own slot encoder, see
-:class:`secagg.hazmat.seal_codec.CoefficientEmbedding`, shared with the compact wire format) a decoded
-real carries an error of standard deviation ``sqrt(t / 3) * 2^tau / Delta``; with SEAL's slot
-encoding (two reals per complex slot) it is ``sqrt(N * t / 6) * 2^tau / Delta``, about 6 bits
-worse at N = 8192. The scale is chosen so that ``z`` of those standard deviations stay below
-``rel_error * clip``; the data level must then hold ``Delta * n * clip`` (times sqrt(2) for slots)
-plus the worst-case smudge ``t * 2^tau`` below ``q / 2``. The total of all primes, the unused key-switching
-prime included, is checked against the HE-standard 128-bit bound
-(:data:`secagg.ckks.presets.HE_STANDARD_128_MAX_LOGQ`).
+*What it costs: the digit embedding (the default).* The smudging only has to sit *below* the
+message, never inside it, so the message need not be a real scaled past the noise: each real is
+quantised to an integer ``round(x * 2^f)`` (``f`` fraction bits) and ``K`` of them share one
+coefficient as signed base-``2^w`` digits above a floor of ``b`` bits,
 
-Numbers for 10 parties, t = 6, 1M parameters, clip 1, ``rel_error = 1e-6``, lambda = 40, N = 8192
-(123 chunks), coefficient embedding: ``tau = 67``, ``Delta = 2^91``, data level 2 x 49 = 98 bits,
-chain ``[49, 49, 60]`` = 158 <= 218 bits. One upload chunk is one polynomial (the second is the
-common ``a``, derived from the round seed, never sent): 98 bits per real, i.e. 3.06x float32
-packed at the prime widths, 4.0x in SEAL's 64-bit words (slot embedding: ``[52, 52, 60]``,
-3.25x). Reaching 2.5x needs a weaker or a different argument: a Gaussian smudge analysed through
-the KL divergence (``sqrt(R * N)`` instead of ``R * N``; needs an exact discrete Gaussian
-sampler, which this project does not write) with a tail bound on ``||e||_2`` gives about 2.6x at
-lambda = 40, 2.3x at lambda = 32. See :func:`plan` and :meth:`ThresholdParams.table`.
+    coefficient = sum_k q_k * 2^(b + k*w),      |noise| = |e + sum_S E_j| < 2^(b - 1),
+
+with ``b`` chosen so that ``|S| * 2^tau + B < 2^(b-1)`` for any decrypting set (``|S| <= n``) and
+``w`` so that a digit's sum over ``n`` uploads stays within ``(-2^(w-1), 2^(w-1))``. The combine
+rounds the noise away (it is bounded, not merely unlikely to be large) and reads every digit's
+sum *exactly*: the released aggregate is the exact sum of the quantised values, its only error the
+quantisation, at most ``n * 2^-(f+1)`` per real, and the smudging costs the floor ``b`` once per
+coefficient instead of once per real. The functionality the simulator above needs is unchanged
+(``sum_i Encode(m_i)`` is a function of the exact digit sums). The data level must hold
+``2^(b + K*w)`` below ``q / 2`` (checked against the actual primes when the ring is built).
+
+Numbers for 10 parties, t = 6, 1M parameters, clip 8 (the bench's weighted values), the released
+mean within ``1e-6`` of the clip range (``f = 19``), lambda = 40, N = 8192, two decryption attempts:
+``K = 4`` reals per coefficient, 31 chunks, ``R = 62``, ``tau = 66``, ``b = 71``, ``w = 27``,
+data level 3 x 60 = 180 bits, chain ``[60, 60, 60, 38]`` = 218 <= 218 bits: 45 bits per real,
+1.41x float32 packed at the prime widths (:func:`plan` picks ``K``; :meth:`ThresholdParams.table`
+prints the rest).
+
+*The real-valued embeddings* (``"coefficients"``: the ``N`` reals of a chunk are the plaintext's
+coefficients through SEAL's slot encoder, :class:`secagg.hazmat.seal_codec.CoefficientEmbedding`;
+``"slots"``: two reals per complex slot) are kept for comparison: the ``t`` smudges land on every
+real (uniform variance ``2^(2 tau) / 3`` each), a decoded real carries an error of standard
+deviation ``sqrt(t / 3) * 2^tau / Delta`` (``sqrt(N * t / 6) * 2^tau / Delta`` for slots), the
+scale is chosen so that ``z`` of those deviations stay below ``rel_error * clip``, and the data
+level must hold ``Delta * n * clip`` plus the smudge. With clip 1 and one attempt that is
+``Delta = 2^91`` and a 98-bit level: 3.06x float32.
+
+The total of all primes, the unused key-switching prime included, is checked against the
+HE-standard 128-bit bound (:data:`secagg.ckks.presets.HE_STANDARD_128_MAX_LOGQ`).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from secagg.ckks.presets import HE_STANDARD_128_MAX_LOGQ
@@ -92,7 +106,8 @@ __all__ = ["CBD_NOISE_BOUND", "ThresholdParams", "default_threshold", "plan"]
 CBD_NOISE_BOUND = 21
 _MAX_PRIME_BITS = 60
 _MIN_PRIME_BITS = 20
-_EMBEDDINGS = ("coefficients", "slots")
+_EMBEDDINGS = ("digits", "coefficients", "slots")
+_MAX_DIGITS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +116,12 @@ class ThresholdParams:
 
     ``coeff_modulus_bits`` lists every prime; the last is SEAL's key-switching prime, unused here
     but counted against the 128-bit bound. Data live at the level of all the other primes.
+
+    Embedding ``"digits"`` (the default of :func:`plan`): ``scale_bits`` is the number ``f`` of
+    fraction bits of the quantised reals, ``digits`` (``K``) reals share a coefficient as signed
+    digits of ``digit_bits`` (``w``) bits above a noise floor of ``base_bits`` (``b``) bits. The
+    real-valued embeddings leave those three at their defaults and use ``scale_bits`` as the CKKS
+    scale.
     """
 
     poly_modulus_degree: int
@@ -115,6 +136,9 @@ class ThresholdParams:
     rel_error: float = 1e-6
     error_sigmas: float = 7.5
     embedding: str = "coefficients"
+    digits: int = 1
+    digit_bits: int = 0
+    base_bits: int = 0
 
     def __post_init__(self) -> None:
         n = self.poly_modulus_degree
@@ -145,6 +169,12 @@ class ThresholdParams:
                 f"smudging_bits={self.smudging_bits} is below the {self.required_smudging_bits} "
                 f"bits that {self.security_bits}-bit statistical security needs for "
                 f"{self.max_decryptions} decryption(s) of N={n} coefficients")
+        if self.embedding == "digits":
+            self._check_digits()
+            return
+        if self.digits != 1 or self.digit_bits or self.base_bits:
+            raise InvalidParameter(f"digits, digit_bits and base_bits belong to the 'digits' "
+                                   f"embedding, not {self.embedding!r}")
         if self.scale_bits < self.required_scale_bits:
             raise InvalidParameter(
                 f"scale 2^{self.scale_bits} is below 2^{self.required_scale_bits}: the smudging "
@@ -153,6 +183,30 @@ class ThresholdParams:
             raise InvalidParameter(
                 f"the data level ({self.level_bits} bits) cannot hold the aggregate and the "
                 f"smudging ({self.required_level_bits} bits + sign); add bits to the data primes")
+
+    def _check_digits(self) -> None:
+        if not 1 <= self.digits <= _MAX_DIGITS:
+            raise InvalidParameter(f"digits must be in [1, {_MAX_DIGITS}], found {self.digits}")
+        if self.scale_bits < self.required_fraction_bits:
+            raise InvalidParameter(
+                f"{self.scale_bits} fraction bits quantise too coarsely: {self.parties} "
+                f"uploads * 2^-({self.scale_bits}+1) exceeds rel_error={self.rel_error} of the "
+                f"clip range; {self.required_fraction_bits} are needed")
+        if self.base_bits < self.required_base_bits:
+            raise InvalidParameter(
+                f"a noise floor of {self.base_bits} bits does not hold the smudging of "
+                f"{self.parties} decryptors (2^{self.smudging_bits} each) and the encryption "
+                f"noise: {self.required_base_bits} bits are needed")
+        if self.digit_bits < self.required_digit_bits:
+            raise InvalidParameter(
+                f"digits of {self.digit_bits} bits cannot hold the sum of {self.parties} "
+                f"quantised reals (|x| <= {self.clip}, {self.scale_bits} fraction bits): "
+                f"{self.required_digit_bits} are needed")
+        if self.level_bits < self.message_bits + 1:
+            raise InvalidParameter(
+                f"the data level ({self.level_bits} bits) cannot hold {self.digits} digits of "
+                f"{self.digit_bits} bits above a {self.base_bits}-bit floor (needs "
+                f"{self.message_bits + 1} bits); add bits to the data primes or use fewer digits")
 
     # -- the bound ------------------------------------------------------------------------------
 
@@ -173,9 +227,57 @@ class ThresholdParams:
         return math.log2(self.max_decryptions * self.poly_modulus_degree * self.noise_bound) \
             - (self.smudging_bits + 1)
 
+    # -- the digit embedding ----------------------------------------------------------------
+
+    @property
+    def decryption_noise_bound(self) -> int:
+        """Largest |noise| of a combined coefficient: every party may be in the decrypting set,
+        each adding a smudge in [-2^tau, 2^tau), plus the uploads' noise B."""
+        return self.parties * (1 << self.smudging_bits) + self.noise_bound
+
+    @property
+    def required_base_bits(self) -> int:
+        """The floor ``b`` with ``decryption_noise_bound < 2^(b-1)``: rounding to a multiple of
+        ``2^b`` then removes the noise exactly."""
+        return self.decryption_noise_bound.bit_length() + 1
+
+    @property
+    def required_fraction_bits(self) -> int:
+        """``f`` with ``parties * 2^-(f+1) <= rel_error * clip`` (the sum's quantisation)."""
+        return max(0, math.ceil(math.log2(self.parties / (2.0 * self.rel_error * self.clip))))
+
+    @property
+    def digit_bound(self) -> int:
+        """Largest |sum| of one digit over the parties' uploads (each ``|round(x * 2^f)| <=
+        ceil(clip * 2^f)``)."""
+        return self.parties * math.ceil(self.clip * 2.0 ** self.scale_bits)
+
+    @property
+    def required_digit_bits(self) -> int:
+        """``w`` with ``digit_bound < 2^(w-1)`` (a signed digit's sum never wraps)."""
+        return self.digit_bound.bit_length() + 1
+
+    @property
+    def message_bits(self) -> int:
+        """``b + K*w``: a combined coefficient stays below ``2^(b + K*w - 1)`` in magnitude (up to
+        a factor ``1 + 2^(1-w)``), so ``q > 2^(b + K*w)`` keeps it below ``q / 2``."""
+        return self.base_bits + self.digits * self.digit_bits
+
+    @property
+    def error_bound(self) -> float:
+        """Worst-case error of one real of the released *sum* (value units): the digit embedding's
+        quantisation; the real-valued embeddings' ``error_sigmas`` standard deviations."""
+        if self.embedding == "digits":
+            return self.parties * 2.0 ** -(self.scale_bits + 1)
+        return self.error_sigmas * self.error_std
+
+    # -- the real-valued embeddings ---------------------------------------------------------
+
     @property
     def error_std(self) -> float:
-        """Standard deviation of the smudging error on one decoded real (value units)."""
+        """Standard deviation of the error on one decoded real of the sum (value units)."""
+        if self.embedding == "digits":
+            return math.sqrt(self.parties / 12.0) * 2.0 ** -self.scale_bits
         return _spread(self.embedding, self.poly_modulus_degree, self.threshold) \
             * math.ldexp(1.0, self.smudging_bits - self.scale_bits)
 
@@ -187,6 +289,8 @@ class ThresholdParams:
 
     @property
     def required_level_bits(self) -> int:
+        if self.embedding == "digits":
+            return self.message_bits + 1
         peak = (2.0 ** self.scale_bits * _peak_factor(self.embedding) * self.parties * self.clip
                 + self.threshold * 2.0 ** self.smudging_bits + self.noise_bound)
         return math.ceil(math.log2(peak)) + 1  # one bit of margin
@@ -201,16 +305,17 @@ class ThresholdParams:
 
     @property
     def reals_per_ciphertext(self) -> int:
-        return self.poly_modulus_degree
+        return self.poly_modulus_degree * (self.digits if self.embedding == "digits" else 1)
 
     def bytes_per_param(self, *, packed: bool = True) -> float:
         """Upload bytes per real (one polynomial per chunk; ``a`` comes from the round seed)."""
+        per = self.digits if self.embedding == "digits" else 1
         if packed:
-            return self.level_bits / 8.0
-        return 8.0 * self.data_primes
+            return self.level_bits / 8.0 / per
+        return 8.0 * self.data_primes / per
 
     def table(self) -> dict[str, float | int | str]:
-        return {
+        out: dict[str, float | int | str] = {
             "N": self.poly_modulus_degree,
             "embedding": self.embedding,
             "coeff_modulus_bits": str(list(self.coeff_modulus_bits)),
@@ -223,10 +328,15 @@ class ThresholdParams:
             "max_decryptions_R": self.max_decryptions,
             "statistical_distance_log2": round(self.statistical_distance_log2, 2),
             "error_std_rel_clip": self.error_std / self.clip,
+            "error_bound_rel_clip": self.error_bound / self.clip,
             "bytes_per_param_packed": self.bytes_per_param(packed=True),
             "ratio_vs_float32_packed": self.bytes_per_param(packed=True) / 4.0,
             "ratio_vs_float32_u64_words": self.bytes_per_param(packed=False) / 4.0,
         }
+        if self.embedding == "digits":
+            out.update({"digits_per_coefficient": self.digits, "digit_bits": self.digit_bits,
+                        "noise_floor_bits": self.base_bits, "fraction_bits": self.scale_bits})
+        return out
 
 
 def default_threshold(parties: int) -> int:
@@ -251,35 +361,91 @@ def _peak_factor(embedding: str) -> float:
     return 1.0 if embedding == "coefficients" else math.sqrt(2)
 
 
+def _chain(need: int, n: int, special_prime_bits: int) -> tuple[int, ...] | None:
+    """The fewest data primes of at most 60 bits totalling >= ``need`` bits, then the special
+    prime (shrunk to the room the 128-bit bound leaves, at least 20 bits); None if none fits."""
+    k = max(1, math.ceil(need / _MAX_PRIME_BITS))
+    per = max(_MIN_PRIME_BITS, math.ceil(need / k))
+    room = HE_STANDARD_128_MAX_LOGQ[n] - per * k
+    if room < _MIN_PRIME_BITS:
+        return None
+    return (per,) * k + (min(special_prime_bits, room),)
+
+
 def plan(*, parties: int, threshold: int, clip: float, params_count: int,
          rel_error: float = 1e-6, security_bits: int = 40, attempts: int = 1,
          poly_modulus_degree: int = 8192, error_sigmas: float = 7.5,
-         special_prime_bits: int = 60, embedding: str = "coefficients") -> ThresholdParams:
-    """The smallest data level meeting the smudging bound for one round of ``params_count``
-    reals (``attempts`` decryption attempts per chunk), checked against the 128-bit bound."""
+         special_prime_bits: int = 60, embedding: str = "digits") -> ThresholdParams:
+    """The smallest upload meeting the smudging bound for one round of ``params_count`` reals
+    (``attempts`` decryption attempts per chunk), checked against the 128-bit bound.
+
+    ``rel_error`` bounds the error of one real of the released *sum* relative to ``clip``
+    (worst case for ``"digits"``, ``error_sigmas`` standard deviations for the real-valued
+    embeddings). For ``"digits"`` every number of reals per coefficient is tried and the one with
+    the fewest upload bits per real wins."""
     n = poly_modulus_degree
-    chunks = max(1, math.ceil(params_count / n))
-    rounds = chunks * attempts
+    if embedding not in _EMBEDDINGS:
+        raise InvalidParameter(f"embedding must be one of {_EMBEDDINGS}, found {embedding!r}")
+    if params_count < 1 or attempts < 1:
+        raise InvalidParameter(f"params_count and attempts must be >= 1, found {params_count} "
+                               f"and {attempts}")
     b = CBD_NOISE_BOUND * parties
-    tau = math.ceil(security_bits + math.log2(rounds * n * b) - 1)
+
+    def tau_for(chunks: int) -> int:
+        return math.ceil(security_bits + math.log2(chunks * attempts * n * b) - 1)
+
+    if embedding == "digits":
+        return _plan_digits(parties=parties, threshold=threshold, clip=clip,
+                            params_count=params_count, rel_error=rel_error,
+                            security_bits=security_bits, attempts=attempts, n=n,
+                            special_prime_bits=special_prime_bits, tau_for=tau_for)
+    chunks = max(1, math.ceil(params_count / n))
+    tau = tau_for(chunks)
     std_units = _spread(embedding, n, threshold) * 2.0 ** tau
     scale = math.ceil(math.log2(error_sigmas * std_units / (rel_error * clip)))
     peak = 2.0 ** scale * _peak_factor(embedding) * parties * clip + threshold * 2.0 ** tau + b
     need = math.ceil(math.log2(peak)) + 2  # the level must exceed need - 1 bits
-    k = max(1, math.ceil(need / _MAX_PRIME_BITS))
-    per = max(_MIN_PRIME_BITS, math.ceil(need / k))
-    bits = (per,) * k + (special_prime_bits,)
-    if sum(bits) > HE_STANDARD_128_MAX_LOGQ[n]:
-        # shrink the unused special prime before giving up
-        room = HE_STANDARD_128_MAX_LOGQ[n] - per * k
-        if room < _MIN_PRIME_BITS:
-            raise InvalidParameter(
-                f"{need} data bits + a special prime exceed the HE-standard 128-bit bound "
-                f"{HE_STANDARD_128_MAX_LOGQ[n]} for N={n}; raise poly_modulus_degree, lower "
-                "security_bits or relax rel_error")
-        bits = (per,) * k + (min(special_prime_bits, room),)
+    bits = _chain(need, n, special_prime_bits)
+    if bits is None:
+        raise InvalidParameter(
+            f"{need} data bits + a special prime exceed the HE-standard 128-bit bound "
+            f"{HE_STANDARD_128_MAX_LOGQ[n]} for N={n}; raise poly_modulus_degree, lower "
+            "security_bits or relax rel_error")
     return ThresholdParams(
         poly_modulus_degree=n, coeff_modulus_bits=bits, scale_bits=scale, smudging_bits=tau,
-        parties=parties, threshold=threshold, clip=clip, max_decryptions=rounds,
+        parties=parties, threshold=threshold, clip=clip, max_decryptions=chunks * attempts,
         security_bits=security_bits, rel_error=rel_error, error_sigmas=error_sigmas,
         embedding=embedding)
+
+
+def _plan_digits(*, parties: int, threshold: int, clip: float, params_count: int,
+                 rel_error: float, security_bits: int, attempts: int, n: int,
+                 special_prime_bits: int, tau_for: Callable[[int], int]) -> ThresholdParams:
+    best: ThresholdParams | None = None
+    for k in range(1, _MAX_DIGITS + 1):
+        chunks = max(1, math.ceil(params_count / (n * k)))
+        tau = tau_for(chunks)
+        probe = ThresholdParams.__new__(ThresholdParams)  # the derived bounds, unvalidated
+        for name, value in (("poly_modulus_degree", n), ("scale_bits", 0),
+                            ("smudging_bits", tau), ("parties", parties), ("clip", clip),
+                            ("rel_error", rel_error), ("embedding", "digits")):
+            object.__setattr__(probe, name, value)
+        f = probe.required_fraction_bits
+        object.__setattr__(probe, "scale_bits", f)
+        base, width = probe.required_base_bits, probe.required_digit_bits
+        bits = _chain(base + k * width + 1, n, special_prime_bits)
+        if bits is None:
+            break  # more digits only need more bits
+        cand = ThresholdParams(
+            poly_modulus_degree=n, coeff_modulus_bits=bits, scale_bits=f, smudging_bits=tau,
+            parties=parties, threshold=threshold, clip=clip, max_decryptions=chunks * attempts,
+            security_bits=security_bits, rel_error=rel_error, embedding="digits", digits=k,
+            digit_bits=width, base_bits=base)
+        if best is None or cand.bytes_per_param() < best.bytes_per_param():
+            best = cand
+    if best is None:
+        raise InvalidParameter(
+            f"even one real per coefficient needs more than the HE-standard 128-bit bound "
+            f"{HE_STANDARD_128_MAX_LOGQ[n]} for N={n}; raise poly_modulus_degree, lower "
+            "security_bits or relax rel_error")
+    return best

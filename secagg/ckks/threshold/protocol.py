@@ -109,7 +109,8 @@ def chunk_seed(seed: bytes, chunk: int) -> bytes:
 
 
 def chunks_for(ring: RingContext, length: int) -> int:
-    return max(1, math.ceil(length / ring.n))
+    """Ciphertext chunks (one polynomial each) that carry ``length`` reals."""
+    return max(1, math.ceil(length / ring.params.reals_per_ciphertext))
 
 
 def _to_slots(ring: RingContext, values: npt.NDArray[np.float64]) -> list[npt.NDArray[Any]]:
@@ -230,10 +231,11 @@ class ThresholdParty(Unpicklable):
         if seed in self._rounds_used:
             raise AlreadyUsed("this party already encrypted under this round seed")
         self._rounds_used.add(seed)
-        out = []
-        for k, slots in enumerate(_to_slots(self.ring, vec)):
-            out.append(self._encrypt_chunk(slots, chunk_seed(seed, k)))
-        return out
+        if self.ring.params.embedding == "digits":
+            plains = [self.ring.plaintext(r) for r in self.ring.codec.encode(vec)]
+        else:
+            plains = [self.ring.encode(slots) for slots in _to_slots(self.ring, vec)]
+        return [self._encrypt_chunk(p, chunk_seed(seed, k)) for k, p in enumerate(plains)]
 
     def round_seed(self, round_id: int) -> bytes:
         """This setup's seed of round ``round_id`` (needs a bound party)."""
@@ -250,10 +252,10 @@ class ThresholdParty(Unpicklable):
                                    "roster, policy): it neither signs statements nor decrypts")
         return self.setup
 
-    def _encrypt_chunk(self, slots: npt.NDArray[Any], a_seed: bytes) -> Residues:
+    def _encrypt_chunk(self, plain: Any, a_seed: bytes) -> Residues:
         ring = self.ring
         fresh = seal.Ciphertext()
-        self._encryptor.encrypt_symmetric(ring.encode(slots), fresh)  # (-a's + e + m, a')
+        self._encryptor.encrypt_symmetric(plain, fresh)  # (-a's + e + m, a')
         shifted = seal.Ciphertext()
         ring.evaluator.sub(fresh, ring.common_a(a_seed), shifted)  # (c0', a' - a)
         return ring.decrypt(self._own, shifted)  # c0' + (a' - a)s = -a s + e + m
@@ -381,8 +383,9 @@ class ThresholdParty(Unpicklable):
 
 
 def public_key_contribution(party: ThresholdParty, pk_seed: bytes) -> Residues:
-    slots = np.zeros(party.ring.slots, dtype=np.complex128)
-    return party._encrypt_chunk(slots, chunk_seed(pk_seed, 0))
+    ring = party.ring
+    zero = ring.plaintext(np.zeros((ring.primes, ring.n), dtype=np.uint64))
+    return party._encrypt_chunk(zero, chunk_seed(pk_seed, 0))
 
 
 def assemble_public_key(ring: RingContext, contributions: Mapping[int, Residues],
@@ -458,6 +461,9 @@ def combine(ring: RingContext, summed: Sequence[Residues],
                                    "unreduced residues")
         terms.append(p)
     acc = _sum_mod(ring, terms)
+    if ring.params.embedding == "digits":
+        out_digits: npt.NDArray[np.float64] = ring.codec.decode(acc, length)
+        return out_digits
     out = np.empty(len(acc) * ring.n, dtype=np.float64)
     for k, chunk in enumerate(acc):
         out[k * ring.n: (k + 1) * ring.n] = ring.decode_reals(chunk)

@@ -104,6 +104,7 @@ class RingContext:
         self._version = (head[3], head[4])
         self._seeded_prefix: bytes | None = None
         self._embedding = None
+        self._codec: Any = None
         if params.embedding == "coefficients":
             self._embedding = CoefficientEmbedding(self.n)
             self._embedding.self_test(self.encoder, self.parms_id)  # SEAL's slot order, checked
@@ -111,6 +112,15 @@ class RingContext:
     def __del__(self) -> None:
         with contextlib.suppress(OSError, AttributeError):
             os.close(self._fd)
+
+    @property
+    def codec(self) -> Any:
+        """The :class:`~.digits.DigitCodec` of a ring with the digit embedding (built once)."""
+        if self._codec is None:
+            from secagg.ckks.threshold.digits import DigitCodec  # it builds on this module
+
+            self._codec = DigitCodec(self)
+        return self._codec
 
     @property
     def slots(self) -> int:
@@ -243,6 +253,13 @@ class RingContext:
         two random polynomials (two smudging draws)."""
         ct = self.ciphertext(coeffs, ntt=False)
         self.evaluator.transform_to_ntt_inplace(ct)
+        return self.read_ct(ct)
+
+    def from_ntt(self, ntt: Residues) -> Residues:
+        """SEAL's inverse NTT of two NTT-form polynomials, shape (2, primes, N) (the second must
+        not be zero, see :meth:`to_ntt`)."""
+        ct = self.ciphertext(ntt, ntt=True)
+        self.evaluator.transform_from_ntt_inplace(ct)
         return self.read_ct(ct)
 
     def decrypt(self, decryptor: Any, ct: Any) -> Residues:
