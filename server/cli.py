@@ -4,6 +4,7 @@
     (plain HTTP off the loopback is refused unless --insecure-http; see secagg_server.app.serve)
     secagg-server federation create --data ./srv --name city --roster roster.json [--json]
     secagg-server federation list --data ./srv
+    secagg-server federation readmit --data ./srv --federation city --client 3 [--reason TEXT]
     secagg-server inspect --data ./srv [--json]
     secagg-server round open --mode masking --from-model DIR [--option k=v ...] [--json]
     secagg-server round list | show ID | cancel ID   (--server URL --token-file F, see rounds_cli)
@@ -18,6 +19,14 @@ identity keys, assembled by them with ``secagg-client roster create``; the serve
 private identity key) and prints the operator token and one token per roster member exactly
 once; only their SHA-256 is stored, so a lost token means enrolling again. It writes straight to the store
 and can run while the server is up (SQLite WAL allows it; the server reads tokens per request).
+
+``federation readmit`` takes back an enterprise that a failed round named as its culprit (and
+that every round opened since has left out): it is recorded in the store (table
+``readmissions``, with the operator's reason), and every round the federation opens afterwards
+includes the client again; rounds already open keep leaving it out, and the failed round still
+names it. A readmitted client named culprit again is left out again. Like ``federation create``
+it writes to the store directly (whoever may write ``--data`` is the operator) and works while
+the server runs: the server reads the culprits afresh for every round it opens.
 """
 
 from __future__ import annotations
@@ -87,6 +96,21 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--json", action="store_true", help="print the tokens as JSON")
     listing = fsub.add_parser("list", help="list federations")
     listing.add_argument("--data", required=True)
+    readmit = fsub.add_parser(
+        "readmit", help="take a left-out culprit back into the federation's next rounds",
+        description="A client named as the culprit of a failed round is left out of every "
+        "round the federation opens afterwards. Once its enterprise has fixed its software, "
+        "readmit it: rounds opened from now on include it (rounds already open still leave it "
+        "out). The failed round keeps naming it, and the readmission is stored with --reason. "
+        "If a later round names it again, it is left out again. Works while the server runs.")
+    readmit.add_argument("--data", required=True)
+    readmit.add_argument("--federation", required=True, type=name, metavar="NAME",
+                         help="the federation's name")
+    readmit.add_argument("--client", required=True, type=number(int, low=0, high=2**31 - 1),
+                         metavar="ID", help="the client's id (its roster id, 0..n-1)")
+    readmit.add_argument("--reason", metavar="TEXT", help="why it is taken back (stored with "
+                         "the readmission, e.g. the fixed version)")
+    readmit.add_argument("--json", action="store_true", help="print the readmission as JSON")
     inspect = sub.add_parser("inspect", help="what the store holds, round by round (operator, "
                              "auditors)", description="Summarises the data directory without "
                              "the server running: per round, the messages received (kind, stage, "
@@ -156,6 +180,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _federation(args: argparse.Namespace) -> int:
     from .store import Store
 
+    if args.action == "readmit":
+        return _readmit(args)
     roster = None
     if args.action == "create":  # checked before the store creates --data
         roster, why = _load_roster(args)
@@ -192,6 +218,41 @@ def _federation(args: argparse.Namespace) -> int:
         for i, token in enumerate(clients):
             member = roster.member(i)
             print(f"client {i}\t{token}\t{member.name} {member.fingerprint}")
+    return 0
+
+
+def _readmit(args: argparse.Namespace) -> int:
+    from .store import NotLeftOut, Store
+
+    if not (Path(args.data) / STORE_FILE).is_file():  # never create a store to readmit into
+        return _refuse(f"--data {args.data!r} is not a server data directory (no {STORE_FILE})")
+    store = Store(args.data)
+    try:
+        fid = store.federation_id(args.federation)
+        if fid is None:
+            names = [f["name"] for f in store.federations()]
+            return _refuse(f"--federation {args.federation!r}: no such federation in "
+                           f"{args.data} (found: {', '.join(map(repr, names)) or 'none'})")
+        size = next(f["clients"] for f in store.federations() if f["name"] == args.federation)
+        if not args.client < size:
+            return _refuse(f"--client {args.client}: federation {args.federation!r} has no such "
+                           f"client (its ids are 0..{size - 1})")
+        try:
+            done = store.readmit(fid, args.client, args.reason)
+        except NotLeftOut as exc:
+            left = sorted(store.culprits(fid))
+            return _refuse(f"--client {args.client}: {exc}; clients left out of federation "
+                           f"{args.federation!r}: {left or 'none'}")
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"federation": args.federation, "client": done.client_id,
+                          "culprit_of_rounds": list(done.rounds), "next_round": done.next_round,
+                          "reason": done.reason, "readmitted": done.created}))
+    else:
+        print(f"client {done.client_id} readmitted to federation {args.federation!r}: named "
+              f"culprit of round(s) {list(done.rounds)}, it takes part in the rounds opened from "
+              f"now on (the next is index {done.next_round}); those rounds still record it")
     return 0
 
 

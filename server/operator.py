@@ -1,7 +1,7 @@
 """The operator's side from Python: the server process, the federation, the rounds.
 
     from secagg_clients.enrolment import enrol_locally
-    from secagg_server.operator import Operator, ServerProcess, create_federation
+    from secagg_server.operator import Operator, ServerProcess, create_federation, readmit
 
     enrolled = enrol_locally("ids", "city", ["energy", "security", "ops"])  # enterprises' part
     tokens = create_federation("srv", "city", enrolled.roster_path)  # one token per enterprise
@@ -9,11 +9,14 @@
     with Operator(server.url, tokens["operator_token"]) as op:
         info = op.open_round("masking", {"vector_length": 75_444, "clip": 2.0})
         status = op.wait(info["round_id"])                       # 'done' or 'failed'
+    # a failed round named client 2 its culprit (left out since); its enterprise fixed it:
+    readmit("srv", "city", 2, reason="v1.2 deals consistent shares")  # in the next rounds again
 
 Whoever runs the aggregation server runs this: the demo, the end-to-end benchmark, the tests and
 ``examples/smart_city``. :class:`ServerProcess` and :func:`create_federation` run the server's
-own command line in a child process (``python -m secagg_server``), as a deployment does;
-:class:`Operator` speaks to the server over HTTP only, with the operator's token.
+own command line in a child process (``python -m secagg_server``), as a deployment does (so
+does :func:`readmit`, which writes to the store like ``federation create``); :class:`Operator`
+speaks to the server over HTTP only, with the operator's token.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from secagg.errors import InvalidParameter, SecAggError
 from secagg.identity import Roster
 
 __all__ = ["Operator", "OperatorError", "ServerProcess", "create_federation", "free_port",
-           "tls_verify"]
+           "readmit", "tls_verify"]
 
 
 class OperatorError(SecAggError):
@@ -88,6 +91,24 @@ def create_federation(data_dir: str | Path, name: str,
         raise OperatorError(f"creating federation {name!r} failed: {out.stderr.strip()}")
     tokens: dict[str, Any] = json.loads(out.stdout)
     return tokens
+
+
+def readmit(data_dir: str | Path, federation: str, client: int,
+            reason: str | None = None) -> dict[str, Any]:
+    """Run ``secagg-server federation readmit ... --json``: take client ``client``, left out as
+    the culprit of a failed round, back into the rounds ``federation`` opens from now on (the
+    server may be running). Returns the readmission (``culprit_of_rounds``, ``next_round``,
+    ``reason``); raises :class:`OperatorError` with the command's one-line refusal."""
+    cmd = [sys.executable, "-m", "secagg_server", "federation", "readmit", "--data",
+           str(data_dir), "--federation", federation, "--client", str(client), "--json"]
+    if reason is not None:
+        cmd += ["--reason", reason]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise OperatorError(f"readmitting client {client} to federation {federation!r} failed: "
+                            f"{out.stderr.strip()}")
+    done: dict[str, Any] = json.loads(out.stdout)
+    return done
 
 
 @dataclass

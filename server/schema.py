@@ -7,9 +7,15 @@
   named by its file (``blob_file``) instead of being stored inline.
 * Tokens are stored as their SHA-256 (:func:`hash_token`): they are random (256 bits), so a plain
   hash is a sound verifier.
+* A culprit the operator takes back (``secagg-server federation readmit``) is a row of
+  ``readmissions``: the client, the ids of the failed rounds whose naming of it the readmission
+  lifts (``forgiven``, JSON), the index of the federation's next round then (the first that
+  includes it again), the operator's reason and the time. The rounds keep their culprit
+  and their ``excluded`` list: the history is never rewritten.
 * :func:`open_database` opens the writer connection (WAL, ``synchronous=FULL``,
-  ``secure_delete``), creates the tables, migrates a store made by an earlier version, and opens
-  the read-only connection every read uses.
+  ``secure_delete``), creates the tables, migrates a store made by an earlier version (a missing
+  column is added; a missing table, such as ``readmissions``, is created), and opens the
+  read-only connection every read uses.
 
 The queries live in :mod:`secagg_server.store`, which re-exports the names here.
 """
@@ -25,8 +31,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DB_NAME", "Event", "EventKind", "Principal", "Role", "RoundRow", "RoundStatus",
-           "event_row", "hash_token", "open_database", "round_row"]
+__all__ = ["DB_NAME", "Event", "EventKind", "Principal", "Readmission", "Role", "RoundRow",
+           "RoundStatus", "event_row", "hash_token", "open_database", "round_row"]
 
 DB_NAME = "secagg-server.sqlite3"
 
@@ -73,6 +79,10 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL CHECK (kind IN ({_one_of(EventKind)})), client_id INTEGER, stage TEXT NOT NULL,
     size INTEGER NOT NULL, body BLOB, blob_file TEXT, at REAL NOT NULL,
     PRIMARY KEY (round_id, seq));
+CREATE TABLE IF NOT EXISTS readmissions (
+    id INTEGER PRIMARY KEY, federation_id INTEGER NOT NULL REFERENCES federations(id),
+    client_id INTEGER NOT NULL, forgiven TEXT NOT NULL, next_idx INTEGER NOT NULL, reason TEXT,
+    created REAL NOT NULL);
 """
 
 #: the columns a :class:`RoundRow` is read from, in :func:`round_row`'s order
@@ -104,6 +114,21 @@ class RoundRow:
     result_meta: dict[str, Any] | None
     #: clients left out of this round when it opened (culprits of earlier rounds)
     excluded: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Readmission:
+    """A culprit taken back into its federation's later rounds by the operator."""
+
+    id: int
+    federation_id: int
+    client_id: int
+    #: indices of the failed rounds that named it and whose exclusion this lifts
+    rounds: tuple[int, ...]
+    reason: str | None
+    created: float
+    #: the index the federation's next round gets (the first that includes it again)
+    next_round: int
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ from .schema import (
     Event,
     EventKind,
     Principal,
+    Readmission,
     Role,
     RoundRow,
     RoundStatus,
@@ -70,11 +71,25 @@ from .schema import (
     round_row,
 )
 
-__all__ = ["DB_NAME", "INLINE_LIMIT", "DataDirError", "Event", "EventKind", "Principal", "Role",
-           "RoundRow", "RoundStatus", "Store", "event_row", "hash_token"]
+__all__ = ["DB_NAME", "INLINE_LIMIT", "DataDirError", "Event", "EventKind", "NotLeftOut",
+           "Principal", "Readmission", "Role", "RoundRow", "RoundStatus", "Store", "event_row",
+           "hash_token"]
 
 INLINE_LIMIT = 64 * 1024  # bodies above this go to their own fsynced file
 TOKEN_PREFIX = "sat_"  # noqa: S105 (a prefix, not a secret)
+
+
+class NotLeftOut(ValueError):
+    """A readmission of a client that no failed round left out (or one already readmitted)."""
+
+    def __init__(self, client_id: int, named_in: list[int]) -> None:
+        self.client_id, self.named_in = client_id, named_in
+        if named_in:
+            why = (f"client {client_id} is not left out: it was readmitted after round(s) "
+                   f"{named_in} named it, and no round has named it since")
+        else:
+            why = f"client {client_id} is not left out: no failed round named it as the culprit"
+        super().__init__(why)
 
 
 class Store:
@@ -193,17 +208,79 @@ class Store:
                         None, None, excluded)
 
     def culprits(self, federation_id: int) -> dict[int, int]:
-        """Clients named as the culprit of a failed round of the federation: client id -> the
-        index of the first round it was named in."""
-        rows = self._read("SELECT idx, result_meta FROM rounds WHERE federation_id = ? AND "
-                          "status = ? AND result_meta IS NOT NULL ORDER BY idx", federation_id,
-                          RoundStatus.FAILED)
+        """Clients left out of the federation's next rounds: those named as the culprit of a
+        failed round that no later readmission lifted (:meth:`readmit`). Client id -> the index
+        of the first round that named it since it was last readmitted."""
+        with self._rlock:
+            return self._culprits(self._rdb, federation_id)
+
+    @staticmethod
+    def _culprits(db: sqlite3.Connection, federation_id: int) -> dict[int, int]:
+        namings = Store._namings(db, federation_id)
+        forgiven = Store._forgiven(db, federation_id)
         found: dict[int, int] = {}
-        for idx, meta in rows:
+        for round_id, idx, culprit in namings:
+            if (culprit, round_id) not in forgiven:
+                found.setdefault(culprit, idx)
+        return found
+
+    @staticmethod
+    def _namings(db: sqlite3.Connection, federation_id: int) -> list[tuple[int, int, int]]:
+        """(round id, round index, culprit) of every failed round that named one, oldest first."""
+        rows = db.execute("SELECT id, idx, result_meta FROM rounds WHERE federation_id = ? AND "
+                          "status = ? AND result_meta IS NOT NULL ORDER BY idx",
+                          (federation_id, RoundStatus.FAILED)).fetchall()
+        out = []
+        for round_id, idx, meta in rows:
             culprit = json.loads(meta).get("culprit")
             if isinstance(culprit, int):
-                found.setdefault(culprit, int(idx))
-        return found
+                out.append((int(round_id), int(idx), culprit))
+        return out
+
+    @staticmethod
+    def _forgiven(db: sqlite3.Connection, federation_id: int) -> set[tuple[int, int]]:
+        """(client, round id) pairs whose naming a readmission lifted."""
+        rows = db.execute("SELECT client_id, forgiven FROM readmissions WHERE federation_id = ?",
+                          (federation_id,)).fetchall()
+        return {(int(c), int(r)) for c, forgiven in rows for r in json.loads(forgiven)}
+
+    def readmit(self, federation_id: int, client_id: int,
+                reason: str | None = None) -> Readmission:
+        """Take a left-out culprit back: every round the federation opens from now on includes it.
+
+        The readmission lifts exactly the namings recorded so far (in one write transaction
+        with the check), so a round that names it again later leaves it out again. The failed
+        rounds keep their culprit and later rounds their ``excluded`` list. Raises
+        :class:`NotLeftOut` if no unlifted naming of ``client_id`` exists (never named, or
+        already readmitted)."""
+        with self._write() as db:
+            namings = [(rid, idx) for rid, idx, c in self._namings(db, federation_id)
+                       if c == client_id]
+            forgiven = self._forgiven(db, federation_id)
+            lifted = [(rid, idx) for rid, idx in namings if (client_id, rid) not in forgiven]
+            if not lifted:
+                raise NotLeftOut(client_id, [idx for _, idx in namings])
+            (next_idx,) = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds WHERE "
+                                     "federation_id = ?", (federation_id,)).fetchone()
+            created = time.time()
+            rid = db.execute("INSERT INTO readmissions (federation_id, client_id, forgiven, "
+                             "next_idx, reason, created) VALUES (?, ?, ?, ?, ?, ?)",
+                             (federation_id, client_id, json.dumps([r for r, _ in lifted]),
+                              int(next_idx), reason, created)).lastrowid
+        assert rid is not None
+        return Readmission(int(rid), federation_id, client_id, tuple(i for _, i in lifted),
+                           reason, created, int(next_idx))
+
+    def readmissions(self, federation_id: int) -> list[Readmission]:
+        """Every readmission of the federation, oldest first (the rounds as indices)."""
+        index = {int(r): int(i) for r, i in self._read(
+            "SELECT id, idx FROM rounds WHERE federation_id = ?", federation_id)}
+        rows = self._read("SELECT id, client_id, forgiven, reason, created, next_idx FROM "
+                          "readmissions WHERE federation_id = ? ORDER BY id", federation_id)
+        return [Readmission(int(i), federation_id, int(c),
+                            tuple(sorted(index[int(r)] for r in json.loads(f))), reason,
+                            float(created), int(nxt))
+                for i, c, f, reason, created, nxt in rows]
 
     def next_round_index(self, federation_id: int) -> int:
         rows = self._read("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds WHERE federation_id = ?",
