@@ -291,6 +291,93 @@ class _CKKS:
         return self._total_weight
 
 
+class _CKKSThreshold:
+    """Client side of a threshold CKKS round (``ckks-threshold``): one
+    :class:`secagg.ckks.threshold.session.ClientSession` with this round's fresh secret, bound
+    to the pinned roster and signing with this enterprise's identity.
+
+    Stages as the server runs them: post the signed box-key advert; on the key request (every
+    advert checked here against the roster) post this client's secret dealt to every advertiser,
+    sealed and signed; on the share delivery (each envelope opened and checked) post the signed
+    upload of ``weight * update`` and the weight; on the statement request verify the aggregate
+    against the signed uploads (a full re-sum) and post the round's one signed statement; on each
+    partial request (the first, and at most one retry with fewer decryptors) post the smudged
+    partial decryption, only for the statement it signed and a quorum of roster members signed.
+    The server releases the plaintext weighted sum and total weight; ``decode`` checks that its
+    survivors are exactly the uploaders this client vouched for. Any refusal is a
+    :class:`ProtocolAbort` (the runtime's :class:`RoundRefused`).
+
+    The secret never leaves this process and is not persisted: a restarted client is a dropout.
+    The update is clipped to ``value_bound``; the weight must be an integer in
+    ``[1, weight_bound]``."""
+
+    on_release: ReleaseHook | None = None  # no distributed noise
+
+    def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
+                 identity: Identity, roster: Roster) -> None:
+        from secagg.ckks.threshold.session import ClientSession as ThresholdClient
+        from secagg.ckks.threshold.session import ThresholdRoundConfig
+        from secagg.encoding import clip_linf
+
+        self.config = ThresholdRoundConfig.from_dict(info.config)
+        check_round_roster(self.config.roster_digest, roster)
+        check_enrolment(info.client_id, identity, roster)
+        if update.shape != (self.config.vector_length,):
+            raise InvalidParameter(f"update has shape {update.shape}; the round expects "
+                                   f"({self.config.vector_length},)")
+        if isinstance(weight, bool) or not 1 <= weight <= self.config.weight_bound:
+            raise InvalidParameter(f"weight must be an integer in [1, weight_bound="
+                                   f"{self.config.weight_bound:g}], found {weight}; the operator "
+                                   "sets weight_bound when opening the round")
+        self.update = clip_linf(update, self.config.value_bound)
+        self.session = ThresholdClient(self.config, info.client_id, self.update,
+                                       weight=float(weight), identity=identity, roster=roster)
+        self._total_weight: int | None = None
+        self.last_stage = ""
+
+    def first(self) -> bytes:
+        message = self.session.start()
+        self.last_stage = "advert"
+        return message
+
+    def reply(self, data: bytes) -> bytes | None:
+        answer = self.session.handle_bytes(data)
+        self.last_stage = {"dealt": "deal", "uploaded": "upload", "signed": "statement",
+                           "decrypted": "partial"}.get(self.session.stage.value,
+                                                       self.last_stage)
+        return answer
+
+    def decode(self, meta: ReleasedAggregate, payload: bytes) -> npt.NDArray[np.float64]:
+        signed = self.session.signed_uploaders
+        if signed is not None and sorted(signed) != sorted(meta.survivors):
+            raise ProtocolAbort("result", f"the server's result lists survivors "
+                                f"{list(meta.survivors)} but this client signed the statement "
+                                f"for uploaders {list(signed)}")
+        length = self.config.vector_length
+        if len(payload) != 8 * length:
+            raise ProtocolAbort("result", f"the threshold sum is {len(payload)} bytes; "
+                                f"{length} float64 values are {8 * length}")
+        total = np.frombuffer(payload, dtype="<f8").astype(np.float64)
+        if not np.all(np.isfinite(total)):
+            raise ProtocolAbort("result", "the threshold sum holds non-finite values")
+        weight = meta.total_weight
+        if weight is None or not np.isfinite(weight):
+            raise ProtocolAbort("result", "the server's threshold result carries no total weight")
+        rounded = round(float(weight))
+        # integer weights: the decrypted total is within the round's promised error of one
+        if abs(float(weight) - rounded) > max(self.config.max_error, 1e-6) \
+                or rounded < len(meta.survivors):
+            raise ProtocolAbort("result", f"the server's total weight {weight!r} is not the sum "
+                                f"of {len(meta.survivors)} integer weights >= 1")
+        self._total_weight = rounded
+        return total
+
+    def total_weight(self, meta: ReleasedAggregate) -> int:
+        if self._total_weight is None:
+            raise RuntimeError("decode the result first")
+        return self._total_weight
+
+
 class ParticipantFactory(Protocol):
     def __call__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
                  identity: Identity, roster: Roster) -> Participant: ...
@@ -298,7 +385,7 @@ class ParticipantFactory(Protocol):
 
 #: Protection modes this runtime speaks: mode name -> participant factory.
 CLIENT_MODES: dict[str, ParticipantFactory] = {
-    "masking": _Masking, "plain": _Plain, "ckks": _CKKS,
+    "masking": _Masking, "plain": _Plain, "ckks": _CKKS, "ckks-threshold": _CKKSThreshold,
 }
 
 

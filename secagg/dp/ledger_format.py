@@ -63,6 +63,7 @@ class ProtectionMode(enum.Enum):
 
     MASKING = "masking"
     CKKS = "ckks"
+    CKKS_THRESHOLD = "ckks-threshold"
     PLAIN = "plain"
 
     @classmethod

@@ -7,6 +7,8 @@ holds its own copy of a protocol. One module per mode:
 * :mod:`~secagg_server.modes.masking`: pairwise masks (SecAgg+), active mode, roster-bound;
 * :mod:`~secagg_server.modes.ckks`: CKKS encryption, roster-bound; it loads TenSEAL, so it is
   imported only when a ckks round is opened or rebuilt (a masking-only server never loads it);
+* :mod:`~secagg_server.modes.ckks_threshold`: threshold CKKS (``ckks-threshold``: no single key
+  holder, t-out-of-n decryption, the plaintext sum released), roster-bound, loaded lazily too;
 * :mod:`~secagg_server.modes.plain`: no protection, benchmarks only (``--allow-plain``).
 
 Registration is explicit: importing a mode module registers nothing. :func:`default_modes` builds
@@ -31,7 +33,7 @@ __all__ = ["BUILTIN_MODES", "DuplicateMode", "ModeRegistry", "ModeSpec", "Reject
            "RoundFailed", "RoundProtocol", "default_modes", "register_mode"]
 
 #: The modes this package implements (``plain`` is offered only with ``--allow-plain``).
-BUILTIN_MODES = ("masking", "ckks", "plain")
+BUILTIN_MODES = ("masking", "ckks", "ckks-threshold", "plain")
 
 
 class DuplicateMode(ValueError):
@@ -109,6 +111,32 @@ CKKS_MODE = ModeSpec("ckks", _ckks_config, _ckks_round,
                      "secagg.ckks.CKKSRoundConfig",
                      quorum=lambda config: int(config["min_clients"]), leave_out=_ckks_leave_out)
 
+# ---- ckks-threshold, loaded on first use as well ----------------------------------------------
+
+def _threshold_config(num_clients: int, index: int, options: dict[str, Any],
+                      roster: Roster | None) -> dict[str, Any]:
+    from .ckks_threshold import threshold_config
+
+    return threshold_config(num_clients, index, options, roster)
+
+
+def _threshold_round(config: dict[str, Any], participants: frozenset[int],
+                     roster: Roster | None) -> RoundProtocol:
+    from .ckks_threshold import ThresholdRound
+
+    return ThresholdRound(config, participants, roster)
+
+
+def _threshold_quorum(config: dict[str, Any]) -> int:
+    """Uploaders and statement signers both come from the members that advertised and dealt."""
+    return max(int(config["quorum"]), int(config["min_uploaders"]))
+
+
+CKKS_THRESHOLD_MODE = ModeSpec("ckks-threshold", _threshold_config, _threshold_round,
+                               options_doc="secagg_server.modes.ckks_threshold (ckks-threshold "
+                               "options) and secagg.ckks.threshold.ThresholdRoundConfig",
+                               quorum=_threshold_quorum)
+
 # ---- the server's set --------------------------------------------------------------------------
 
 _ADDED = ModeRegistry()  # modes added with register_mode, in this process
@@ -127,8 +155,10 @@ def register_mode(spec: ModeSpec) -> None:
 
 
 def default_modes(*, allow_plain: bool = False) -> ModeRegistry:
-    """The modes a server offers: ``masking`` and ``ckks``, ``plain`` when ``allow_plain``
-    (benchmarks only), and every mode added with :func:`register_mode`. A fresh registry each
-    call; nothing is imported for ckks until a ckks round is opened or rebuilt."""
-    return ModeRegistry([MASKING_MODE, CKKS_MODE, *([PLAIN_MODE] if allow_plain else []),
+    """The modes a server offers: ``masking``, ``ckks`` and ``ckks-threshold``, ``plain`` when
+    ``allow_plain`` (benchmarks only), and every mode added with :func:`register_mode`. A fresh
+    registry each call; nothing is imported for the CKKS modes until such a round is opened or
+    rebuilt."""
+    return ModeRegistry([MASKING_MODE, CKKS_MODE, CKKS_THRESHOLD_MODE,
+                         *([PLAIN_MODE] if allow_plain else []),
                          *_ADDED.values()])

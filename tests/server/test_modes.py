@@ -34,10 +34,12 @@ def _spec(name: str) -> ModeSpec:
 
 
 def test_the_default_set_is_explicit_and_plain_is_opt_in() -> None:
-    assert sorted(default_modes()) == ["ckks", "masking"]
-    assert sorted(default_modes(allow_plain=True)) == ["ckks", "masking", "plain"]
+    assert sorted(default_modes()) == ["ckks", "ckks-threshold", "masking"]
+    assert sorted(default_modes(allow_plain=True)) == ["ckks", "ckks-threshold", "masking",
+                                                       "plain"]
     import secagg_server.modes.ckks  # noqa: F401 - importing a mode module registers nothing
-    assert sorted(default_modes()) == ["ckks", "masking"]
+    import secagg_server.modes.ckks_threshold  # noqa: F401
+    assert sorted(default_modes()) == ["ckks", "ckks-threshold", "masking"]
     assert default_modes() is not default_modes()  # a fresh registry per server
     assert set(BUILTIN_MODES) == set(default_modes(allow_plain=True))
 
@@ -64,8 +66,9 @@ def test_register_mode_adds_to_every_server_and_refuses_clashes(
     register_mode(_spec("extra"))
     with pytest.raises(DuplicateMode, match="mode 'extra' is already registered"):
         register_mode(_spec("extra"))
-    assert sorted(default_modes()) == ["ckks", "extra", "masking"]
-    assert sorted(default_modes(allow_plain=True)) == ["ckks", "extra", "masking", "plain"]
+    assert sorted(default_modes()) == ["ckks", "ckks-threshold", "extra", "masking"]
+    assert sorted(default_modes(allow_plain=True)) == ["ckks", "ckks-threshold", "extra",
+                                                       "masking", "plain"]
 
 
 def test_a_small_federation_s_dropout_odds_reach_the_operator_as_notes(tmp_path: Path) -> None:
