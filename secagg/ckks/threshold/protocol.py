@@ -43,8 +43,11 @@ parties, not the caller, must decide which ``U`` is decrypted (:mod:`.policy`):
    taken from the caller. Every decrypted chunk (retries with another decrypting set included)
    counts against the smudging budget (``params.max_decryptions``).
 
-State (the statement signed per round, the budget) lives in the party object; a deployment must
-persist it across restarts (not done here: the core is not yet wired into the server or the demo).
+State (the statement signed per round, the budget) lives in the party object. The server round
+(:mod:`.session`, mode ``ckks-threshold``, ``secagg demo --mode ckks-threshold``) makes a fresh
+party every round and keeps it in the client's process only: a restarted client is a dropout,
+so nothing needs persisting (a deployment that reused keys across rounds would have to persist
+this state).
 """
 
 from __future__ import annotations
