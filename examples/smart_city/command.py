@@ -15,8 +15,11 @@ Starts a real secagg-server on 127.0.0.1 and one secagg-client process per enter
 utility, a residential security firm and a city operations centre, each with its own small,
 differently distributed dataset shipped with secagg). Each round, every enterprise fine-tunes
 LoRA adapters and a sensor head on MiniLM with DP-SGD (Opacus, secure noise) and sends only a
-protected update: pairwise-masked (--mode masking) or CKKS-encrypted (--mode ckks). The server
-releases the combined update, every enterprise applies it, and the demo ends with a table:
+protected update: pairwise-masked (--mode masking), CKKS-encrypted under a key one enterprise
+deals (--mode ckks), or threshold CKKS (--mode ckks-threshold: every enterprise encrypts under
+its own fresh secret, dealt to the others in shares; no one holds the key, and a decryption needs
+the signed statements of a quorum and the partial decryptions of t = 2 of 3). The server releases
+the combined update, every enterprise applies it, and the demo ends with a table:
 accuracy of each enterprise's model (at the start, trained alone, combined), epsilon spent,
 bytes sent, and what the server held.
 
@@ -28,6 +31,7 @@ against the plaintext sum.
 examples:
   secagg demo                                   # masking, 3 enterprises, 2 rounds
   secagg demo --mode ckks --json out/demo.json
+  secagg demo --mode ckks-threshold             # no single key holder
   secagg demo --rounds 3 --epsilon 4 --workdir /tmp/city   # keep logs, ledgers, server store
   secagg demo --distributed-dp --client-noise 1.0   # + client-level DP inside the masked sum
 
@@ -38,12 +42,20 @@ masking threshold of survivors), refuses a round with less noise (its policy is 
 the released sum's client-level epsilon, from the survivors actually in it, in its ledger. With
 three enterprises the noise that protects a whole enterprise swamps the update: the demo shows
 the mechanism and its epsilon, not a useful model (client-level DP needs many clients).
+
+--mode ckks-threshold with the three enterprises: the decryption policy's statement quorum is
+max(t, floor((n + corrupt) / 2) + 1) = 3, so all three must sign each round's decryption
+statement (with one assumed corrupt enterprise, two signatures could not rule out a second,
+different statement); after that any t = 2 of them can decrypt, so one may vanish at the
+decryption stage. The server releases the plaintext combined update, as with masking.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=("masking", "ckks"), default="masking",
-                        help="how updates are protected (masking)")
+    parser.add_argument("--mode", choices=("masking", "ckks", "ckks-threshold"),
+                        default="masking",
+                        help="how updates are protected (masking); ckks-threshold: no single "
+                        "key holder, all 3 enterprises must sign each decryption statement")
     parser.add_argument("--clients", type=int, default=3, help="enterprises, 2 or 3 (3)")
     parser.add_argument("--rounds", type=int, default=2, help="federated rounds (2)")
     parser.add_argument("--epsilon", type=float, default=8.0,
@@ -65,6 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "server store, ledgers, client logs")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+_PROTECTED = {
+    "masking": "pairwise-masked",
+    "ckks": "CKKS-encrypted",
+    "ckks-threshold": "threshold-CKKS-encrypted, each under its enterprise's own secret",
+}
 
 
 def _mb(n: int) -> str:
@@ -115,16 +134,23 @@ def run(args: argparse.Namespace) -> int:
     print()
     print_table([
         ["protected", "every update: LoRA adapters + head, DP-SGD noised, then "
-         + ("pairwise-masked" if report["mode"] == "masking" else "CKKS-encrypted")],
+         + _PROTECTED[report["mode"]]],
         ["server saw", f"{srv['messages']} messages, {_mb(srv['bytes_received'])}: {srv['held']}"],
         ["server released", "the combined update only"
-         + ("" if report["mode"] == "masking" else " (as a ciphertext the enterprises decrypt)")],
+         + (" (as a ciphertext the enterprises decrypt)" if report["mode"] == "ckks" else "")],
         ["server disk now", f"{srv['bodies_stored_after']} message bodies (erased after each "
          f"round); plaintext updates found: {srv['plaintext_updates_found_on_disk']}"],
         ["aggregate check", f"max |released - plaintext sum| = "
          f"{report['max_abs_error_vs_plaintext']:.2e}"
          + (" (the distributed DP noise, by design)" if cl else "")],
     ], header=["", ""])
+    th = report.get("threshold")
+    if th:
+        print()
+        print(f"threshold CKKS: no one holds the key; a decryption needs {th['quorum']} of "
+              f"{th['clients']} signed statements (the policy's quorum: with 3 enterprises all "
+              f"must sign) and t = {th['threshold']} partial decryptions; decrypted by "
+              + "; ".join(f"round {r + 1}: clients {d}" for r, d in enumerate(th["decryptors"])))
     if report.get("workdir"):
         print(f"\nlogs, ledgers and the server store: {report['workdir']}")
     if args.json:

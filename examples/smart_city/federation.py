@@ -11,6 +11,7 @@ machine; here all of them share this computer and talk over 127.0.0.1.
 
     python examples/smart_city/federation.py                 # masking, 2 rounds, MiniLM
     python examples/smart_city/federation.py --mode ckks --rounds 1
+    python examples/smart_city/federation.py --mode ckks-threshold --rounds 1
     python examples/smart_city/federation.py --encoder test_only_tiny   # seconds, not minutes
 
 Swap `enterprise_path(name)` for the path of your own CSV/JSONL records (text, sensor readings,
@@ -51,7 +52,10 @@ def enterprise(name: str, server: str, token: str, workdir: str, identity: Path,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("masking", "ckks"), default="masking")
+    parser.add_argument("--mode", choices=("masking", "ckks", "ckks-threshold"),
+                        default="masking",
+                        help="ckks-threshold: no single key holder; with these three "
+                        "enterprises all three must sign each decryption statement")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm")
     args = parser.parse_args()
