@@ -33,7 +33,10 @@ through f-DP (Mahloujifar, Melis, Chaudhuri 2024): against the (epsilon, delta) 
 the round is a full-batch Gaussian (q = 1), against the Gaussian curve, which certifies far more
 at high epsilon (at epsilon 8 with --canaries 1000: about 4.4-5.8 where Steinke's bound gives
 2.6-3.0). Use --canaries 1000 or more for claims above epsilon 4. A noise check compares the
-noise actually added with the recorded noise multiplier.
+noise actually added with the recorded noise multiplier. Each bound holds at --confidence; the
+verdict flags a violation when any of its 4 bounds (6 at q = 1) exceeds the claim, so a correct
+pipeline is flagged with probability at most 4 or 6 x (1 - confidence), 20 or 30 % at the
+default (a union bound, stated in the report).
 
 Server view: a real masking round (active mode) and a real CKKS round (SEAL ciphertexts) are
 played in memory with the enterprise's records as one client's data (each update: one FedSGD

@@ -160,12 +160,22 @@ def _gdp_row(emp: EmpiricalAudit) -> str:
             f"{b.gdp_correct} of {b.gdp_guesses} guesses right{frac}</td></tr>")
 
 
+def false_alarm_text(emp: EmpiricalAudit) -> str:
+    """How the verdict's combined false-alarm rate is bounded, in words."""
+    k, level = len(emp.bounds()), 100 * (1 - emp.confidence)
+    return (f"a union bound over {k} bounds at {fmt(level)} % each, {k} x {fmt(level)} % = "
+            f"{fmt(100 * emp.false_alarm_bound)} %; they come from one run and are not "
+            "independent, and no smaller rate is claimed")
+
+
 def _verdict(acc: AccountingSection, emp: EmpiricalAudit) -> tuple[str, str]:
     if emp.violation:
         top = emp.best_bound
         return "fail", (f"VIOLATION: an empirical lower bound ({fmt(top)}: "
                         f"{', '.join(emp.violations)}) exceeds the claimed epsilon "
-                        f"({fmt(emp.theory)}): the pipeline leaks more than its ledger says")
+                        f"({fmt(emp.theory)}): the pipeline leaks more than its ledger says "
+                        f"(a correct pipeline is flagged so with probability at most "
+                        f"{fmt(100 * emp.false_alarm_bound)} %: {false_alarm_text(emp)})")
     if emp.noise_too_small:
         return "fail", (f"NOISE BELOW CLAIM: measured sigma {fmt(emp.noise_sigma_hat)} < "
                         f"recorded {fmt(emp.claimed.noise_multiplier)} (p = "
@@ -322,7 +332,10 @@ def _html(out: Path, doc: dict[str, Any], acc: AccountingSection, emp: Empirical
 {emp.white_box_fdp.guesses} guesses right</td></tr>
 {_gdp_row(emp)}
 </table>
-<p>Lower bounds hold with {fmt(100 * emp.confidence)} % confidence. {flag}.</p>
+<p>Each lower bound holds with {fmt(100 * emp.confidence)} % confidence. The verdict flags a
+violation when any of the {len(emp.bounds())} bounds above exceeds the claim, so a correct
+pipeline is flagged with probability at most {fmt(100 * emp.false_alarm_bound)} %
+({e(false_alarm_text(emp))}). {flag}.</p>
 <p>Every round recomputed from its mechanism (the file's totals are not read), sample-level,
 delta {fmt(acc.delta)}. Client-level epsilon: {e(str(doc['accounting']['client_level']))}.</p>
 <table><tr><th>round</th><th>q</th><th>sigma</th><th>steps</th><th>eps RDP</th><th>eps PRV</th>
