@@ -474,3 +474,29 @@ def test_a_sum_of_too_few_uploaders_is_refused_and_without_the_check_reveals_the
     leaked = combine(c._ring, list(one), partials, decryptors=group, threshold=3,
                      length=LENGTH + 1)
     assert np.max(np.abs(leaked[:LENGTH] - r.weights[victim] * r.updates[victim])) < 1e-3
+
+
+def test_a_server_relaying_an_envelope_to_the_wrong_recipient_gains_nothing() -> None:
+    """The server hands client 0 the envelope dealer 4 sealed to client 1. It is sealed to
+    client 1's box key and signed for client 1, so client 0 cannot open it and reports dealer 4;
+    the server must leave dealer 4 out of the sum and the round completes without it. (No
+    positive control: the envelope's AEAD is bound to the addressee's box key, there is no check
+    to switch off; the honest rounds above are the control, the same envelopes open for their
+    addressees.)"""
+    def misdeliver(stage: ServerStage, out: dict[int, bytes]) -> dict[int, bytes]:
+        if stage is not ServerStage.UPLOAD:
+            return out
+        digest, dealers, raw = _unframe(out[0], Kind.DELIVERY, 3)
+        to_1 = next(e for e in (_read_envelope(x, None) for x in
+                                split_fields(_unframe(out[1], Kind.DELIVERY, 3)[2]))
+                    if e.dealer == 4)
+        envs = [_envelope_bytes(to_1) if e.dealer == 4 else _envelope_bytes(e)
+                for e in (_read_envelope(x, None) for x in split_fields(raw))]
+        return {**out, 0: _frame(Kind.DELIVERY, [digest, dealers, join_fields(envs)])}
+
+    r = Round()
+    r.run(intercept=misdeliver)
+    assert r.clients[0].reported == (4,)
+    res = r.server.result
+    assert res.uploaders == (0, 1, 2, 3) and 4 in res.excluded
+    assert np.max(np.abs(res.weighted_sum - r.want(range(4)))) <= r.config.max_error

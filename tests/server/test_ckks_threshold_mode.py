@@ -290,3 +290,67 @@ def test_server_restart_mid_round_resumes(fed3: Federation) -> None:
         meta, total = p.result()
         assert meta.survivors == (0, 1, 2)
         assert np.max(np.abs(total / 3 - want)) <= _bound(info, 3)
+
+
+def test_the_adapter_maps_refusals_and_replays_to_the_same_release() -> None:
+    """In memory, no server: the mode adapter over the library's sessions, its HTTP refusals
+    (from the session's state), and determinism (crash recovery replays the accepted messages
+    and closes into a fresh round)."""
+    from secagg.ckks.threshold.session import ClientSession
+    from secagg.identity import Identity, Roster
+    from secagg_server.modes import Rejected, default_modes
+    from secagg_server.modes.ckks_threshold import ThresholdRound
+
+    identities = [Identity.generate(f"enterprise-{i}") for i in range(3)]
+    roster = Roster.of("adapter", identities)
+    config = default_modes()[MODE].make_config(3, 2, {"vector_length": 20}, roster)
+    cfg = ThresholdRoundConfig.from_dict(config)
+    ups = updates(3, 20, seed=36)
+    clients = {i: ClientSession(cfg, i, ups[i], identity=identities[i], roster=roster)
+               for i in range(3)}
+    live = ThresholdRound(config, frozenset(range(3)), roster)
+    log: list[tuple[int, bytes] | None] = []
+
+    def take(i: int, body: bytes) -> None:
+        assert live.claimed_sender(body) == i and len(body) <= live.max_message_bytes()
+        live.receive(i, body)
+        log.append((i, body))
+
+    def refused(i: int, body: bytes) -> Rejected:
+        with pytest.raises(Rejected) as err:
+            live.receive(i, body)
+        return err.value
+
+    adverts = {i: c.start() for i, c in clients.items()}
+    assert (refused(1, adverts[0]).status, refused(1, adverts[0]).code) == (403, "wrong_sender")
+    for i in range(3):
+        take(i, adverts[i])
+    assert refused(0, adverts[0]).code == "conflicting_message"
+    log.append(None)
+    out = live.advance()
+    assert live.stage == "deal" and live.expected == {0, 1, 2}
+    assert refused(0, adverts[0]).code == "wrong_stage"
+    deals = {i: clients[i].handle_bytes(out[i]) for i in range(3)}
+    for i in range(3):
+        body = deals[i]
+        assert body is not None
+        take(i, body)
+    while not live.done:
+        log.append(None)
+        out = live.advance()
+        for i in sorted(out):
+            reply = clients[i].handle_bytes(out[i])
+            assert reply is not None
+            take(i, reply)
+    meta, payload = live.result()
+    assert meta.mode == MODE and meta.survivors == (0, 1, 2) and not meta.encrypted
+    total = np.frombuffer(payload, "<f8")
+    assert np.max(np.abs(total - sum(u.astype(np.float64) for u in ups))) <= cfg.max_error
+
+    again = ThresholdRound(config, frozenset(range(3)), roster)
+    for entry in log:
+        if entry is None:
+            again.advance()
+        else:
+            again.receive(*entry)
+    assert again.done and again.result() == (meta, payload)

@@ -37,7 +37,7 @@ def test_the_default_set_is_explicit_and_plain_is_opt_in() -> None:
     assert sorted(default_modes()) == ["ckks", "ckks-threshold", "masking"]
     assert sorted(default_modes(allow_plain=True)) == ["ckks", "ckks-threshold", "masking",
                                                        "plain"]
-    import secagg_server.modes.ckks  # noqa: F401 - importing a mode module registers nothing
+    import secagg_server.modes.ckks  # importing a mode module registers nothing
     import secagg_server.modes.ckks_threshold  # noqa: F401
     assert sorted(default_modes()) == ["ckks", "ckks-threshold", "masking"]
     assert default_modes() is not default_modes()  # a fresh registry per server
