@@ -8,9 +8,9 @@ whether retrying can help. The runtime (:mod:`secagg_clients.runtime`) retries o
 heal (a server restarting mid-round, a timeout, a 5xx) and raises :class:`ServerUnreachable`
 for the rest, at once: a server that is simply not there at startup costs a second, not a minute.
 
-The operator's HTTP client has its own twin of :func:`tls_verify`
-(``secagg_server.operator.tls_verify``): the two sides share no code outside :mod:`secagg`,
-which carries no transport.
+:func:`tls_verify` is :func:`secagg.tls.tls_verify` naming ``--ca-cert``; the operator's HTTP
+client (``secagg_server.operator.tls_verify``) uses the same function: the two sides share no code
+outside :mod:`secagg`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import errno
 import socket
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 
 from secagg.errors import InvalidParameter
+from secagg.tls import tls_verify as _tls_verify
 
 __all__ = ["Problem", "ServerRefused", "ServerUnreachable", "check_server_url", "diagnose",
            "tls_verify"]
@@ -64,19 +64,10 @@ class Problem:
 
 
 def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
-    """httpx's ``verify`` from ``True``/``False`` or a CA bundle path (a file of PEM certificates)."""
-    if isinstance(verify, str):
-        path = Path(verify)
-        if not path.is_file():
-            raise InvalidParameter(f"CA bundle {verify!r} does not exist; pass the PEM file that "
-                                   "signed the server's certificate (--ca-cert)")
-        try:
-            return ssl.create_default_context(cafile=verify)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            raise InvalidParameter(f"CA bundle {verify!r} holds no usable PEM certificate "
-                                   f"({_reason(exc)}); pass the PEM file that signed the "
-                                   "server's certificate (--ca-cert)") from None
-    return verify
+    """httpx's ``verify`` from ``True``/``False`` or a CA bundle path (a file of PEM certificates);
+    a bundle that is missing or unusable raises :class:`InvalidParameter` naming ``--ca-cert``
+    (:func:`secagg.tls.tls_verify`, shared with the operator's client)."""
+    return _tls_verify(verify, flag="--ca-cert")
 
 
 def check_server_url(url: str) -> str:

@@ -40,6 +40,7 @@ from secagg.contract import Header, ReleasedAggregate, Route
 from secagg.encoding import ParamSpec
 from secagg.errors import InvalidParameter, SecAggError
 from secagg.identity import Roster
+from secagg.tls import tls_verify as _tls_verify
 
 __all__ = ["Operator", "OperatorError", "ServerProcess", "create_federation", "free_port",
            "readmit", "tls_verify"]
@@ -50,17 +51,10 @@ class OperatorError(SecAggError):
 
 
 def tls_verify(verify: bool | str) -> bool | ssl.SSLContext:
-    """httpx's ``verify`` from ``True``/``False`` or a CA bundle path (a file of PEM certificates)."""
-    if isinstance(verify, str):
-        if not Path(verify).is_file():
-            raise OperatorError(f"CA bundle {verify!r} does not exist; pass the PEM file that "
-                                "signed the server's certificate")
-        try:
-            return ssl.create_default_context(cafile=verify)
-        except (ssl.SSLError, OSError, ValueError):
-            raise OperatorError(f"CA bundle {verify!r} holds no usable PEM certificate; pass the "
-                                "PEM file that signed the server's certificate") from None
-    return verify
+    """httpx's ``verify`` from ``True``/``False`` or a CA bundle path (a file of PEM certificates);
+    a bundle that is missing or unusable raises :class:`OperatorError` (:func:`secagg.tls.tls_verify`,
+    shared with the enterprises' runtime)."""
+    return _tls_verify(verify, error=OperatorError, say_why=False)
 
 
 def free_port() -> int:
