@@ -338,13 +338,13 @@ def test_slot_embedding_round_also_decrypts() -> None:
 
 def test_decryption_policy_is_stated_checked_and_bound_into_the_setup(ring) -> None:
     """corrupt (c) from the roster by default (ceil(0.05 * 10) = 1), quorum
-    max(t, floor((n + c) / 2) + 1), min_uploaders min(n, t + c); refused when weaker than the
+    max(t, floor((n + c) / 2) + 1), min_uploaders max(t, c + 2); refused when weaker than the
     roster or past t - 1; a different policy is a different setup digest."""
     default = decryption_policy(N_PARTIES, T)
-    assert (default.corrupt, default.quorum, default.min_uploaders) == (1, 6, 7)
+    assert (default.corrupt, default.quorum, default.min_uploaders) == (1, 6, 6)
     strict = decryption_policy(N_PARTIES, T, corrupt=T - 1, min_uploaders=T + 1)
     assert (strict.quorum, strict.min_honest_uploaders) == (8, 2)
-    assert decryption_policy(N_PARTIES, T, corrupt=T - 1).min_uploaders == N_PARTIES
+    assert decryption_policy(N_PARTIES, T, corrupt=T - 1).min_uploaders == T + 1
     with pytest.raises(InvalidParameter, match="at most t - 1"):
         decryption_policy(N_PARTIES, T, corrupt=T)
     with pytest.raises(InvalidParameter, match="two honest uploads"):
@@ -358,5 +358,5 @@ def test_decryption_policy_is_stated_checked_and_bound_into_the_setup(ring) -> N
     a = ThresholdParty(ring, 0, IDS, T, identity=identities[0], roster=roster)
     b = ThresholdParty(ring, 0, IDS, T, identity=identities[0], roster=roster,
                        policy=decryption_policy(N_PARTIES, T, corrupt=3, min_uploaders=5))
-    assert a.policy is not None and a.policy.corrupt == 3 and a.policy.min_uploaders == 9
+    assert a.policy is not None and a.policy.corrupt == 3 and a.policy.min_uploaders == 6
     assert a.setup != b.setup and a.round_seed(1) != b.round_seed(1)

@@ -49,7 +49,7 @@ from secagg.errors import (
 from secagg.hazmat.agreement import X25519KeyPair
 from secagg.identity import Identity, Roster
 
-N = 5  # t = 3, corrupt = 1: statement quorum 4, min_uploaders 4
+N = 5  # t = 3, corrupt = 1: statement quorum 4, min_uploaders 3
 LENGTH = 40
 DROP_STAGES = ("advert", "deal", "upload", "statement", "partial", "retry")
 
@@ -122,9 +122,9 @@ class Round:
 
 def expected_outcome(drop: dict[int, str], n: int = N) -> tuple[str, int, int] | tuple[
         tuple[int, ...], tuple[int, ...], int]:
-    """The rules of the round for n=5, t=3, quorum 4, min_uploaders 4: ("stage", have, need)
+    """The rules of the round for n=5, t=3, quorum 4, min_uploaders 3: ("stage", have, need)
     for a round that ends, else (uploaders, decryptors, attempts)."""
-    t, quorum, min_up = 3, 4, 4
+    t, quorum, min_up = 3, 4, 3
     alive = set(range(n))
 
     def left(stage: str) -> set[int]:
@@ -138,8 +138,8 @@ def expected_outcome(drop: dict[int, str], n: int = N) -> tuple[str, int, int] |
         return ("deal", len(alive), 4)
     alive = left("upload")
     uploaders = tuple(sorted(alive))
-    if len(alive) < min_up:
-        return ("upload", len(alive), min_up)
+    if len(alive) < max(min_up, quorum):  # only uploaders sign: they must reach the quorum
+        return ("upload", len(alive), max(min_up, quorum))
     alive = left("statement")
     if len(alive) < quorum:
         return ("statement", len(alive), quorum)
@@ -161,7 +161,7 @@ def expected_outcome(drop: dict[int, str], n: int = N) -> tuple[str, int, int] |
 def test_config_round_trips_and_binds_everything() -> None:
     _, roster = federation()
     cfg = make_config(roster)
-    assert (cfg.threshold, cfg.corrupt, cfg.quorum, cfg.min_uploaders) == (3, 1, 4, 4)
+    assert (cfg.threshold, cfg.corrupt, cfg.quorum, cfg.min_uploaders) == (3, 1, 4, 3)
     assert cfg.params.max_decryptions >= 2  # one retry fits the smudging budget
     data = cfg.to_dict()
     assert data["protocol"] == "secagg-ckks-threshold" and data["params"]["attempts"] == 2

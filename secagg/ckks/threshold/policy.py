@@ -22,8 +22,11 @@ parties than the pinned roster is refused. The trade-off it sets: the statement 
 ``quorum = max(t, floor((n + c) / 2) + 1)`` signers (at most ``n - quorum`` parties may be absent
 when the server collects signatures; afterwards ``n - t`` may vanish before the partial
 decryptions), and at most ``n - min_uploaders`` parties may miss the upload. ``min_uploaders``
-defaults to ``min(n, t + c)`` (a decrypted sum then holds at least ``t`` honest uploads when
-``t + c <= n``); it may be lowered to ``c + 2`` (two honest uploads), never below. The whole
+defaults to ``max(t, c + 2)``: a decrypted sum then holds at least ``t - c`` honest uploads (at
+least two), the guarantee of a masking round (whose sum has at least ``t`` members), and ``n - t``
+parties may miss the upload as they may miss any other stage when the quorum is ``t``. An
+operator may raise it (up to ``n``: ``min(n, t + c)`` gives ``t`` honest uploads) or lower it to
+``c + 2`` (two honest uploads), never below. The whole
 policy is part of the setup digest (:func:`.transport.setup_digest`), so the server cannot
 choose it per round.
 
@@ -93,7 +96,7 @@ def decryption_policy(parties: int, threshold: int, *, corrupt: int | None = Non
                       min_uploaders: int | None = None) -> DecryptionPolicy:
     """The policy for ``parties`` and ``threshold``: ``corrupt`` given, or
     ``ceil(corrupt_rate * parties)`` (the roster's ``corrupt_rate``; 0.05 if neither is given);
-    ``min_uploaders`` given, or ``min(parties, threshold + corrupt)``."""
+    ``min_uploaders`` given, or ``max(threshold, corrupt + 2)`` (at most ``parties``)."""
     if corrupt is None:
         rate = 0.05 if corrupt_rate is None else corrupt_rate
         if not 0 <= rate < 0.5:
@@ -102,7 +105,7 @@ def decryption_policy(parties: int, threshold: int, *, corrupt: int | None = Non
     elif corrupt_rate is not None:
         raise InvalidParameter("pass corrupt or corrupt_rate, not both")
     if min_uploaders is None:
-        min_uploaders = min(parties, threshold + corrupt)
+        min_uploaders = min(parties, max(threshold, corrupt + 2))
     return DecryptionPolicy(parties=parties, threshold=threshold, corrupt=corrupt,
                             min_uploaders=min_uploaders)
 

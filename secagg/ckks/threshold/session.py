@@ -279,8 +279,8 @@ class ThresholdRoundConfig:
     decided by who advertises). ``threshold`` defaults to :func:`.default_threshold`;
     ``corrupt`` (how many parties may collude with the server) and ``min_uploaders`` make the
     :class:`.DecryptionPolicy` (defaults: :func:`.decryption_policy`'s, with ``corrupt`` 0.05 n
-    rounded up; :meth:`for_roster` takes the roster's). ``target_error``: the released sum's
-    error at 7.5 standard deviations, relative to its range ``n * clip`` (``clip`` =
+    rounded up; :meth:`for_roster` takes the roster's). ``target_error``: the worst-case error
+    of each released coordinate of the sum, relative to its range ``n * clip`` (``clip`` =
     ``weight_bound * max(value_bound, 1)``, the range of one weighted value and of one weight).
     The parameters come from :func:`.plan` for ``vector_length + 1`` reals (the weight rides as
     one more) with ``attempts=2``, so one retry of the decryption stays in the smudging budget.
@@ -295,7 +295,7 @@ class ThresholdRoundConfig:
     weight_bound: float = 1.0
     threshold: int = 0  # 0: default_threshold(n)
     corrupt: int = -1  # -1: ceil(0.05 n)
-    min_uploaders: int = 0  # 0: the policy's default, min(n, t + corrupt)
+    min_uploaders: int = 0  # 0: the policy's default, max(t, corrupt + 2)
     target_error: float = DEFAULT_TARGET_ERROR
     security_bits: int = 40
     layout_digest: bytes = b""
@@ -384,8 +384,8 @@ class ThresholdRoundConfig:
 
     @property
     def max_error(self) -> float:
-        """The promised bound on each released coordinate of the sum (7.5 standard deviations
-        of the smudging noise)."""
+        """The promised bound on each released coordinate of the sum: worst case, since the
+        digit embedding releases the exact sum of the quantised values (:mod:`.digits`)."""
         return self.target_error * self.num_clients * self.clip
 
     def digest(self) -> bytes:
@@ -495,8 +495,8 @@ class ServerStage(enum.Enum):
 @dataclass(frozen=True)
 class ServerResult:
     """What a threshold round releases: the plaintext weighted sum of the uploaders' updates and
-    their total weight (both carry the smudging error, at most ``config.max_error`` each at 7.5
-    standard deviations), who is in it and who decrypted it."""
+    their total weight (exact sums of the quantised values: the error of each is at most
+    ``config.max_error``; integer weights come back exact), who is in it and who decrypted it."""
 
     weighted_sum: npt.NDArray[np.float64]
     total_weight: float
