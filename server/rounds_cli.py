@@ -45,7 +45,8 @@ def add_round_parser(sub: Any) -> None:
 
     opened = rsub.add_parser("open", help="open the federation's next round")
     common(opened)
-    opened.add_argument("--mode", required=True, choices=("masking", "ckks", "plain"))
+    opened.add_argument("--mode", required=True,
+                        choices=("masking", "ckks", "ckks-threshold", "plain"))
     src = opened.add_mutually_exclusive_group()
     src.add_argument("--from-model", metavar="DIR", help=f"the model directory an enterprise "
                      f"published ({LAYOUT_FILE} from `secagg-client layout export`)")
