@@ -297,6 +297,9 @@ class FederatedEnterprise:
                 # client takes part in (layout and mode checked; nothing sent yet)
                 self.runtime.check_layout(info)
                 self.runtime.check_distributed_dp(info, delta=self.client.ledger.delta)
+                # the round's config is checked (and refused) before anything is charged
+                party = self.runtime.prepare(info, update.vector, self.plan.weight) \
+                    if info.mode in CLIENT_MODES else None
                 key = f"{me['federation']}/{info.round_id}"
                 charged = self.client.ledger.entry_for(key)
                 if charged is not None:  # a restart found the round it had joined still open
@@ -315,7 +318,7 @@ class FederatedEnterprise:
                         noise, noise_shares=shares, server_round_id=key, layout_digest=layout)
 
                 result = self.runtime.take_part(info, update.vector, self.plan.weight,
-                                                on_release=released)
+                                                on_release=released, party=party)
             except Dropped as exc:
                 self.client.restore_base(self.client.base)  # discard the local training
                 entry.dropped = True

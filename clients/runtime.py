@@ -329,8 +329,33 @@ class RuntimeClient:
             log.info("round %d refused: %s", info.index, why)
             raise RoundRefused(info.index, why)
 
+    def prepare(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1) -> Participant:
+        """This client's side of ``info``'s round, built and checked but with nothing sent: the
+        mode is one it speaks, the layout and distributed-DP settings are acceptable, and the
+        round's config (whoever made it) passes the mode's checks against the pinned roster.
+
+        Raises :class:`Dropped` for a mode it does not speak and :class:`RoundRefused` for a
+        config it refuses, a malformed one included (one line naming what was wrong). Call it
+        before charging the privacy ledger, then pass the result to :meth:`take_part`."""
+        factory = CLIENT_MODES.get(info.mode)
+        if factory is None:
+            raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
+                          f"{sorted(CLIENT_MODES)})")
+        self.check_layout(info)
+        self.check_distributed_dp(info)
+        try:
+            return factory(info, np.asarray(update, dtype=np.float32), weight,
+                           identity=self.identity, roster=self.roster)
+        except ProtocolAbort as exc:
+            raise RoundRefused(info.index, exc.reason) from None
+        except (SecAggError, ValueError, TypeError, KeyError, AttributeError,
+                IndexError) as exc:  # a malformed config from the server
+            raise RoundRefused(info.index, f"the round's {info.mode} config is not acceptable: "
+                               f"{type(exc).__name__}: {exc}") from None
+
     def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1, *,
-                  on_release: ReleaseHook | None = None) -> RoundResult:
+                  on_release: ReleaseHook | None = None,
+                  party: Participant | None = None) -> RoundResult:
         """Run ``info``'s protocol with ``update``; returns the released aggregate.
 
         ``on_release(noise, shares)`` runs, in a distributed-DP round, just before this client
@@ -339,21 +364,13 @@ class RuntimeClient:
 
         Raises :class:`Dropped` if this client is left out (it may join the next round), and
         :class:`RoundRefused` (a :class:`Dropped`) if it refused the round: the config is not
-        bound to the pinned roster, or the server deviated from the protocol.
+        bound to the pinned roster, or the server deviated from the protocol. ``party``: what
+        :meth:`prepare` built for this round (built here when not given).
         """
         self._emit("round_opened", {"round": info.index, "round_id": info.round_id,
                                     "mode": info.mode, "client_id": info.client_id})
-        factory = CLIENT_MODES.get(info.mode)
-        if factory is None:
-            raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
-                          f"{sorted(CLIENT_MODES)})")
-        self.check_layout(info)
-        self.check_distributed_dp(info)
-        try:
-            party = factory(info, np.asarray(update, dtype=np.float32), weight,
-                            identity=self.identity, roster=self.roster)
-        except ProtocolAbort as exc:
-            raise RoundRefused(info.index, exc.reason) from None
+        if party is None:
+            party = self.prepare(info, update, weight)
         party.on_release = on_release
         try:
             return self._run(info, party)

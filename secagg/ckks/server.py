@@ -39,7 +39,6 @@ holds the seed or the key.
 from __future__ import annotations
 
 import enum
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +46,7 @@ from typing import Any
 from secagg.ckks.checks import Check, MessageRefused
 from secagg.ckks.client import session_for
 from secagg.ckks.config import CKKSRoundConfig
+from secagg.ckks.intake import admit
 from secagg.ckks.keys import SEALED_BOX_BYTES, check_box_key, verify_advert
 from secagg.ckks.layout import Layout
 from secagg.ckks.messages import (
@@ -64,7 +64,6 @@ from secagg.ckks.packing import PackedKind, pack_ciphertext, packed_size, unpack
 from secagg.ckks.sketch import projections_for, sealed_sketch_bytes
 from secagg.errors import (
     AuthenticationFailed,
-    ErrorCode,
     InvalidParameter,
     NotEnoughParticipants,
     ProtocolAbort,
@@ -189,19 +188,9 @@ class ServerSession:
         A refused message changes nothing: the round goes on, and its sender is a dropout unless
         a valid message follows before the stage closes.
         """
-        if not isinstance(message, bytes | bytearray | memoryview):
-            raise RejectedMessage(None, f"a message must be bytes, found {type(message).__name__}")
-        data = bytes(message)
-        if self._stage is ServerStage.DONE:
-            raise RejectedMessage(None, "the round is already complete", ErrorCode.ROUND_COMPLETE)
-        limit = self.max_message_bytes()
-        if len(data) > limit:
-            raise RejectedMessage(None, f"message is {len(data)} bytes; the limit at stage "
-                                  f"{self._stage.value!r} is {limit}")
-        fingerprint = hashlib.sha256(data).digest()
-        if fingerprint in self._seen:
-            raise RejectedMessage(None, "replayed message (already accepted in this round)",
-                                  ErrorCode.REPLAYED)
+        data, fingerprint = admit(message, stage=self._stage.value,
+                                  done=self._stage is ServerStage.DONE,
+                                  limit=self.max_message_bytes(), seen=self._seen)
         if self._stage is ServerStage.ADVERT:
             self._receive_advert(data)
         elif self._stage is ServerStage.KEYS:

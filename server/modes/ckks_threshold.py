@@ -96,8 +96,9 @@ def threshold_config(num_clients: int, index: int, options: dict[str, Any],
     if layout is not None:
         options = {**options, "vector_length": layout.size}
     vector_length = vector_length_option(MODE, options)
-    threshold = int_option(MODE, options, "threshold", default_threshold(num_clients), 2,
-                           num_clients)
+    # at least a majority: every client refuses a weaker round (session._check_policy)
+    threshold = int_option(MODE, options, "threshold", default_threshold(num_clients),
+                           default_threshold(num_clients), num_clients)
     target = options.get("target_error", DEFAULT_TARGET_ERROR)
     if isinstance(target, bool) or not isinstance(target, int | float) \
             or not 0 < float(target) <= 1e-2:

@@ -6,6 +6,7 @@ each with a positive control where the defence is switched off."""
 from __future__ import annotations
 
 import copy
+import math
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,8 @@ from hypothesis import strategies as st
 
 from secagg.ckks.messages import KeyAdvert, KeyRequest
 from secagg.ckks.threshold import combine
+from secagg.ckks.threshold import session as session_module
+from secagg.ckks.threshold.rings import add_mod
 from secagg.ckks.threshold.session import (
     ClientSession,
     Kind,
@@ -36,6 +39,7 @@ from secagg.ckks.threshold.wire import (
     decode_partial,
     decode_upload,
     encode_aggregate,
+    encode_upload,
 )
 from secagg.ckks.wire import join_fields, split_fields, u32
 from secagg.errors import (
@@ -500,3 +504,86 @@ def test_a_server_relaying_an_envelope_to_the_wrong_recipient_gains_nothing() ->
     res = r.server.result
     assert res.uploaders == (0, 1, 2, 3) and 4 in res.excluded
     assert np.max(np.abs(res.weighted_sum - r.want(range(4)))) <= r.config.max_error
+
+
+# ---- a config over part of the roster, a weak policy, a sum that does not decode ----------------
+
+def _drive(server: ServerSession, clients: dict[int, ClientSession]) -> Any:
+    for c in clients.values():
+        server.receive(c.start())
+    while server.stage is not ServerStage.DONE:
+        out = server.advance()
+        for i in sorted(out):
+            reply = clients[i].handle_bytes(out[i])
+            if reply is not None:
+                server.receive(reply)
+    return server.result
+
+
+def test_a_config_over_part_of_the_roster_is_refused_and_without_the_check_leaks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server names only {victim, two colluders} of a 10-member roster (corrupt_rate 0.2:
+    c = 2): the corrupt count, threshold and minimum uploaders would be those of 3 parties, and
+    the release minus the colluders' updates is the victim's. Every client and the server refuse
+    such a config. Positive control: with the roster-coverage check replaced by the one the round
+    had before (ids a subset, corrupt floor over the config's own size), the attack works."""
+    identities = [Identity.generate(f"enterprise-{i}") for i in range(10)]
+    roster = Roster.of("subset", identities, corrupt_rate=0.2)
+    evil = ThresholdRoundConfig(client_ids=(0, 1, 2), round=5, session=secrets.token_bytes(32),
+                                roster_digest=roster.digest(), vector_length=LENGTH)
+    rng = np.random.default_rng(7)
+    ups = {i: rng.uniform(-1, 1, LENGTH) for i in range(3)}
+    with pytest.raises(InvalidParameter, match="pinned roster has 10 members"):
+        ClientSession(evil, 0, ups[0], identity=identities[0], roster=roster)
+    with pytest.raises(InvalidParameter, match="pinned roster has 10 members"):
+        ServerSession(evil, roster=roster)
+    # a full-roster config with a weaker threshold or minimum: refused too
+    for weak, why in (({"threshold": 5}, "at least a majority, 6"),
+                      ({"min_uploaders": 4}, r"max\(threshold, corrupt \+ 2\) = 6")):
+        cfg = ThresholdRoundConfig.for_roster(roster, round=5, vector_length=LENGTH,
+                                              session=secrets.token_bytes(32), **weak)
+        with pytest.raises(InvalidParameter, match=why):
+            ClientSession(cfg, 0, ups[0], identity=identities[0], roster=roster)
+
+    def old_check(config: ThresholdRoundConfig, r: Roster) -> None:
+        if config.corrupt < math.ceil(r.corrupt_rate * config.num_clients):
+            raise InvalidParameter("weaker than the roster")
+
+    monkeypatch.setattr(session_module, "_check_policy", old_check)
+    server = ServerSession(evil, roster=roster)
+    clients = {i: ClientSession(evil, i, ups[i], identity=identities[i], roster=roster)
+               for i in range(3)}
+    res = _drive(server, clients)
+    learned = res.weighted_sum - ups[1] - ups[2]
+    assert np.abs(learned - ups[0]).max() <= evil.max_error  # the victim's update, alone
+
+
+def test_a_sum_that_does_not_decode_ends_the_round_cleanly() -> None:
+    """An enterprise uploads a validly signed c0 plus a random polynomial: everyone re-sums the
+    signed uploads, signs and decrypts, and the combined sum does not decode. The round ends
+    with a ProtocolAbort at 'partial' (nothing released), not an unhandled error that leaves it
+    open; the mode adapter turns it into RoundFailed."""
+    r = Round()
+    srv = r.server
+    ring = srv._ring
+
+    bad_client = r.clients[4]
+    honest_start = bad_client.handle_bytes
+
+    def tampered(data: bytes) -> bytes | None:
+        reply = honest_start(data)
+        if reply is None or reply[4] != session_module.Kind.UPLOAD:
+            return reply
+        f = session_module._unframe(reply, session_module.Kind.UPLOAD, 4)
+        d = decode_upload(f[2], ring, roster=srv._roster, config_digest=srv._setup,
+                          round_id=r.config.round, chunks=srv._chunks)
+        junk = np.stack([ring.uniform(secrets.token_bytes(64)) for _ in d.residues])
+        bad = encode_upload(ring, identity=r.identities[4], config_digest=srv._setup,
+                            round_id=r.config.round, sender=4,
+                            residues=add_mod(d.residues, junk, ring.moduli))
+        return session_module._frame(session_module.Kind.UPLOAD, [f[0], f[1], bad, f[3]])
+
+    bad_client.handle_bytes = tampered  # type: ignore[method-assign]
+    with pytest.raises(ProtocolAbort, match="does not decode"):
+        r.run()
+    assert srv.stage is ServerStage.DONE

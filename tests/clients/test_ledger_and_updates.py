@@ -159,8 +159,12 @@ class StubRuntime:
             raise Crash
         return self.info
 
+    def prepare(self, info: RoundInfo, vector: object, weight: int) -> object:
+        self.calls.append("prepare")
+        return None
+
     def take_part(self, info: RoundInfo, vector: object, weight: int, *,
-                  on_release: object = None) -> object:
+                  on_release: object = None, party: object = None) -> object:
         self.calls.append("take_part")
         raise Crash if self.crash_in == "take_part" else AssertionError("not expected")
 
@@ -233,7 +237,7 @@ def test_training_that_never_reached_a_round_is_not_charged_and_a_round_is_charg
     runtime = StubRuntime("take_part")
     with pytest.raises(Crash):
         _enterprise(tmp_path, small_records, runtime, rounds=2).run()
-    assert runtime.calls == ["wait_for_round", "check_layout", "take_part"]
+    assert runtime.calls == ["wait_for_round", "check_layout", "prepare", "take_part"]
     (entry,) = PrivacyLedger.load(tmp_path / "l.json").entries
     assert (entry.server_round_id, entry.mode and entry.mode.value) == ("fed/7", "plain")
     # the restarted client finds round 7 still open: it refuses it instead of charging again

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from secagg.ckks.intake import admit
 from secagg.ckks.messages import KeyAdvert, KeyRequest
 from secagg.ckks.wire import MAGIC as CKKS_MAGIC
 from secagg.ckks.wire import join_fields, split_fields, u32
@@ -461,11 +462,31 @@ class ThresholdRoundConfig:
 
 
 def _check_policy(config: ThresholdRoundConfig, roster: Roster) -> None:
-    floor = roster_corrupt(roster.corrupt_rate, config.num_clients)
+    """What a client (and the server) refuses in a round config, whoever made it: a round over
+    fewer parties than the roster (the corrupt count, threshold and minimum uploaders would be
+    computed for a smaller federation, so the server and a few colluders could get one honest
+    update released nearly alone) and a policy weaker than the roster's."""
+    ids = tuple(sorted(roster.ids))
+    if tuple(config.client_ids) != ids:
+        raise InvalidParameter(
+            f"the round names {len(config.client_ids)} parties {list(config.client_ids)[:8]} but "
+            f"the pinned roster has {len(ids)} members; a threshold round is shared over the whole "
+            "roster (members that are absent or left out simply do not take part)")
+    floor = roster_corrupt(roster.corrupt_rate, len(ids))
     if config.corrupt < floor:
         raise InvalidParameter(f"the round assumes {config.corrupt} corrupt parties; the pinned "
                                f"roster's corrupt_rate {roster.corrupt_rate} means {floor} of "
-                               f"{config.num_clients}")
+                               f"{len(ids)}")
+    least = default_threshold(len(ids))
+    if config.threshold < least:
+        raise InvalidParameter(f"the round's threshold is {config.threshold}; with {len(ids)} "
+                               f"members it must be at least a majority, {least}")
+    need = max(config.threshold, config.corrupt + 2)
+    if config.min_uploaders < need:
+        raise InvalidParameter(f"the round releases sums of {config.min_uploaders} uploaders; it "
+                               f"must be at least max(threshold, corrupt + 2) = {need}, so that "
+                               f"every released sum holds at least {need - config.corrupt} honest "
+                               "updates")
     if config.security_bits < roster.security_bits:
         raise InvalidParameter(f"the round's smudging targets {config.security_bits} bits; the "
                                f"pinned roster asks for {roster.security_bits}")
@@ -635,19 +656,9 @@ class ServerSession:
     def receive(self, message: bytes) -> None:
         """Accept one client message for the current stage, or raise :class:`RejectedMessage`
         (and change nothing)."""
-        if not isinstance(message, bytes | bytearray | memoryview):
-            raise RejectedMessage(None, f"a message must be bytes, found {type(message).__name__}")
-        data = bytes(message)
-        if self._stage is ServerStage.DONE:
-            raise RejectedMessage(None, "the round is already complete", ErrorCode.ROUND_COMPLETE)
-        limit = self.max_message_bytes()
-        if len(data) > limit:
-            raise RejectedMessage(None, f"message is {len(data)} bytes; the limit at stage "
-                                  f"{self._stage.value!r} is {limit}")
-        fingerprint = hashlib.sha256(data).digest()
-        if fingerprint in self._seen:
-            raise RejectedMessage(None, "replayed message (already accepted in this round)",
-                                  ErrorCode.REPLAYED)
+        data, fingerprint = admit(message, stage=self._stage.value,
+                                  done=self._stage is ServerStage.DONE,
+                                  limit=self.max_message_bytes(), seen=self._seen)
         handler = {ServerStage.ADVERT: self._receive_advert, ServerStage.DEAL: self._receive_deal,
                    ServerStage.UPLOAD: self._receive_upload,
                    ServerStage.STATEMENT: self._receive_statement,
@@ -867,9 +878,17 @@ class ServerSession:
         missing = sorted(set(self._decryptors) - set(have))
         if not missing:
             assert self._summed is not None
-            values = combine(self._ring, list(self._summed), self._partials,
-                             decryptors=self._decryptors, threshold=cfg.threshold,
-                             length=cfg.vector_length + 1)
+            try:
+                values = combine(self._ring, list(self._summed), self._partials,
+                                 decryptors=self._decryptors, threshold=cfg.threshold,
+                                 length=cfg.vector_length + 1)
+            except InvalidParameter as exc:
+                # every upload and partial verified, yet the sum does not decode: an uploader's
+                # or a decryptor's residues were not what the protocol makes (no proof says whose)
+                raise ProtocolAbort(ServerStage.PARTIAL.value, f"the combined sum does not "
+                                    f"decode ({exc}); an enterprise uploaded or decrypted "
+                                    "something other than the protocol's values, so nothing "
+                                    "is released") from None
             self._result = ServerResult(
                 weighted_sum=np.array(values[: cfg.vector_length], dtype=np.float64),
                 total_weight=float(values[cfg.vector_length]), uploaders=self._uploaders,
