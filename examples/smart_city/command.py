@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from secagg.errors import InvalidParameter
+
 HELP = "the smart-city demo: a real server and one DP-training process per enterprise"
 DESCRIPTION = """\
 Starts a real secagg-server on 127.0.0.1 and one secagg-client process per enterprise (an energy
@@ -66,10 +68,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--distributed-dp", action="store_true",
                         help="client-level DP inside the secure sum: Skellam noise shares added "
                         "by every enterprise (masking only); prints the client-level epsilon")
-    parser.add_argument("--client-noise", type=float, default=1.0, metavar="Z",
+    parser.add_argument("--client-noise", type=float, default=None, metavar="Z",
                         help="with --distributed-dp: noise multiplier of the released sum "
                         "(std / sensitivity at the threshold's survivors) (1.0)")
-    parser.add_argument("--client-clip", type=float, default=1.0, metavar="C",
+    parser.add_argument("--client-clip", type=float, default=None, metavar="C",
                         help="with --distributed-dp: L2 bound of each enterprise's update (1.0)")
     parser.add_argument("--encoder", choices=("minilm", "test_only_tiny"), default="minilm",
                         help=argparse.SUPPRESS)
@@ -99,6 +101,14 @@ def run(args: argparse.Namespace) -> int:
 
     from .demo import DemoConfig, run_demo
 
+    given = [flag for flag, v in (("--client-noise", args.client_noise),
+                                  ("--client-clip", args.client_clip)) if v is not None]
+    if given and not args.distributed_dp:
+        raise InvalidParameter(f"{' and '.join(given)} set the client-level noise inside the "
+                               "masked sum, which only --distributed-dp adds; add "
+                               "--distributed-dp (with --mode masking) or leave them out")
+    args.client_noise = 1.0 if args.client_noise is None else args.client_noise
+    args.client_clip = 1.0 if args.client_clip is None else args.client_clip
     cfg = DemoConfig(mode=args.mode, clients=args.clients, rounds=args.rounds,
                      epsilon=args.epsilon, epochs=args.epochs, encoder=args.encoder,
                      workdir=args.workdir, progress=not args.no_progress,

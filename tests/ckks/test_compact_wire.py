@@ -204,12 +204,9 @@ def test_for_round_gives_the_documented_bench_parameters() -> None:
        target=st.floats(1e-9, 1e-2))
 def test_for_round_meets_its_promise_and_the_128_bit_bound(clients: int, weight: float, value: float,
                                                            target: float) -> None:
-    try:
-        p = CKKSParams.for_round(clients=clients, weight_bound=weight, value_bound=value,
-                                 target_error=target)
-    except InvalidParameter as exc:
-        assert "relax target_error" in str(exc)
-        return
+    # every round of this range fits one prime: a refusal here is a failure, not a pass
+    p = CKKSParams.for_round(clients=clients, weight_bound=weight, value_bound=value,
+                             target_error=target)
     span = clients * max(weight * max(value, 1.0), 1.0)
     (q,) = p.level_moduli
     assert p.level_bits <= HE_STANDARD_128_MAX_LOGQ[p.poly_modulus_degree]
@@ -222,6 +219,12 @@ def test_for_round_meets_its_promise_and_the_128_bit_bound(clients: int, weight:
         min_scale = max(1, math.ceil(math.log2(3 * noise_bound(clients))
                                      - math.floor(math.log2(target * span))))
         assert span * 2.0**min_scale > smaller / 2 * (1 - 2**-8) or clients * 21.5 > smaller / 2**9
+
+
+def test_for_round_refuses_a_target_no_prime_can_hold() -> None:
+    with pytest.raises(InvalidParameter, match="relax target_error"):
+        CKKSParams.for_round(clients=2000, weight_bound=1000.0, value_bound=100.0,
+                             target_error=1e-15)
 
 
 def test_packed_params_refuse_rounds_they_were_not_built_for() -> None:

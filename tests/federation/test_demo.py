@@ -57,3 +57,8 @@ def test_demo_refuses_bad_arguments(capsys: pytest.CaptureFixture[str], tmp_path
     (tmp_path / "used" / "x").write_text("x")
     assert main(["demo", "--workdir", str(tmp_path / "used")]) == 2
     assert "is not empty" in capsys.readouterr().err
+    # client-level noise settings without the client-level noise: refused, not ignored
+    assert main(["demo", "--client-noise", "2.0"]) == 2
+    assert "only --distributed-dp adds" in capsys.readouterr().err
+    assert main(["demo", "--mode", "ckks", "--client-clip", "0.5"]) == 2
+    assert "--client-clip set the client-level noise" in capsys.readouterr().err
