@@ -293,6 +293,19 @@ def _finish(report: Reporter, *, completed: int, dropped: int, refused: list[str
     return code
 
 
+def _vector_length(config: object) -> int | None:
+    """The round's ``vector_length`` if it is a usable length (the config comes from the
+    server: anything else is None, and the round is refused)."""
+    try:
+        value = config.get("vector_length") if isinstance(config, dict) else None
+        if value is None or isinstance(value, bool):
+            return None
+        n = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return n if 1 <= n <= 2**31 else None
+
+
 def _enrolment(args: argparse.Namespace) -> tuple[Any, Any]:
     """This enterprise's identity and the pinned roster, or InvalidParameter naming the file."""
     from secagg.identity import Identity, Roster
@@ -329,7 +342,20 @@ def run(args: argparse.Namespace, report: Reporter | None = None) -> int:
         for r in range(args.rounds):
             info = rt.wait_for_round(after)
             after = info.index
-            n = int(info.config["vector_length"])
+            n = _vector_length(info.config)
+            if n is None:  # a malformed config from the server: refuse the round, go on
+                given = info.config.get("vector_length") if isinstance(info.config, dict) \
+                    else "the config is not an object"
+                reason = (f"the round's config has no usable vector_length ({str(given)[:40]}); "
+                          "refusing to take part")
+                report("round_refused", {"round": info.index, "round_id": info.round_id,
+                                         "mode": info.mode, "reason": reason,
+                                         "rounds_left": args.rounds - r - 1})
+                refused.append(f"round {info.index}: {reason}")
+                summary["rounds"].append({"index": info.index, "round_id": info.round_id,
+                                          "mode": info.mode, "dropped": True, "refused": True,
+                                          "reason": reason})
+                continue
             if fixed is not None and fixed.size != n:
                 raise InvalidParameter(f"--update {args.update} holds {fixed.size} values but "
                                        f"round {info.index} expects vector_length {n} (set by "

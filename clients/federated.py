@@ -298,7 +298,8 @@ class FederatedEnterprise:
                 self.runtime.check_layout(info)
                 self.runtime.check_distributed_dp(info, delta=self.client.ledger.delta)
                 # the round's config is checked (and refused) before anything is charged
-                party = self.runtime.prepare(info, update.vector, self.plan.weight) \
+                party = self.runtime.prepare(info, update.vector, self.plan.weight,
+                                             delta=self.client.ledger.delta) \
                     if info.mode in CLIENT_MODES else None
                 key = f"{me['federation']}/{info.round_id}"
                 charged = self.client.ledger.entry_for(key)

@@ -76,7 +76,9 @@ class Participant(Protocol):
     on_release: ReleaseHook | None
 
     def first(self) -> bytes:
-        """The message to post as soon as the round is known."""
+        """The message to post as soon as the round is known: built on the first call, the same
+        bytes on every later one (:meth:`RuntimeClient.prepare` builds it before the ledger is
+        charged, so whatever could fail before sending fails before charging)."""
 
     def reply(self, data: bytes) -> bytes | None:
         """Answer a stage message from the server; None when there is nothing to post."""
@@ -114,12 +116,14 @@ class _Masking:
                                      roster=roster)
         self._preparing: threading.Thread | None = None
         self.last_stage = ""
+        self._first: bytes | None = None
         self.on_release: ReleaseHook | None = None
 
     def first(self) -> bytes:
-        message = wire.encode(self.session.start())
-        self.last_stage = _MASKING_DONE[self.session.stage]
-        return message
+        if self._first is None:
+            self._first = wire.encode(self.session.start())
+            self.last_stage = _MASKING_DONE[self.session.stage]
+        return self._first
 
     def reply(self, data: bytes) -> bytes:
         if self._preparing is not None:  # the session is not thread-safe: let it finish first
@@ -260,11 +264,13 @@ class _CKKS:
             roster=roster)
         self._total_weight: int | None = None
         self.last_stage = ""
+        self._first: bytes | None = None
 
     def first(self) -> bytes:
-        message = self.session.start()
-        self.last_stage = "key advert"
-        return message
+        if self._first is None:
+            self._first = self.session.start()
+            self.last_stage = "key advert"
+        return self._first
 
     def reply(self, data: bytes) -> bytes | None:
         # key request -> the dealer's distribution (others: None); key delivery -> the upload
@@ -334,11 +340,13 @@ class _CKKSThreshold:
                                        weight=float(weight), identity=identity, roster=roster)
         self._total_weight: int | None = None
         self.last_stage = ""
+        self._first: bytes | None = None
 
     def first(self) -> bytes:
-        message = self.session.start()
-        self.last_stage = "advert"
-        return message
+        if self._first is None:
+            self._first = self.session.start()
+            self.last_stage = "advert"
+        return self._first
 
     def reply(self, data: bytes) -> bytes | None:
         answer = self.session.handle_bytes(data)

@@ -44,6 +44,7 @@ that restarts before dealing ends the round (only the dealer can make the key).
 from __future__ import annotations
 
 import logging
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,12 @@ __all__ = ["Dropped", "Event", "RoundInfo", "RoundRefused", "RoundResult", "Runt
 
 log = logging.getLogger(__name__)
 OCTET = {"Content-Type": "application/octet-stream"}
+
+#: What a malformed round config from the server can raise while this client reads it (a value
+#: of the wrong type, out of range, infinite, too large to pack): refused as the round's, never
+#: a crash of the client.
+_UNTRUSTED_CONFIG_ERRORS = (SecAggError, ValueError, TypeError, KeyError, AttributeError,
+                            IndexError, ArithmeticError, struct.error)
 
 #: ``on_event(kind, data)``: what the runtime reports as a round goes (see the module doc)
 Event = Callable[[str, dict[str, Any]], None]
@@ -294,7 +301,7 @@ class RuntimeClient:
                     f"{self.layout.size} trainable parameters (layout "
                     f"{self.layout.digest().hex()[:16]}...): the enterprises are not fine-tuning "
                     "the same model; refusing to take part")
-        except (InvalidParameter, ValueError, TypeError) as exc:
+        except _UNTRUSTED_CONFIG_ERRORS as exc:
             log.info("round %d refused: %s", info.index, exc)
             raise RoundRefused(info.index, str(exc)) from None
 
@@ -313,13 +320,13 @@ class RuntimeClient:
         try:
             config = MaskingConfig.from_dict(info.config)
             noise = round_noise(config)
-        except (InvalidParameter, ValueError, TypeError, KeyError) as exc:
+        except _UNTRUSTED_CONFIG_ERRORS as exc:
             raise RoundRefused(info.index, f"the round's masking config is invalid: {exc}") \
                 from None
         if noise is not None:
             try:
                 client_level_epsilon(noise, rounds=1, delta=delta)
-            except InvalidParameter as exc:
+            except _UNTRUSTED_CONFIG_ERRORS as exc:
                 raise RoundRefused(info.index, f"the round's distributed DP noise has no finite "
                                    f"client-level epsilon at delta {delta}: {exc}") from None
         if self.dp_policy is None:
@@ -329,29 +336,33 @@ class RuntimeClient:
             log.info("round %d refused: %s", info.index, why)
             raise RoundRefused(info.index, why)
 
-    def prepare(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1) -> Participant:
-        """This client's side of ``info``'s round, built and checked but with nothing sent: the
-        mode is one it speaks, the layout and distributed-DP settings are acceptable, and the
-        round's config (whoever made it) passes the mode's checks against the pinned roster.
+    def prepare(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1, *,
+                delta: float = 1e-5) -> Participant:
+        """This client's side of ``info``'s round, built and checked, its first message made,
+        but nothing sent: the mode is one it speaks, the layout and distributed-DP settings
+        (at ``delta``, the ledger's) are acceptable, and the round's config (whoever made it)
+        passes the mode's checks against the pinned roster.
 
         Raises :class:`Dropped` for a mode it does not speak and :class:`RoundRefused` for a
         config it refuses, a malformed one included (one line naming what was wrong). Call it
-        before charging the privacy ledger, then pass the result to :meth:`take_part`."""
+        before charging the privacy ledger, then pass the result to :meth:`take_part`: whatever
+        could fail before the first message is sent has failed by then."""
         factory = CLIENT_MODES.get(info.mode)
         if factory is None:
             raise Dropped(f"this client does not speak mode {info.mode!r} (knows "
                           f"{sorted(CLIENT_MODES)})")
         self.check_layout(info)
-        self.check_distributed_dp(info)
+        self.check_distributed_dp(info, delta=delta)
         try:
-            return factory(info, np.asarray(update, dtype=np.float32), weight,
-                           identity=self.identity, roster=self.roster)
+            party = factory(info, np.asarray(update, dtype=np.float32), weight,
+                            identity=self.identity, roster=self.roster)
+            party.first()
         except ProtocolAbort as exc:
             raise RoundRefused(info.index, exc.reason) from None
-        except (SecAggError, ValueError, TypeError, KeyError, AttributeError,
-                IndexError) as exc:  # a malformed config from the server
+        except _UNTRUSTED_CONFIG_ERRORS as exc:  # a malformed config from the server
             raise RoundRefused(info.index, f"the round's {info.mode} config is not acceptable: "
                                f"{type(exc).__name__}: {exc}") from None
+        return party
 
     def take_part(self, info: RoundInfo, update: npt.ArrayLike, weight: int = 1, *,
                   on_release: ReleaseHook | None = None,

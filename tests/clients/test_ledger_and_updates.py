@@ -159,7 +159,8 @@ class StubRuntime:
             raise Crash
         return self.info
 
-    def prepare(self, info: RoundInfo, vector: object, weight: int) -> object:
+    def prepare(self, info: RoundInfo, vector: object, weight: int, *,
+                delta: float = 1e-5) -> object:
         self.calls.append("prepare")
         return None
 
