@@ -12,7 +12,9 @@
 Every bad argument, file, port or store is refused with one line naming it (exit 2): numbers
 out of range (each numeric option declares its range with ``secagg.cli._checks.number``), a TLS
 certificate or key that is missing, unreadable, swapped with the other or not its pair, a port
-out of range or already in use, and a store that is not a readable SQLite database.
+out of range or already in use, and a store that is not a readable SQLite database. The
+operator's commands wait up to 30 s for the running server's write lock; a store still busy
+after that is refused as busy ("try again"), not as damaged.
 
 ``federation create`` registers the federation with its roster (the enterprises' public
 identity keys, assembled by them with ``secagg-client roster create``; the server never sees a
@@ -143,10 +145,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(args)
     except DataDirError as exc:  # an unsafe or unusable --data: one line, what to do
         return _refuse(exc)
+    except sqlite3.OperationalError as exc:
+        if not _busy(exc):
+            return _damaged(args, exc)
+        # another connection (the running server) held the write lock past the busy timeout
+        return _refuse(f"the store {Path(args.data) / STORE_FILE} is busy (the server, or "
+                       f"another command, is writing to it); try again")
     except sqlite3.DatabaseError as exc:  # a damaged store (IntegrityError is handled where due)
-        store = Path(args.data) / STORE_FILE
-        return _refuse(f"the store {store} is not a readable SQLite database ({exc}); restore it "
-                       "from a backup, or move --data aside and create the federation again")
+        return _damaged(args, exc)
+
+
+#: SQLite's primary result codes for a database another connection holds
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether ``exc`` says the database is locked or busy (not damaged)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return True
+    text = str(exc).lower()
+    return "database is locked" in text or "database is busy" in text \
+        or "database table is locked" in text
+
+
+def _damaged(args: argparse.Namespace, exc: sqlite3.DatabaseError) -> int:
+    store = Path(args.data) / STORE_FILE
+    return _refuse(f"the store {store} is not a readable SQLite database ({exc}); restore it "
+                   "from a backup, or move --data aside and create the federation again")
 
 
 def _refuse(why: object) -> int:
@@ -155,13 +181,13 @@ def _refuse(why: object) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .store import Store
+    from .store import OPERATOR_BUSY_TIMEOUT, Store
 
     if not (Path(args.data) / STORE_FILE).is_file():
         print(f"secagg-server: error: {args.data!r} is not a server data directory",
               file=sys.stderr)
         return 2
-    store = Store(args.data)
+    store = Store(args.data, busy_timeout=OPERATOR_BUSY_TIMEOUT)
     try:
         summary = store.summary()
     finally:
@@ -178,7 +204,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _federation(args: argparse.Namespace) -> int:
-    from .store import Store
+    from .store import OPERATOR_BUSY_TIMEOUT, Store
 
     if args.action == "readmit":
         return _readmit(args)
@@ -188,7 +214,7 @@ def _federation(args: argparse.Namespace) -> int:
         if roster is None:
             print(f"secagg-server: error: {why}", file=sys.stderr)
             return 2
-    store = Store(args.data)
+    store = Store(args.data, busy_timeout=OPERATOR_BUSY_TIMEOUT)
     try:
         if args.action == "list":
             for fed in store.federations():
@@ -222,11 +248,11 @@ def _federation(args: argparse.Namespace) -> int:
 
 
 def _readmit(args: argparse.Namespace) -> int:
-    from .store import NotLeftOut, Store
+    from .store import OPERATOR_BUSY_TIMEOUT, NotLeftOut, Store
 
     if not (Path(args.data) / STORE_FILE).is_file():  # never create a store to readmit into
         return _refuse(f"--data {args.data!r} is not a server data directory (no {STORE_FILE})")
-    store = Store(args.data)
+    store = Store(args.data, busy_timeout=OPERATOR_BUSY_TIMEOUT)
     try:
         fid = store.federation_id(args.federation)
         if fid is None:

@@ -45,7 +45,7 @@ from .journal import Journal
 from .live import LiveRound
 from .modes import ModeSpec, Rejected
 from .stages import LiveRounds, not_live, released_meta
-from .store import INLINE_LIMIT, EventKind, RoundRow, RoundStatus, Store
+from .store import INLINE_LIMIT, EventKind, RoundRow, RoundStatus, StaleRound, Store
 
 __all__ = ["CANCELLED", "Coordinator", "not_live", "released_meta"]
 
@@ -67,6 +67,9 @@ class Coordinator(LiveRounds):
 
     #: leave culprits of earlier rounds out of new rounds (positive-control tests switch it off)
     exclude_culprits = True
+    #: how often :meth:`open_round` builds a round again when the federation changed (a
+    #: readmission, a failed round naming a culprit) between its reads and the insert
+    open_attempts = 5
 
     def __init__(self, store: Store, modes: Mapping[str, ModeSpec] | None = None) -> None:
         super().__init__(store, modes)
@@ -113,33 +116,27 @@ class Coordinator(LiveRounds):
                            "server" + (" (start it with --allow-plain)" if mode == "plain" else ""),
                            f"one of {sorted(self.modes)}")
         async with self._open_lock:
-            index = self.store.next_round_index(federation_id)
-            roster = self.roster(federation_id)
-            culprits = await asyncio.to_thread(self.store.culprits, federation_id) \
-                if self.exclude_culprits else {}
-            excluded = tuple(sorted(culprits))
-            try:
-                options = spec.leave_out(options, frozenset(excluded), index, num_clients)
-                config, notes = spec.configure(num_clients, index, options, roster)
-                # the round's protocol is built (and so checked) before the round is stored: a
-                # config its session refuses is the operator's to fix, never a stored round
-                protocol = spec.build(config, frozenset(range(int(config["num_clients"]))),
-                                      roster)
-            except (TypeError, ValueError) as exc:  # InvalidParameter, or a string for a number
-                detail = str(exc) if isinstance(exc, InvalidParameter) else \
-                    f"an option has the wrong type ({exc})"
-                raise Rejected(400, "invalid_options", detail, "options of the documented types "
-                               f"(see {spec.options_doc})") from None
-            remaining = int(config["num_clients"]) - len(excluded)
-            if excluded and remaining < spec.quorum(config):
-                raise Rejected(409, "too_few_members", f"clients {list(excluded)} are left out "
-                               f"as culprits of earlier rounds; the {remaining} remaining "
-                               f"member(s) cannot complete a {mode} round that needs "
-                               f"{spec.quorum(config)}", "a federation with enough members "
-                               "outside the excluded culprits (lower the round's threshold, or "
-                               "create a federation without them)")
-            row = await asyncio.to_thread(self.store.create_round, federation_id, index, mode,
-                                          config, stage_timeout, excluded)
+            for attempt in range(1, self.open_attempts + 1):
+                index, culprits, config, notes, protocol = await self._plan_round(
+                    federation_id, num_clients, mode, spec, options)
+                excluded = tuple(sorted(culprits))
+                try:
+                    # the store checks, in the insert's transaction, that the index and the
+                    # left-out set are still what the round was built for: a readmission (or a
+                    # failed round naming a culprit) committed meanwhile makes it stale
+                    row = await asyncio.to_thread(
+                        self.store.create_round, federation_id, index, mode, config,
+                        stage_timeout, excluded,
+                        left_out=frozenset(culprits) if self.exclude_culprits else None)
+                    break
+                except StaleRound as exc:
+                    log.info("round of federation %d rebuilt (attempt %d): %s", federation_id,
+                             attempt, exc)
+            else:
+                raise Rejected(503, "federation_changed", f"federation {federation_id} changed "
+                               f"(readmissions or failed rounds) while each of "
+                               f"{self.open_attempts} attempts to open its round was being "
+                               "built; nothing was opened", "the same request again")
             live = self._build(row, protocol)
             notes = (*notes, *(f"client {c} is left out: named as the culprit of round {i}"
                                for c, i in sorted(culprits.items())))
@@ -152,6 +149,37 @@ class Coordinator(LiveRounds):
         for note in notes:
             log.warning("round %d: %s", row.id, note)
         return live
+
+    async def _plan_round(self, federation_id: int, num_clients: int, mode: str,
+                          spec: ModeSpec, options: dict[str, Any]
+                          ) -> tuple[int, dict[int, int], dict[str, Any], tuple[str, ...], Any]:
+        """The federation's next index and culprits as stored now, and the round's config,
+        notes and protocol built for them (index, culprits, config, notes, protocol)."""
+        index = self.store.next_round_index(federation_id)
+        roster = self.roster(federation_id)
+        culprits = await asyncio.to_thread(self.store.culprits, federation_id) \
+            if self.exclude_culprits else {}
+        excluded = tuple(sorted(culprits))
+        try:
+            options = spec.leave_out(options, frozenset(excluded), index, num_clients)
+            config, notes = spec.configure(num_clients, index, options, roster)
+            # the round's protocol is built (and so checked) before the round is stored: a
+            # config its session refuses is the operator's to fix, never a stored round
+            protocol = spec.build(config, frozenset(range(int(config["num_clients"]))), roster)
+        except (TypeError, ValueError) as exc:  # InvalidParameter, or a string for a number
+            detail = str(exc) if isinstance(exc, InvalidParameter) else \
+                f"an option has the wrong type ({exc})"
+            raise Rejected(400, "invalid_options", detail, "options of the documented types "
+                           f"(see {spec.options_doc})") from None
+        remaining = int(config["num_clients"]) - len(excluded)
+        if excluded and remaining < spec.quorum(config):
+            raise Rejected(409, "too_few_members", f"clients {list(excluded)} are left out "
+                           f"as culprits of earlier rounds; the {remaining} remaining "
+                           f"member(s) cannot complete a {mode} round that needs "
+                           f"{spec.quorum(config)}", "a federation with enough members "
+                           "outside the excluded culprits (lower the round's threshold, or "
+                           "create a federation without them)")
+        return index, culprits, config, tuple(notes), protocol
 
     async def cancel(self, live: LiveRound) -> None:
         """End an open round now: it fails with :data:`CANCELLED` (every client waiting on it

@@ -76,17 +76,29 @@ def private_file(path: Path, *, create: bool = False) -> None:
 
 def tighten_tree(root: Path) -> None:
     """Every folder under ``root`` to 0700 and every file to 0600 (files left by older versions
-    or written under a looser umask)."""
-    for entry in os.scandir(root):
-        if entry.is_symlink():
-            continue
-        mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
-        if entry.is_dir(follow_symlinks=False):
-            if mode != DIR_MODE:
-                os.chmod(entry.path, DIR_MODE)
-            tighten_tree(Path(entry.path))
-        elif mode != FILE_MODE:
-            os.chmod(entry.path, FILE_MODE)
+    or written under a looser umask).
+
+    The running server creates and removes round folders (``blobs/r<id>/``) while an operator's
+    command opens the store and walks them: an entry that vanishes between the listing and its
+    stat, chmod or own listing is skipped (it no longer needs tightening)."""
+    with os.scandir(root) as entries:
+        for entry in entries:
+            try:
+                _tighten_entry(entry)
+            except FileNotFoundError:  # removed since it was listed
+                continue
+
+
+def _tighten_entry(entry: os.DirEntry[str]) -> None:
+    if entry.is_symlink():
+        return
+    mode = stat.S_IMODE(entry.stat(follow_symlinks=False).st_mode)
+    if entry.is_dir(follow_symlinks=False):
+        if mode != DIR_MODE:
+            os.chmod(entry.path, DIR_MODE)
+        tighten_tree(Path(entry.path))
+    elif mode != FILE_MODE:
+        os.chmod(entry.path, FILE_MODE)
 
 
 def write_durably(path: Path, data: bytes) -> None:

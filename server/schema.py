@@ -144,10 +144,14 @@ def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
-def open_database(db_path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+def open_database(db_path: Path, *, busy_timeout: float = 5.0
+                  ) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     """``(writer, reader)`` on the store's database, the tables created or migrated. Both may be
-    used from any thread; the caller serialises each with its own lock."""
-    db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    used from any thread; the caller serialises each with its own lock. A statement that finds
+    the database locked by another connection (another process's write) waits up to
+    ``busy_timeout`` seconds before raising ``sqlite3.OperationalError`` (database is locked)."""
+    db = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None,
+                         check_same_thread=False)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON",
                    "foreign_keys=ON"):
         db.execute(f"PRAGMA {pragma}")
@@ -158,7 +162,8 @@ def open_database(db_path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection
     columns = {r[1] for r in db.execute("PRAGMA table_info(rounds)").fetchall()}
     if "excluded" not in columns:  # a store made before culprits were left out: none were
         db.execute("ALTER TABLE rounds ADD COLUMN excluded TEXT")
-    reader = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    reader = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None,
+                             check_same_thread=False)
     reader.execute("PRAGMA query_only=ON")
     return db, reader
 

@@ -42,7 +42,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -71,11 +71,14 @@ from .schema import (
     round_row,
 )
 
-__all__ = ["DB_NAME", "INLINE_LIMIT", "DataDirError", "Event", "EventKind", "NotLeftOut",
-           "Principal", "Readmission", "Role", "RoundRow", "RoundStatus", "Store", "event_row",
-           "hash_token"]
+__all__ = ["DB_NAME", "INLINE_LIMIT", "OPERATOR_BUSY_TIMEOUT", "DataDirError", "Event",
+           "EventKind", "NotLeftOut", "Principal", "Readmission", "Role", "RoundRow",
+           "RoundStatus", "StaleRound", "Store", "event_row", "hash_token"]
 
 INLINE_LIMIT = 64 * 1024  # bodies above this go to their own fsynced file
+#: seconds an operator's command (``federation readmit``, ``create``, ``inspect``) waits for the
+#: running server's write lock before it says the store is busy
+OPERATOR_BUSY_TIMEOUT = 30.0
 TOKEN_PREFIX = "sat_"  # noqa: S105 (a prefix, not a secret)
 
 
@@ -92,15 +95,38 @@ class NotLeftOut(ValueError):
         super().__init__(why)
 
 
+class StaleRound(Exception):
+    """A round was built from a federation state that changed before it could be stored: its
+    next index, or the clients left out of it (a readmission, or a failed round naming a
+    culprit, committed in between). Nothing was stored; build the round again."""
+
+    def __init__(self, federation_id: int, index: int, next_index: int,
+                 left_out: frozenset[int] | None, now_left_out: frozenset[int] | None) -> None:
+        self.federation_id, self.index, self.next_index = federation_id, index, next_index
+        self.left_out, self.now_left_out = left_out, now_left_out
+        changes = []
+        if index != next_index:
+            changes.append(f"its next round index is now {next_index}, not {index}")
+        if left_out != now_left_out:
+            changes.append(f"the clients left out are now {sorted(now_left_out or ())}, not "
+                           f"{sorted(left_out or ())}")
+        super().__init__(f"federation {federation_id} changed while its round was being built: "
+                         + "; ".join(changes))
+
+
 class Store:
     """All durable state of one server, under ``data_dir``. Thread-safe: a writer connection and a
     read-only connection, each with its own lock.
 
     ``data_dir`` is created 0700 if missing; an existing one must belong to this user and not be
     writable by its group or the world (else :class:`DataDirError`), and is tightened to 0700,
-    its SQLite files and stored files to 0600."""
+    its SQLite files and stored files to 0600.
 
-    def __init__(self, data_dir: str | Path) -> None:
+    ``busy_timeout``: how long a statement waits for another process's write lock (the server's
+    or an operator command's) before ``sqlite3.OperationalError`` (database is locked); the
+    operator's commands wait longer than the server (:data:`OPERATOR_BUSY_TIMEOUT`)."""
+
+    def __init__(self, data_dir: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.root = Path(data_dir)
         self.blobs = self.root / "blobs"
         self.results = self.root / "results"
@@ -110,7 +136,7 @@ class Store:
         db_path = self.root / DB_NAME
         private_file(db_path, create=True)  # before SQLite: it would create it 0644
         self._lock, self._rlock = threading.Lock(), threading.Lock()
-        self._db, self._rdb = open_database(db_path)
+        self._db, self._rdb = open_database(db_path, busy_timeout=busy_timeout)
         # -wal and -shm exist now; SQLite made them with the database's mode, but ones left by an
         # earlier version (or another umask) are tightened too, as is every stored file
         for suffix in ("-wal", "-shm", "-journal"):
@@ -197,8 +223,24 @@ class Store:
     # ---- rounds ---------------------------------------------------------------------------------
 
     def create_round(self, federation_id: int, index: int, mode: str, config: dict[str, Any],
-                     stage_timeout: float, excluded: tuple[int, ...] = ()) -> RoundRow:
+                     stage_timeout: float, excluded: tuple[int, ...] = (), *,
+                     left_out: Collection[int] | None = None) -> RoundRow:
+        """Store a new open round of the federation at ``index``, leaving out ``excluded``.
+
+        In the same write transaction as the insert, the federation's next index is read again
+        and, if ``left_out`` is given (the culprits the caller built the round for, see
+        :meth:`culprits`), so is its left-out set: a readmission or a failed round naming a
+        culprit committed since the caller read them raises :class:`StaleRound` and stores
+        nothing (the caller builds the round again from what is stored now)."""
         with self._write() as db:
+            (next_idx,) = db.execute("SELECT COALESCE(MAX(idx) + 1, 0) FROM rounds WHERE "
+                                     "federation_id = ?", (federation_id,)).fetchone()
+            now_left_out = None if left_out is None else \
+                frozenset(self._culprits(db, federation_id))
+            if int(next_idx) != index or (left_out is not None
+                                          and now_left_out != frozenset(left_out)):
+                raise StaleRound(federation_id, index, int(next_idx),
+                                 None if left_out is None else frozenset(left_out), now_left_out)
             rid = db.execute("INSERT INTO rounds (federation_id, idx, mode, config, stage_timeout, "
                              "status, created, excluded) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                              (federation_id, index, mode, json.dumps(config), stage_timeout,

@@ -206,8 +206,12 @@ def test_a_bad_roster_or_clients_is_refused_before_training(
     ("--clients", "1", "an integer in [2, 10000], found 1"),
     ("--clients", "many", "an integer in [2, 10000], found many"),
     ("--canaries", "1", "an integer in [2, 1000000], found 1"),
-    ("--confidence", "1.5", "a number in (0, 1), found 1.5"),
-    ("--confidence", "0", "a number in (0, 1), found 0"),
+    ("--confidence", "1.5", "a number in [1e-06, 0.999999999]"),
+    ("--confidence", "0", "a number in [1e-06, 0.999999999]"),
+    # in (0, 1), but the bounds cannot use them: refused by the parser, not after training
+    ("--confidence", "0.9999999999999999", "a number in [1e-06, 0.999999999]"),
+    ("--confidence", "1e-300", "a number in [1e-06, 0.999999999]"),
+    ("--confidence", "nan", "a number in [1e-06, 0.999999999]"),
     ("--clip-norm", "0", "a number > 0, found 0"),
     ("--clip-norm", "nan", "a number > 0, found nan"),
     ("--seed", "-1", "an integer in [0, 9223372036854775807], found -1"),
@@ -238,6 +242,72 @@ def test_too_few_records_for_a_section_are_refused_before_training(
                     "--skip released")
     with pytest.raises(Trained):  # without that section the audit can run
         _audit(*base, "--skip", "released")
+
+
+def test_the_confidence_range_is_what_the_bounds_accept(tmp_path: Path, data_file: Path,
+                                                        no_training: None) -> None:
+    """Both ends of the parser's --confidence range reach training (the bounds, run on dummy
+    scores before it, accept them); just beyond them the bounds refuse, so the range is tight
+    enough to keep what the parser accepts computable."""
+    import argparse
+
+    import numpy as np
+
+    from secagg.dp.audit_bound import epsilon_lower_bound_from_scores
+    from secagg.errors import InvalidParameter
+    from secagg_clients.audit.command import CONFIDENCE_MAX, CONFIDENCE_MIN, _check_confidence
+
+    ledger = make_ledger(tmp_path / "l.json", [(0.25, 1.5, 8)])
+    for value in (CONFIDENCE_MIN, CONFIDENCE_MAX):
+        with pytest.raises(Trained):
+            _audit("--ledger", str(ledger), "--data", str(data_file), "--out",
+                   str(tmp_path / "o"), "--confidence", repr(value))
+    scores, included = np.array([1.0, -1.0]), np.array([True, False])
+    with pytest.raises(InvalidParameter):  # what the parser range keeps out
+        epsilon_lower_bound_from_scores(scores, included, delta=1e-5,
+                                        confidence=0.9999999999999999)
+    with pytest.raises(InvalidParameter, match="--confidence"):  # check_inputs' own check
+        _check_confidence(argparse.Namespace(confidence=0.9999999999999999))
+
+
+def _records(tmp_path: Path, data_file: Path, n: int) -> Path:
+    path = tmp_path / f"d{n}.csv"
+    path.write_text("\n".join(data_file.read_text().splitlines()[:n + 1]) + "\n")
+    return path
+
+
+def test_a_run_likely_to_draw_an_empty_batch_is_refused_before_training(
+        tmp_path: Path, data_file: Path, no_training: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The pipeline cannot train on an empty Poisson batch (it stops with a reshape error after
+    the training it did): a run whose chance of one is above EMPTY_BATCH_LIMIT is refused,
+    naming the flags and what would fit."""
+    from secagg_clients.audit.command import EMPTY_BATCH_LIMIT, empty_batch_chance
+
+    assert empty_batch_chance(28, 0.25, 8) > EMPTY_BATCH_LIMIT >= empty_batch_chance(32, 0.25, 8)
+    assert empty_batch_chance(5, 1.0, 100) == 0.0  # full batches are never empty
+    assert empty_batch_chance(1, 0.5, 1) == pytest.approx(0.5)
+    ledger = make_ledger(tmp_path / "l.json", [(0.25, 1.5, 8)])
+    eight = _records(tmp_path, data_file, 8)
+    base = ("--ledger", str(ledger), "--data", str(eight), "--out", str(tmp_path / "o"))
+    # the empirical run: 8 records + 2 x 10 canaries = 28 rows at q = 1/4 over 8 steps
+    assert _audit(*base, "--canaries", "10", "--skip", "released") == 2
+    _one_line_error(capsys, "--canaries 10", "--data", "--round 1", "28 rows", "empty batch",
+                    "use --canaries 12 or more")
+    with pytest.raises(Trained):  # what the message asks for fits
+        _audit(*base, "--canaries", "12", "--skip", "released")
+    # the released-model run: half of 8 records at q = 1/4 over 8 steps
+    assert _audit(*base, "--canaries", "12") == 2
+    _one_line_error(capsys, "--data", "released-model attack", "empty batch",
+                    "at least 64 records", "--skip released")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(Trained):  # 64 records fit, as the message says
+        _audit(*base[:3], str(_records(tmp_path, data_file, 64)), *base[4:], "--canaries", "12")
+    # a full-batch round never draws an empty batch
+    full = make_ledger(tmp_path / "full.json", [(1.0, 4.0, 1)])
+    with pytest.raises(Trained):
+        _audit("--ledger", str(full), "--data", str(eight), "--out", str(tmp_path / "o"),
+               "--canaries", "2")
 
 
 # ---- the report's "made by" command reproduces it -----------------------------------------------

@@ -270,3 +270,119 @@ def test_a_store_made_before_readmissions_opens_and_readmits(
         assert store.culprits(1) == {} and store.rounds()[0].result_meta == {"culprit": 3}
     finally:
         store.close()
+
+
+# ---- a readmission racing the opening of a round -----------------------------------------------
+
+
+def _open_with_hook(data: Path, hook: Any, *, attempts: int | None = None) -> tuple[Any, ...]:
+    """Open a plain round of 'city' (client 2 left out) on a coordinator whose store runs
+    ``hook(store)`` on each call of ``create_round``, after the coordinator read the culprits
+    and the next index, before its insert; (the first round's row and participants, or the
+    Rejected it raised; the next round's row)."""
+    import asyncio
+
+    from secagg_server.coordinator import Coordinator
+    from secagg_server.modes import Rejected, default_modes
+
+    store = _store_with_culprit(data)
+    real = store.create_round
+
+    def create_round(*args: Any, **kwargs: Any) -> Any:
+        hook(store)
+        return real(*args, **kwargs)
+
+    async def main() -> tuple[Any, ...]:
+        coord = Coordinator(store, default_modes(allow_plain=True))
+        if attempts is not None:
+            coord.open_attempts = attempts
+        await coord.start()
+        try:
+            store.create_round = create_round  # type: ignore[method-assign]
+            try:
+                live = await coord.open_round(1, 4, "plain", {"vector_length": 4}, 5.0)
+                first: Any = (live.row, sorted(live.participants), live.notes)
+            except Rejected as exc:
+                first = exc
+            store.create_round = real  # type: ignore[method-assign]
+            nxt = await coord.open_round(1, 4, "plain", {"vector_length": 4}, 5.0)
+            return first, nxt.row
+        finally:
+            await coord.stop()
+
+    try:
+        return asyncio.run(main())
+    finally:
+        store.close()
+
+
+def test_a_readmission_committed_while_a_round_opens_is_in_that_round(tmp_path: Path) -> None:
+    """The readmission commits after the coordinator read the culprits and before it stored the
+    round: the round is built again, and the index the readmission announced includes it."""
+    done: list[Any] = []
+
+    def readmit_once(store: Store) -> None:
+        if not done:  # a separate connection, as the operator's command is
+            other = Store(tmp_path / "data")
+            try:
+                done.append(other.readmit(1, 2, "fixed"))
+            finally:
+                other.close()
+
+    (row, participants, notes), nxt = _open_with_hook(tmp_path / "data", readmit_once)
+    assert done and done[0].next_round == 2
+    assert row.index == done[0].next_round and row.excluded == () and participants == [0, 1, 2, 3]
+    assert not any("left out" in n for n in notes), notes
+    stored = Store(tmp_path / "data")
+    try:
+        assert stored.round(row.id) == row  # what is stored is what was opened
+    finally:
+        stored.close()
+    assert nxt.index == 3 and nxt.excluded == ()
+
+
+def test_a_culprit_named_while_a_round_opens_is_left_out_of_it(tmp_path: Path) -> None:
+    """The other direction: a failed round naming client 1 commits in the same gap."""
+    def name_once(store: Store) -> None:
+        if store.culprits(1) == {2: 0}:
+            other = Store(tmp_path / "data")
+            try:
+                r = other.create_round(1, 2, "plain", {"num_clients": 4}, 5.0, (2,))
+                other.finish_round(r.id, status=RoundStatus.FAILED, reason="x",
+                                   result_meta={"culprit": 1})
+            finally:
+                other.close()
+
+    (row, participants, _), _ = _open_with_hook(tmp_path / "data", name_once)
+    assert row.index == 3 and row.excluded == (1, 2) and participants == [0, 3]
+
+
+def test_the_store_refuses_a_stale_round_and_the_retries_are_bounded(tmp_path: Path) -> None:
+    from secagg_server.modes import Rejected
+    from secagg_server.store import StaleRound
+
+    store = _store_with_culprit(tmp_path / "data")
+    try:
+        with pytest.raises(StaleRound, match="clients left out are now \\[2\\], not \\[\\]"):
+            store.create_round(1, 2, "plain", {"num_clients": 4}, 5.0, (), left_out=())
+        with pytest.raises(StaleRound, match="next round index is now 2, not 1"):
+            store.create_round(1, 1, "plain", {"num_clients": 4}, 5.0, (2,), left_out={2})
+        assert len(store.rounds()) == 2  # nothing stored
+    finally:
+        store.close()
+    calls: list[int] = []
+
+    def always_changes(store: Store) -> None:  # a new failed round each time: never settles
+        calls.append(1)
+        other = Store(tmp_path / "again")
+        try:
+            i = other.next_round_index(1)
+            r = other.create_round(1, i, "plain", {"num_clients": 4}, 5.0)
+            other.finish_round(r.id, status=RoundStatus.FAILED, reason="x", result_meta={})
+        finally:
+            other.close()
+
+    first, nxt = _open_with_hook(tmp_path / "again", always_changes, attempts=3)
+    assert isinstance(first, Rejected) and first.status == 503, first
+    assert first.code == "federation_changed" and len(calls) == 3
+    assert nxt.excluded == (2,)
