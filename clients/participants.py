@@ -245,19 +245,13 @@ class _CKKS:
     def __init__(self, info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
                  identity: Identity, roster: Roster) -> None:
         from secagg.ckks import CKKSRoundConfig, ClientSession
-        from secagg.encoding import clip_linf
 
         self.config = CKKSRoundConfig.from_dict(info.config)
-        check_round_roster(self.config.roster_digest, roster)
-        check_enrolment(info.client_id, identity, roster)
-        if update.shape != (self.config.update_size,):
-            raise InvalidParameter(f"update has shape {update.shape}; the round expects "
-                                   f"({self.config.update_size},)")
-        if isinstance(weight, bool) or not 1 <= weight <= self.config.weight_bound:
-            raise InvalidParameter(f"weight must be an integer in [1, weight_bound="
-                                   f"{self.config.weight_bound:g}], found {weight}; the operator "
-                                   "sets weight_bound when opening the round")
-        self.update = clip_linf(update, self.config.value_bound)
+        self.update = _checked_update(info, update, weight, identity=identity, roster=roster,
+                                      roster_digest=self.config.roster_digest,
+                                      length=self.config.update_size,
+                                      weight_bound=self.config.weight_bound,
+                                      value_bound=self.config.value_bound)
         self.weight = weight
         self.session: ckks.ClientSession = ClientSession(
             self.config, info.client_id, self.update, weight=float(weight), identity=identity,
@@ -323,19 +317,13 @@ class _CKKSThreshold:
                  identity: Identity, roster: Roster) -> None:
         from secagg.ckks.threshold.session import ClientSession as ThresholdClient
         from secagg.ckks.threshold.session import ThresholdRoundConfig
-        from secagg.encoding import clip_linf
 
         self.config = ThresholdRoundConfig.from_dict(info.config)
-        check_round_roster(self.config.roster_digest, roster)
-        check_enrolment(info.client_id, identity, roster)
-        if update.shape != (self.config.vector_length,):
-            raise InvalidParameter(f"update has shape {update.shape}; the round expects "
-                                   f"({self.config.vector_length},)")
-        if isinstance(weight, bool) or not 1 <= weight <= self.config.weight_bound:
-            raise InvalidParameter(f"weight must be an integer in [1, weight_bound="
-                                   f"{self.config.weight_bound:g}], found {weight}; the operator "
-                                   "sets weight_bound when opening the round")
-        self.update = clip_linf(update, self.config.value_bound)
+        self.update = _checked_update(info, update, weight, identity=identity, roster=roster,
+                                      roster_digest=self.config.roster_digest,
+                                      length=self.config.vector_length,
+                                      weight_bound=self.config.weight_bound,
+                                      value_bound=self.config.value_bound)
         self.session = ThresholdClient(self.config, info.client_id, self.update,
                                        weight=float(weight), identity=identity, roster=roster)
         self._total_weight: int | None = None
@@ -395,6 +383,27 @@ class ParticipantFactory(Protocol):
 CLIENT_MODES: dict[str, ParticipantFactory] = {
     "masking": _Masking, "plain": _Plain, "ckks": _CKKS, "ckks-threshold": _CKKSThreshold,
 }
+
+
+def _checked_update(info: RoundInfo, update: npt.NDArray[np.float32], weight: int, *,
+                    identity: Identity, roster: Roster, roster_digest: bytes, length: int,
+                    weight_bound: float, value_bound: float) -> npt.NDArray[np.float32]:
+    """What both CKKS participants check before anything is encrypted: the round is bound to
+    the pinned roster and this enrolment, the update has the round's length and the weight fits
+    ``weight_bound``; the update clipped to ``value_bound`` (the bound that keeps the encrypted
+    sum from overflowing)."""
+    from secagg.encoding import clip_linf
+
+    check_round_roster(roster_digest, roster)
+    check_enrolment(info.client_id, identity, roster)
+    if update.shape != (length,):
+        raise InvalidParameter(f"update has shape {update.shape}; the round expects ({length},)")
+    if isinstance(weight, bool) or not 1 <= weight <= weight_bound:
+        raise InvalidParameter(f"weight must be an integer in [1, weight_bound="
+                               f"{weight_bound:g}], found {weight}; the operator sets "
+                               "weight_bound when opening the round")
+    clipped: npt.NDArray[np.float32] = clip_linf(update, value_bound)
+    return clipped
 
 
 def _digest_prefix(digest: bytes) -> str:
