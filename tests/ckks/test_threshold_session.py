@@ -142,8 +142,10 @@ def expected_outcome(drop: dict[int, str], n: int = N) -> tuple[str, int, int] |
         return ("deal", len(alive), 4)
     alive = left("upload")
     uploaders = tuple(sorted(alive))
-    if len(alive) < max(min_up, quorum):  # only uploaders sign: they must reach the quorum
-        return ("upload", len(alive), max(min_up, quorum))
+    if len(alive) < min_up:
+        return ("upload", len(alive), min_up)
+    if len(alive) < quorum:  # only uploaders sign: they must reach the quorum too
+        return ("upload", len(alive), quorum)
     alive = left("statement")
     if len(alive) < quorum:
         return ("statement", len(alive), quorum)
