@@ -17,7 +17,7 @@ from secagg.dp.ledger import PrivacyLedger
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("mode", ["masking", "ckks"])
+@pytest.mark.parametrize("mode", ["masking", "ckks", "ckks-threshold"])
 def test_demo_completes_and_the_aggregate_is_exact(mode: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "demo.json"
