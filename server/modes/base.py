@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,7 +32,9 @@ __all__ = [
     "bound_option",
     "found",
     "int_option",
+    "known_options",
     "layout_option",
+    "pinned_roster_ids",
     "rate_option",
     "vector_length_option",
 ]
@@ -165,6 +167,31 @@ def found(value: Any) -> str:
             else "a list" if isinstance(value, list) else "an object" if isinstance(value, dict)
             else type(value).__name__)
     return f"found {text} ({kind})"
+
+
+def known_options(mode: str, options: dict[str, Any], allowed: Iterable[str]) -> None:
+    """Refuse an option the mode does not take, listing the ones it does (``layout`` is taken
+    by every mode that reads a model layout and is always allowed)."""
+    unknown = set(options) - set(allowed) - {"layout"}
+    if unknown:
+        raise InvalidParameter(f"unknown {mode} option(s) {sorted(unknown)}; allowed: "
+                               f"{sorted({*allowed, 'layout'})}")
+
+
+def pinned_roster_ids(mode: str, roster: Roster | None, num_clients: int,
+                      verifies: str) -> list[int]:
+    """The roster's ids, which are the federation's client ids ``0..n-1``. A federation without a
+    pinned roster is refused: its clients could not verify ``verifies``."""
+    if roster is None:
+        raise InvalidParameter(
+            f"this federation has no pinned roster, so its clients cannot verify {verifies}; "
+            "create the federation again with `secagg-server federation create --roster "
+            "roster.json` (see README, 'Enrolling an enterprise')")
+    ids = sorted(roster.ids)
+    if ids != list(range(num_clients)):  # pragma: no cover - federation create enforces it
+        raise InvalidParameter(f"the roster has ids {ids[:8]}, the federation's clients are "
+                               f"0..{num_clients - 1} ({mode} rounds use roster ids)")
+    return ids
 
 
 def int_option(mode: str, options: dict[str, Any], name: str, default: int | None, low: int,

@@ -50,7 +50,9 @@ from .base import (
     bound_option,
     found,
     int_option,
+    known_options,
     layout_option,
+    pinned_roster_ids,
     vector_length_option,
 )
 
@@ -73,19 +75,10 @@ def ckks_config(num_clients: int, index: int, options: dict[str, Any],
     operator names one, so one dead client cannot sink every round. ``digest`` lets a client
     check it rebuilt the identical config.
     """
-    unknown = set(options) - set(_OPTIONS) - {"layout"}
-    if unknown:
-        raise InvalidParameter(f"unknown ckks option(s) {sorted(unknown)}; allowed: "
-                               f"{sorted(_OPTIONS)}")
-    if roster is None:
-        raise InvalidParameter(
-            "this federation has no pinned roster, so its clients cannot verify the key "
-            "ceremony or each other's uploads; create the federation again with `secagg-server "
-            "federation create --roster roster.json` (see README, 'Enrolling an enterprise')")
-    ids = sorted(roster.ids)
-    if ids != list(range(num_clients)):  # pragma: no cover - federation create enforces it
-        raise InvalidParameter(f"the roster has ids {ids[:8]}, the federation's clients are "
-                               f"0..{num_clients - 1}")
+    known_options("ckks", options, _OPTIONS)
+    ids = pinned_roster_ids("ckks", roster, num_clients,
+                            "the key ceremony or each other's uploads")
+    assert roster is not None
     layout = layout_option("ckks", options)
     if layout is not None:
         options = {**options, "vector_length": layout.size}

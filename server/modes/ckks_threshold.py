@@ -59,7 +59,9 @@ from .base import (
     bound_option,
     found,
     int_option,
+    known_options,
     layout_option,
+    pinned_roster_ids,
     vector_length_option,
 )
 
@@ -76,19 +78,10 @@ def threshold_config(num_clients: int, index: int, options: dict[str, Any],
     federation's pinned roster (its digest, its ids, its corrupt rate and security target); the
     session nonce is drawn here and stored with the round, so a restart rebuilds the same
     config."""
-    unknown = set(options) - set(_OPTIONS) - {"layout"}
-    if unknown:
-        raise InvalidParameter(f"unknown {MODE} option(s) {sorted(unknown)}; allowed: "
-                               f"{sorted([*_OPTIONS, 'layout'])}")
-    if roster is None:
-        raise InvalidParameter(
-            "this federation has no pinned roster, so its clients cannot verify each other's "
-            "share envelopes, uploads and statements; create the federation again with "
-            "`secagg-server federation create --roster roster.json`")
-    ids = sorted(roster.ids)
-    if ids != list(range(num_clients)):  # pragma: no cover - federation create enforces it
-        raise InvalidParameter(f"the roster has ids {ids[:8]}, the federation's clients are "
-                               f"0..{num_clients - 1}")
+    known_options(MODE, options, _OPTIONS)
+    pinned_roster_ids(MODE, roster, num_clients,
+                      "each other's share envelopes, uploads and statements")
+    assert roster is not None
     if num_clients < 2:
         raise InvalidParameter(f"{MODE} rounds need >= 2 clients, the federation has "
                                f"{num_clients}")

@@ -26,6 +26,7 @@ from .base import (
     bool_option,
     bound_option,
     int_option,
+    known_options,
     layout_option,
     rate_option,
     vector_length_option,
@@ -52,10 +53,7 @@ def masking_config(num_clients: int, index: int, options: dict[str, Any],
     it as ``distributed_dp``; clients with a policy check it). :meth:`MaskingConfig.create`'s
     warnings (a small federation's odds of a failed round) are left to the caller, which shows
     them to the operator."""
-    unknown = set(options) - _OPTIONS - {"active", "layout"}
-    if unknown:
-        raise InvalidParameter(f"unknown masking option(s) {sorted(unknown)}; allowed: "
-                               f"{sorted(_OPTIONS)}")
+    known_options("masking", options, {*_OPTIONS, "active"})
     if not bool_option("masking", options, "active") and "active" in options:
         raise InvalidParameter(
             "'active': false is refused: this service runs masking rounds in active "

@@ -15,17 +15,21 @@ from secagg.contract import PLAIN_MAGIC, ReleasedAggregate, decode_plain, plain_
 from secagg.errors import InvalidParameter, NotEnoughParticipants
 from secagg.identity import Roster
 
-from .base import ModeSpec, Rejected, RoundFailed, layout_option, vector_length_option
+from .base import (
+    ModeSpec,
+    Rejected,
+    RoundFailed,
+    known_options,
+    layout_option,
+    vector_length_option,
+)
 
 __all__ = ["PLAIN_MAGIC", "PLAIN_MODE", "PlainRound", "plain_config"]
 
 
 def plain_config(num_clients: int, index: int, options: dict[str, Any],
                   roster: Roster | None = None) -> dict[str, Any]:
-    unknown = set(options) - {"vector_length", "max_weight", "layout"}
-    if unknown:
-        raise InvalidParameter(f"unknown plain option(s) {sorted(unknown)}; allowed: "
-                               "['layout', 'max_weight', 'vector_length']")
+    known_options("plain", options, ("vector_length", "max_weight"))
     layout = layout_option("plain", options)
     if layout is not None:
         options = {**options, "vector_length": layout.size}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -309,6 +310,20 @@ def test_a_client_refuses_out_of_order_and_bad_input() -> None:
     with pytest.raises(InvalidParameter, match="not client 1"):
         ClientSession(r.config, 1, r.updates[1], identity=r.identities[0], roster=r.roster)
     assert "redacted" in repr(c)
+
+
+def test_a_rounds_secret_cannot_leave_the_client_process() -> None:
+    """SECURITY.md: keys live for one round in the client process only. A started session and
+    its party refuse pickling and copying (no way to write the secret out), and their reprs
+    redact it."""
+    c = Round().clients[0]
+    c.start()  # the round's fresh secret is drawn here
+    for obj in (c, c._party):
+        assert obj is not None
+        for leak in (pickle.dumps, copy.copy, copy.deepcopy):
+            with pytest.raises(TypeError, match="holds secret material"):
+                leak(obj)
+        assert "redacted" in repr(obj)
 
 
 # ---- attacks -----------------------------------------------------------------------------------

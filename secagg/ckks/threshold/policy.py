@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 from secagg.errors import InvalidParameter
 
-__all__ = ["DecryptionPolicy", "decryption_policy"]
+__all__ = ["DecryptionPolicy", "decryption_policy", "default_min_uploaders"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,13 @@ class DecryptionPolicy:
                                           self.min_uploaders)
 
 
+def default_min_uploaders(parties: int, threshold: int, corrupt: int) -> int:
+    """``max(t, c + 2)`` (at most ``n``): every decrypted sum holds at least ``t - c`` honest
+    uploads, and at least two; the default of :func:`decryption_policy` and the least a client
+    accepts in a round (:mod:`.session`)."""
+    return min(parties, max(threshold, corrupt + 2))
+
+
 def decryption_policy(parties: int, threshold: int, *, corrupt: int | None = None,
                       corrupt_rate: float | None = None,
                       min_uploaders: int | None = None) -> DecryptionPolicy:
@@ -105,7 +112,7 @@ def decryption_policy(parties: int, threshold: int, *, corrupt: int | None = Non
     elif corrupt_rate is not None:
         raise InvalidParameter("pass corrupt or corrupt_rate, not both")
     if min_uploaders is None:
-        min_uploaders = min(parties, max(threshold, corrupt + 2))
+        min_uploaders = default_min_uploaders(parties, threshold, corrupt)
     return DecryptionPolicy(parties=parties, threshold=threshold, corrupt=corrupt,
                             min_uploaders=min_uploaders)
 

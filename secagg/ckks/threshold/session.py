@@ -77,7 +77,7 @@ from secagg.hazmat.handles import Unpicklable
 from secagg.identity import Identity, Roster
 
 from .params import ThresholdParams, default_threshold, plan
-from .policy import DecryptionPolicy, decryption_policy, roster_corrupt
+from .policy import DecryptionPolicy, decryption_policy, default_min_uploaders, roster_corrupt
 from .protocol import ThresholdParty, aggregate, chunks_for, combine
 from .rings import RingContext
 from .sharing import terms
@@ -481,7 +481,7 @@ def _check_policy(config: ThresholdRoundConfig, roster: Roster) -> None:
     if config.threshold < least:
         raise InvalidParameter(f"the round's threshold is {config.threshold}; with {len(ids)} "
                                f"members it must be at least a majority, {least}")
-    need = max(config.threshold, config.corrupt + 2)
+    need = default_min_uploaders(len(ids), config.threshold, config.corrupt)
     if config.min_uploaders < need:
         raise InvalidParameter(f"the round releases sums of {config.min_uploaders} uploaders; it "
                                f"must be at least max(threshold, corrupt + 2) = {need}, so that "
