@@ -233,7 +233,7 @@ class ThresholdParams:
     def decryption_noise_bound(self) -> int:
         """Largest |noise| of a combined coefficient: every party may be in the decrypting set,
         each adding a smudge in [-2^tau, 2^tau), plus the uploads' noise B."""
-        return self.parties * (1 << self.smudging_bits) + self.noise_bound
+        return _decryption_noise_bound(self.parties, self.smudging_bits)
 
     @property
     def required_base_bits(self) -> int:
@@ -244,13 +244,13 @@ class ThresholdParams:
     @property
     def required_fraction_bits(self) -> int:
         """``f`` with ``parties * 2^-(f+1) <= rel_error * clip`` (the sum's quantisation)."""
-        return max(0, math.ceil(math.log2(self.parties / (2.0 * self.rel_error * self.clip))))
+        return _fraction_bits(self.parties, self.rel_error, self.clip)
 
     @property
     def digit_bound(self) -> int:
         """Largest |sum| of one digit over the parties' uploads (each ``|round(x * 2^f)| <=
         ceil(clip * 2^f)``)."""
-        return self.parties * math.ceil(self.clip * 2.0 ** self.scale_bits)
+        return _digit_bound(self.parties, self.clip, self.scale_bits)
 
     @property
     def required_digit_bits(self) -> int:
@@ -361,6 +361,18 @@ def _peak_factor(embedding: str) -> float:
     return 1.0 if embedding == "coefficients" else math.sqrt(2)
 
 
+def _decryption_noise_bound(parties: int, tau: int) -> int:
+    return parties * (1 << tau) + CBD_NOISE_BOUND * parties
+
+
+def _fraction_bits(parties: int, rel_error: float, clip: float) -> int:
+    return max(0, math.ceil(math.log2(parties / (2.0 * rel_error * clip))))
+
+
+def _digit_bound(parties: int, clip: float, fraction_bits: int) -> int:
+    return parties * math.ceil(clip * 2.0 ** fraction_bits)
+
+
 def _chain(need: int, n: int, special_prime_bits: int) -> tuple[int, ...] | None:
     """The fewest data primes of at most 60 bits totalling >= ``need`` bits, then the special
     prime (shrunk to the room the 128-bit bound leaves, at least 20 bits); None if none fits."""
@@ -425,14 +437,9 @@ def _plan_digits(*, parties: int, threshold: int, clip: float, params_count: int
     for k in range(1, _MAX_DIGITS + 1):
         chunks = max(1, math.ceil(params_count / (n * k)))
         tau = tau_for(chunks)
-        probe = ThresholdParams.__new__(ThresholdParams)  # the derived bounds, unvalidated
-        for name, value in (("poly_modulus_degree", n), ("scale_bits", 0),
-                            ("smudging_bits", tau), ("parties", parties), ("clip", clip),
-                            ("rel_error", rel_error), ("embedding", "digits")):
-            object.__setattr__(probe, name, value)
-        f = probe.required_fraction_bits
-        object.__setattr__(probe, "scale_bits", f)
-        base, width = probe.required_base_bits, probe.required_digit_bits
+        f = _fraction_bits(parties, rel_error, clip)
+        base = _decryption_noise_bound(parties, tau).bit_length() + 1
+        width = _digit_bound(parties, clip, f).bit_length() + 1
         bits = _chain(base + k * width + 1, n, special_prime_bits)
         if bits is None:
             break  # more digits only need more bits
