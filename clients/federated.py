@@ -74,7 +74,6 @@ from secagg.identity import Identity, Roster
 
 from .client import EnterpriseClient
 from .data import Record, load_records, split_records
-from .participants import CLIENT_MODES
 from .plan import FederationPlan
 from .runtime import Dropped, RoundRefused, RuntimeClient
 
@@ -294,22 +293,18 @@ class FederatedEnterprise:
                                 train_s=train_s, update_norm=float(np.linalg.norm(update.vector)))
             try:
                 # charge before the first message, once the round is known to be one this
-                # client takes part in (layout and mode checked; nothing sent yet)
-                self.runtime.check_layout(info)
-                self.runtime.check_distributed_dp(info, delta=self.client.ledger.delta)
-                # the round's config is checked (and refused) before anything is charged
+                # client takes part in: prepare checks the mode, layout, distributed-DP settings
+                # and config and makes the first message, sending nothing (refusals: Dropped)
                 party = self.runtime.prepare(info, update.vector, self.plan.weight,
-                                             delta=self.client.ledger.delta) \
-                    if info.mode in CLIENT_MODES else None
+                                             delta=self.client.ledger.delta)
                 key = f"{me['federation']}/{info.round_id}"
                 charged = self.client.ledger.entry_for(key)
                 if charged is not None:  # a restart found the round it had joined still open
                     raise RoundRefused(info.index, f"this enterprise already took part in server "
                                        f"round {key} (ledger entry {charged.round}) before a "
                                        "restart; a round is charged and sent once")
-                if info.mode in CLIENT_MODES:
-                    entry.epsilon_total = self.client.charge(
-                        update, server_round_id=key, mode=info.mode).total_epsilon
+                entry.epsilon_total = self.client.charge(
+                    update, server_round_id=key, mode=info.mode).total_epsilon
                 layout = str(info.config.get("layout_digest", ""))
 
                 def released(noise: DistributedNoise, shares: int, key: str = key,

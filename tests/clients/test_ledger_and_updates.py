@@ -161,6 +161,8 @@ class StubRuntime:
 
     def prepare(self, info: RoundInfo, vector: object, weight: int, *,
                 delta: float = 1e-5) -> object:
+        self.check_layout(info)  # as RuntimeClient.prepare does
+        self.check_distributed_dp(info, delta=delta)
         self.calls.append("prepare")
         return None
 
