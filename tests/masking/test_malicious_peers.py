@@ -426,3 +426,21 @@ def test_with_the_old_report_cap_report_then_vanish_sinks_the_round(
     monkeypatch.setattr(client, "report_cap", old_cap)
     with pytest.raises(NotEnoughParticipants):
         _report_then_vanish("unmask", K + 1 - T)
+
+
+def test_a_weight_pushed_out_of_range_ends_the_round_and_names_no_one() -> None:
+    """SECURITY.md (integrity of the sum): one enterprise that adds 2^(b-1) to its own weight
+    lane before masking ends the round at the server's weight check, and nothing proves who did
+    it, so no culprit is named and culprit exclusion never leaves it out. Sparse graph (n = 200,
+    k = 80, t = 54: disjoint groups of t exist). Control: the same round untampered releases."""
+    cfg = make_config(200, 16, active=True)
+    assert cfg.neighbours < cfg.num_clients - 1  # the sparse SecAgg+ graph
+    honest, out = Round.start(cfg, random_updates(cfg.num_clients, 16, 0))
+    honest.run_to_end(out)
+    assert len(honest.server.result.survivors) == cfg.num_clients
+    r, out = Round.start(cfg, random_updates(cfg.num_clients, 16, 0))
+    values = r.clients[5]._values
+    values[-1] = (int(values[-1]) + (1 << (cfg.mod_bits - 1))) % (1 << cfg.mod_bits)
+    with pytest.raises(ProtocolAbort, match="masked inconsistently") as err:
+        r.run_to_end(out)
+    assert err.value.culprit is None
