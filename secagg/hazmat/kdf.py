@@ -40,6 +40,7 @@ class Purpose(enum.Enum):
     SKETCH = "ckks-sketch"  # the projections of the verifiable CKKS aggregate
     SKETCH_SEAL = "ckks-sketch-seal"  # the AEAD key hiding each upload's sketch from the server
     SESSION_STATE = "session-state"  # sealing a client session between Flower calls
+    THRESHOLD_SESSION_STATE = "threshold-session-state"  # the same, threshold CKKS sessions
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,9 +45,11 @@ parties, not the caller, must decide which ``U`` is decrypted (:mod:`.policy`):
 
 State (the statement signed per round, the budget) lives in the party object. The server round
 (:mod:`.session`, mode ``ckks-threshold``, ``secagg demo --mode ckks-threshold``) makes a fresh
-party every round and keeps it in the client's process only: a restarted client is a dropout,
-so nothing needs persisting (a deployment that reused keys across rounds would have to persist
-this state).
+party every round and keeps it in the client's process: a restarted client is a dropout. A
+transport that runs each message in a fresh process carries the party inside the session's
+sealed export (:mod:`.session_state`, through :meth:`ThresholdParty.export_fields`), which keeps
+this state with the secret, so a restored party still signs once per round and stays within its
+budget (a deployment that reused keys across rounds would have to persist it the same way).
 """
 
 from __future__ import annotations
@@ -140,9 +142,28 @@ class ThresholdParty(Unpicklable):
     (:func:`.policy.decryption_policy` with the roster's ``corrupt_rate``); one assuming fewer
     corrupt parties than the roster is refused."""
 
+    #: attributes a restore (:meth:`from_fields`) rebuilds rather than reads from an export: the
+    #: round supplies the ring, ids, threshold, identity, roster and policy, the terms and setup
+    #: follow from them, and SEAL's encryptor and decryptor from the secret
+    _REBUILT = frozenset({"ring", "party_id", "party_ids", "threshold", "terms", "setup",
+                          "policy", "_identity", "_roster", "_encryptor", "_own"})
+
     def __init__(self, ring: RingContext, party_id: int, party_ids: Sequence[int],
                  threshold: int, *, identity: Any = None, roster: Any = None,
                  policy: DecryptionPolicy | None = None) -> None:
+        self._bind(ring, party_id, party_ids, threshold, identity, roster, policy)
+        self._statements: dict[int, _Statement] = {}
+        sk = seal.KeyGenerator(ring.context).secret_key()  # SEAL samples the ternary secret
+        self._secret = ring.read_secret(sk)
+        self._encryptor = seal.Encryptor(ring.context, sk)
+        self._own = seal.Decryptor(ring.context, sk)
+        self._bundles: dict[int, ShareBundle] = {}
+        self._rounds_used: set[bytes] = set()
+        self._decrypted_chunks = 0
+
+    def _bind(self, ring: RingContext, party_id: int, party_ids: Sequence[int], threshold: int,
+              identity: Any, roster: Any, policy: DecryptionPolicy | None) -> None:
+        """The checks and the public setup of a party, for a new one and a restored one alike."""
         ids = tuple(sorted(party_ids))
         if party_id not in ids:
             raise InvalidParameter(f"party {party_id} is not among the parties {ids}")
@@ -178,14 +199,37 @@ class ThresholdParty(Unpicklable):
                                       policy=policy)
         elif policy is not None:
             raise InvalidParameter("a policy needs the identity and the pinned roster")
-        self._statements: dict[int, _Statement] = {}
-        sk = seal.KeyGenerator(ring.context).secret_key()  # SEAL samples the ternary secret
-        self._secret = ring.read_secret(sk)
-        self._encryptor = seal.Encryptor(ring.context, sk)
-        self._own = seal.Decryptor(ring.context, sk)
-        self._bundles: dict[int, ShareBundle] = {}
-        self._rounds_used: set[bytes] = set()
-        self._decrypted_chunks = 0
+
+    def export_fields(self) -> dict[str, Any]:
+        """What a restore cannot rebuild: the secret, the bundles held, the statements signed,
+        the round seeds encrypted under and the smudging budget spent. Only for a sealed export
+        (:mod:`.session_state`): carrying the statements and the budget along is what keeps a
+        restored party from signing twice or decrypting past its budget."""
+        return {name: value for name, value in vars(self).items() if name not in self._REBUILT}
+
+    @classmethod
+    def from_fields(cls, ring: RingContext, party_id: int, party_ids: Sequence[int],
+                    threshold: int, fields: Mapping[str, Any], *, identity: Any = None,
+                    roster: Any = None, policy: DecryptionPolicy | None = None) \
+            -> ThresholdParty:
+        """The party :meth:`export_fields` described, bound again to the re-supplied round
+        (the same checks as a new party's). SEAL's encryptor and decryptor are rebuilt from the
+        secret's data-level residues: the round never switches keys, so the special prime's
+        residues (zero in the rebuilt key) are never read."""
+        party = cls.__new__(cls)
+        party._bind(ring, party_id, party_ids, threshold, identity, roster, policy)
+        secret = fields.get("_secret")
+        if not isinstance(secret, np.ndarray) or secret.dtype != np.uint64 \
+                or secret.shape != (ring.primes, ring.n):
+            raise InvalidParameter("the exported party holds no secret of this ring's shape")
+        for name, value in fields.items():
+            if name in cls._REBUILT:
+                raise InvalidParameter(f"the exported party carries the rebuilt attribute {name}")
+            setattr(party, name, value)
+        sk = ring.secret_key(secret)  # SEAL's load refuses unreduced residues
+        party._encryptor = seal.Encryptor(ring.context, sk)
+        party._own = seal.Decryptor(ring.context, sk)
+        return party
 
     def __repr__(self) -> str:
         return f"<ThresholdParty {self.party_id}: secret redacted>"

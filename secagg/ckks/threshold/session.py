@@ -4,12 +4,14 @@ for the dealer mode, over the core of :mod:`.protocol`).
 
 Every round has fresh keys: each client makes a new :class:`.ThresholdParty` (its own secret)
 when its session starts and deals it to the peers that advertised a box key this round. The
-secret never leaves the client's process and nothing needs persisting: a restarted client is a
-dropout. Since keys are per round, the round *is* the setup: the setup digest that every
-threshold message is bound to (:func:`.transport.setup_digest`) is computed over the pinned roster
-seen through the round's config (:func:`round_roster`: its digest binds the config digest, which
-binds the roster digest, the session nonce, the round and the parameters), so no signed byte of
-one round can be replayed into another.
+secret leaves the client's process only through the session's explicit, sealed export
+(:meth:`ClientSession.export_state`, :mod:`.session_state`), for transports that run each message
+in a fresh process; otherwise a restarted client is a dropout. Since keys are per round, the
+round *is* the setup: the setup digest that every threshold message is bound to
+(:func:`.transport.setup_digest`) is computed over the pinned roster seen through the round's
+config (:func:`round_roster`: its digest binds the config digest, which binds the roster digest,
+the session nonce, the round and the parameters), so no signed byte of one round can be replayed
+into another.
 
 Stages (:class:`ServerStage`), what each expects, and what closing it sends:
 
@@ -73,7 +75,7 @@ from secagg.errors import (
     SecAggError,
 )
 from secagg.hazmat.agreement import X25519KeyPair
-from secagg.hazmat.handles import Unpicklable
+from secagg.hazmat.handles import SecretBytes, Unpicklable
 from secagg.identity import Identity, Roster
 
 from .params import ThresholdParams, default_threshold, plan
@@ -950,13 +952,7 @@ class ClientSession(Unpicklable):
 
     def __init__(self, config: ThresholdRoundConfig, client_id: int, update: npt.ArrayLike, *,
                  weight: float = 1.0, identity: Identity, roster: Roster) -> None:
-        rr = round_roster(config, roster)
-        _check_policy(config, roster)
-        if client_id not in config.client_ids:
-            raise InvalidParameter(f"client_id {client_id} is not in the config's client_ids")
-        if roster.member(client_id).public_key != identity.public_key:
-            raise InvalidParameter(f"this identity ({identity.fingerprint}) is not client "
-                                   f"{client_id}'s entry in the pinned roster")
+        self._bind(config, client_id, identity, roster)
         vec = np.asarray(update, dtype=np.float64)
         if vec.shape != (config.vector_length,):
             raise InvalidParameter(f"update has shape {vec.shape}; the round expects "
@@ -975,14 +971,6 @@ class ClientSession(Unpicklable):
         if not (math.isfinite(w) and 0 < w <= config.weight_bound):
             raise InvalidParameter(f"weight must be in (0, weight_bound={config.weight_bound}], "
                                    f"found {w}")
-        self.config = config
-        self.client_id = client_id
-        self._identity = identity
-        self._roster = rr
-        self._digest = config.digest()
-        self._ring = RingContext(config.params)
-        self._setup = setup_digest(rr.digest(), config.client_ids, config.threshold,
-                                   repr(config.params), policy=config.policy)
         self._values = np.empty(config.vector_length + 1, dtype=np.float64)
         self._values[:-1] = vec * w
         self._values[-1] = w
@@ -1004,9 +992,60 @@ class ClientSession(Unpicklable):
         return f"<threshold ClientSession id={self.client_id} stage={self._stage.value} " \
                "secret=redacted>"
 
+    def _bind(self, config: ThresholdRoundConfig, client_id: int, identity: Identity,
+              roster: Roster) -> None:
+        """The checks on the round, the client and its identity, and what follows from them
+        alone; :meth:`restore` runs the same, since none of it is exported."""
+        rr = round_roster(config, roster)
+        _check_policy(config, roster)
+        if client_id not in config.client_ids:
+            raise InvalidParameter(f"client_id {client_id} is not in the config's client_ids")
+        if roster.member(client_id).public_key != identity.public_key:
+            raise InvalidParameter(f"this identity ({identity.fingerprint}) is not client "
+                                   f"{client_id}'s entry in the pinned roster")
+        self.config = config
+        self.client_id = client_id
+        self._identity = identity
+        self._roster = rr
+        self._digest = config.digest()
+        self._ring = RingContext(config.params)
+        self._setup = setup_digest(rr.digest(), config.client_ids, config.threshold,
+                                   repr(config.params), policy=config.policy)
+
+    def export_state(self, key: SecretBytes) -> bytes:
+        """This session sealed under ``key`` (from :func:`.session_state.state_key`): the one
+        explicit way its secret leaves it, for a transport that runs each message in a fresh
+        process. Keep :attr:`stage` and :attr:`partials_sent` beside the blob for
+        :meth:`restore`. A refused session (stage ``refused``) has dropped its secret and is
+        not exported (:class:`InvalidParameter`): it is a dropout of the round."""
+        from .session_state import export_session
+
+        return export_session(self, key)
+
+    @classmethod
+    def restore(cls, blob: bytes, key: SecretBytes, *, config: ThresholdRoundConfig,
+                client_id: int, identity: Identity, roster: Roster, stage: ClientStage,
+                partials_sent: int | None = None) -> ClientSession:
+        """The session :meth:`export_state` sealed at ``stage`` (and, at ``decrypted``, after
+        ``partials_sent`` partial decryptions: 1 unless given); refuses any other blob with an
+        opaque :class:`AuthenticationFailed`. Config, identity and roster are checked as by
+        ``__init__`` (:class:`InvalidParameter`)."""
+        from .session_state import restore_session
+
+        return restore_session(cls, blob, key, config=config, client_id=client_id,
+                               identity=identity, roster=roster, stage=stage,
+                               partials_sent=partials_sent)
+
     @property
     def stage(self) -> ClientStage:
         return self._stage
+
+    @property
+    def partials_sent(self) -> int:
+        """Partial decryptions this session sent (0, 1, or 2 after a retry): with :attr:`stage`,
+        the high-water mark a stored export is restored against (a retry stays at stage
+        ``decrypted`` but spends smudging budget, so an export from before it must not open)."""
+        return self._partials
 
     @property
     def signed_uploaders(self) -> tuple[int, ...] | None:
