@@ -9,6 +9,13 @@ float32 update) behind a mod that hands each message to the protocol it belongs 
 Flower's ``secaggplus_mod``, or none for plain rounds). A round's time is the fit workflow's wall
 time in the ServerApp: sampling, every stage's messages through the engine, the clients' work,
 the server's unmasking and FedAvg. Ray's start-up and one warm-up plain round are not counted.
+
+A fourth kind measures the engine's floor for any round of three exchanges: a plain round
+followed by two exchanges of empty messages (answered by the mod without running the ClientApp),
+all three pulled the way secagg's workflow pulls. A round secure against a malicious server with dropout
+recovery needs at least these three exchanges (the upload, the consistency check on the survivor
+set, the unmasking; see ``docs`` in the README's Flower section), so no such protocol can be
+faster than this floor in this engine.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ from secagg.identity import Identity, Roster
 
 __all__ = ["FlowerEngineResult", "run_flower_engine_bench"]
 
+FLOOR_RECORD = "secagg-bench-empty"  # an empty exchange of the floor round
+EMPTY_EXCHANGES = 2  # the consistency check and the unmasking
 WEIGHT = 100  # every client's num_examples (FedAvg weight)
 CLIP = 8.0  # both secure workflows clip at Flower's default range
 
@@ -44,6 +53,8 @@ class FlowerEngineResult:
     value_bits: int
     #: per secure round, the wall seconds of each of its message exchanges (setup first)
     secure_exchanges_s: list[list[float]]
+    #: plain round + EMPTY_EXCHANGES empty exchanges (see the module docstring)
+    floor_rounds_s: list[float]
 
     @property
     def secure_round_s(self) -> float:
@@ -52,6 +63,10 @@ class FlowerEngineResult:
     @property
     def plain_round_s(self) -> float:
         return statistics.median(self.plain_rounds_s)
+
+    @property
+    def floor_round_s(self) -> float:
+        return statistics.median(self.floor_rounds_s)
 
     @property
     def flower_round_s(self) -> float:
@@ -76,6 +91,10 @@ class _Dispatch:
         from secagg.integrations.flower.records import PROTOCOL_RECORD
 
         records = msg.content.config_records if msg.has_content() else {}
+        if FLOOR_RECORD in records:
+            from flwr.app import ConfigRecord, Message, RecordDict
+
+            return Message(RecordDict({FLOOR_RECORD: ConfigRecord({"ok": True})}), reply_to=msg)
         if PROTOCOL_RECORD in records:
             base = Path(self.directory)
             partition = int(ctxt.node_config["partition-id"])
@@ -111,6 +130,8 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
                             seed: int = 0) -> FlowerEngineResult:
     """Median over ``repeats`` of each kind of round, in one simulation (see the module)."""
     import flwr.compat.common.recorddict_compat as compat
+    from flwr.app import ConfigRecord, Message, RecordDict
+    from flwr.app.message_type import MessageType
     from flwr.clientapp import ClientApp
     from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server import LegacyContext, ServerConfig
@@ -123,6 +144,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
     from flwr.simulation import run_simulation
 
     from secagg.integrations.flower import SecAggPlusWorkflow
+    from secagg.integrations.flower.driver import exchange
 
     with tempfile.TemporaryDirectory(prefix="secagg-flower-bench-") as tmp:
         identities = [Identity.create(Path(tmp) / f"id-{i}.json", name=f"bench-{i}")
@@ -136,7 +158,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
             reconstruction_threshold=min(probe.threshold, probe.neighbours),
             clipping_range=CLIP, quantization_range=(1 << probe.fixed_point.value_bits) - 1,
             max_weight=float(WEIGHT))
-        times: dict[str, list[float]] = {"plain": [], "secure": [], "flower": []}
+        times: dict[str, list[float]] = {"plain": [], "secure": [], "flower": [], "floor": []}
         exchanges: list[list[float]] = []
         results: dict[str, np.ndarray] = {}
         failures: list[str] = []
@@ -164,6 +186,17 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
             if kind == "secure" and ours.last_result is not None:
                 exchanges.append(list(ours.last_result.exchange_s))
 
+        def floor_fit(grid: Any, context: Any) -> None:
+            default_fit_workflow(_FastPullGrid(grid), context)
+            nodes = list(grid.get_node_ids())
+            for stage in range(EMPTY_EXCHANGES):
+                empty = [Message(RecordDict({FLOOR_RECORD: ConfigRecord({"stage": stage})}),
+                                 dst_node_id=node, message_type=MessageType.TRAIN)
+                         for node in nodes]
+                replies, _ = exchange(grid, empty, timeout=60.0)
+                if len(replies) != len(nodes) or any(m.has_error() for m in replies):
+                    raise RuntimeError("an empty exchange of the floor round lost a reply")
+
         server_app = ServerApp()
 
         @server_app.main()
@@ -174,6 +207,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
                     one_round("plain", default_fit_workflow, grid, context)
                     one_round("secure", ours, grid, context)
                     one_round("flower", flower, grid, context)
+                    one_round("floor", floor_fit, grid, context)
             except Exception as exc:  # reported after the simulation stops
                 failures.append(f"{type(exc).__name__}: {exc}")
 
@@ -185,7 +219,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                        "init_args": {"num_cpus": cpus,
                                                      "include_dashboard": False}})
-    if failures or len(results) != 3:
+    if failures or len(results) != 4:
         raise RuntimeError("the Flower bench did not complete: " + "; ".join(failures))
     plain = results["plain"]
     return FlowerEngineResult(
@@ -194,7 +228,24 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
         secure_error=float(np.max(np.abs(results["secure"] - plain))),
         flower_error=float(np.max(np.abs(results["flower"] - plain))),
         neighbours=probe.neighbours, threshold=probe.threshold,
-        value_bits=probe.fixed_point.value_bits, secure_exchanges_s=exchanges)
+        value_bits=probe.fixed_point.value_bits, secure_exchanges_s=exchanges,
+        floor_rounds_s=times["floor"])
+
+
+class _FastPullGrid:
+    """``grid`` whose ``send_and_receive`` pulls as secagg's workflow does (so the floor round's
+    train exchange does not pay Flower's 0.1 s pull interval, which a plain round does)."""
+
+    def __init__(self, grid: Any) -> None:
+        self._grid = grid
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        from secagg.integrations.flower.driver import exchange
+
+        return exchange(self._grid, list(messages), timeout=timeout)[0]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
 
 
 def _layout(params: int) -> Any:

@@ -14,7 +14,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 
 from secagg.identity import Identity, Roster
-from secagg.integrations.flower import Credentials, SecAggPlusMod
+from secagg.integrations.flower import Credentials, SecAggPlusMod, ThresholdCKKSMod
 from secagg.integrations.flower import records as r
 from secagg.masking import wire
 
@@ -86,9 +86,13 @@ def train(msg: Message, context: Context) -> Message:
     }), reply_to=msg)
 
 
-def make_client_app(directory: Path, fault: Any = None, *, legacy: bool = False) -> ClientApp:
-    """The test ClientApp behind secagg's mod (and ``fault``, a mod run before it)."""
-    mods: list[Any] = [SecAggPlusMod(credentials=PartitionCredentials(str(directory)))]
+def make_client_app(directory: Path, fault: Any = None, *, legacy: bool = False,
+                    protocol: str = "masking") -> ClientApp:
+    """The test ClientApp behind secagg's mod for ``protocol`` ("masking" or "ckks-threshold")
+    and ``fault``, a mod run before it."""
+    creds = PartitionCredentials(str(directory))
+    mods: list[Any] = [SecAggPlusMod(credentials=creds) if protocol == "masking"
+                       else ThresholdCKKSMod(credentials=creds)]
     if fault is not None:
         mods.insert(0, fault)
     if legacy:

@@ -22,11 +22,13 @@ def test_bench_flower_smoke(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     for key in ("secure_round_s", "plain_round_s", "ratio", "flower_secaggplus_round_s",
-                "speedup_vs_flower"):
+                "speedup_vs_flower", "engine_floor_round_s", "engine_floor_ratio"):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["ratio"] == pytest.approx(report["secure_round_s"] / report["plain_round_s"])
     assert report["speedup_vs_flower"] == pytest.approx(
         report["flower_secaggplus_round_s"] / report["secure_round_s"])
+    assert report["engine_floor_ratio"] == pytest.approx(
+        report["engine_floor_round_s"] / report["plain_round_s"])
     step = 2 * 8.0 / ((1 << report["value_bits"]) - 1)
     assert report["max_abs_error_vs_plain"]["secure"] <= step
     assert report["max_abs_error_vs_plain"]["flower_secaggplus"] < 1e-3

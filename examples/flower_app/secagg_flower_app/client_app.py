@@ -1,18 +1,33 @@
 """ClientApp: an enterprise fine-tunes the shared model with DP-SGD on its own records and hands
-the result to secagg's mod, which uploads it only inside a secure round."""
+the result to secagg's mod, which uploads it only inside a secure round: masked (run config
+``protection = "masking"``, the default) or encrypted under threshold CKKS
+(``protection = "ckks-threshold"``)."""
 
 from __future__ import annotations
 
 import numpy as np
 from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
 
-from secagg.integrations.flower import SecAggPlusMod
+from secagg.integrations.flower import SecAggPlusMod, ThresholdCKKSMod
 
 from .plaintext_check import write_client
 from .task import client_check_dir, credentials, enterprise, from_arrays, to_arrays
 
-app = ClientApp(mods=[SecAggPlusMod(credentials=credentials)])
+_MODS = {"masking": SecAggPlusMod(credentials=credentials),
+         "ckks-threshold": ThresholdCKKSMod(credentials=credentials)}
+
+
+def protection(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """The mod of the protocol the run config's ``protection`` names."""
+    name = str(context.run_config.get("protection", "masking"))
+    if name not in _MODS:
+        raise ValueError(f"run config protection={name!r}: expected one of {sorted(_MODS)}")
+    return _MODS[name](msg, context, call_next)
+
+
+app = ClientApp(mods=[protection])
 
 
 @app.train()

@@ -57,8 +57,10 @@ class RoundCheck:
 def check_round(round_dir: Path) -> RoundCheck:
     """Compare one round's released mean with the survivors' plaintext weighted mean.
 
-    The tolerance is the encoding's worst case: each survivor's coordinates are rounded to the
-    fixed-point grid (at most one ``step``), so the weighted mean is off by at most one step.
+    The tolerance is the protocol's worst case, as the ServerApp recorded it (``step``): for
+    masking, each survivor's coordinates are rounded to the fixed-point grid (at most one step),
+    so the weighted mean is off by at most one step; for threshold CKKS, the round's promised
+    bound on the sum and on the total weight, carried through the division.
     """
     released = np.load(round_dir / "released.npz")
     meta = json.loads(str(released["meta"]))

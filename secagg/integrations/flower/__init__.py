@@ -11,9 +11,18 @@ Switching from Flower's own SecAgg+ is two imports::
 Clients find their identity and roster in the SuperNode's ``node_config``
 (:mod:`.credentials`); the server finds the roster in ``roster=`` or the run config. Modern
 strategies use :meth:`SecAggPlusWorkflow.secure_grid`; the legacy ``DefaultWorkflow`` takes the
-workflow as its ``fit_workflow``. Needs the ``flower`` extra: ``pip install 'secagg[flower]'``.
+workflow as its ``fit_workflow``.
+
+Threshold CKKS (no key holder at all: every update is encrypted, and only a sum that a quorum of
+enterprises signed is decrypted, by at least t of them) is the other pair,
+:class:`ThresholdCKKSWorkflow` and :data:`threshold_ckks_mod`, used the same way.
+
+Needs the ``flower`` extra: ``pip install 'secagg[flower]'``.
 """
 
+from secagg.integrations.flower.ckks_driver import ThresholdRound, ThresholdRoundResult
+from secagg.integrations.flower.ckks_mod import ThresholdCKKSMod, threshold_ckks_mod
+from secagg.integrations.flower.ckks_workflow import ThresholdCKKSWorkflow
 from secagg.integrations.flower.credentials import (
     Credentials,
     CredentialsSource,
@@ -31,6 +40,11 @@ __all__ = [
     "SecureGrid",
     "SecureRound",
     "SecureRoundResult",
+    "ThresholdCKKSMod",
+    "ThresholdCKKSWorkflow",
+    "ThresholdRound",
+    "ThresholdRoundResult",
     "credentials_from_node_config",
     "secaggplus_mod",
+    "threshold_ckks_mod",
 ]

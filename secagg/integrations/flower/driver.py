@@ -20,8 +20,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
-from flwr.app.message_type import MessageType
+from flwr.app import ArrayRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from secagg.encoding.paramspec import ParamSpec
@@ -32,10 +31,12 @@ from secagg.masking.config import Stage
 
 from . import records as r
 
-__all__ = ["SecureRound", "SecureRoundResult"]
+__all__ = ["SecureRound", "SecureRoundResult", "exchange"]
 
 _log = logging.getLogger(__name__)
 _FIRST_POLL_S = 0.002
+_FAST_POLL_S = 0.005
+_FAST_PHASE_S = 1.0
 _LAST_POLL_S = 0.05
 
 
@@ -73,14 +74,9 @@ class SecureRound:
     def run(self, contents: Mapping[int, RecordDict], *, group_id: str = "") -> SecureRoundResult:
         config = self._config
         server = ServerSession(config, roster=self._roster)
-        setup = ConfigRecord({r.STAGE: r.SETUP, r.CONFIG: json.dumps(config.to_dict()),
-                              r.LAYOUT: self._layout.to_json(), r.WEIGHT_KEY: self._weight_key})
-        messages = []
-        for node, content in contents.items():
-            body = RecordDict(dict(content.items()))
-            body[r.PROTOCOL_RECORD] = setup
-            messages.append(Message(body, dst_node_id=node, message_type=MessageType.TRAIN,
-                                    group_id=group_id))
+        messages = r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
+                                    layout=self._layout, weight_key=self._weight_key,
+                                    group_id=group_id)
         failures: list[str] = []
         node_of = self.node_of  # roster id -> node id
         setup_replies: dict[int, Message] = {}
@@ -88,7 +84,7 @@ class SecureRound:
         for reply in self._exchange(messages, failures):
             node = reply.metadata.src_node_id
             try:
-                payload, record = _payload(reply)
+                payload, record = r.payload_of(reply)
                 party = wire.peek_header(payload).party
                 if party in node_of:
                     raise RejectedMessage(party, "a second node claims this client id")
@@ -107,15 +103,11 @@ class SecureRound:
             outgoing = server.advance_bytes()  # ProtocolAbort ends the round
             if server.stage is Stage.DONE:
                 break
-            step = [Message(RecordDict({r.PROTOCOL_RECORD: ConfigRecord(
-                        {r.STAGE: r.STEP, r.PAYLOAD: data})}),
-                            dst_node_id=node_of[party], message_type=MessageType.TRAIN,
-                            group_id=group_id)
-                    for party, data in outgoing.items()]
+            step = r.step_messages(outgoing, node_of, group_id=group_id)
             for reply in self._exchange(step, failures):
                 node = reply.metadata.src_node_id
                 try:
-                    payload, _ = _payload(reply)
+                    payload, _ = r.payload_of(reply)
                     party = wire.peek_header(payload).party
                     if node_of.get(party) != node:
                         raise RejectedMessage(party, f"sent by node {node}, not by the node that "
@@ -133,29 +125,9 @@ class SecureRound:
             failures=failures, exchange_s=self._exchange_s)
 
     def _exchange(self, messages: list[Message], failures: list[str]) -> Iterable[Message]:
-        """Send ``messages``; yield the replies without errors (the rest are dropouts).
-
-        Pushes and pulls through the grid itself instead of ``Grid.send_and_receive``, whose
-        fixed pull interval (3 s on the deployment engine, 0.1 s in simulation) would be paid
-        once per protocol stage: the interval here starts at 2 ms and backs off to 50 ms.
-        """
-        started = time.perf_counter()
-        waiting = set(self._grid.push_messages(messages))
-        deadline = None if self._timeout is None else time.monotonic() + self._timeout
-        replies: list[Message] = []
-        delay = _FIRST_POLL_S
-        while waiting:
-            for reply in self._grid.pull_messages(list(waiting)):
-                waiting.discard(reply.metadata.reply_to_message_id)
-                replies.append(reply)
-            if not waiting:
-                break
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                break
-            time.sleep(delay if left is None else min(delay, left))
-            delay = min(2 * delay, _LAST_POLL_S)
-        self._exchange_s.append(time.perf_counter() - started)
+        """Send ``messages``; yield the replies without errors (the rest are dropouts)."""
+        replies, spent = exchange(self._grid, messages, timeout=self._timeout)
+        self._exchange_s.append(spent)
         for reply in replies:
             if reply.has_error():
                 failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
@@ -165,9 +137,32 @@ class SecureRound:
             yield reply
 
 
-def _payload(reply: Message) -> tuple[bytes, ConfigRecord]:
-    record = reply.content.config_records.get(r.PROTOCOL_RECORD)
-    payload = record.get(r.PAYLOAD) if record is not None else None
-    if record is None or not isinstance(payload, bytes):
-        raise InvalidParameter("the reply carries no secure-aggregation message")
-    return payload, record
+def exchange(grid: Grid, messages: list[Message], *,
+             timeout: float | None) -> tuple[list[Message], float]:
+    """Push ``messages`` and pull their replies until all are in or ``timeout`` passes; return
+    the replies (errors included) and the wall seconds spent.
+
+    Pulls through the grid itself instead of ``Grid.send_and_receive``, whose fixed pull interval
+    (3 s on the deployment engine, 0.1 s in simulation) would be paid once per protocol stage: the
+    interval here starts at 2 ms, stays at most 5 ms for the first second (a protocol stage's
+    replies usually arrive within it) and then backs off to 50 ms, so a long wait (training on
+    the deployment engine) does not keep the SuperLink busy.
+    """
+    started = time.perf_counter()
+    waiting = set(grid.push_messages(messages))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    replies: list[Message] = []
+    delay = _FIRST_POLL_S
+    while waiting:
+        for reply in grid.pull_messages(list(waiting)):
+            waiting.discard(reply.metadata.reply_to_message_id)
+            replies.append(reply)
+        if not waiting:
+            break
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
+        time.sleep(delay if left is None else min(delay, left))
+        cap = _FAST_POLL_S if time.perf_counter() - started < _FAST_PHASE_S else _LAST_POLL_S
+        delay = min(2 * delay, cap)
+    return replies, time.perf_counter() - started

@@ -21,7 +21,6 @@ types pass through untouched.
 from __future__ import annotations
 
 import json
-import logging
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.app.message_type import MessageType
@@ -36,9 +35,6 @@ from .client_state import RoundState
 from .credentials import Credentials, CredentialsSource, credentials_from_node_config
 
 __all__ = ["SecAggPlusMod", "secaggplus_mod"]
-
-_log = logging.getLogger(__name__)
-
 
 class SecAggPlusMod:
     """A Flower mod running the client side of secagg's masking protocol."""
@@ -99,7 +95,7 @@ class SecAggPlusMod:
                                    "ArrayRecords; secure aggregation sums exactly one")
         (arrays_key, arrays), = content.array_records.items()
         vector = r.vector_of(arrays, layout)
-        weight = _weight(content, weight_key, config.max_weight)
+        weight = r.weight_of(content, weight_key, config.max_weight)
         session = ClientSession(config, creds.client_id,
                                 encode_update(config, vector, weight=weight),
                                 identity=creds.identity, roster=creds.roster)
@@ -109,21 +105,6 @@ class SecAggPlusMod:
         content.config_records[r.PROTOCOL_RECORD] = ConfigRecord(
             {r.PAYLOAD: advert, r.ARRAYS_KEY: arrays_key})
         return Message(content, reply_to=msg)
-
-
-def _weight(content: RecordDict, key: str, max_weight: int) -> int:
-    """The client's weight: metric ``key`` of the reply (1 if absent), capped at ``max_weight``."""
-    found = [rec[key] for rec in content.metric_records.values() if key in rec]
-    if not found:
-        return 1
-    value = found[0]
-    if isinstance(value, list) or not value >= 1:
-        raise InvalidParameter(f"metric '{key}' (the client's weight) must be a number >= 1")
-    if float(value) > max_weight:  # an infinite one included, which round() cannot take
-        _log.warning("weight %s from metric '%s' capped at the round's max_weight %d",
-                     value, key, max_weight)
-        return max_weight
-    return round(float(value))
 
 
 #: The mod with credentials from the SuperNode's node_config (see :mod:`.credentials`); build

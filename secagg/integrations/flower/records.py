@@ -9,15 +9,19 @@ and its reply carries the key advertisement and the ClientApp's metrics, never i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app.message_type import MessageType
 
 from secagg.encoding.paramspec import ParamSpec
 from secagg.errors import InvalidParameter
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ARRAYS_KEY",
@@ -30,15 +34,19 @@ __all__ = [
     "STEP",
     "WEIGHT_KEY",
     "layout_of",
+    "payload_of",
+    "setup_messages",
+    "step_messages",
     "to_arrayrecord",
     "vector_of",
+    "weight_of",
 ]
 
 PROTOCOL_RECORD: Final = "secagg"  # the ConfigRecord carrying the protocol, both directions
 STAGE: Final = "stage"  # SETUP or STEP
 SETUP: Final = "setup"  # round config + strategy content; reply: key advertisement + metrics
 STEP: Final = "step"  # any later protocol message; reply: the client's answer
-CONFIG: Final = "config"  # MaskingConfig.to_dict() as JSON
+CONFIG: Final = "config"  # the round's config as JSON (MaskingConfig or ThresholdRoundConfig)
 LAYOUT: Final = "layout"  # ParamSpec JSON of the model the round aggregates
 WEIGHT_KEY: Final = "weight-key"  # the metric holding the client's weight (number of examples)
 PAYLOAD: Final = "payload"  # wire-encoded protocol message
@@ -74,3 +82,50 @@ def to_arrayrecord(vector: npt.ArrayLike, layout: ParamSpec) -> ArrayRecord:
     if not out:
         raise InvalidParameter("the model layout holds no arrays")
     return ArrayRecord(out)
+
+
+def setup_messages(contents: Mapping[int, RecordDict], *, config_json: str, layout: ParamSpec,
+                   weight_key: str, group_id: str) -> list[Message]:
+    """A round's first messages: each node's strategy content plus the :data:`SETUP` record."""
+    setup = ConfigRecord({STAGE: SETUP, CONFIG: config_json, LAYOUT: layout.to_json(),
+                          WEIGHT_KEY: weight_key})
+    messages = []
+    for node, content in contents.items():
+        body = RecordDict(dict(content.items()))
+        body[PROTOCOL_RECORD] = setup
+        messages.append(Message(body, dst_node_id=node, message_type=MessageType.TRAIN,
+                                group_id=group_id))
+    return messages
+
+
+def step_messages(outgoing: Mapping[int, bytes], node_of: Mapping[int, int], *,
+                  group_id: str) -> list[Message]:
+    """A later stage's messages: client id -> protocol bytes, each to that client's node."""
+    return [Message(RecordDict({PROTOCOL_RECORD: ConfigRecord({STAGE: STEP, PAYLOAD: data})}),
+                    dst_node_id=node_of[party], message_type=MessageType.TRAIN,
+                    group_id=group_id)
+            for party, data in outgoing.items()]
+
+
+def payload_of(reply: Message) -> tuple[bytes, ConfigRecord]:
+    """The protocol bytes a client's reply carries, and their record; refuses a reply without."""
+    record = reply.content.config_records.get(PROTOCOL_RECORD)
+    payload = record.get(PAYLOAD) if record is not None else None
+    if record is None or not isinstance(payload, bytes):
+        raise InvalidParameter("the reply carries no secure-aggregation message")
+    return payload, record
+
+
+def weight_of(content: RecordDict, key: str, max_weight: int) -> int:
+    """The client's weight: metric ``key`` of the reply (1 if absent), capped at ``max_weight``."""
+    found = [rec[key] for rec in content.metric_records.values() if key in rec]
+    if not found:
+        return 1
+    value = found[0]
+    if isinstance(value, list) or not value >= 1:
+        raise InvalidParameter(f"metric '{key}' (the client's weight) must be a number >= 1")
+    if float(value) > max_weight:  # an infinite one included, which round() cannot take
+        _log.warning("weight %s from metric '%s' capped at the round's max_weight %d",
+                     value, key, max_weight)
+        return max_weight
+    return round(float(value))

@@ -1,0 +1,134 @@
+"""The server side of one threshold-CKKS round over a Flower ``Grid``: secagg's
+:class:`secagg.ckks.threshold.session.ServerSession`, with Flower messages as its transport.
+
+Stage by stage, as the session runs them: the setup message (the strategy's content plus the
+round's :class:`~secagg.ckks.threshold.session.ThresholdRoundConfig` and model layout) goes to
+every sampled node; each reply carries the ClientApp's metrics and the node's signed key advert,
+which maps the node to the roster id it signed as. Then each
+:meth:`~secagg.ckks.threshold.session.ServerSession.advance` yields the next message (key
+request, share delivery, statement request, partial request, and at most one retry of the
+partial request) for every client that goes on, sent to its node in one exchange. A node that
+does not answer within ``timeout``, answers with an error, or sends a message the session
+rejects is a dropout, and the round goes on while the policy's thresholds hold. The result is
+the weighted mean of the uploaders' models as an ``ArrayRecord``: the server decrypts only the
+sum the enterprises' statements allow and never holds an individual model or a key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.serverapp import Grid
+
+from secagg.ckks.threshold.session import ServerResult, ServerSession, ServerStage, ThresholdRoundConfig
+from secagg.ckks.threshold.session import peek as peek_client_message
+from secagg.encoding.paramspec import ParamSpec
+from secagg.errors import InvalidParameter, RejectedMessage
+from secagg.identity import Roster
+
+from . import records as r
+from .driver import exchange
+
+__all__ = ["ThresholdRound", "ThresholdRoundResult"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class ThresholdRoundResult:
+    """What a completed threshold round released: the decrypted sum and the uploaders' replies."""
+
+    config: ThresholdRoundConfig  # the round's parameters and policy (max_error among them)
+    result: ServerResult  # weighted sum, total weight, uploaders, signers, decryptors, ...
+    arrays: ArrayRecord  # the weighted mean of the uploaders' models
+    replies: dict[int, Message]  # uploading node -> its setup reply (metrics; no model)
+    arrays_keys: dict[int, str]  # node id -> the name its ClientApp gave its ArrayRecord
+    client_ids: dict[int, int]  # node id -> roster id
+    failures: list[str] = field(default_factory=list)
+    #: wall seconds of each message exchange (push to last reply or timeout), setup first
+    exchange_s: list[float] = field(default_factory=list)
+
+
+class ThresholdRound:
+    """Run one threshold-CKKS round with the nodes of ``contents`` (node id -> strategy content)."""
+
+    def __init__(self, grid: Grid, *, config: ThresholdRoundConfig, roster: Roster,
+                 layout: ParamSpec, weight_key: str, timeout: float | None) -> None:
+        self._grid = grid
+        self._config = config
+        self._roster = roster
+        self._layout = layout
+        self._weight_key = weight_key
+        self._timeout = timeout
+        #: roster id -> node id, from the setup replies
+        self.node_of: dict[int, int] = {}
+        self._exchange_s: list[float] = []
+
+    def run(self, contents: Mapping[int, RecordDict], *,
+            group_id: str = "") -> ThresholdRoundResult:
+        config = self._config
+        server = ServerSession(config, roster=self._roster)
+        messages = r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
+                                    layout=self._layout, weight_key=self._weight_key,
+                                    group_id=group_id)
+        failures: list[str] = []
+        node_of = self.node_of
+        setup_replies: dict[int, Message] = {}
+        arrays_keys: dict[int, str] = {}
+        for reply in self._exchange(messages, failures):
+            node = reply.metadata.src_node_id
+            try:
+                payload, record = r.payload_of(reply)
+                _, party = peek_client_message(payload)
+                if party is None:
+                    raise InvalidParameter("the setup reply carries no key advert")
+                if party in node_of:
+                    raise RejectedMessage(party, "a second node claims this client id")
+                server.receive(payload)
+            except (RejectedMessage, InvalidParameter) as exc:
+                failures.append(f"node {node}: {exc}")
+                continue
+            node_of[party] = node
+            del reply.content.config_records[r.PROTOCOL_RECORD]
+            setup_replies[node] = reply
+            arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
+        while True:
+            outgoing = server.advance()  # NotEnoughParticipants / ProtocolAbort end the round
+            if server.stage is ServerStage.DONE:
+                break
+            step = r.step_messages(outgoing, node_of, group_id=group_id)
+            for reply in self._exchange(step, failures):
+                node = reply.metadata.src_node_id
+                try:
+                    payload, _ = r.payload_of(reply)
+                    _, party = peek_client_message(payload)
+                    if party is None or node_of.get(party) != node:
+                        raise RejectedMessage(party or 0, f"sent by node {node}, not by the node "
+                                              "that advertised this client's key")
+                    server.receive(payload)
+                except (RejectedMessage, InvalidParameter) as exc:
+                    failures.append(f"node {node}: {exc}")
+        result = server.result
+        uploading = {node_of[c] for c in result.uploaders}
+        mean = r.to_arrayrecord(result.mean(), self._layout)
+        return ThresholdRoundResult(
+            config=config, result=result, arrays=mean,
+            replies={n: m for n, m in setup_replies.items() if n in uploading},
+            arrays_keys=arrays_keys, client_ids={n: c for c, n in node_of.items()},
+            failures=failures, exchange_s=self._exchange_s)
+
+    def _exchange(self, messages: list[Message], failures: list[str]) -> Iterable[Message]:
+        """Send ``messages``; yield the replies without errors (the rest are dropouts)."""
+        replies, spent = exchange(self._grid, messages, timeout=self._timeout)
+        self._exchange_s.append(spent)
+        for reply in replies:
+            if reply.has_error():
+                failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+                _log.info("threshold round: node %d dropped out: %s",
+                          reply.metadata.src_node_id, reply.error.reason)
+                continue
+            yield reply

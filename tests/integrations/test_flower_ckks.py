@@ -1,0 +1,161 @@
+"""Threshold CKKS in Flower, on Flower's real simulation engine (Ray): five enterprises, real
+TenSEAL-planned ring parameters, the session carried between ClientApp calls sealed in
+``Context.state``, one enterprise vanishing mid-round, the released mean checked against
+plaintext within the round's promised worst-case error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("flwr")
+pytest.importorskip("ray")
+
+from flwr.app import ConfigRecord, Context, Message
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from flwr.simulation import run_simulation
+
+from secagg.ckks.threshold.session import peek_server
+from secagg.identity import Roster
+from secagg.integrations.flower import ThresholdCKKSWorkflow
+from secagg.integrations.flower import records as r
+
+from .flower_apps import (
+    BACKEND,
+    SHAPES,
+    RecordingGrid,
+    client_examples,
+    client_model,
+    initial_arrays,
+    make_client_app,
+    make_federation,
+)
+
+pytestmark = [pytest.mark.flower, pytest.mark.slow]
+N = 5
+
+
+@dataclass
+class CKKSFaultMod:
+    """Makes partition ``partition`` fail when it receives a server message of ``kind`` (a
+    :func:`peek_server` name: "key request", "delivery", "statement request", "partial
+    request"), as a crashed SuperNode would."""
+
+    partition: int
+    kind: str
+
+    def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
+        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
+        payload = rec.get(r.PAYLOAD) if rec is not None else None
+        if isinstance(payload, bytes) and int(ctxt.node_config["partition-id"]) == \
+                self.partition and peek_server(payload) == self.kind:
+            raise RuntimeError(f"partition {self.partition} vanished at the {self.kind}")
+        return call_next(msg, ctxt)
+
+
+@dataclass
+class CKKSReplayMod:
+    """Writes partition ``partition``'s sealed session from the key-request stage back into its
+    Context.state when the ``kind`` message arrives (the stage mark left as it is)."""
+
+    partition: int
+    kind: str
+
+    def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
+        from secagg.integrations.flower.client_state import THRESHOLD_STATE_RECORD
+
+        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
+        payload = rec.get(r.PAYLOAD) if rec is not None else None
+        if int(ctxt.node_config["partition-id"]) != self.partition or \
+                not isinstance(payload, bytes):
+            return call_next(msg, ctxt)
+        state = ctxt.state.config_records[THRESHOLD_STATE_RECORD]
+        if peek_server(payload) == "key request":
+            ctxt.state.config_records["test-saved"] = ConfigRecord({"blob": state["blob"]})
+        elif peek_server(payload) == self.kind:
+            state["blob"] = ctxt.state.config_records["test-saved"]["blob"]
+        return call_next(msg, ctxt)
+
+
+def _plaintext_mean(partitions: list[int]) -> dict[str, np.ndarray]:
+    weights = {p: client_examples(p) for p in partitions}
+    total = sum(weights.values())
+    return {k: sum(weights[p] * client_model(p)[k].astype(np.float64) for p in partitions) / total
+            for k in SHAPES}
+
+
+def _run(tmp_path: Path, fault: Any) -> dict[str, Any]:
+    roster_path = make_federation(tmp_path, N)
+    captured: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        recorder = RecordingGrid(grid)
+        secure = ThresholdCKKSWorkflow(roster=Roster.load(roster_path), timeout=120)
+        sgrid = secure.secure_grid(recorder, context)
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=N,
+                          min_available_nodes=N)
+        result = strategy.start(grid=sgrid, initial_arrays=initial_arrays(), num_rounds=1)
+        captured.update(result=result, secure=sgrid.last_result, replies=recorder.replies)
+
+    run_simulation(server_app=server_app,
+                   client_app=make_client_app(tmp_path, fault, protocol="ckks-threshold"),
+                   num_supernodes=N, backend_config=BACKEND)
+    return captured
+
+
+def _check_mean(out: dict[str, Any], partitions: list[int]) -> None:
+    secure = out["secure"]
+    assert secure is not None, "the threshold round did not complete"
+    released = secure.result
+    assert released.uploaders == tuple(partitions)
+    weight = sum(client_examples(p) for p in partitions)
+    max_error = secure.config.max_error
+    assert abs(released.total_weight - weight) <= max_error
+    want = _plaintext_mean(partitions)
+    got = out["result"].arrays.to_numpy_ndarrays()
+    # mean = sum / weight, each within max_error of the truth; |values| <= 2 (client_model)
+    bound = (max_error + 2 * max_error) / (weight - max_error) + 1e-6  # float32 rounding
+    for k, arr in zip(SHAPES, got, strict=True):
+        assert arr.shape == want[k].shape
+        assert np.max(np.abs(arr - want[k])) <= bound, k
+    # no reply ever carried a model to the server
+    assert all(names == () for _, names in out["replies"])
+
+
+def test_a_dropout_after_dealing_leaves_the_others_mean(tmp_path: Path) -> None:
+    # partition 2 dealt its secret, then vanished before uploading: the sum is the other four's
+    out = _run(tmp_path, CKKSFaultMod(partition=2, kind="delivery"))
+    _check_mean(out, [0, 1, 3, 4])
+    assert any("vanished at the delivery" in f for f in out["secure"].failures)
+
+
+def test_a_decryptor_lost_at_decryption_is_retried_without_it(tmp_path: Path) -> None:
+    # partition 4 uploaded and signed, then vanished before its partial decryption: the server
+    # retries once with the decryptors who answered, and the sum still holds all five
+    out = _run(tmp_path, CKKSFaultMod(partition=4, kind="partial request"))
+    _check_mean(out, [0, 1, 2, 3, 4])
+    assert out["secure"].result.attempts == 2
+    assert 4 not in out["secure"].result.decryptors
+
+
+def test_an_older_session_state_written_back_is_refused(tmp_path: Path) -> None:
+    """Partition 1's Context.state gets its key-request blob back when the share delivery
+    arrives: the client refuses it (the stage is sealed into the blob) and drops out."""
+    out = _run(tmp_path, CKKSReplayMod(partition=1, kind="delivery"))
+    _check_mean(out, [0, 2, 3, 4])
+    assert any("authentication failed" in f for f in out["secure"].failures), \
+        out["secure"].failures
+
+
+def test_the_positive_control_without_faults_sums_all_five(tmp_path: Path) -> None:
+    out = _run(tmp_path, None)
+    _check_mean(out, [0, 1, 2, 3, 4])
+    assert out["secure"].result.attempts == 1
+    assert not out["secure"].failures
