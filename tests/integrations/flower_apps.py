@@ -4,6 +4,7 @@ vanish at a chosen protocol stage (its ClientApp fails, as a crashed SuperNode's
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,42 @@ def client_model(partition: int) -> dict[str, np.ndarray]:
 
 def client_examples(partition: int) -> int:
     return 10 + 7 * partition
+
+
+def plaintext_mean(partitions: list[int]) -> dict[str, np.ndarray]:
+    """The weighted mean of ``partitions``' models, in float64: what a round must release."""
+    weights = {p: client_examples(p) for p in partitions}
+    total = sum(weights.values())
+    return {k: sum(weights[p] * client_model(p)[k].astype(np.float64) for p in partitions) / total
+            for k in SHAPES}
+
+
+def run_modern_round(directory: Path, n: int, workflow: Callable[[Roster], Any], fault: Any,
+                     *, protocol: str = "masking") -> dict[str, Any]:
+    """One FedAvg round over ``n`` simulated SuperNodes, on the grid of ``workflow(roster)``
+    (a secagg workflow); returns the strategy's result, the round's result and the replies the
+    server saw."""
+    from flwr.serverapp import ServerApp
+    from flwr.serverapp.strategy import FedAvg
+    from flwr.simulation import run_simulation
+
+    roster_path = make_federation(directory, n)
+    captured: dict[str, Any] = {}
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        recorder = RecordingGrid(grid)
+        sgrid = workflow(Roster.load(roster_path)).secure_grid(recorder, context)
+        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n,
+                          min_available_nodes=n)
+        result = strategy.start(grid=sgrid, initial_arrays=initial_arrays(), num_rounds=1)
+        captured.update(result=result, secure=sgrid.last_result, replies=recorder.replies)
+
+    run_simulation(server_app=server_app,
+                   client_app=make_client_app(directory, fault, protocol=protocol),
+                   num_supernodes=n, backend_config=BACKEND)
+    return captured
 
 
 def make_federation(directory: Path, n: int) -> Path:

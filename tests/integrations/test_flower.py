@@ -17,7 +17,6 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from flwr.simulation import run_simulation
 
-from secagg.identity import Roster
 from secagg.integrations.flower import SecAggPlusWorkflow
 
 from .flower_apps import (
@@ -26,41 +25,20 @@ from .flower_apps import (
     FaultMod,
     RecordingGrid,
     client_examples,
-    client_model,
     initial_arrays,
     make_client_app,
     make_federation,
+    plaintext_mean,
+    run_modern_round,
 )
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 N = 5
 
 
-def _plaintext_mean(partitions: list[int]) -> dict[str, np.ndarray]:
-    weights = {p: client_examples(p) for p in partitions}
-    total = sum(weights.values())
-    return {k: sum(weights[p] * client_model(p)[k].astype(np.float64) for p in partitions) / total
-            for k in SHAPES}
-
-
 def _run(tmp_path: Path, fault: FaultMod | None) -> dict[str, Any]:
-    roster_path = make_federation(tmp_path, N)
-    captured: dict[str, Any] = {}
-    server_app = ServerApp()
-
-    @server_app.main()
-    def main(grid: Grid, context: Context) -> None:
-        recorder = RecordingGrid(grid)
-        secure = SecAggPlusWorkflow(roster=Roster.load(roster_path), timeout=120)
-        sgrid = secure.secure_grid(recorder, context)
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=N,
-                          min_available_nodes=N)
-        result = strategy.start(grid=sgrid, initial_arrays=initial_arrays(), num_rounds=1)
-        captured.update(result=result, secure=sgrid.last_result, replies=recorder.replies)
-
-    run_simulation(server_app=server_app, client_app=make_client_app(tmp_path, fault),
-                   num_supernodes=N, backend_config=BACKEND)
-    return captured
+    return run_modern_round(tmp_path, N,
+                            lambda roster: SecAggPlusWorkflow(roster=roster, timeout=120), fault)
 
 
 def test_a_round_with_a_dropout_mid_round_releases_the_survivors_mean(tmp_path: Path) -> None:
@@ -72,21 +50,21 @@ def test_a_round_with_a_dropout_mid_round_releases_the_survivors_mean(tmp_path: 
     assert secure.aggregate.survivors == (0, 1, 3, 4)
     assert secure.aggregate.dropped == (2,)
     assert secure.aggregate.total_weight == sum(client_examples(p) for p in (0, 1, 3, 4))
-    want = _plaintext_mean([0, 1, 3, 4])
+    want = plaintext_mean([0, 1, 3, 4])
     got = out["result"].arrays.to_numpy_ndarrays()
     step = 2 * 8.0 / ((1 << secure.aggregate.config.fixed_point.value_bits) - 1)
     for k, arr in zip(SHAPES, got, strict=True):
         assert arr.shape == want[k].shape
         assert np.max(np.abs(arr - want[k])) <= step, k
     # the mean differs from the mean with the dropped client's model: the dropout is real
-    assert np.max(np.abs(got[0] - _plaintext_mean(list(range(N)))["w"])) > 100 * step
+    assert np.max(np.abs(got[0] - plaintext_mean(list(range(N)))["w"])) > 100 * step
     # no client ever sent its model: every reply the server received has no ArrayRecord
     assert len(out["replies"]) >= 4 * N - 1
     assert all(names == () for _, names in out["replies"])
-    # FedAvg saw the survivors' metrics, weighted as usual
+    # FedAvg saw the survivors' metrics; their weights stayed protected (each reply carries the
+    # released total instead), so the loss is their plain mean, not the example-weighted one
     assert out["result"].train_metrics_clientapp[1]["loss"] == pytest.approx(
-        sum(client_examples(p) * p for p in (0, 1, 3, 4))
-        / sum(client_examples(p) for p in (0, 1, 3, 4)))
+        sum((0, 1, 3, 4)) / 4)
 
 
 def test_an_older_session_state_written_back_is_refused(tmp_path: Path) -> None:
@@ -101,7 +79,7 @@ def test_an_older_session_state_written_back_is_refused(tmp_path: Path) -> None:
     assert secure.aggregate.survivors == (0, 2, 3, 4)
     assert any("authentication failed for session state" in f for f in secure.failures)
     got = out["result"].arrays.to_numpy_ndarrays()
-    assert np.allclose(got[0], _plaintext_mean([0, 2, 3, 4])["w"], atol=1e-3)
+    assert np.allclose(got[0], plaintext_mean([0, 2, 3, 4])["w"], atol=1e-3)
 
 
 def test_a_plaintext_train_message_is_refused(tmp_path: Path) -> None:
@@ -161,6 +139,6 @@ def test_the_legacy_default_workflow_takes_it_as_its_fit_workflow(tmp_path: Path
                                               legacy=True),
                    num_supernodes=N, backend_config=BACKEND)
     # partition 4 uploaded, then vanished: its model is in the sum (its self mask is rebuilt)
-    want = _plaintext_mean(list(range(N)))
+    want = plaintext_mean(list(range(N)))
     for k, arr in zip(SHAPES, captured["params"], strict=True):
         assert np.allclose(arr, want[k], atol=1e-3), k

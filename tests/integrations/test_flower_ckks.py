@@ -16,24 +16,16 @@ pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
 from flwr.app import ConfigRecord, Context, Message
-from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAvg
-from flwr.simulation import run_simulation
 
 from secagg.ckks.threshold.session import peek_server
-from secagg.identity import Roster
 from secagg.integrations.flower import ThresholdCKKSWorkflow
 from secagg.integrations.flower import records as r
 
 from .flower_apps import (
-    BACKEND,
     SHAPES,
-    RecordingGrid,
     client_examples,
-    client_model,
-    initial_arrays,
-    make_client_app,
-    make_federation,
+    plaintext_mean,
+    run_modern_round,
 )
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
@@ -82,32 +74,10 @@ class CKKSReplayMod:
         return call_next(msg, ctxt)
 
 
-def _plaintext_mean(partitions: list[int]) -> dict[str, np.ndarray]:
-    weights = {p: client_examples(p) for p in partitions}
-    total = sum(weights.values())
-    return {k: sum(weights[p] * client_model(p)[k].astype(np.float64) for p in partitions) / total
-            for k in SHAPES}
-
-
 def _run(tmp_path: Path, fault: Any) -> dict[str, Any]:
-    roster_path = make_federation(tmp_path, N)
-    captured: dict[str, Any] = {}
-    server_app = ServerApp()
-
-    @server_app.main()
-    def main(grid: Grid, context: Context) -> None:
-        recorder = RecordingGrid(grid)
-        secure = ThresholdCKKSWorkflow(roster=Roster.load(roster_path), timeout=120)
-        sgrid = secure.secure_grid(recorder, context)
-        strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=N,
-                          min_available_nodes=N)
-        result = strategy.start(grid=sgrid, initial_arrays=initial_arrays(), num_rounds=1)
-        captured.update(result=result, secure=sgrid.last_result, replies=recorder.replies)
-
-    run_simulation(server_app=server_app,
-                   client_app=make_client_app(tmp_path, fault, protocol="ckks-threshold"),
-                   num_supernodes=N, backend_config=BACKEND)
-    return captured
+    return run_modern_round(tmp_path, N,
+                            lambda roster: ThresholdCKKSWorkflow(roster=roster, timeout=120),
+                            fault, protocol="ckks-threshold")
 
 
 def _check_mean(out: dict[str, Any], partitions: list[int]) -> None:
@@ -118,7 +88,7 @@ def _check_mean(out: dict[str, Any], partitions: list[int]) -> None:
     weight = sum(client_examples(p) for p in partitions)
     max_error = secure.config.max_error
     assert abs(released.total_weight - weight) <= max_error
-    want = _plaintext_mean(partitions)
+    want = plaintext_mean(partitions)
     got = out["result"].arrays.to_numpy_ndarrays()
     # mean = sum / weight, each within max_error of the truth; |values| <= 2 (client_model)
     bound = (max_error + 2 * max_error) / (weight - max_error) + 1e-6  # float32 rounding

@@ -369,6 +369,13 @@ class ThresholdRoundConfig:
     def num_clients(self) -> int:
         return len(self.client_ids)
 
+    def check_roster(self, roster: Roster) -> None:
+        """Refuse this config unless it is bound to ``roster``, covers all of it, and its
+        threshold, corrupt count and minimum of uploaders are no weaker than the roster's
+        policy: what every client and the server check (a client can check it before it trains)."""
+        round_roster(self, roster)
+        _check_policy(self, roster)
+
     @property
     def clip(self) -> float:
         """The range of one encrypted real: a weighted value or a weight."""

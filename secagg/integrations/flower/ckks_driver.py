@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, Message, RecordDict
@@ -27,11 +27,10 @@ from flwr.serverapp import Grid
 from secagg.ckks.threshold.session import ServerResult, ServerSession, ServerStage, ThresholdRoundConfig
 from secagg.ckks.threshold.session import peek as peek_client_message
 from secagg.encoding.paramspec import ParamSpec
-from secagg.errors import InvalidParameter, RejectedMessage
 from secagg.identity import Roster
 
 from . import records as r
-from .driver import exchange
+from .driver import RoundTransport
 
 __all__ = ["ThresholdRound", "ThresholdRoundResult"]
 
@@ -52,83 +51,52 @@ class ThresholdRoundResult:
     #: wall seconds of each message exchange (push to last reply or timeout), setup first
     exchange_s: list[float] = field(default_factory=list)
 
+    @property
+    def total_weight(self) -> int:
+        """The uploaders' total weight, decrypted with the sum (integer weights, so rounded)."""
+        return round(self.result.total_weight)
+
 
 class ThresholdRound:
     """Run one threshold-CKKS round with the nodes of ``contents`` (node id -> strategy content)."""
 
     def __init__(self, grid: Grid, *, config: ThresholdRoundConfig, roster: Roster,
                  layout: ParamSpec, weight_key: str, timeout: float | None) -> None:
-        self._grid = grid
         self._config = config
         self._roster = roster
         self._layout = layout
         self._weight_key = weight_key
-        self._timeout = timeout
+        self._transport = RoundTransport(grid, timeout=timeout)
         #: roster id -> node id, from the setup replies
-        self.node_of: dict[int, int] = {}
-        self._exchange_s: list[float] = []
+        self.node_of = self._transport.node_of
 
     def run(self, contents: Mapping[int, RecordDict], *,
             group_id: str = "") -> ThresholdRoundResult:
         config = self._config
         server = ServerSession(config, roster=self._roster)
-        messages = r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
-                                    layout=self._layout, weight_key=self._weight_key,
-                                    group_id=group_id)
-        failures: list[str] = []
-        node_of = self.node_of
-        setup_replies: dict[int, Message] = {}
-        arrays_keys: dict[int, str] = {}
-        for reply in self._exchange(messages, failures):
-            node = reply.metadata.src_node_id
-            try:
-                payload, record = r.payload_of(reply)
-                _, party = peek_client_message(payload)
-                if party is None:
-                    raise InvalidParameter("the setup reply carries no key advert")
-                if party in node_of:
-                    raise RejectedMessage(party, "a second node claims this client id")
-                server.receive(payload)
-            except (RejectedMessage, InvalidParameter) as exc:
-                failures.append(f"node {node}: {exc}")
-                continue
-            node_of[party] = node
-            del reply.content.config_records[r.PROTOCOL_RECORD]
-            setup_replies[node] = reply
-            arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
-        while True:
+        transport = self._transport
+
+        def advance() -> Mapping[int, bytes] | None:
             outgoing = server.advance()  # NotEnoughParticipants / ProtocolAbort end the round
-            if server.stage is ServerStage.DONE:
-                break
-            step = r.step_messages(outgoing, node_of, group_id=group_id)
-            for reply in self._exchange(step, failures):
-                node = reply.metadata.src_node_id
-                try:
-                    payload, _ = r.payload_of(reply)
-                    _, party = peek_client_message(payload)
-                    if party is None or node_of.get(party) != node:
-                        raise RejectedMessage(party or 0, f"sent by node {node}, not by the node "
-                                              "that advertised this client's key")
-                    server.receive(payload)
-                except (RejectedMessage, InvalidParameter) as exc:
-                    failures.append(f"node {node}: {exc}")
+            return None if server.stage is ServerStage.DONE else outgoing
+
+        setup_replies, arrays_keys = transport.setup(
+            r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
+                             layout=self._layout, weight_key=self._weight_key,
+                             group_id=group_id),
+            party_of=_party, admit=lambda _party, payload: server.receive(payload))
+        transport.stages(advance=advance, party_of=_party, receive=server.receive,
+                         group_id=group_id)
         result = server.result
-        uploading = {node_of[c] for c in result.uploaders}
+        uploading = {self.node_of[c] for c in result.uploaders}
         mean = r.to_arrayrecord(result.mean(), self._layout)
         return ThresholdRoundResult(
             config=config, result=result, arrays=mean,
             replies={n: m for n, m in setup_replies.items() if n in uploading},
-            arrays_keys=arrays_keys, client_ids={n: c for c, n in node_of.items()},
-            failures=failures, exchange_s=self._exchange_s)
+            arrays_keys=arrays_keys, client_ids={n: c for c, n in self.node_of.items()},
+            failures=transport.failures, exchange_s=transport.exchange_s)
 
-    def _exchange(self, messages: list[Message], failures: list[str]) -> Iterable[Message]:
-        """Send ``messages``; yield the replies without errors (the rest are dropouts)."""
-        replies, spent = exchange(self._grid, messages, timeout=self._timeout)
-        self._exchange_s.append(spent)
-        for reply in replies:
-            if reply.has_error():
-                failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
-                _log.info("threshold round: node %d dropped out: %s",
-                          reply.metadata.src_node_id, reply.error.reason)
-                continue
-            yield reply
+
+def _party(payload: bytes) -> int | None:
+    """The sender a client message claims (the session checks the claim)."""
+    return peek_client_message(payload)[1]

@@ -6,7 +6,8 @@ stage the session reached (a public high-water mark) and the session sealed with
 ``export_state`` under a key derived from the enterprise's identity, Flower's run id, the round's
 config and the client id. The stage is bound into the seal, so an older blob written back after a
 newer one is refused, as is a tampered one or one from another round, run or client. A second
-setup for a round already begun is refused too (a client never advertises twice in one round).
+setup for any round this client began in the same Flower run is refused too (the digests of the
+rounds begun are kept beside the session), so it never advertises twice in one round.
 
 :class:`RoundState` keeps a masking session (:class:`secagg.masking.ClientSession`),
 :class:`ThresholdRoundState` a threshold-CKKS one
@@ -55,10 +56,17 @@ class _SealedRound:
         return b"flower-run" + struct.pack(">Q", int(self._context.run_id) & (2**64 - 1))
 
     def _begin(self, digest: bytes, round_index: int, config_json: str, first: str) -> None:
-        record = self._context.state.config_records.get(self.RECORD)
-        if record is not None and record.get("digest") == digest.hex():
+        """Start the round whose config digest is ``digest``, refusing one this client began
+        before in this Flower run (any earlier one, not only the current: a server alternating
+        two setups gets no second advert for either)."""
+        history = self._context.state.config_records.get(self.RECORD + ".begun")
+        stored = history.get("digests", []) if history is not None else []
+        begun = [str(d) for d in stored] if isinstance(stored, list) else []
+        if digest.hex() in begun:
             raise AlreadyUsed(f"this client already took part in round {round_index} of this "
                               "configuration; refusing to set it up twice")
+        self._context.state.config_records[self.RECORD + ".begun"] = ConfigRecord(
+            {"digests": [*begun, digest.hex()]})
         self._context.state.config_records[self.RECORD] = ConfigRecord({
             "digest": digest.hex(), "config": config_json,
             "client-id": self._credentials.client_id, "stage": first,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, Message, RecordDict
@@ -31,7 +31,7 @@ from secagg.masking.config import Stage
 
 from . import records as r
 
-__all__ = ["SecureRound", "SecureRoundResult", "exchange"]
+__all__ = ["RoundTransport", "SecureRound", "SecureRoundResult", "exchange"]
 
 _log = logging.getLogger(__name__)
 _FIRST_POLL_S = 0.002
@@ -53,6 +53,86 @@ class SecureRoundResult:
     #: wall seconds of each message exchange (push to last reply or timeout), setup first
     exchange_s: list[float] = field(default_factory=list)
 
+    @property
+    def total_weight(self) -> int:
+        """The survivors' total weight, as released with the sum."""
+        return self.aggregate.total_weight
+
+
+class RoundTransport:
+    """The Flower side of one protocol round, whatever the protocol: the setup exchange (each
+    reply's protocol message maps its node to the roster id it claims, once), then one exchange
+    per stage the server session yields, each reply accepted only from the node that answered
+    the setup for that client id. Dropouts (no answer in time, an error, a message the session
+    rejects) are noted in :attr:`failures`; the session's thresholds decide whether the round
+    goes on."""
+
+    def __init__(self, grid: Grid, *, timeout: float | None) -> None:
+        self._grid = grid
+        self._timeout = timeout
+        #: roster id -> node id, from the setup replies
+        self.node_of: dict[int, int] = {}
+        self.failures: list[str] = []
+        #: wall seconds of each message exchange (push to last reply or timeout), setup first
+        self.exchange_s: list[float] = []
+
+    def setup(self, messages: list[Message], *, party_of: Callable[[bytes], int | None],
+              admit: Callable[[int, bytes], None]) -> tuple[dict[int, Message], dict[int, str]]:
+        """Send the setup messages; ``admit(party, payload)`` checks and takes each reply's
+        protocol message. Returns node -> setup reply (its protocol record removed: metrics
+        only) and node -> the name of its ClientApp's ArrayRecord."""
+        replies: dict[int, Message] = {}
+        arrays_keys: dict[int, str] = {}
+        for reply in self._exchange(messages):
+            node = reply.metadata.src_node_id
+            try:
+                payload, record = r.payload_of(reply)
+                party = party_of(payload)
+                if party is None:
+                    raise InvalidParameter("the setup reply carries no client id")
+                if party in self.node_of:
+                    raise RejectedMessage(party, "a second node claims this client id")
+                admit(party, payload)
+            except (RejectedMessage, InvalidParameter) as exc:
+                self.failures.append(f"node {node}: {exc}")
+                continue
+            self.node_of[party] = node
+            del reply.content.config_records[r.PROTOCOL_RECORD]
+            replies[node] = reply
+            arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
+        return replies, arrays_keys
+
+    def stages(self, *, advance: Callable[[], Mapping[int, bytes] | None],
+               party_of: Callable[[bytes], int | None], receive: Callable[[bytes], None],
+               group_id: str) -> None:
+        """Until ``advance()`` returns None (the session is done): send each client its message
+        and hand the replies to ``receive``. A session's abort ends the round (it propagates)."""
+        while (outgoing := advance()) is not None:
+            step = r.step_messages(outgoing, self.node_of, group_id=group_id)
+            for reply in self._exchange(step):
+                node = reply.metadata.src_node_id
+                try:
+                    payload, _ = r.payload_of(reply)
+                    party = party_of(payload)
+                    if party is None or self.node_of.get(party) != node:
+                        raise RejectedMessage(party, f"sent by node {node}, not by the node that "
+                                              "answered the setup for this client id")
+                    receive(payload)
+                except (RejectedMessage, InvalidParameter) as exc:
+                    self.failures.append(f"node {node}: {exc}")
+
+    def _exchange(self, messages: list[Message]) -> Iterable[Message]:
+        """Send ``messages``; yield the replies without errors (the rest are dropouts)."""
+        replies, spent = exchange(self._grid, messages, timeout=self._timeout)
+        self.exchange_s.append(spent)
+        for reply in replies:
+            if reply.has_error():
+                self.failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
+                _log.info("secure round: node %d dropped out: %s", reply.metadata.src_node_id,
+                          reply.error.reason)
+                continue
+            yield reply
+
 
 class SecureRound:
     """Run one masking round with the nodes of ``contents`` (node id -> strategy content)."""
@@ -60,81 +140,49 @@ class SecureRound:
     def __init__(self, grid: Grid, *, config: MaskingConfig, roster: Roster, layout: ParamSpec,
                  weight_key: str, timeout: float | None,
                  excluded: frozenset[int] = frozenset()) -> None:
-        self._grid = grid
         self._config = config
         self._roster = roster
         self._layout = layout
         self._weight_key = weight_key
-        self._timeout = timeout
         self._excluded = excluded
+        self._transport = RoundTransport(grid, timeout=timeout)
         #: roster id -> node id, from the setup replies (kept to name a culprit's node)
-        self.node_of: dict[int, int] = {}
-        self._exchange_s: list[float] = []
+        self.node_of = self._transport.node_of
 
     def run(self, contents: Mapping[int, RecordDict], *, group_id: str = "") -> SecureRoundResult:
         config = self._config
         server = ServerSession(config, roster=self._roster)
-        messages = r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
-                                    layout=self._layout, weight_key=self._weight_key,
-                                    group_id=group_id)
-        failures: list[str] = []
-        node_of = self.node_of  # roster id -> node id
-        setup_replies: dict[int, Message] = {}
-        arrays_keys: dict[int, str] = {}
-        for reply in self._exchange(messages, failures):
-            node = reply.metadata.src_node_id
-            try:
-                payload, record = r.payload_of(reply)
-                party = wire.peek_header(payload).party
-                if party in node_of:
-                    raise RejectedMessage(party, "a second node claims this client id")
-                if party in self._excluded:
-                    raise RejectedMessage(party, "named as the culprit of an earlier round; left "
-                                          "out of this workflow's rounds")
-                server.receive(payload)
-            except (RejectedMessage, InvalidParameter) as exc:
-                failures.append(f"node {node}: {exc}")
-                continue
-            node_of[party] = node
-            del reply.content.config_records[r.PROTOCOL_RECORD]
-            setup_replies[node] = reply
-            arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
-        while True:
+        transport = self._transport
+
+        def admit(party: int, payload: bytes) -> None:
+            if party in self._excluded:
+                raise RejectedMessage(party, "named as the culprit of an earlier round; left "
+                                      "out of this workflow's rounds")
+            server.receive(payload)
+
+        def advance() -> Mapping[int, bytes] | None:
             outgoing = server.advance_bytes()  # ProtocolAbort ends the round
-            if server.stage is Stage.DONE:
-                break
-            step = r.step_messages(outgoing, node_of, group_id=group_id)
-            for reply in self._exchange(step, failures):
-                node = reply.metadata.src_node_id
-                try:
-                    payload, _ = r.payload_of(reply)
-                    party = wire.peek_header(payload).party
-                    if node_of.get(party) != node:
-                        raise RejectedMessage(party, f"sent by node {node}, not by the node that "
-                                              "advertised this client's keys")
-                    server.receive(payload)
-                except (RejectedMessage, InvalidParameter) as exc:
-                    failures.append(f"node {node}: {exc}")
+            return None if server.stage is Stage.DONE else outgoing
+
+        setup_replies, arrays_keys = transport.setup(
+            r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
+                             layout=self._layout, weight_key=self._weight_key,
+                             group_id=group_id),
+            party_of=_party, admit=admit)
+        transport.stages(advance=advance, party_of=_party, receive=server.receive,
+                         group_id=group_id)
         aggregate = server.result
-        survivors = {node_of[c] for c in aggregate.survivors}
+        survivors = {self.node_of[c] for c in aggregate.survivors}
         mean = r.to_arrayrecord(aggregate.mean(), self._layout)
         return SecureRoundResult(
             aggregate=aggregate, arrays=mean,
             replies={n: m for n, m in setup_replies.items() if n in survivors},
-            arrays_keys=arrays_keys, client_ids={n: c for c, n in node_of.items()},
-            failures=failures, exchange_s=self._exchange_s)
+            arrays_keys=arrays_keys, client_ids={n: c for c, n in self.node_of.items()},
+            failures=transport.failures, exchange_s=transport.exchange_s)
 
-    def _exchange(self, messages: list[Message], failures: list[str]) -> Iterable[Message]:
-        """Send ``messages``; yield the replies without errors (the rest are dropouts)."""
-        replies, spent = exchange(self._grid, messages, timeout=self._timeout)
-        self._exchange_s.append(spent)
-        for reply in replies:
-            if reply.has_error():
-                failures.append(f"node {reply.metadata.src_node_id}: {reply.error.reason}")
-                _log.info("secure round: node %d dropped out: %s", reply.metadata.src_node_id,
-                          reply.error.reason)
-                continue
-            yield reply
+
+def _party(payload: bytes) -> int:
+    return wire.peek_header(payload).party
 
 
 def exchange(grid: Grid, messages: list[Message], *,

@@ -12,99 +12,62 @@ strategy's model and the round's config; the mod checks the config (active mode,
 roster this enterprise pinned and to the model layout), runs the ClientApp on it, encodes the
 returned ``ArrayRecord`` with its weight (the reply's ``num-examples`` metric, capped at the
 round's ``max_weight``) and answers with its key advertisement. The model never leaves: the
-reply keeps the ClientApp's metrics (in the clear, as with Flower's mod) and drops its arrays.
-Later messages are answered by the restored session (:mod:`.client_state`). A ``train`` message
-outside a secure round is refused, so a server cannot ask for a plaintext update; other message
-types pass through untouched.
+reply drops its arrays and its weight metric and keeps the ClientApp's other metrics (in the
+clear, as with Flower's mod). Later messages are answered by the restored session
+(:mod:`.client_state`). A ``train`` message of any action outside a secure round is refused, so
+a server cannot ask for a plaintext update; other message types pass through untouched
+(:mod:`.secure_mod`).
 """
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.app.message_type import MessageType
-from flwr.clientapp.typing import ClientAppCallable
+import numpy as np
+import numpy.typing as npt
+from flwr.app import Context, RecordDict
 
 from secagg.encoding.paramspec import ParamSpec
-from secagg.errors import InvalidParameter, ProtocolAbort
+from secagg.errors import ProtocolAbort
 from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
 
 from . import records as r
 from .client_state import RoundState
-from .credentials import Credentials, CredentialsSource, credentials_from_node_config
+from .credentials import Credentials
+from .secure_mod import SecureMod
 
 __all__ = ["SecAggPlusMod", "secaggplus_mod"]
 
-class SecAggPlusMod:
+
+class SecAggPlusMod(SecureMod):
     """A Flower mod running the client side of secagg's masking protocol."""
 
-    def __init__(self, *, credentials: CredentialsSource = credentials_from_node_config) -> None:
-        self._credentials = credentials
+    WORKFLOW = "SecAggPlusWorkflow"
+    CONFIG = "MaskingConfig.to_dict"
 
-    def __call__(self, msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
-        if msg.metadata.message_type != MessageType.TRAIN:
-            return call_next(msg, ctxt)
-        record = msg.content.config_records.get(r.PROTOCOL_RECORD)
-        if record is None:
-            raise ProtocolAbort("client", "a train message outside a secure round: this ClientApp "
-                                "sends its training result only through secure aggregation (run "
-                                "the ServerApp with secagg.integrations.flower.SecAggPlusWorkflow)")
-        creds = self._credentials(ctxt)
-        state = RoundState(ctxt, creds)
-        if record.get(r.STAGE) == r.SETUP:
-            return self._setup(msg, ctxt, call_next, record, state, creds)
-        payload = record.get(r.PAYLOAD)
-        if record.get(r.STAGE) != r.STEP or not isinstance(payload, bytes):
-            raise ProtocolAbort("client", "malformed secure-aggregation message")
-        session = state.load(wire.peek_header(payload).digest)
-        try:
-            answer = session.handle_bytes(payload)
-        finally:  # an abort clears the session's secrets: the mark then says so
-            state.save(session)
-        return Message(RecordDict({r.PROTOCOL_RECORD: ConfigRecord({r.PAYLOAD: answer})}),
-                       reply_to=msg)
+    def _state(self, ctxt: Context, creds: Credentials) -> RoundState:
+        return RoundState(ctxt, creds)
 
-    def _setup(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
-               record: ConfigRecord, state: RoundState, creds: Credentials) -> Message:
-        raw = record.get(r.CONFIG)
-        try:
-            fields = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            fields = None
-        if not isinstance(fields, dict):
-            raise ProtocolAbort("client", f"the setup message's '{r.CONFIG}' is not a JSON object "
-                                "of round config fields (MaskingConfig.to_dict)")
+    def _load(self, state: RoundState, payload: bytes) -> ClientSession:
+        return state.load(wire.peek_header(payload).digest)
+
+    def _config(self, fields: dict[str, Any], layout: ParamSpec,
+                creds: Credentials) -> MaskingConfig:
         config = MaskingConfig.from_dict(fields)
         if not config.active:
             raise ProtocolAbort("client", "the server asked for an honest-but-curious (passive) "
                                 "round; this client takes part only in active rounds")
-        layout = ParamSpec.from_json(str(record.get(r.LAYOUT)))
-        if not config.layout_digest:
-            raise ProtocolAbort("client", "the round's config names no model layout")
-        layout.check_round(config.layout_digest)
-        weight_key = str(record.get(r.WEIGHT_KEY, "num-examples"))
-        state.begin(config)
-        del msg.content.config_records[r.PROTOCOL_RECORD]  # the ClientApp sees what Flower sent
-        out = call_next(msg, ctxt)
-        if out.has_error():
-            return out
-        content = out.content
-        if len(content.array_records) != 1:
-            raise InvalidParameter(f"the ClientApp returned {len(content.array_records)} "
-                                   "ArrayRecords; secure aggregation sums exactly one")
-        (arrays_key, arrays), = content.array_records.items()
-        vector = r.vector_of(arrays, layout)
+        config.check_roster(creds.roster)
+        return config
+
+    def _start(self, config: MaskingConfig, creds: Credentials,
+               vector: npt.NDArray[np.float32], content: RecordDict,
+               weight_key: str) -> tuple[ClientSession, bytes]:
         weight = r.weight_of(content, weight_key, config.max_weight)
         session = ClientSession(config, creds.client_id,
                                 encode_update(config, vector, weight=weight),
                                 identity=creds.identity, roster=creds.roster)
-        advert = wire.encode(session.start())
-        state.save(session)
-        del content.array_records[arrays_key]  # the model never leaves in the clear
-        content.config_records[r.PROTOCOL_RECORD] = ConfigRecord(
-            {r.PAYLOAD: advert, r.ARRAYS_KEY: arrays_key})
-        return Message(content, reply_to=msg)
+        return session, wire.encode(session.start())
 
 
 #: The mod with credentials from the SuperNode's node_config (see :mod:`.credentials`); build

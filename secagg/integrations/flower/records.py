@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.app.message_type import MessageType
 
 from secagg.encoding.paramspec import ParamSpec
@@ -35,8 +35,10 @@ __all__ = [
     "WEIGHT_KEY",
     "layout_of",
     "payload_of",
+    "set_weight",
     "setup_messages",
     "step_messages",
+    "strip_weight",
     "to_arrayrecord",
     "vector_of",
     "weight_of",
@@ -129,3 +131,20 @@ def weight_of(content: RecordDict, key: str, max_weight: int) -> int:
                      value, key, max_weight)
         return max_weight
     return round(float(value))
+
+
+def strip_weight(content: RecordDict, key: str) -> None:
+    """Remove metric ``key`` (the client's weight) from every MetricRecord of ``content``."""
+    for record in content.metric_records.values():
+        if key in record:
+            del record[key]
+
+
+def set_weight(content: RecordDict, key: str, weight: int) -> None:
+    """Put ``weight`` under metric ``key`` where the client's ClientApp reported it (the first
+    MetricRecord, or a new one named ``metrics``)."""
+    records = content.metric_records
+    if not records:
+        content["metrics"] = MetricRecord({key: weight})
+        return
+    next(iter(records.values()))[key] = weight

@@ -6,7 +6,10 @@ A protocol's workflow (:class:`~secagg.integrations.flower.SecAggPlusWorkflow` f
 ``run_round``: one secure round with the nodes the strategy sampled, returning the weighted
 mean of the survivors' models and each survivor's setup reply (its metrics, no model). This
 module turns that into what a strategy expects: one reply per surviving node carrying the mean,
-so FedAvg's weighted average of identical models is that mean.
+so FedAvg's weighted average of identical models is that mean. The clients' mods drop their
+weight metric (the protocol protects it like the model); each reply carries the round's released
+total weight in its place, so the strategy's weighted averages of the other metrics (the loss)
+become plain averages over the contributors.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from collections.abc import Iterable
 from typing import Any, Final, Protocol, cast
 
 from flwr.app import ArrayRecord, Context, Message, RecordDict
-from flwr.app.message_type import MessageType
 from flwr.serverapp import Grid
 
 from secagg.encoding.paramspec import ParamSpec
@@ -25,6 +27,7 @@ from secagg.errors import InvalidParameter, ProtocolAbort
 from secagg.identity import Roster
 
 from . import records as r
+from .secure_mod import is_train
 
 __all__ = ["ROSTER_RUN_CONFIG_KEY", "RoundOutcome", "SecureGrid", "SecureWorkflow",
            "model_layout"]
@@ -47,6 +50,9 @@ class RoundOutcome(Protocol):
 
     @property
     def failures(self) -> list[str]: ...  # one line per dropout or refused message
+
+    @property
+    def total_weight(self) -> int: ...  # the released total weight of the contributors
 
 
 class SecureWorkflow:
@@ -117,6 +123,7 @@ class SecureWorkflow:
         for node, reply in result.replies.items():
             content = reply.content
             content.array_records[result.arrays_keys[node]] = result.arrays
+            r.set_weight(content, "num_examples", result.total_weight)
             results.append((proxies[node], compat.recorddict_to_fitres(content, keep_input=True)))
         failures: list[Any] = [Exception(f) for f in result.failures]
         params, metrics = context.strategy.aggregate_fit(current_round, results, failures)
@@ -143,7 +150,7 @@ class SecureGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         batch = list(messages)
-        train = [m for m in batch if m.metadata.message_type == MessageType.TRAIN]
+        train = [m for m in batch if is_train(m.metadata.message_type)]
         if not train:
             return self._inner.send_and_receive(batch, timeout=timeout)
         if len(train) != len(batch):
@@ -172,6 +179,7 @@ class SecureGrid(Grid):
         self.last_result = result
         for node, reply in result.replies.items():
             reply.content.array_records[result.arrays_keys[node]] = result.arrays
+            r.set_weight(reply.content, self._weight_key, result.total_weight)
         return list(result.replies.values())
 
     # ---- everything else is the wrapped grid's -------------------------------------------------
