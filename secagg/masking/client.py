@@ -59,13 +59,18 @@ class ClientSession(Unpicklable):
         self,
         config: MaskingConfig,
         client_id: int,
-        values: npt.NDArray[np.uint32],
+        values: npt.NDArray[np.uint32] | None,
         *,
         identity: Identity | None = None,
         roster: Roster | None = None,
         insecure_global_survivor_checks: bool = False,
     ) -> None:
         """``identity`` and ``roster`` are required in active mode (the default with a roster).
+
+        ``values`` is the encoded update (:func:`encode_update`), or None when it does not exist
+        yet: a transport that trains only once the keys are shared (Flower's, to keep the update
+        out of the state it carries between calls) gives it with :meth:`provide_update` before
+        the share delivery.
 
         ``insecure_global_survivor_checks`` restores the checks this library had before the
         per-neighbourhood ones (survivor count and t signatures from anyone, counted over the
@@ -74,16 +79,8 @@ class ClientSession(Unpicklable):
         """
         if not 0 <= client_id < 2**32:
             raise InvalidParameter(f"client_id must be in [0, 2^32), found {client_id}")
-        values = np.asarray(values)
-        if values.dtype != np.uint32 or values.shape != (config.wire_length,):
-            raise InvalidParameter(
-                f"values must be a uint32 vector of length {config.wire_length} "
-                f"(update + weight; see encode_update), found {values.dtype} {values.shape}"
-            )
-        bound = client_value_bound(config)
-        if int(values.max(initial=0)) > bound:
-            raise InvalidParameter(f"a value exceeds this client's headroom bound {bound}; "
-                                   "encode the update with encode_update")
+        if values is not None:
+            values = _checked_values(config, values)
         config.check_roster(roster)
         if config.active:
             if identity is None or roster is None:
@@ -154,6 +151,16 @@ class ClientSession(Unpicklable):
                 keys.advert_bytes(advert)))
         self._my_advert = wire.encode(advert)
         return advert
+
+    def provide_update(self, values: npt.NDArray[np.uint32]) -> None:
+        """Give the encoded update to a session made with ``values=None``: once, before the
+        share delivery (the masked input is the first message that needs it)."""
+        if self._values is not None:
+            raise AlreadyUsed("this session already holds its update")
+        if self._stage not in (Stage.ADVERTISE, Stage.SHARE):
+            raise ProtocolAbort(self._stage.value, "the update must be given before the share "
+                                "delivery")
+        self._values = _checked_values(self.config, values)
 
     def handle(self, msg: m.ServerMessage) -> m.ClientMessage:
         """Take the server's message for the current stage; return this client's reply."""
@@ -290,6 +297,9 @@ class ClientSession(Unpicklable):
             self._abort(f"{len(bad)} neighbours sent invalid share boxes ({sorted(bad)[:5]}), "
                         f"more than the {cap} a round tolerates, or the {len(included)} valid "
                         f"ones with this client fall below the threshold {cfg.threshold}")
+        if self._values is None:
+            self._abort("the share delivery arrived before this client's update was given "
+                        "(provide_update)")
         self._shared = shared
         self._included = included
         prepared, self._prepared = self._prepared, None
@@ -312,6 +322,9 @@ class ClientSession(Unpicklable):
         if self._stage is not Stage.SHARE:
             raise ProtocolAbort(self._stage.value, "prepare_masked_input() needs the key "
                                 "directory handled and the delivery not yet")
+        if self._values is None:
+            raise ProtocolAbort(self._stage.value, "prepare_masked_input() needs the update "
+                                "(provide_update)")
         self._prepared = (self._neighbours, self._masked_payload(self._neighbours))
 
     def _masked_payload(self, neighbours: frozenset[int]) -> bytes:
@@ -319,6 +332,7 @@ class ClientSession(Unpicklable):
         masks = [(keys.self_mask_key(self._seed, me, self._digest, cfg.round), False)]
         for v in sorted(neighbours):
             masks.append((self._pair_keys[v], me > v))
+        assert self._values is not None  # checked by the callers
         packer = BitPacker(cfg.wire_length, cfg.mod_bits)
         acc = packer.buffer[: cfg.wire_length]
         acc[:] = self._values
@@ -409,6 +423,21 @@ class ClientSession(Unpicklable):
     def __repr__(self) -> str:
         return (f"<ClientSession client={self.client_id} round={self.config.round} "
                 f"stage={self._stage.value} secrets=redacted>")
+
+
+def _checked_values(config: MaskingConfig, values: npt.ArrayLike) -> npt.NDArray[np.uint32]:
+    """``values`` if it is an encoded update for ``config`` (length, dtype, headroom bound)."""
+    arr = np.asarray(values)
+    if arr.dtype != np.uint32 or arr.shape != (config.wire_length,):
+        raise InvalidParameter(
+            f"values must be a uint32 vector of length {config.wire_length} "
+            f"(update + weight; see encode_update), found {arr.dtype} {arr.shape}"
+        )
+    bound = client_value_bound(config)
+    if int(arr.max(initial=0)) > bound:
+        raise InvalidParameter(f"a value exceeds this client's headroom bound {bound}; "
+                               "encode the update with encode_update")
+    return arr
 
 
 _ORDER = [Stage.ADVERTISE, Stage.SHARE, Stage.MASKED_INPUT, Stage.CONSISTENCY, Stage.UNMASK,

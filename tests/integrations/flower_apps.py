@@ -68,7 +68,8 @@ def run_modern_round(directory: Path, n: int, workflow: Callable[[Roster], Any],
         strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n,
                           min_available_nodes=n)
         result = strategy.start(grid=sgrid, initial_arrays=initial_arrays(), num_rounds=1)
-        captured.update(result=result, secure=sgrid.last_result, replies=recorder.replies)
+        captured.update(result=result, secure=sgrid.last_result, replies=recorder.replies,
+                        metric_names=recorder.metric_names)
 
     run_simulation(server_app=server_app,
                    client_app=make_client_app(directory, fault, protocol=protocol),
@@ -160,6 +161,8 @@ class RecordingGrid(Grid):
     inner: Grid
     replies: list[tuple[int, tuple[str, ...]]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: every metric name any reply carried on arrival
+    metric_names: set[str] = field(default_factory=set)
 
     def _note(self, messages: Any) -> list[Message]:
         out = list(messages)
@@ -167,6 +170,8 @@ class RecordingGrid(Grid):
         self.replies += [(msg.metadata.src_node_id,
                           tuple(msg.content.array_records) if msg.has_content() else ())
                          for msg in out]
+        self.metric_names.update(name for msg in out if msg.has_content()
+                                 for rec in msg.content.metric_records.values() for name in rec)
         return out
 
     def set_run(self, run: Any) -> None:
@@ -234,11 +239,10 @@ class InconsistentDealerMod:
         from secagg.hazmat.handles import SecretBytes
         from secagg.integrations.flower.client_state import STATE_RECORD, RoundState
 
-        out = call_next(msg, ctxt)
         rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
-        # the mod removes the protocol record from the message it hands on: a setup message is
-        # one that reached the ClientApp without it
-        if (rec is None and int(ctxt.node_config["partition-id"]) == self.partition
+        setup = rec is not None and rec.get(r.STAGE) == r.SETUP
+        out = call_next(msg, ctxt)
+        if (setup and int(ctxt.node_config["partition-id"]) == self.partition
                 and not out.has_error() and STATE_RECORD in ctxt.state.config_records):
             state = RoundState(ctxt, PartitionCredentials(self.directory)(ctxt))
             digest = bytes.fromhex(str(ctxt.state.config_records[STATE_RECORD]["digest"]))

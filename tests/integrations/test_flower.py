@@ -61,6 +61,8 @@ def test_a_round_with_a_dropout_mid_round_releases_the_survivors_mean(tmp_path: 
     # no client ever sent its model: every reply the server received has no ArrayRecord
     assert len(out["replies"]) >= 4 * N - 1
     assert all(names == () for _, names in out["replies"])
+    # nor its weight (the masked input carries it); the ClientApp's other metrics did arrive
+    assert "loss" in out["metric_names"] and "num-examples" not in out["metric_names"]
     # FedAvg saw the survivors' metrics; their weights stayed protected (each reply carries the
     # released total instead), so the loss is their plain mean, not the example-weighted one
     assert out["result"].train_metrics_clientapp[1]["loss"] == pytest.approx(

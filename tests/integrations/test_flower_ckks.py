@@ -95,8 +95,10 @@ def _check_mean(out: dict[str, Any], partitions: list[int]) -> None:
     for k, arr in zip(SHAPES, got, strict=True):
         assert arr.shape == want[k].shape
         assert np.max(np.abs(arr - want[k])) <= bound, k
-    # no reply ever carried a model to the server
+    # no reply ever carried a model to the server, nor a client's weight (the upload carries it
+    # encrypted); the ClientApp's other metrics did arrive
     assert all(names == () for _, names in out["replies"])
+    assert "loss" in out["metric_names"] and "num-examples" not in out["metric_names"]
 
 
 def test_a_dropout_after_dealing_leaves_the_others_mean(tmp_path: Path) -> None:

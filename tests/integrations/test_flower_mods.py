@@ -56,9 +56,8 @@ def _threshold_setup(roster: Roster, *, round_index: int = 1) -> Message:
     config = ThresholdRoundConfig.for_roster(
         roster, round=round_index, vector_length=layout.size, session=secrets.token_bytes(32),
         weight_bound=1000.0, value_bound=8.0, layout_digest=layout.digest())
-    (msg,) = r.setup_messages({10: RecordDict({"arrays": initial_arrays()})},
-                              config_json=json.dumps(config.to_dict()), layout=layout,
-                              weight_key="num-examples", group_id="1")
+    (msg,) = r.setup_messages([10], config_json=json.dumps(config.to_dict()), layout=layout,
+                              group_id="1")
     msg.metadata._message_id = secrets.token_hex(8)
     return msg
 
@@ -90,19 +89,6 @@ def test_every_train_action_without_the_protocol_is_refused(
     assert np.array_equal(got, client_model(0)["w"])  # the leak the mod prevents
 
 
-def test_the_setup_reply_carries_neither_the_model_nor_its_weight(tmp_path: Path) -> None:
-    """The threshold mod's setup reply keeps the ClientApp's other metrics but not the model
-    and not the weight (num-examples), which the upload carries encrypted."""
-    roster = Roster.load(make_federation(tmp_path, N))
-    app = make_client_app(tmp_path, protocol="ckks-threshold")
-    out = app(_threshold_setup(roster), _context())
-    assert not out.has_error(), out.error.reason if out.has_error() else ""
-    assert not out.content.array_records
-    metrics = {k: v for rec in out.content.metric_records.values() for k, v in rec.items()}
-    assert "num-examples" not in metrics and metrics["loss"] == 0.0
-    assert isinstance(out.content.config_records[r.PROTOCOL_RECORD][r.PAYLOAD], bytes)
-
-
 def test_a_server_alternating_two_setups_gets_no_second_advert(tmp_path: Path) -> None:
     """Setups A, B, then A again: the third is refused (every round begun in the run is
     remembered, not only the last). Positive control: with that memory erased, A is accepted
@@ -122,8 +108,8 @@ def test_a_server_alternating_two_setups_gets_no_second_advert(tmp_path: Path) -
 
 
 def test_a_config_the_client_refuses_costs_no_training(tmp_path: Path) -> None:
-    """A config over part of the roster is refused before the ClientApp runs, and the round the
-    client is in keeps its sealed session."""
+    """A config over part of the roster is refused, and the round the client is in keeps its
+    sealed session; no setup runs the ClientApp (it trains only at the share delivery)."""
     make_federation(tmp_path, N)
     roster = Roster.load(tmp_path / "roster.json")
     trained: list[int] = []
@@ -146,20 +132,18 @@ def test_a_config_the_client_refuses_costs_no_training(tmp_path: Path) -> None:
                                 roster_digest=roster.digest(), vector_length=layout.size,
                                 weight_bound=1000.0, value_bound=8.0,
                                 layout_digest=layout.digest())
-    (msg,) = r.setup_messages({10: RecordDict({"arrays": initial_arrays()})},
-                              config_json=json.dumps(part.to_dict()), layout=layout,
-                              weight_key="num-examples", group_id="1")
+    (msg,) = r.setup_messages([10], config_json=json.dumps(part.to_dict()), layout=layout,
+                              group_id="1")
     msg.metadata._message_id = secrets.token_hex(8)
     with pytest.raises(ProtocolAbort, match="pinned roster has 5 members"):
         app(msg, ctx)
-    assert trained == [1]  # only the honest setup trained
+    assert trained == []
     assert dict(ctx.state.config_records[THRESHOLD_STATE_RECORD]) == before
 
 
 def _setup_with(record: ConfigRecord) -> Message:
     """A fresh delivery of a setup whose protocol record is ``record``."""
-    body = RecordDict({"arrays": initial_arrays()})
-    body[r.PROTOCOL_RECORD] = record
+    body = RecordDict({r.PROTOCOL_RECORD: record})
     out = Message(body, dst_node_id=10, message_type="train", group_id="1")
     out.metadata._message_id = secrets.token_hex(8)
     return out

@@ -957,30 +957,17 @@ class ClientSession(Unpicklable):
     request (the partial decryption). Any refusal is a :class:`ProtocolAbort` that ends the
     session; the same message handed twice gets the same reply."""
 
-    def __init__(self, config: ThresholdRoundConfig, client_id: int, update: npt.ArrayLike, *,
-                 weight: float = 1.0, identity: Identity, roster: Roster) -> None:
+    def __init__(self, config: ThresholdRoundConfig, client_id: int,
+                 update: npt.ArrayLike | None, *, weight: float = 1.0, identity: Identity,
+                 roster: Roster) -> None:
+        """``update`` (clipped to ``value_bound``) and its ``weight``; or ``update=None`` when it
+        does not exist yet: a transport that trains only once the keys are dealt (Flower's, to
+        keep the update out of the state it carries between calls) gives it with
+        :meth:`provide_update` before the share delivery."""
         self._bind(config, client_id, identity, roster)
-        vec = np.asarray(update, dtype=np.float64)
-        if vec.shape != (config.vector_length,):
-            raise InvalidParameter(f"update has shape {vec.shape}; the round expects "
-                                   f"({config.vector_length},)")
-        if not np.all(np.isfinite(vec)):
-            raise InvalidParameter("update has non-finite values (nan/inf)")
-        peak = float(np.max(np.abs(vec))) if vec.size else 0.0
-        if peak > config.value_bound:
-            raise InvalidParameter(f"update has |value| up to {peak:.4g} > value_bound="
-                                   f"{config.value_bound}; clip it first")
-        try:
-            w = float(weight)
-        except (TypeError, ValueError):
-            raise InvalidParameter(f"weight must be a number, found {type(weight).__name__}") \
-                from None
-        if not (math.isfinite(w) and 0 < w <= config.weight_bound):
-            raise InvalidParameter(f"weight must be in (0, weight_bound={config.weight_bound}], "
-                                   f"found {w}")
-        self._values = np.empty(config.vector_length + 1, dtype=np.float64)
-        self._values[:-1] = vec * w
-        self._values[-1] = w
+        self._values: npt.NDArray[np.float64] | None = None
+        if update is not None:
+            self._values = _weighted_values(config, update, weight)
         self._party: ThresholdParty | None = None
         self._box = X25519KeyPair.generate()
         self._stage = ClientStage.NEW
@@ -998,6 +985,16 @@ class ClientSession(Unpicklable):
     def __repr__(self) -> str:
         return f"<threshold ClientSession id={self.client_id} stage={self._stage.value} " \
                "secret=redacted>"
+
+    def provide_update(self, update: npt.ArrayLike, *, weight: float = 1.0) -> None:
+        """Give the update to a session made with ``update=None``: once, before the share
+        delivery (the upload is the first message that needs it)."""
+        if self._values is not None:
+            raise AlreadyUsed(f"client {self.client_id}'s session already holds its update")
+        if self._stage not in (ClientStage.NEW, ClientStage.ADVERTISED, ClientStage.DEALT):
+            raise ProtocolAbort(self._stage.value, "the update must be given before the share "
+                                "delivery")
+        self._values = _weighted_values(self.config, update, weight)
 
     def _bind(self, config: ThresholdRoundConfig, client_id: int, identity: Identity,
               roster: Roster) -> None:
@@ -1204,9 +1201,13 @@ class ClientSession(Unpicklable):
                 reported.append(i)  # its shares are unusable: it must stay out of the sum
         self._dealers = dealers
         self.reported = tuple(reported)
+        if self._values is None:
+            raise ProtocolAbort(stage, "the share delivery arrived before this client's update "
+                                "was given (provide_update)")
         c0 = party.encrypt_round(self._values, self.config.round, clip=self.config.clip)
         upload = encode_upload(self._ring, identity=self._identity, config_digest=self._setup,
                                round_id=self.config.round, sender=self.client_id, residues=c0)
+        self._values = np.empty(0, dtype=np.float64)  # uploaded: not needed (nor sealed) again
         self._stage = ClientStage.UPLOADED
         return _frame(Kind.UPLOAD, [self._digest, u32(self.client_id), upload, _ids(reported)])
 
@@ -1252,6 +1253,35 @@ class ClientSession(Unpicklable):
         self._partials += 1
         self._stage = ClientStage.DECRYPTED
         return _frame(Kind.PARTIAL, [self._digest, u32(self.client_id), u32(attempt), partial])
+
+
+def _weighted_values(config: ThresholdRoundConfig, update: npt.ArrayLike,
+                     weight: float) -> npt.NDArray[np.float64]:
+    """``weight * update`` and the weight, as the round encrypts them; refuses an update of
+    another length, non-finite or above ``value_bound``, and a weight outside
+    (0, ``weight_bound``]."""
+    vec = np.asarray(update, dtype=np.float64)
+    if vec.shape != (config.vector_length,):
+        raise InvalidParameter(f"update has shape {vec.shape}; the round expects "
+                               f"({config.vector_length},)")
+    if not np.all(np.isfinite(vec)):
+        raise InvalidParameter("update has non-finite values (nan/inf)")
+    peak = float(np.max(np.abs(vec))) if vec.size else 0.0
+    if peak > config.value_bound:
+        raise InvalidParameter(f"update has |value| up to {peak:.4g} > value_bound="
+                               f"{config.value_bound}; clip it first")
+    try:
+        w = float(weight)
+    except (TypeError, ValueError):
+        raise InvalidParameter(f"weight must be a number, found {type(weight).__name__}") \
+            from None
+    if not (math.isfinite(w) and 0 < w <= config.weight_bound):
+        raise InvalidParameter(f"weight must be in (0, weight_bound={config.weight_bound}], "
+                               f"found {w}")
+    values = np.empty(config.vector_length + 1, dtype=np.float64)
+    values[:-1] = vec * w
+    values[-1] = w
+    return values
 
 
 def peek_server(data: bytes) -> str | None:

@@ -44,7 +44,7 @@ class ThresholdRoundResult:
     config: ThresholdRoundConfig  # the round's parameters and policy (max_error among them)
     result: ServerResult  # weighted sum, total weight, uploaders, signers, decryptors, ...
     arrays: ArrayRecord  # the weighted mean of the uploaders' models
-    replies: dict[int, Message]  # uploading node -> its setup reply (metrics; no model)
+    replies: dict[int, Message]  # uploading node -> its training reply (metrics; no model)
     arrays_keys: dict[int, str]  # node id -> the name its ClientApp gave its ArrayRecord
     client_ids: dict[int, int]  # node id -> roster id
     failures: list[str] = field(default_factory=list)
@@ -80,20 +80,19 @@ class ThresholdRound:
             outgoing = server.advance()  # NotEnoughParticipants / ProtocolAbort end the round
             return None if server.stage is ServerStage.DONE else outgoing
 
-        setup_replies, arrays_keys = transport.setup(
-            r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
-                             layout=self._layout, weight_key=self._weight_key,
-                             group_id=group_id),
-            party_of=_party, admit=lambda _party, payload: server.receive(payload))
+        transport.setup(r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
+                                         layout=self._layout, group_id=group_id),
+                        party_of=_party, admit=lambda _party, payload: server.receive(payload))
         transport.stages(advance=advance, party_of=_party, receive=server.receive,
-                         group_id=group_id)
+                         training=lambda: server.stage is ServerStage.UPLOAD, contents=contents,
+                         weight_key=self._weight_key, group_id=group_id)
         result = server.result
         uploading = {self.node_of[c] for c in result.uploaders}
         mean = r.to_arrayrecord(result.mean(), self._layout)
         return ThresholdRoundResult(
             config=config, result=result, arrays=mean,
-            replies={n: m for n, m in setup_replies.items() if n in uploading},
-            arrays_keys=arrays_keys, client_ids={n: c for c, n in self.node_of.items()},
+            replies={n: m for n, m in transport.train_replies.items() if n in uploading},
+            arrays_keys=transport.arrays_keys, client_ids={n: c for c, n in self.node_of.items()},
             failures=transport.failures, exchange_s=transport.exchange_s)
 
 

@@ -6,17 +6,18 @@ only as a threshold-CKKS upload (no enterprise, and not the server, holds a decr
     app = ClientApp(mods=[threshold_ckks_mod])
 
 Every ``train`` message must belong to a threshold round run by
-:class:`~secagg.integrations.flower.ThresholdCKKSWorkflow`. The first one carries the strategy's
-model and the round's :class:`~secagg.ckks.threshold.session.ThresholdRoundConfig`; the mod
-checks it (bound to the roster this enterprise pinned, covering all of it, with a threshold and
-decryption policy no weaker than the roster's, and to the model layout), runs the ClientApp,
-clips the returned ``ArrayRecord`` to the round's ``value_bound``, takes its weight from the
-reply's ``num-examples`` metric (capped at ``weight_bound``) and answers with the signed advert
-of this round's fresh box key. The model never leaves: the reply drops its arrays and its
-weight metric and keeps the ClientApp's other metrics. Later messages (key request, share delivery, statement request, partial
-requests) are answered by the restored session (:class:`.client_state.ThresholdRoundState`).
-A ``train`` message of any action outside a threshold round is refused; other message types pass
-through (:mod:`.secure_mod`).
+:class:`~secagg.integrations.flower.ThresholdCKKSWorkflow` (:mod:`.secure_mod`). The first one
+carries the round's :class:`~secagg.ckks.threshold.session.ThresholdRoundConfig`; the mod checks
+it (bound to the roster this enterprise pinned, covering all of it, with a threshold and
+decryption policy no weaker than the roster's, and to the model layout) and answers with the
+signed advert of this round's fresh box key. The share delivery also carries the strategy's
+model: the mod runs the ClientApp on it, clips the returned ``ArrayRecord`` to the round's
+``value_bound``, takes its weight from the reply's ``num-examples`` metric (capped at
+``weight_bound``) and answers with the encrypted upload. The model never leaves: that reply drops
+its arrays and its weight metric and keeps the ClientApp's other metrics. The other messages
+(key request, statement request, partial requests) are answered by the restored session
+(:class:`.client_state.ThresholdRoundState`). A ``train`` message of any action outside a
+threshold round is refused; other message types pass through.
 """
 
 from __future__ import annotations
@@ -67,18 +68,21 @@ class ThresholdCKKSMod(SecureMod):
                                 "below 1: a client's weight (its number of examples) is >= 1")
         return config
 
-    def _start(self, config: ThresholdRoundConfig, creds: Credentials,
-               vector: npt.NDArray[np.float32], content: RecordDict,
-               weight_key: str) -> tuple[ClientSession, bytes]:
+    def _start(self, config: ThresholdRoundConfig,
+               creds: Credentials) -> tuple[ClientSession, bytes]:
         from secagg.ckks.threshold.session import ClientSession
 
+        session = ClientSession(config, creds.client_id, None, identity=creds.identity,
+                                roster=creds.roster)
+        return session, session.start()
+
+    def _provide(self, session: ClientSession, vector: npt.NDArray[np.float32],
+                 content: RecordDict, weight_key: str) -> None:
+        config = session.config
         bound = float(config.value_bound)
         clipped = np.clip(vector.astype(np.float64), -bound, bound)
         weight = r.weight_of(content, weight_key, int(config.weight_bound))
-        # the session re-checks the config against the pinned roster (whole roster, policy)
-        session = ClientSession(config, creds.client_id, clipped, weight=float(weight),
-                                identity=creds.identity, roster=creds.roster)
-        return session, session.start()
+        session.provide_update(clipped, weight=float(weight))
 
 
 #: The mod with credentials from the SuperNode's node_config (see :mod:`.credentials`); build

@@ -46,7 +46,7 @@ class SecureRoundResult:
 
     aggregate: Aggregate
     arrays: ArrayRecord  # the weighted mean of the survivors' models
-    replies: dict[int, Message]  # node id -> its setup reply (metrics; no model)
+    replies: dict[int, Message]  # surviving node -> its training reply (metrics; no model)
     arrays_keys: dict[int, str]  # node id -> the name its ClientApp gave its ArrayRecord
     client_ids: dict[int, int]  # node id -> roster id
     failures: list[str] = field(default_factory=list)
@@ -63,9 +63,10 @@ class RoundTransport:
     """The Flower side of one protocol round, whatever the protocol: the setup exchange (each
     reply's protocol message maps its node to the roster id it claims, once), then one exchange
     per stage the server session yields, each reply accepted only from the node that answered
-    the setup for that client id. Dropouts (no answer in time, an error, a message the session
-    rejects) are noted in :attr:`failures`; the session's thresholds decide whether the round
-    goes on."""
+    the setup for that client id. At the training stage each message also carries its node's
+    strategy content, and the replies' ClientApp metrics are kept for the strategy. Dropouts
+    (no answer in time, an error, a message the session rejects) are noted in
+    :attr:`failures`; the session's thresholds decide whether the round goes on."""
 
     def __init__(self, grid: Grid, *, timeout: float | None) -> None:
         self._grid = grid
@@ -75,18 +76,19 @@ class RoundTransport:
         self.failures: list[str] = []
         #: wall seconds of each message exchange (push to last reply or timeout), setup first
         self.exchange_s: list[float] = []
+        #: node -> its reply at the training stage (protocol record removed: metrics only)
+        self.train_replies: dict[int, Message] = {}
+        #: node -> the name its ClientApp gave its ArrayRecord
+        self.arrays_keys: dict[int, str] = {}
 
     def setup(self, messages: list[Message], *, party_of: Callable[[bytes], int | None],
-              admit: Callable[[int, bytes], None]) -> tuple[dict[int, Message], dict[int, str]]:
+              admit: Callable[[int, bytes], None]) -> None:
         """Send the setup messages; ``admit(party, payload)`` checks and takes each reply's
-        protocol message. Returns node -> setup reply (its protocol record removed: metrics
-        only) and node -> the name of its ClientApp's ArrayRecord."""
-        replies: dict[int, Message] = {}
-        arrays_keys: dict[int, str] = {}
+        protocol message and :attr:`node_of` maps the node to that party."""
         for reply in self._exchange(messages):
             node = reply.metadata.src_node_id
             try:
-                payload, record = r.payload_of(reply)
+                payload, _ = r.payload_of(reply)
                 party = party_of(payload)
                 if party is None:
                     raise InvalidParameter("the setup reply carries no client id")
@@ -97,22 +99,23 @@ class RoundTransport:
                 self.failures.append(f"node {node}: {exc}")
                 continue
             self.node_of[party] = node
-            del reply.content.config_records[r.PROTOCOL_RECORD]
-            replies[node] = reply
-            arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
-        return replies, arrays_keys
 
     def stages(self, *, advance: Callable[[], Mapping[int, bytes] | None],
                party_of: Callable[[bytes], int | None], receive: Callable[[bytes], None],
-               group_id: str) -> None:
+               training: Callable[[], bool], contents: Mapping[int, RecordDict],
+               weight_key: str, group_id: str) -> None:
         """Until ``advance()`` returns None (the session is done): send each client its message
-        and hand the replies to ``receive``. A session's abort ends the round (it propagates)."""
+        and hand the replies to ``receive``; where ``training()`` says the stage is the one at
+        which clients train, the messages carry ``contents`` (node -> strategy content). A
+        session's abort ends the round (it propagates)."""
         while (outgoing := advance()) is not None:
-            step = r.step_messages(outgoing, self.node_of, group_id=group_id)
+            train = training()
+            step = r.step_messages(outgoing, self.node_of, group_id=group_id,
+                                   contents=contents if train else None, weight_key=weight_key)
             for reply in self._exchange(step):
                 node = reply.metadata.src_node_id
                 try:
-                    payload, _ = r.payload_of(reply)
+                    payload, record = r.payload_of(reply)
                     party = party_of(payload)
                     if party is None or self.node_of.get(party) != node:
                         raise RejectedMessage(party, f"sent by node {node}, not by the node that "
@@ -120,6 +123,11 @@ class RoundTransport:
                     receive(payload)
                 except (RejectedMessage, InvalidParameter) as exc:
                     self.failures.append(f"node {node}: {exc}")
+                    continue
+                if train:
+                    self.arrays_keys[node] = str(record.get(r.ARRAYS_KEY, "arrays"))
+                    del reply.content.config_records[r.PROTOCOL_RECORD]
+                    self.train_replies[node] = reply
 
     def _exchange(self, messages: list[Message]) -> Iterable[Message]:
         """Send ``messages``; yield the replies without errors (the rest are dropouts)."""
@@ -164,20 +172,19 @@ class SecureRound:
             outgoing = server.advance_bytes()  # ProtocolAbort ends the round
             return None if server.stage is Stage.DONE else outgoing
 
-        setup_replies, arrays_keys = transport.setup(
-            r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
-                             layout=self._layout, weight_key=self._weight_key,
-                             group_id=group_id),
-            party_of=_party, admit=admit)
+        transport.setup(r.setup_messages(contents, config_json=json.dumps(config.to_dict()),
+                                         layout=self._layout, group_id=group_id),
+                        party_of=_party, admit=admit)
         transport.stages(advance=advance, party_of=_party, receive=server.receive,
-                         group_id=group_id)
+                         training=lambda: server.stage is Stage.MASKED_INPUT, contents=contents,
+                         weight_key=self._weight_key, group_id=group_id)
         aggregate = server.result
         survivors = {self.node_of[c] for c in aggregate.survivors}
         mean = r.to_arrayrecord(aggregate.mean(), self._layout)
         return SecureRoundResult(
             aggregate=aggregate, arrays=mean,
-            replies={n: m for n, m in setup_replies.items() if n in survivors},
-            arrays_keys=arrays_keys, client_ids={n: c for c, n in self.node_of.items()},
+            replies={n: m for n, m in transport.train_replies.items() if n in survivors},
+            arrays_keys=transport.arrays_keys, client_ids={n: c for c, n in self.node_of.items()},
             failures=transport.failures, exchange_s=transport.exchange_s)
 
 

@@ -7,16 +7,16 @@ Drop-in where Flower's ``secaggplus_mod`` goes::
 
     app = ClientApp(mods=[secaggplus_mod])
 
-Every ``train`` message must belong to a secure round: the first one of a round carries the
-strategy's model and the round's config; the mod checks the config (active mode, bound to the
-roster this enterprise pinned and to the model layout), runs the ClientApp on it, encodes the
+Every ``train`` message must belong to a secure round (:mod:`.secure_mod`): the first one of a
+round carries the round's config; the mod checks it (active mode, bound to the roster this
+enterprise pinned and to the model layout) and answers with its key advertisement. The share
+delivery also carries the strategy's model: the mod runs the ClientApp on it, encodes the
 returned ``ArrayRecord`` with its weight (the reply's ``num-examples`` metric, capped at the
-round's ``max_weight``) and answers with its key advertisement. The model never leaves: the
-reply drops its arrays and its weight metric and keeps the ClientApp's other metrics (in the
-clear, as with Flower's mod). Later messages are answered by the restored session
-(:mod:`.client_state`). A ``train`` message of any action outside a secure round is refused, so
-a server cannot ask for a plaintext update; other message types pass through untouched
-(:mod:`.secure_mod`).
+round's ``max_weight``) and answers with the masked input. The model never leaves: that reply
+drops its arrays and its weight metric and keeps the ClientApp's other metrics (in the clear,
+as with Flower's mod). Messages in between are answered by the restored session
+(:mod:`.client_state`). A ``train`` message of any action outside a secure round is refused,
+so a server cannot ask for a plaintext update; other message types pass through untouched.
 """
 
 from __future__ import annotations
@@ -60,14 +60,15 @@ class SecAggPlusMod(SecureMod):
         config.check_roster(creds.roster)
         return config
 
-    def _start(self, config: MaskingConfig, creds: Credentials,
-               vector: npt.NDArray[np.float32], content: RecordDict,
-               weight_key: str) -> tuple[ClientSession, bytes]:
-        weight = r.weight_of(content, weight_key, config.max_weight)
-        session = ClientSession(config, creds.client_id,
-                                encode_update(config, vector, weight=weight),
-                                identity=creds.identity, roster=creds.roster)
+    def _start(self, config: MaskingConfig, creds: Credentials) -> tuple[ClientSession, bytes]:
+        session = ClientSession(config, creds.client_id, None, identity=creds.identity,
+                                roster=creds.roster)
         return session, wire.encode(session.start())
+
+    def _provide(self, session: ClientSession, vector: npt.NDArray[np.float32],
+                 content: RecordDict, weight_key: str) -> None:
+        weight = r.weight_of(content, weight_key, session.config.max_weight)
+        session.provide_update(encode_update(session.config, vector, weight=weight))
 
 
 #: The mod with credentials from the SuperNode's node_config (see :mod:`.credentials`); build

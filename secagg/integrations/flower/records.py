@@ -1,16 +1,19 @@
-"""What the Flower mod and workflow put in Flower's records, and the model <-> vector mapping.
+"""What the Flower mods and workflows put in Flower's records, and the model <-> vector mapping.
 
-Every protocol message travels as the bytes of :mod:`secagg.masking.wire` in one ``ConfigRecord``
+Every protocol message travels as bytes (the protocol's own wire format) in one ``ConfigRecord``
 named :data:`PROTOCOL_RECORD`, inside Flower ``train`` messages. The first message of a round
-(:data:`SETUP`) also carries the strategy's own content (the global model and its config) and
-the round's :class:`~secagg.masking.MaskingConfig` and model layout; the client trains on it,
-and its reply carries the key advertisement and the ClientApp's metrics, never its model.
+(:data:`SETUP`) carries the round's config and model layout, and its reply the client's first
+protocol message (its key advertisement). The strategy's own content (the global model and its
+config) rides with the protocol message of the stage at which the clients train (masking: the
+share delivery; threshold CKKS: the share delivery too), whose reply is the masked or encrypted
+upload with the ClientApp's metrics, never its model nor its weight. So a client's update exists
+only within that one ClientApp call and is never part of the state kept between calls.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -46,13 +49,14 @@ __all__ = [
 
 PROTOCOL_RECORD: Final = "secagg"  # the ConfigRecord carrying the protocol, both directions
 STAGE: Final = "stage"  # SETUP or STEP
-SETUP: Final = "setup"  # round config + strategy content; reply: key advertisement + metrics
-STEP: Final = "step"  # any later protocol message; reply: the client's answer
+SETUP: Final = "setup"  # round config + model layout; reply: the first protocol message
+STEP: Final = "step"  # any later protocol message (at the training stage with the strategy's
+# content); reply: the client's answer (at the training stage with the ClientApp's metrics)
 CONFIG: Final = "config"  # the round's config as JSON (MaskingConfig or ThresholdRoundConfig)
 LAYOUT: Final = "layout"  # ParamSpec JSON of the model the round aggregates
-WEIGHT_KEY: Final = "weight-key"  # the metric holding the client's weight (number of examples)
+WEIGHT_KEY: Final = "weight-key"  # (training stage) the metric holding the client's weight
 PAYLOAD: Final = "payload"  # wire-encoded protocol message
-ARRAYS_KEY: Final = "arrays-key"  # (reply to SETUP) the name of the ClientApp's ArrayRecord
+ARRAYS_KEY: Final = "arrays-key"  # (training reply) the name of the ClientApp's ArrayRecord
 
 
 def _numpy(record: ArrayRecord) -> dict[str, npt.NDArray[Any]]:
@@ -86,27 +90,33 @@ def to_arrayrecord(vector: npt.ArrayLike, layout: ParamSpec) -> ArrayRecord:
     return ArrayRecord(out)
 
 
-def setup_messages(contents: Mapping[int, RecordDict], *, config_json: str, layout: ParamSpec,
-                   weight_key: str, group_id: str) -> list[Message]:
-    """A round's first messages: each node's strategy content plus the :data:`SETUP` record."""
-    setup = ConfigRecord({STAGE: SETUP, CONFIG: config_json, LAYOUT: layout.to_json(),
-                          WEIGHT_KEY: weight_key})
-    messages = []
-    for node, content in contents.items():
-        body = RecordDict(dict(content.items()))
-        body[PROTOCOL_RECORD] = setup
-        messages.append(Message(body, dst_node_id=node, message_type=MessageType.TRAIN,
-                                group_id=group_id))
-    return messages
+def setup_messages(nodes: Iterable[int], *, config_json: str, layout: ParamSpec,
+                   group_id: str) -> list[Message]:
+    """A round's first messages: the round's config and model layout, to every node."""
+    setup = ConfigRecord({STAGE: SETUP, CONFIG: config_json, LAYOUT: layout.to_json()})
+    return [Message(RecordDict({PROTOCOL_RECORD: setup}), dst_node_id=node,
+                    message_type=MessageType.TRAIN, group_id=group_id) for node in nodes]
 
 
 def step_messages(outgoing: Mapping[int, bytes], node_of: Mapping[int, int], *,
-                  group_id: str) -> list[Message]:
-    """A later stage's messages: client id -> protocol bytes, each to that client's node."""
-    return [Message(RecordDict({PROTOCOL_RECORD: ConfigRecord({STAGE: STEP, PAYLOAD: data})}),
-                    dst_node_id=node_of[party], message_type=MessageType.TRAIN,
-                    group_id=group_id)
-            for party, data in outgoing.items()]
+                  group_id: str, contents: Mapping[int, RecordDict] | None = None,
+                  weight_key: str = "") -> list[Message]:
+    """A later stage's messages: client id -> protocol bytes, each to that client's node. With
+    ``contents`` (node -> the strategy's content: the global model and its config), the stage
+    at which the clients train: each message carries its node's content and the name of the
+    metric that holds the client's weight."""
+    out = []
+    for party, data in outgoing.items():
+        node = node_of[party]
+        record = ConfigRecord({STAGE: STEP, PAYLOAD: data})
+        body = RecordDict()
+        if contents is not None:
+            body = RecordDict(dict(contents[node].items()))
+            record[WEIGHT_KEY] = weight_key
+        body[PROTOCOL_RECORD] = record
+        out.append(Message(body, dst_node_id=node, message_type=MessageType.TRAIN,
+                           group_id=group_id))
+    return out
 
 
 def payload_of(reply: Message) -> tuple[bytes, ConfigRecord]:

@@ -1,16 +1,20 @@
-"""What every secagg client mod shares: the message routing and the setup round-trip around one
-protocol's session.
+"""What every secagg client mod shares: the message routing around one protocol's session, and
+the one call in which the ClientApp trains.
 
-A ``train`` message must carry the protocol record. Its first message of a round (``setup``)
-carries the strategy's content with the round's config and model layout: the mod checks them
-(:meth:`SecureMod._config`, the layout digest), records the round in ``Context.state``, runs the
-ClientApp, turns the one ``ArrayRecord`` it returns into the protocol's first message
-(:meth:`SecureMod._start`) and answers with that message and the ClientApp's metrics, never the
-model, and without the weight metric (the protocol carries the weight as protected as the
-model; the workflow hands the strategy the round's released total instead). Every later message
-is answered by the session restored from ``Context.state`` and
-sealed back after it. ``train`` messages of every action (``train.<action>``, which Flower routes
-to the same train functions) go through the protocol; other message types pass through.
+Every ``train`` message must carry the protocol record. The first one of a round (``setup``)
+carries the round's config and model layout: the mod checks them (:meth:`SecureMod._config`:
+bound to the roster this enterprise pinned, whole, with a policy no weaker than the roster's),
+records the round in ``Context.state``, starts the protocol's session without an update
+(:meth:`SecureMod._start`) and answers with its first message. Each later message is answered
+by the session restored from ``Context.state`` and sealed back after it; the one that also
+carries the strategy's content (the global model: the stage at which the protocol first needs
+the update) runs the ClientApp on that content, gives the session the update it returns
+(:meth:`SecureMod._provide`) and answers with the protocol's reply and the ClientApp's metrics,
+never its model nor its weight metric (the protocol carries both protected; the workflow hands
+the strategy the round's released total weight instead). So the update exists only inside that
+one call and never in the state kept between calls. ``train`` messages of every action
+(``train.<action>``, which Flower routes to the same train functions) go through the protocol;
+other message types pass through untouched.
 """
 
 from __future__ import annotations
@@ -63,14 +67,17 @@ class SecureMod:
     def _config(self, fields: dict[str, Any], layout: ParamSpec, creds: Credentials) -> Any:
         """The round's config from the server's JSON fields, refused (ProtocolAbort) unless this
         client takes part in such rounds (bound to the roster it pinned, whole, with a policy no
-        weaker than the roster's): checked before the ClientApp trains. ``layout`` is the model
-        the round aggregates."""
+        weaker than the roster's). ``layout`` is the model the round aggregates."""
         raise NotImplementedError
 
-    def _start(self, config: Any, creds: Credentials, vector: npt.NDArray[np.float32],
-               content: RecordDict, weight_key: str) -> tuple[Any, bytes]:
-        """The round's session for the ClientApp's model ``vector`` (weight: metric
-        ``weight_key`` of ``content``) and its first message."""
+    def _start(self, config: Any, creds: Credentials) -> tuple[Any, bytes]:
+        """The round's session, made without the update, and its first message."""
+        raise NotImplementedError
+
+    def _provide(self, session: Any, vector: npt.NDArray[np.float32], content: RecordDict,
+                 weight_key: str) -> None:
+        """Give ``session`` the ClientApp's model ``vector`` with its weight (metric
+        ``weight_key`` of ``content``)."""
         raise NotImplementedError
 
     # ---- the plumbing ---------------------------------------------------------------------
@@ -88,22 +95,32 @@ class SecureMod:
         creds = self._credentials(ctxt)
         state = self._state(ctxt, creds)
         if record.get(r.STAGE) == r.SETUP:
-            return self._setup(msg, ctxt, call_next, record, state, creds)
+            return self._setup(record, state, creds, msg)
         payload = record.get(r.PAYLOAD)
         if record.get(r.STAGE) != r.STEP or not isinstance(payload, bytes):
             raise ProtocolAbort("client", "malformed secure-aggregation message")
         session = self._load(state, payload)
+        reply = RecordDict()
         try:
+            if msg.content.array_records:  # the training stage: the strategy's model rides along
+                trained = self._train(msg, ctxt, call_next, record, session)
+                if isinstance(trained, Message):
+                    return trained  # the ClientApp's error reply: this client drops out
+                reply = trained
             answer = session.handle_bytes(payload)
         finally:  # a refusal clears the session's secrets: the mark then says so
             state.save(session)
         if answer is None:
             raise ProtocolAbort("client", "the session had nothing to answer to this message")
-        return Message(RecordDict({r.PROTOCOL_RECORD: ConfigRecord({r.PAYLOAD: answer})}),
-                       reply_to=msg)
+        out = reply.config_records.get(r.PROTOCOL_RECORD)
+        fields = ConfigRecord({r.PAYLOAD: answer})
+        if out is not None:
+            fields[r.ARRAYS_KEY] = out[r.ARRAYS_KEY]
+        reply[r.PROTOCOL_RECORD] = fields
+        return Message(reply, reply_to=msg)
 
-    def _setup(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
-               record: ConfigRecord, state: Any, creds: Credentials) -> Message:
+    def _setup(self, record: ConfigRecord, state: Any, creds: Credentials,
+               msg: Message) -> Message:
         raw = record.get(r.CONFIG)
         try:
             fields = json.loads(raw) if isinstance(raw, str) else None
@@ -123,8 +140,17 @@ class SecureMod:
         if not config.layout_digest:
             raise ProtocolAbort("client", "the round's config names no model layout")
         layout.check_round(config.layout_digest)
-        weight_key = str(record.get(r.WEIGHT_KEY, "num-examples"))
         state.begin(config)
+        session, first = self._start(config, creds)
+        state.save(session)
+        return Message(RecordDict({r.PROTOCOL_RECORD: ConfigRecord({r.PAYLOAD: first})}),
+                       reply_to=msg)
+
+    def _train(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
+               record: ConfigRecord, session: Any) -> RecordDict | Message:
+        """Run the ClientApp on the strategy's content and give ``session`` its model; the reply
+        content to send (metrics, the ArrayRecord's name), or the ClientApp's error reply."""
+        weight_key = str(record.get(r.WEIGHT_KEY) or "num-examples")
         del msg.content.config_records[r.PROTOCOL_RECORD]  # the ClientApp sees what Flower sent
         out = call_next(msg, ctxt)
         if out.has_error():
@@ -134,11 +160,10 @@ class SecureMod:
             raise InvalidParameter(f"the ClientApp returned {len(content.array_records)} "
                                    "ArrayRecords; secure aggregation sums exactly one")
         (arrays_key, arrays), = content.array_records.items()
-        session, first = self._start(config, creds, r.vector_of(arrays, layout), content,
-                                     weight_key)
-        state.save(session)
+        layout = r.layout_of(arrays)
+        layout.check_round(session.config.layout_digest)  # the round's model, by name and shape
+        self._provide(session, r.vector_of(arrays, layout), content, weight_key)
         del content.array_records[arrays_key]  # the model never leaves in the clear
         r.strip_weight(content, weight_key)  # nor its weight, which the protocol protects too
-        content.config_records[r.PROTOCOL_RECORD] = ConfigRecord(
-            {r.PAYLOAD: first, r.ARRAYS_KEY: arrays_key})
-        return Message(content, reply_to=msg)
+        content.config_records[r.PROTOCOL_RECORD] = ConfigRecord({r.ARRAYS_KEY: arrays_key})
+        return content
