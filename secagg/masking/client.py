@@ -152,6 +152,11 @@ class ClientSession(Unpicklable):
         self._my_advert = wire.encode(advert)
         return advert
 
+    @property
+    def awaiting_update(self) -> bool:
+        """True while this session was made without its update and can still take it."""
+        return self._values is None and self._stage in (Stage.ADVERTISE, Stage.SHARE)
+
     def provide_update(self, values: npt.NDArray[np.uint32]) -> None:
         """Give the encoded update to a session made with ``values=None``: once, before the
         share delivery (the masked input is the first message that needs it)."""

@@ -76,7 +76,9 @@ def test_misuse_is_refused() -> None:
         session.provide_update(np.full(LENGTH, 5.0))
     with pytest.raises(InvalidParameter, match="weight must be in"):
         session.provide_update(np.zeros(LENGTH), weight=9.0)
+    assert session.awaiting_update
     session.provide_update(np.zeros(LENGTH))
+    assert not session.awaiting_update
     with pytest.raises(AlreadyUsed, match="already holds its update"):
         session.provide_update(np.zeros(LENGTH))
     assert session.stage is ClientStage.NEW

@@ -147,3 +147,43 @@ def _setup_with(record: ConfigRecord) -> Message:
     out = Message(body, dst_node_id=10, message_type="train", group_id="1")
     out.metadata._message_id = secrets.token_hex(8)
     return out
+
+
+def test_the_model_at_a_stage_that_takes_no_update_is_refused_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the session holds its update, a server sending the model again (with any stage's
+    message) gets a refusal and the ClientApp does not train again (a DP client would spend
+    budget). Positive control: with the check switched off, the ClientApp trains a second time."""
+    from secagg.ckks.threshold.session import ClientSession as ThresholdClient
+    from secagg.integrations.flower import ThresholdCKKSMod
+
+    from .flower_apps import PartitionCredentials
+
+    roster = Roster.load(make_federation(tmp_path, N))
+    trained: list[int] = []
+
+    def counting_train(msg: Message, context: Context) -> Message:
+        trained.append(1)
+        return train(msg, context)
+
+    app = ClientApp(mods=[ThresholdCKKSMod(credentials=PartitionCredentials(str(tmp_path)))])
+    app.train()(counting_train)
+    ctx = _context()
+    assert not app(_threshold_setup(roster), ctx).has_error()
+
+    def with_model() -> Message:
+        body = RecordDict({"arrays": initial_arrays()})
+        body[r.PROTOCOL_RECORD] = ConfigRecord({r.STAGE: r.STEP, r.PAYLOAD: b"not a key request",
+                                                r.WEIGHT_KEY: "num-examples"})
+        return _message(body)
+
+    with pytest.raises(AlreadyUsed):  # trained and took the update, then refused the payload
+        app(with_model(), ctx)
+    assert trained == [1]
+    with pytest.raises(ProtocolAbort, match="refusing to train"):
+        app(with_model(), ctx)
+    assert trained == [1]
+    monkeypatch.setattr(ThresholdClient, "awaiting_update", property(lambda self: True))
+    with pytest.raises(AlreadyUsed, match="already holds its update"):
+        app(with_model(), ctx)
+    assert trained == [1, 1]  # the leak of budget the check prevents

@@ -52,10 +52,13 @@ def test_misuse_is_refused() -> None:
     session = ClientSession(config, 0, None, identity=identities[0], roster=roster)
     with pytest.raises(InvalidParameter, match="uint32 vector of length"):
         session.provide_update(np.zeros(3, dtype=np.uint32))
+    assert session.awaiting_update
     session.provide_update(good)
+    assert not session.awaiting_update
     with pytest.raises(AlreadyUsed, match="already holds its update"):
         session.provide_update(good)
     given = ClientSession(config, 1, good, identity=identities[1], roster=roster)
+    assert not given.awaiting_update
     with pytest.raises(AlreadyUsed):
         given.provide_update(good)
 

@@ -986,6 +986,12 @@ class ClientSession(Unpicklable):
         return f"<threshold ClientSession id={self.client_id} stage={self._stage.value} " \
                "secret=redacted>"
 
+    @property
+    def awaiting_update(self) -> bool:
+        """True while this session was made without its update and can still take it."""
+        return self._values is None and self._stage in (
+            ClientStage.NEW, ClientStage.ADVERTISED, ClientStage.DEALT)
+
     def provide_update(self, update: npt.ArrayLike, *, weight: float = 1.0) -> None:
         """Give the update to a session made with ``update=None``: once, before the share
         delivery (the upload is the first message that needs it)."""

@@ -150,6 +150,9 @@ class SecureMod:
                record: ConfigRecord, session: Any) -> RecordDict | Message:
         """Run the ClientApp on the strategy's content and give ``session`` its model; the reply
         content to send (metrics, the ArrayRecord's name), or the ClientApp's error reply."""
+        if not session.awaiting_update:  # trained already, or past the stage that needs it
+            raise ProtocolAbort("client", "the server sent the model at a stage at which this "
+                                "client's session takes no update; refusing to train")
         weight_key = str(record.get(r.WEIGHT_KEY) or "num-examples")
         del msg.content.config_records[r.PROTOCOL_RECORD]  # the ClientApp sees what Flower sent
         out = call_next(msg, ctxt)
