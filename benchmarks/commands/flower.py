@@ -19,9 +19,9 @@ Keys in --json: secure_round_s, plain_round_s, ratio (secure / plain; target <= 
 1M params), flower_secaggplus_round_s, speedup_vs_flower (Flower's SecAgg+ / secure; target >= 3),
 and max_abs_error_vs_plain for both secure kinds; secure_exchanges_s: for each secure round, the
 wall time of each of its message exchanges (setup, share keys, masked input with the clients'
-training, consistency, unmask). Every exchange pays the engine's own latency (Flower's simulation engine moves messages
-from its LinkState to the ClientApps on a 0.1 s poll, and runs them on one Ray actor per core),
-which a plain round pays once.
+training, consistency, unmask). Every exchange pays the engine's own latency (Flower's
+simulation engine moves messages from its LinkState to the ClientApps on a 0.1 s poll, and runs
+them on one Ray actor per core), which a plain round pays once.
 
 engine_floor_round_s: the least any round of three exchanges takes in this engine, measured in
 the same run as a plain round followed by two exchanges of empty messages (answered without

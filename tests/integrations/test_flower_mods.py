@@ -110,20 +110,8 @@ def test_a_server_alternating_two_setups_gets_no_second_advert(tmp_path: Path) -
 def test_a_config_the_client_refuses_costs_no_training(tmp_path: Path) -> None:
     """A config over part of the roster is refused, and the round the client is in keeps its
     sealed session; no setup runs the ClientApp (it trains only at the share delivery)."""
-    make_federation(tmp_path, N)
-    roster = Roster.load(tmp_path / "roster.json")
-    trained: list[int] = []
-
-    def counting_train(msg: Message, context: Context) -> Message:
-        trained.append(1)
-        return train(msg, context)
-
-    from secagg.integrations.flower import ThresholdCKKSMod
-
-    from .flower_apps import PartitionCredentials
-
-    app = ClientApp(mods=[ThresholdCKKSMod(credentials=PartitionCredentials(str(tmp_path)))])
-    app.train()(counting_train)
+    roster = Roster.load(make_federation(tmp_path, N))
+    app, trained = _counting_app(tmp_path)
     ctx = _context()
     assert not app(_threshold_setup(roster), ctx).has_error()
     before = dict(ctx.state.config_records[THRESHOLD_STATE_RECORD])
@@ -141,6 +129,23 @@ def test_a_config_the_client_refuses_costs_no_training(tmp_path: Path) -> None:
     assert dict(ctx.state.config_records[THRESHOLD_STATE_RECORD]) == before
 
 
+def _counting_app(directory: Path) -> tuple[ClientApp, list[int]]:
+    """A ClientApp behind the threshold mod whose train function counts its calls."""
+    from secagg.integrations.flower import ThresholdCKKSMod
+
+    from .flower_apps import PartitionCredentials
+
+    trained: list[int] = []
+
+    def counting_train(msg: Message, context: Context) -> Message:
+        trained.append(1)
+        return train(msg, context)
+
+    app = ClientApp(mods=[ThresholdCKKSMod(credentials=PartitionCredentials(str(directory)))])
+    app.train()(counting_train)
+    return app, trained
+
+
 def _setup_with(record: ConfigRecord) -> Message:
     """A fresh delivery of a setup whose protocol record is ``record``."""
     body = RecordDict({r.PROTOCOL_RECORD: record})
@@ -155,19 +160,9 @@ def test_the_model_at_a_stage_that_takes_no_update_is_refused_before_training(
     message) gets a refusal and the ClientApp does not train again (a DP client would spend
     budget). Positive control: with the check switched off, the ClientApp trains a second time."""
     from secagg.ckks.threshold.session import ClientSession as ThresholdClient
-    from secagg.integrations.flower import ThresholdCKKSMod
-
-    from .flower_apps import PartitionCredentials
 
     roster = Roster.load(make_federation(tmp_path, N))
-    trained: list[int] = []
-
-    def counting_train(msg: Message, context: Context) -> Message:
-        trained.append(1)
-        return train(msg, context)
-
-    app = ClientApp(mods=[ThresholdCKKSMod(credentials=PartitionCredentials(str(tmp_path)))])
-    app.train()(counting_train)
+    app, trained = _counting_app(tmp_path)
     ctx = _context()
     assert not app(_threshold_setup(roster), ctx).has_error()
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from flwr.app import ArrayRecord, Message, RecordDict
+from flwr.app import RecordDict
 from flwr.serverapp import Grid
 
 from secagg.ckks.threshold.session import ServerResult, ServerSession, ServerStage, ThresholdRoundConfig
@@ -30,26 +30,21 @@ from secagg.encoding.paramspec import ParamSpec
 from secagg.identity import Roster
 
 from . import records as r
-from .driver import RoundTransport
+from .driver import RoundRelease, RoundTransport
 
 __all__ = ["ThresholdRound", "ThresholdRoundResult"]
 
 _log = logging.getLogger(__name__)
 
 
-@dataclass
-class ThresholdRoundResult:
-    """What a completed threshold round released: the decrypted sum and the uploaders' replies."""
+@dataclass(kw_only=True)
+class ThresholdRoundResult(RoundRelease):
+    """What a completed threshold round released: the decrypted sum (uploaders, signers,
+    decryptors, total weight) and the round's config, besides the mean and the uploaders'
+    replies."""
 
     config: ThresholdRoundConfig  # the round's parameters and policy (max_error among them)
     result: ServerResult  # weighted sum, total weight, uploaders, signers, decryptors, ...
-    arrays: ArrayRecord  # the weighted mean of the uploaders' models
-    replies: dict[int, Message]  # uploading node -> its training reply (metrics; no model)
-    arrays_keys: dict[int, str]  # node id -> the name its ClientApp gave its ArrayRecord
-    client_ids: dict[int, int]  # node id -> roster id
-    failures: list[str] = field(default_factory=list)
-    #: wall seconds of each message exchange (push to last reply or timeout), setup first
-    exchange_s: list[float] = field(default_factory=list)
 
     @property
     def total_weight(self) -> int:

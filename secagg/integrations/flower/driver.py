@@ -31,7 +31,7 @@ from secagg.masking.config import Stage
 
 from . import records as r
 
-__all__ = ["RoundTransport", "SecureRound", "SecureRoundResult", "exchange"]
+__all__ = ["RoundRelease", "RoundTransport", "SecureRound", "SecureRoundResult", "exchange"]
 
 _log = logging.getLogger(__name__)
 _FIRST_POLL_S = 0.002
@@ -40,18 +40,25 @@ _FAST_PHASE_S = 1.0
 _LAST_POLL_S = 0.05
 
 
-@dataclass
-class SecureRoundResult:
-    """What a completed round released: the aggregate and the survivors' setup replies."""
+@dataclass(kw_only=True)
+class RoundRelease:
+    """What any completed round hands the workflow: the mean and the contributors' replies."""
 
-    aggregate: Aggregate
-    arrays: ArrayRecord  # the weighted mean of the survivors' models
-    replies: dict[int, Message]  # surviving node -> its training reply (metrics; no model)
+    arrays: ArrayRecord  # the weighted mean of the contributors' models
+    replies: dict[int, Message]  # contributing node -> its training reply (metrics; no model)
     arrays_keys: dict[int, str]  # node id -> the name its ClientApp gave its ArrayRecord
     client_ids: dict[int, int]  # node id -> roster id
     failures: list[str] = field(default_factory=list)
     #: wall seconds of each message exchange (push to last reply or timeout), setup first
     exchange_s: list[float] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class SecureRoundResult(RoundRelease):
+    """What a completed masking round released: the aggregate (survivors, dropouts, total
+    weight) besides the mean and the survivors' replies."""
+
+    aggregate: Aggregate
 
     @property
     def total_weight(self) -> int:
