@@ -403,10 +403,16 @@ class ClientSession(Unpicklable):
         if refusal is not None:
             raise ProtocolAbort(self._stage.value, refusal)
 
-    def _abort(self, reason: str) -> NoReturn:
+    def abandon(self, reason: str = "") -> None:
+        """End this session as a dropout, dropping its secrets: for a transport whose own step
+        failed (a ClientApp that trained and then failed must not be asked to train again).
+        ``reason`` is for the caller's log; the session keeps no record of it."""
         self._stage = Stage.DONE
         self._held.clear()
         self._pair_keys.clear()
+
+    def _abort(self, reason: str) -> NoReturn:
+        self.abandon(reason)
         raise ProtocolAbort("client", reason)
 
     def export_state(self, key: SecretBytes) -> bytes:

@@ -4,26 +4,35 @@ control that shows the harness would see the leak."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 pytest.importorskip("flwr")
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import Array, ConfigRecord, Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 from secagg.ckks.threshold.session import ThresholdRoundConfig
 from secagg.errors import AlreadyUsed, ProtocolAbort
-from secagg.identity import Roster
+from secagg.identity import Identity, Roster
 from secagg.integrations.flower import records as r
 from secagg.integrations.flower.client_state import THRESHOLD_STATE_RECORD
 
-from .flower_apps import client_model, initial_arrays, make_client_app, make_federation, train
+from .flower_apps import (
+    client_examples,
+    client_model,
+    initial_arrays,
+    make_client_app,
+    make_federation,
+    train,
+)
 
 N = 5
 PROTOCOLS = ("masking", "ckks-threshold")
@@ -154,31 +163,162 @@ def _setup_with(record: ConfigRecord) -> Message:
     return out
 
 
-def test_the_model_at_a_stage_that_takes_no_update_is_refused_before_training(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Once the session holds its update, a server sending the model again (with any stage's
-    message) gets a refusal and the ClientApp does not train again (a DP client would spend
-    budget). Positive control: with the check switched off, the ClientApp trains a second time."""
-    from secagg.ckks.threshold.session import ClientSession as ThresholdClient
+class _Round:
+    """A threshold round with client 0 behind the mod (a real ClientApp and Context) and the
+    other four as in-memory sessions, driven up to the share delivery (client 0's training
+    stage); :meth:`finish` takes client 0's upload and completes the round."""
 
-    roster = Roster.load(make_federation(tmp_path, N))
-    app, trained = _counting_app(tmp_path)
-    ctx = _context()
-    assert not app(_threshold_setup(roster), ctx).has_error()
+    def __init__(self, tmp_path: Path, app: ClientApp) -> None:
+        from secagg.ckks.threshold.session import ClientSession as ThresholdClient
+        from secagg.ckks.threshold.session import ServerSession
 
-    def with_model() -> Message:
-        body = RecordDict({"arrays": initial_arrays()})
-        body[r.PROTOCOL_RECORD] = ConfigRecord({r.STAGE: r.STEP, r.PAYLOAD: b"not a key request",
-                                                r.WEIGHT_KEY: "num-examples"})
+        self.roster = Roster.load(make_federation(tmp_path, N))
+        identities = [Identity.load(tmp_path / f"id-{i}.json") for i in range(N)]
+        self.app, self.ctx = app, _context()
+        setup = _threshold_setup(self.roster)
+        self.config = ThresholdRoundConfig.from_dict(
+            json.loads(str(setup.content.config_records[r.PROTOCOL_RECORD][r.CONFIG])))
+        self.others = {i: ThresholdClient(self.config, i, np.full(self.config.vector_length, 0.5),
+                                          weight=2.0, identity=identities[i], roster=self.roster)
+                       for i in range(1, N)}
+        self.server = ServerSession(self.config, roster=self.roster)
+        self.server.receive(self._answer(app(setup, self.ctx)))
+        for c in self.others.values():
+            self.server.receive(c.start())
+        self._step()  # the key request
+        self.delivery = self.server.advance()  # client id -> its share delivery
+
+    @staticmethod
+    def _answer(reply: Message) -> bytes:
+        payload = reply.content.config_records[r.PROTOCOL_RECORD][r.PAYLOAD]
+        assert isinstance(payload, bytes)
+        return payload
+
+    def _step(self) -> None:
+        out = self.server.advance()
+        self.key_request = out[0]
+        self.server.receive(self._answer(self.app(self.step(out[0]), self.ctx)))
+        for i, c in self.others.items():
+            reply = c.handle_bytes(out[i])
+            assert reply is not None
+            self.server.receive(reply)
+
+    @staticmethod
+    def step(payload: bytes, *, model: bool = False) -> Message:
+        body = RecordDict({"arrays": initial_arrays(),
+                           "config": ConfigRecord({"server-round": 1})}) if model else RecordDict()
+        body[r.PROTOCOL_RECORD] = ConfigRecord({r.STAGE: r.STEP, r.PAYLOAD: payload})
         return _message(body)
 
-    with pytest.raises(AlreadyUsed):  # trained and took the update, then refused the payload
-        app(with_model(), ctx)
+    def finish(self, upload: Message) -> Any:
+        from secagg.ckks.threshold.session import ServerStage
+
+        self.server.receive(self._answer(upload))
+        for i, c in self.others.items():
+            reply = c.handle_bytes(self.delivery[i])
+            assert reply is not None
+            self.server.receive(reply)
+        while self.server.stage is not ServerStage.DONE:
+            out = self.server.advance()
+            for i, data in out.items():
+                reply_bytes = self._answer(self.app(self.step(data), self.ctx)) if i == 0 \
+                    else self.others[i].handle_bytes(data)
+                assert reply_bytes is not None
+                self.server.receive(reply_bytes)
+        return self.server.result
+
+
+def test_the_model_only_trains_with_the_share_delivery(tmp_path: Path) -> None:
+    """The model sent with any other message (the key request again, a garbage payload) is
+    refused before the ClientApp runs; with the delivery it trains once, and the
+    reply carries the encrypted upload and the other metrics, not the model nor the weight."""
+    app, trained = _counting_app(tmp_path)
+    rnd = _Round(tmp_path, app)
+    for payload in (b"not a protocol message", rnd.key_request):
+        with pytest.raises(ProtocolAbort, match="other than this session's share delivery"):
+            app(rnd.step(payload, model=True), rnd.ctx)
+    assert trained == []
+    upload = app(rnd.step(rnd.delivery[0], model=True), rnd.ctx)
+    assert trained == [1] and not upload.has_error()
+    assert not upload.content.array_records
+    metrics = {k: v for rec in upload.content.metric_records.values() for k, v in rec.items()}
+    assert metrics == {"loss": 0.0}
+    result = rnd.finish(upload)
+    assert round(result.total_weight) == client_examples(0) + 2 * (N - 1)
+    with pytest.raises(ProtocolAbort, match="refusing to train"):  # never a second time
+        app(rnd.step(rnd.delivery[0], model=True), rnd.ctx)
     assert trained == [1]
-    with pytest.raises(ProtocolAbort, match="refusing to train"):
-        app(with_model(), ctx)
-    assert trained == [1]
-    monkeypatch.setattr(ThresholdClient, "awaiting_update", property(lambda self: True))
-    with pytest.raises(AlreadyUsed, match="already holds its update"):
-        app(with_model(), ctx)
-    assert trained == [1, 1]  # the leak of budget the check prevents
+
+
+def test_the_server_cannot_choose_which_metric_is_the_weight(tmp_path: Path) -> None:
+    """The weight's metric names are the client's (the mod's ``weight_keys``), not the
+    server's: a key the server slips into the delivery changes nothing. Positive control: a mod
+    configured with other names counts weight 1 and leaves num-examples in the clear, which the
+    harness sees."""
+    from secagg.integrations.flower import ThresholdCKKSMod
+
+    from .flower_apps import PartitionCredentials
+
+    app, _ = _counting_app(tmp_path)
+    rnd = _Round(tmp_path, app)
+    msg = rnd.step(rnd.delivery[0], model=True)
+    msg.content.config_records[r.PROTOCOL_RECORD]["weight-key"] = "no-such-metric"
+    upload = app(msg, rnd.ctx)
+    metrics = {k for rec in upload.content.metric_records.values() for k in rec}
+    assert "num-examples" not in metrics
+    assert round(rnd.finish(upload).total_weight) == client_examples(0) + 2 * (N - 1)
+
+    other = tmp_path / "control"
+    other.mkdir()
+    control = ClientApp(mods=[ThresholdCKKSMod(credentials=PartitionCredentials(str(other)),
+                                               weight_keys=("other",))])
+    control.train()(train)
+    rnd = _Round(other, control)
+    upload = control(rnd.step(rnd.delivery[0], model=True), rnd.ctx)
+    metrics = {k for rec in upload.content.metric_records.values() for k in rec}
+    assert "num-examples" in metrics
+    assert round(rnd.finish(upload).total_weight) == 1 + 2 * (N - 1)
+
+
+@pytest.mark.parametrize("failure", ["raises", "nan-model", "two-arrays"])
+def test_a_training_that_fails_is_a_dropout_and_never_runs_again(
+        tmp_path: Path, failure: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ClientApp trains and then it, or what it returned, fails: the client answers with an
+    error (a dropout) and its session is over, so the same delivery sent again does not train
+    again. Positive control: with the session not abandoned, the resent delivery trains a
+    second time (a DP client would spend its budget twice)."""
+    from secagg.ckks.threshold.session import ClientSession as ThresholdClient
+    from secagg.integrations.flower import ThresholdCKKSMod
+
+    from .flower_apps import PartitionCredentials
+
+    def run(directory: Path) -> list[int]:
+        trained: list[int] = []
+
+        def flaky(msg: Message, context: Context) -> Message:
+            trained.append(1)
+            out = train(msg, context)
+            if len(trained) == 1:
+                if failure == "raises":
+                    raise RuntimeError("out of memory")
+                arrays = out.content.array_records["arrays"]
+                if failure == "nan-model":
+                    out.content["arrays"] = type(arrays)({k: Array(np.full_like(v.numpy(), np.nan))
+                                                          for k, v in arrays.items()})
+                else:
+                    out.content["extra"] = arrays
+            return out
+
+        directory.mkdir(exist_ok=True)
+        app = ClientApp(mods=[ThresholdCKKSMod(credentials=PartitionCredentials(str(directory)))])
+        app.train()(flaky)
+        rnd = _Round(directory, app)
+        first = app(rnd.step(rnd.delivery[0], model=True), rnd.ctx)
+        assert first.has_error() and "dropout" in first.error.reason
+        with contextlib.suppress(ProtocolAbort, AlreadyUsed):
+            app(rnd.step(rnd.delivery[0], model=True), rnd.ctx)
+        return trained
+
+    assert run(tmp_path / "defended") == [1]
+    monkeypatch.setattr(ThresholdClient, "abandon", lambda self, reason: None)
+    assert run(tmp_path / "undefended") == [1, 1]

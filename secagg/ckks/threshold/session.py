@@ -1127,6 +1127,12 @@ class ClientSession(Unpicklable):
             raise AlreadyUsed("the session has no keys (not started, or refused)")
         return self._party
 
+    def abandon(self, reason: str) -> None:
+        """End this session as a dropout (stage ``refused``), dropping its secret: for a
+        transport whose own step failed (a ClientApp that trained and then failed must not be
+        asked to train again)."""
+        self._fail(ProtocolAbort(self._stage.value, reason))
+
     def _fail(self, exc: ProtocolAbort) -> None:
         self._stage = ClientStage.FAILED
         self.failure = exc

@@ -56,11 +56,10 @@ class ThresholdRound:
     """Run one threshold-CKKS round with the nodes of ``contents`` (node id -> strategy content)."""
 
     def __init__(self, grid: Grid, *, config: ThresholdRoundConfig, roster: Roster,
-                 layout: ParamSpec, weight_key: str, timeout: float | None) -> None:
+                 layout: ParamSpec, timeout: float | None) -> None:
         self._config = config
         self._roster = roster
         self._layout = layout
-        self._weight_key = weight_key
         self._transport = RoundTransport(grid, timeout=timeout)
         #: roster id -> node id, from the setup replies
         self.node_of = self._transport.node_of
@@ -80,7 +79,7 @@ class ThresholdRound:
                         party_of=_party, admit=lambda _party, payload: server.receive(payload))
         transport.stages(advance=advance, party_of=_party, receive=server.receive,
                          training=lambda: server.stage is ServerStage.UPLOAD, contents=contents,
-                         weight_key=self._weight_key, group_id=group_id)
+                         group_id=group_id)
         result = server.result
         uploading = {self.node_of[c] for c in result.uploaders}
         mean = r.to_arrayrecord(result.mean(), self._layout)

@@ -26,12 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-from flwr.app import Context, RecordDict
+from flwr.app import Context
 
 from secagg.encoding.paramspec import ParamSpec
 from secagg.errors import ProtocolAbort
 
-from . import records as r
 from .client_state import ThresholdRoundState
 from .credentials import Credentials
 from .secure_mod import SecureMod
@@ -76,12 +75,18 @@ class ThresholdCKKSMod(SecureMod):
                                 roster=creds.roster)
         return session, session.start()
 
+    def _is_training_stage(self, payload: bytes) -> bool:
+        from secagg.ckks.threshold.session import peek_server
+
+        return peek_server(payload) == "delivery"
+
+    def _max_weight(self, session: ClientSession) -> int:
+        return int(session.config.weight_bound)
+
     def _provide(self, session: ClientSession, vector: npt.NDArray[np.float32],
-                 content: RecordDict, weight_key: str) -> None:
-        config = session.config
-        bound = float(config.value_bound)
+                 weight: int) -> None:
+        bound = float(session.config.value_bound)
         clipped = np.clip(vector.astype(np.float64), -bound, bound)
-        weight = r.weight_of(content, weight_key, int(config.weight_bound))
         session.provide_update(clipped, weight=float(weight))
 
 

@@ -88,7 +88,7 @@ class ThresholdCKKSWorkflow(SecureWorkflow):
             weight_bound=float(self.weight_bound), layout_digest=layout.digest(), **extra)
 
     def run_round(self, grid: Grid, contents: dict[int, RecordDict], *, roster: Roster,
-                  server_round: int, weight_key: str, timeout: float | None,
+                  server_round: int, timeout: float | None,
                   group_id: str = "") -> ThresholdRoundResult:
         """One threshold round with the nodes of ``contents`` (node id -> the strategy's content,
         holding the global model as its one ArrayRecord)."""
@@ -98,6 +98,6 @@ class ThresholdCKKSWorkflow(SecureWorkflow):
         config = self.config_for(roster, layout, server_round=server_round)
         assert isinstance(config, ThresholdRoundConfig)
         secure = ThresholdRound(grid, config=config, roster=roster, layout=layout,
-                                weight_key=weight_key, timeout=timeout)
+                                timeout=timeout)
         self.last_result = secure.run(contents, group_id=group_id)
         return self.last_result

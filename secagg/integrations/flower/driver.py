@@ -110,7 +110,7 @@ class RoundTransport:
     def stages(self, *, advance: Callable[[], Mapping[int, bytes] | None],
                party_of: Callable[[bytes], int | None], receive: Callable[[bytes], None],
                training: Callable[[], bool], contents: Mapping[int, RecordDict],
-               weight_key: str, group_id: str) -> None:
+               group_id: str) -> None:
         """Until ``advance()`` returns None (the session is done): send each client its message
         and hand the replies to ``receive``; where ``training()`` says the stage is the one at
         which clients train, the messages carry ``contents`` (node -> strategy content). A
@@ -118,7 +118,7 @@ class RoundTransport:
         while (outgoing := advance()) is not None:
             train = training()
             step = r.step_messages(outgoing, self.node_of, group_id=group_id,
-                                   contents=contents if train else None, weight_key=weight_key)
+                                   contents=contents if train else None)
             for reply in self._exchange(step):
                 node = reply.metadata.src_node_id
                 try:
@@ -153,12 +153,11 @@ class SecureRound:
     """Run one masking round with the nodes of ``contents`` (node id -> strategy content)."""
 
     def __init__(self, grid: Grid, *, config: MaskingConfig, roster: Roster, layout: ParamSpec,
-                 weight_key: str, timeout: float | None,
+                 timeout: float | None,
                  excluded: frozenset[int] = frozenset()) -> None:
         self._config = config
         self._roster = roster
         self._layout = layout
-        self._weight_key = weight_key
         self._excluded = excluded
         self._transport = RoundTransport(grid, timeout=timeout)
         #: roster id -> node id, from the setup replies (kept to name a culprit's node)
@@ -184,7 +183,7 @@ class SecureRound:
                         party_of=_party, admit=admit)
         transport.stages(advance=advance, party_of=_party, receive=server.receive,
                          training=lambda: server.stage is Stage.MASKED_INPUT, contents=contents,
-                         weight_key=self._weight_key, group_id=group_id)
+                         group_id=group_id)
         aggregate = server.result
         survivors = {self.node_of[c] for c in aggregate.survivors}
         mean = r.to_arrayrecord(aggregate.mean(), self._layout)

@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from flwr.app import Context, RecordDict
+from flwr.app import Context
 
 from secagg.encoding.paramspec import ParamSpec
 from secagg.errors import ProtocolAbort
 from secagg.masking import ClientSession, MaskingConfig, encode_update, wire
+from secagg.masking import messages as m
 
-from . import records as r
 from .client_state import RoundState
 from .credentials import Credentials
 from .secure_mod import SecureMod
@@ -65,9 +65,14 @@ class SecAggPlusMod(SecureMod):
                                 roster=creds.roster)
         return session, wire.encode(session.start())
 
+    def _is_training_stage(self, payload: bytes) -> bool:
+        return wire.peek_type(payload) is m.ShareDelivery
+
+    def _max_weight(self, session: ClientSession) -> int:
+        return session.config.max_weight
+
     def _provide(self, session: ClientSession, vector: npt.NDArray[np.float32],
-                 content: RecordDict, weight_key: str) -> None:
-        weight = r.weight_of(content, weight_key, session.config.max_weight)
+                 weight: int) -> None:
         session.provide_update(encode_update(session.config, vector, weight=weight))
 
 

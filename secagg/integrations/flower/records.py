@@ -35,7 +35,6 @@ __all__ = [
     "SETUP",
     "STAGE",
     "STEP",
-    "WEIGHT_KEY",
     "layout_of",
     "payload_of",
     "set_weight",
@@ -54,7 +53,6 @@ STEP: Final = "step"  # any later protocol message (at the training stage with t
 # content); reply: the client's answer (at the training stage with the ClientApp's metrics)
 CONFIG: Final = "config"  # the round's config as JSON (MaskingConfig or ThresholdRoundConfig)
 LAYOUT: Final = "layout"  # ParamSpec JSON of the model the round aggregates
-WEIGHT_KEY: Final = "weight-key"  # (training stage) the metric holding the client's weight
 PAYLOAD: Final = "payload"  # wire-encoded protocol message
 ARRAYS_KEY: Final = "arrays-key"  # (training reply) the name of the ClientApp's ArrayRecord
 
@@ -99,12 +97,11 @@ def setup_messages(nodes: Iterable[int], *, config_json: str, layout: ParamSpec,
 
 
 def step_messages(outgoing: Mapping[int, bytes], node_of: Mapping[int, int], *,
-                  group_id: str, contents: Mapping[int, RecordDict] | None = None,
-                  weight_key: str = "") -> list[Message]:
+                  group_id: str, contents: Mapping[int, RecordDict] | None = None
+                  ) -> list[Message]:
     """A later stage's messages: client id -> protocol bytes, each to that client's node. With
     ``contents`` (node -> the strategy's content: the global model and its config), the stage
-    at which the clients train: each message carries its node's content and the name of the
-    metric that holds the client's weight."""
+    at which the clients train: each message carries its node's content too."""
     out = []
     for party, data in outgoing.items():
         node = node_of[party]
@@ -112,7 +109,6 @@ def step_messages(outgoing: Mapping[int, bytes], node_of: Mapping[int, int], *,
         body = RecordDict()
         if contents is not None:
             body = RecordDict(dict(contents[node].items()))
-            record[WEIGHT_KEY] = weight_key
         body[PROTOCOL_RECORD] = record
         out.append(Message(body, dst_node_id=node, message_type=MessageType.TRAIN,
                            group_id=group_id))
@@ -128,26 +124,28 @@ def payload_of(reply: Message) -> tuple[bytes, ConfigRecord]:
     return payload, record
 
 
-def weight_of(content: RecordDict, key: str, max_weight: int) -> int:
-    """The client's weight: metric ``key`` of the reply (1 if absent), capped at ``max_weight``."""
-    found = [rec[key] for rec in content.metric_records.values() if key in rec]
+def weight_of(content: RecordDict, keys: Iterable[str], max_weight: int) -> int:
+    """The client's weight: the first of metrics ``keys`` the reply holds (1 if none), capped at
+    ``max_weight``."""
+    found = [rec[key] for key in keys for rec in content.metric_records.values() if key in rec]
     if not found:
         return 1
     value = found[0]
     if isinstance(value, list) or not value >= 1:
-        raise InvalidParameter(f"metric '{key}' (the client's weight) must be a number >= 1")
+        raise InvalidParameter("the client's weight metric must be a number >= 1")
     if float(value) > max_weight:  # an infinite one included, which round() cannot take
-        _log.warning("weight %s from metric '%s' capped at the round's max_weight %d",
-                     value, key, max_weight)
+        _log.warning("weight capped at the round's max_weight %d", max_weight)
         return max_weight
     return round(float(value))
 
 
-def strip_weight(content: RecordDict, key: str) -> None:
-    """Remove metric ``key`` (the client's weight) from every MetricRecord of ``content``."""
+def strip_weight(content: RecordDict, keys: Iterable[str]) -> None:
+    """Remove the metrics named ``keys`` (the client's weight) from every MetricRecord of
+    ``content``."""
     for record in content.metric_records.values():
-        if key in record:
-            del record[key]
+        for key in keys:
+            if key in record:
+                del record[key]
 
 
 def set_weight(content: RecordDict, key: str, weight: int) -> None:

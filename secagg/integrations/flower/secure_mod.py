@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, RecordDict
 from flwr.app.message_type import MessageType
 from flwr.clientapp.typing import ClientAppCallable
+from flwr.common.constant import ErrorCode
 
 from secagg.encoding.paramspec import ParamSpec
 from secagg.errors import InvalidParameter, ProtocolAbort, SecAggError
@@ -51,8 +52,15 @@ class SecureMod:
     #: what the setup's config is (named when it is not a JSON object)
     CONFIG: ClassVar[str]
 
-    def __init__(self, *, credentials: CredentialsSource = credentials_from_node_config) -> None:
+    def __init__(self, *, credentials: CredentialsSource = credentials_from_node_config,
+                 weight_keys: tuple[str, ...] = ("num-examples", "num_examples")) -> None:
+        """``weight_keys``: the metric names a ClientApp may report its weight (number of
+        examples) under, the first found counts; chosen here, by the client, and all of them
+        are removed from the reply."""
+        if not weight_keys or not all(isinstance(k, str) and k for k in weight_keys):
+            raise InvalidParameter("weight_keys must be one or more metric names")
         self._credentials = credentials
+        self._weight_keys = tuple(weight_keys)
 
     # ---- the protocol's hooks ---------------------------------------------------------------
 
@@ -74,10 +82,17 @@ class SecureMod:
         """The round's session, made without the update, and its first message."""
         raise NotImplementedError
 
-    def _provide(self, session: Any, vector: npt.NDArray[np.float32], content: RecordDict,
-                 weight_key: str) -> None:
-        """Give ``session`` the ClientApp's model ``vector`` with its weight (metric
-        ``weight_key`` of ``content``)."""
+    def _is_training_stage(self, payload: bytes) -> bool:
+        """Whether ``payload`` is the protocol message at which the client trains (the share
+        delivery)."""
+        raise NotImplementedError
+
+    def _max_weight(self, session: Any) -> int:
+        """The largest weight the round counts (larger ones are capped)."""
+        raise NotImplementedError
+
+    def _provide(self, session: Any, vector: npt.NDArray[np.float32], weight: int) -> None:
+        """Give ``session`` the ClientApp's model ``vector`` with its ``weight``."""
         raise NotImplementedError
 
     # ---- the plumbing ---------------------------------------------------------------------
@@ -101,12 +116,20 @@ class SecureMod:
             raise ProtocolAbort("client", "malformed secure-aggregation message")
         session = self._load(state, payload)
         reply = RecordDict()
+        if msg.content.array_records:  # the training stage: the strategy's model rides along
+            # checked before the ClientApp runs: only the share delivery of a session still
+            # waiting for its update takes a model (so training happens once per round, and the
+            # update is never held between calls)
+            if not (self._is_training_stage(payload) and session.awaiting_update):
+                raise ProtocolAbort("client", "the server sent the model with a message other "
+                                    "than this session's share delivery; refusing to train")
+            trained = self._train(msg, ctxt, call_next, session)
+            if isinstance(trained, Message):  # the ClientApp or its result failed: a dropout
+                session.abandon("the ClientApp's training failed")
+                state.save(session)  # returned, not raised, so Flower keeps the state: the
+                return trained  # session can never be handed a model (and train) again
+            reply = trained
         try:
-            if msg.content.array_records:  # the training stage: the strategy's model rides along
-                trained = self._train(msg, ctxt, call_next, record, session)
-                if isinstance(trained, Message):
-                    return trained  # the ClientApp's error reply: this client drops out
-                reply = trained
             answer = session.handle_bytes(payload)
         finally:  # a refusal clears the session's secrets: the mark then says so
             state.save(session)
@@ -147,26 +170,30 @@ class SecureMod:
                        reply_to=msg)
 
     def _train(self, msg: Message, ctxt: Context, call_next: ClientAppCallable,
-               record: ConfigRecord, session: Any) -> RecordDict | Message:
-        """Run the ClientApp on the strategy's content and give ``session`` its model; the reply
-        content to send (metrics, the ArrayRecord's name), or the ClientApp's error reply."""
-        if not session.awaiting_update:  # trained already, or past the stage that needs it
-            raise ProtocolAbort("client", "the server sent the model at a stage at which this "
-                                "client's session takes no update; refusing to train")
-        weight_key = str(record.get(r.WEIGHT_KEY) or "num-examples")
+               session: Any) -> RecordDict | Message:
+        """Run the ClientApp on the strategy's content and give ``session`` its model: the reply
+        content to send (metrics, the ArrayRecord's name), or an error reply when the ClientApp
+        or what it returned failed (its reason names what was wrong, never a value)."""
         del msg.content.config_records[r.PROTOCOL_RECORD]  # the ClientApp sees what Flower sent
-        out = call_next(msg, ctxt)
-        if out.has_error():
-            return out
-        content = out.content
-        if len(content.array_records) != 1:
-            raise InvalidParameter(f"the ClientApp returned {len(content.array_records)} "
-                                   "ArrayRecords; secure aggregation sums exactly one")
-        (arrays_key, arrays), = content.array_records.items()
-        layout = r.layout_of(arrays)
-        layout.check_round(session.config.layout_digest)  # the round's model, by name and shape
-        self._provide(session, r.vector_of(arrays, layout), content, weight_key)
+        try:
+            out = call_next(msg, ctxt)
+            if out.has_error():
+                return out
+            content = out.content
+            if len(content.array_records) != 1:
+                raise InvalidParameter(f"the ClientApp returned {len(content.array_records)} "
+                                       "ArrayRecords; secure aggregation sums exactly one")
+            (arrays_key, arrays), = content.array_records.items()
+            layout = r.layout_of(arrays)
+            layout.check_round(session.config.layout_digest)  # the round's model, by name/shape
+            self._provide(session, r.vector_of(arrays, layout),
+                          r.weight_of(content, self._weight_keys, self._max_weight(session)))
+        except Exception as exc:
+            why = str(exc) if isinstance(exc, SecAggError) else type(exc).__name__
+            return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                                 reason=f"secagg: training for this round failed ({why}); this "
+                                 "client is a dropout of the round"), reply_to=msg)
         del content.array_records[arrays_key]  # the model never leaves in the clear
-        r.strip_weight(content, weight_key)  # nor its weight, which the protocol protects too
+        r.strip_weight(content, self._weight_keys)  # nor its weight, which the protocol protects
         content.config_records[r.PROTOCOL_RECORD] = ConfigRecord({r.ARRAYS_KEY: arrays_key})
         return content

@@ -66,7 +66,7 @@ class SecureWorkflow:
         self.last_result: Any = None
 
     def run_round(self, grid: Grid, contents: dict[int, RecordDict], *, roster: Roster,
-                  server_round: int, weight_key: str, timeout: float | None,
+                  server_round: int, timeout: float | None,
                   group_id: str = "") -> RoundOutcome:
         """One secure round with the nodes of ``contents`` (node id -> the strategy's content,
         holding the global model as its one ArrayRecord); :class:`ProtocolAbort` when it
@@ -114,8 +114,8 @@ class SecureWorkflow:
                     for proxy, fitins in selected}
         try:
             result = self.run_round(grid, contents, roster=self._roster(context),
-                                    server_round=current_round, weight_key="num_examples",
-                                    timeout=self.timeout, group_id=str(current_round))
+                                    server_round=current_round, timeout=self.timeout,
+                                    group_id=str(current_round))
         except ProtocolAbort as exc:  # too few clients, or a client named as the culprit
             _log.error("secure aggregation halted: %s%s", exc, culprit_note(exc))
             return
@@ -170,7 +170,7 @@ class SecureGrid(Grid):
         try:
             result = self._workflow.run_round(self._inner, by_node, roster=self._roster,
                                               server_round=server_round,
-                                              weight_key=self._weight_key, timeout=wait,
+                                              timeout=wait,
                                               group_id=train[0].metadata.group_id)
         except ProtocolAbort as exc:  # too few clients, or a client named as the culprit
             _log.error("secure aggregation halted in round %d: %s%s", server_round, exc,

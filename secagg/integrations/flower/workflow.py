@@ -110,7 +110,7 @@ class SecAggPlusWorkflow(SecureWorkflow):
             round=server_round, layout=layout)
 
     def run_round(self, grid: Grid, contents: dict[int, RecordDict], *, roster: Roster,
-                  server_round: int, weight_key: str, timeout: float | None,
+                  server_round: int, timeout: float | None,
                   group_id: str = "") -> SecureRoundResult:
         """One secure round with the nodes of ``contents`` (node id -> the strategy's content,
         holding the global model as its one ArrayRecord)."""
@@ -128,7 +128,7 @@ class SecAggPlusWorkflow(SecureWorkflow):
                                 f"as culprits of earlier rounds; the {remaining} remaining "
                                 f"member(s) cannot reach the threshold {config.threshold}")
         secure = SecureRound(grid, config=config, roster=roster, layout=layout,
-                             weight_key=weight_key, timeout=timeout,
+                             timeout=timeout,
                              excluded=frozenset(self.excluded_clients if self.exclude_culprits
                                                 else ()))
         try:
