@@ -10,7 +10,9 @@ Flower's ``secaggplus_mod``, or none for plain rounds). A round's time is the fi
 time in the ServerApp: sampling, every stage's messages through the engine, the clients' work,
 the server's unmasking and FedAvg. Ray's start-up and one warm-up plain round are not counted.
 
-A fourth kind measures the engine's floor for any round of three exchanges: a plain round
+With ``ckks=True`` a fifth kind runs secagg's threshold CKKS
+(:class:`~secagg.integrations.flower.ThresholdCKKSWorkflow`, same clip and weight bound) in the
+same simulation. A fourth kind measures the engine's floor for any round of three exchanges: a plain round
 followed by two exchanges of empty messages (answered by the mod without running the ClientApp),
 all three pulled the way secagg's workflow pulls. A round secure against a malicious server with dropout
 recovery needs at least these three exchanges (the upload, the consistency check on the survivor
@@ -55,6 +57,11 @@ class FlowerEngineResult:
     secure_exchanges_s: list[list[float]]
     #: plain round + EMPTY_EXCHANGES empty exchanges (see the module docstring)
     floor_rounds_s: list[float]
+    #: threshold-CKKS rounds (only with ckks=True), their max |mean - plain mean| and the
+    #: wall seconds of each exchange
+    ckks_rounds_s: list[float]
+    ckks_error: float | None
+    ckks_exchanges_s: list[list[float]]
 
     @property
     def secure_round_s(self) -> float:
@@ -69,8 +76,27 @@ class FlowerEngineResult:
         return statistics.median(self.floor_rounds_s)
 
     @property
+    def ckks_round_s(self) -> float | None:
+        return statistics.median(self.ckks_rounds_s) if self.ckks_rounds_s else None
+
+    @property
     def flower_round_s(self) -> float:
         return statistics.median(self.flower_rounds_s)
+
+
+def _is_threshold(record: Any) -> bool:
+    """Whether a protocol record belongs to a threshold-CKKS round (its setup's config names the
+    protocol; its later messages carry the threshold wire format)."""
+    import json
+
+    from secagg.ckks.threshold.session import PROTOCOL, peek_server
+    from secagg.integrations.flower import records as r
+
+    if record.get(r.STAGE) == r.SETUP:
+        fields = json.loads(str(record.get(r.CONFIG)))
+        return isinstance(fields, dict) and fields.get("protocol") == PROTOCOL
+    payload = record.get(r.PAYLOAD)
+    return isinstance(payload, bytes) and peek_server(payload) is not None
 
 
 def client_update(partition: int, params: int, seed: int) -> np.ndarray:
@@ -87,7 +113,7 @@ class _Dispatch:
         from flwr.client.mod import secaggplus_mod as flower_mod
         from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
-        from secagg.integrations.flower import Credentials, SecAggPlusMod
+        from secagg.integrations.flower import Credentials, SecAggPlusMod, ThresholdCKKSMod
         from secagg.integrations.flower.records import PROTOCOL_RECORD
 
         records = msg.content.config_records if msg.has_content() else {}
@@ -103,7 +129,8 @@ class _Dispatch:
                 return Credentials(Identity.load(base / f"id-{partition}.json"),
                                    Roster.load(base / "roster.json"))
 
-            return SecAggPlusMod(credentials=creds)(msg, ctxt, call_next)
+            mod = ThresholdCKKSMod if _is_threshold(records[PROTOCOL_RECORD]) else SecAggPlusMod
+            return mod(credentials=creds)(msg, ctxt, call_next)
         if RECORD_KEY_CONFIGS in records:
             return flower_mod(msg, ctxt, call_next)
         return call_next(msg, ctxt)
@@ -127,7 +154,7 @@ class _ClientFn:
 
 
 def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
-                            seed: int = 0) -> FlowerEngineResult:
+                            seed: int = 0, ckks: bool = False) -> FlowerEngineResult:
     """Median over ``repeats`` of each kind of round, in one simulation (see the module)."""
     import flwr.compat.common.recorddict_compat as compat
     from flwr.app import ConfigRecord, Message, RecordDict
@@ -143,7 +170,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
     from flwr.serverapp import ServerApp
     from flwr.simulation import run_simulation
 
-    from secagg.integrations.flower import SecAggPlusWorkflow
+    from secagg.integrations.flower import SecAggPlusWorkflow, ThresholdCKKSWorkflow
     from secagg.integrations.flower.driver import exchange
 
     with tempfile.TemporaryDirectory(prefix="secagg-flower-bench-") as tmp:
@@ -158,7 +185,10 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
             reconstruction_threshold=min(probe.threshold, probe.neighbours),
             clipping_range=CLIP, quantization_range=(1 << probe.fixed_point.value_bits) - 1,
             max_weight=float(WEIGHT))
-        times: dict[str, list[float]] = {"plain": [], "secure": [], "flower": [], "floor": []}
+        threshold = ThresholdCKKSWorkflow(roster=roster, value_bound=CLIP, weight_bound=WEIGHT)
+        times: dict[str, list[float]] = {"plain": [], "secure": [], "flower": [], "floor": [],
+                                         "ckks": []}
+        ckks_exchanges: list[list[float]] = []
         exchanges: list[list[float]] = []
         results: dict[str, np.ndarray] = {}
         failures: list[str] = []
@@ -185,6 +215,8 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
                 results[kind] = np.asarray(mean, dtype=np.float64)
             if kind == "secure" and ours.last_result is not None:
                 exchanges.append(list(ours.last_result.exchange_s))
+            if kind == "ckks" and threshold.last_result is not None:
+                ckks_exchanges.append(list(threshold.last_result.exchange_s))
 
         def floor_fit(grid: Any, context: Any) -> None:
             fast: Any = _FastPullGrid(grid)  # duck-typed: the Grid calls the workflow makes
@@ -209,6 +241,8 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
                     one_round("secure", ours, grid, context)
                     one_round("flower", flower, grid, context)
                     one_round("floor", floor_fit, grid, context)
+                    if ckks:
+                        one_round("ckks", threshold, grid, context)
             except Exception as exc:  # reported after the simulation stops
                 failures.append(f"{type(exc).__name__}: {exc}")
 
@@ -220,7 +254,7 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                        "init_args": {"num_cpus": cpus,
                                                      "include_dashboard": False}})
-    if failures or len(results) != 4:
+    if failures or len(results) != 4 + ckks:
         raise RuntimeError("the Flower bench did not complete: " + "; ".join(failures))
     plain = results["plain"]
     return FlowerEngineResult(
@@ -230,7 +264,9 @@ def run_flower_engine_bench(*, clients: int, params: int, repeats: int = 1,
         flower_error=float(np.max(np.abs(results["flower"] - plain))),
         neighbours=probe.neighbours, threshold=probe.threshold,
         value_bits=probe.fixed_point.value_bits, secure_exchanges_s=exchanges,
-        floor_rounds_s=times["floor"])
+        floor_rounds_s=times["floor"], ckks_rounds_s=times["ckks"],
+        ckks_error=float(np.max(np.abs(results["ckks"] - plain))) if ckks else None,
+        ckks_exchanges_s=ckks_exchanges)
 
 
 class _FastPullGrid:

@@ -23,6 +23,11 @@ training, consistency, unmask). Every exchange pays the engine's own latency (Fl
 simulation engine moves messages from its LinkState to the ClientApps on a 0.1 s poll, and runs
 them on one Ray actor per core), which a plain round pays once.
 
+With --ckks, also ckks_threshold_round_s, ckks_threshold_ratio (to plain),
+ckks_threshold_exchanges_s and max_abs_error_vs_plain.ckks_threshold: a round of secagg's
+threshold CKKS (ThresholdCKKSWorkflow + threshold_ckks_mod: no key holder) in the same
+simulation.
+
 engine_floor_round_s: the least any round of three exchanges takes in this engine, measured in
 the same run as a plain round followed by two exchanges of empty messages (answered without
 running the ClientApp); engine_floor_ratio = engine_floor_round_s / plain_round_s. A round that
@@ -36,6 +41,7 @@ Needs flwr with its simulation extra:  pip install 'flwr[simulation]==1.41.*'
 examples:
   secagg bench flower --clients 10 --params 1000000 --json flower.json
   secagg bench flower --clients 3 --params 1000
+  secagg bench flower --clients 10 --params 1000000 --ckks
 """
 
 
@@ -44,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", type=int, default=1_000_000, help="parameters (1000000)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of each kind (1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ckks", action="store_true",
+                        help="also run a threshold-CKKS round (ThresholdCKKSWorkflow + "
+                             "threshold_ckks_mod) in the same simulation")
     parser.add_argument("--json", metavar="PATH", help="write the report as JSON")
 
 
@@ -57,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     check_range("--params", args.params, low=1)
     check_range("--repeats", args.repeats, low=1)
     res = run_flower_engine_bench(clients=args.clients, params=args.params,
-                                  repeats=args.repeats, seed=args.seed)
+                                  repeats=args.repeats, seed=args.seed, ckks=args.ckks)
     report = {
         "engine": "flower-simulation-ray", "clients": args.clients, "params": args.params,
         "repeats": args.repeats,
@@ -74,6 +83,13 @@ def run(args: argparse.Namespace) -> int:
         "engine_floor_ratio": res.floor_round_s / res.plain_round_s,
         "engine_floor_rounds_s": res.floor_rounds_s,
     }
+    if args.ckks:
+        report.update({
+            "ckks_threshold_round_s": res.ckks_round_s, "ckks_threshold_rounds_s": res.ckks_rounds_s,
+            "ckks_threshold_ratio": (res.ckks_round_s or 0.0) / res.plain_round_s,
+            "ckks_threshold_exchanges_s": res.ckks_exchanges_s,
+        })
+        report["max_abs_error_vs_plain"]["ckks_threshold"] = res.ckks_error
     print(f"flower bench: {args.clients} SuperNodes, {args.params} params, median of "
           f"{args.repeats}; graph k={res.neighbours}, t={res.threshold}, {res.value_bits} bits")
     print_table([
@@ -87,9 +103,15 @@ def run(args: argparse.Namespace) -> int:
          ""],
         ["  Flower SecAgg+ / floor (most speed-up)",
          f"{res.flower_round_s / res.floor_round_s:.2f}", ""],
-    ], header=["round", "s", "max |err| vs plain"])
+    ] + ([["secagg threshold CKKS (--ckks)", f"{res.ckks_round_s:.3f}",
+            f"{res.ckks_error:.1e}"]] if args.ckks and res.ckks_round_s is not None
+         and res.ckks_error is not None else []),
+        header=["round", "s", "max |err| vs plain"])
     for i, spans in enumerate(res.secure_exchanges_s, 1):
         print(f"secure round {i}: {len(spans)} exchanges, "
+              + " + ".join(f"{s:.3f}" for s in spans) + f" = {sum(spans):.3f} s")
+    for i, spans in enumerate(res.ckks_exchanges_s, 1):
+        print(f"threshold CKKS round {i}: {len(spans)} exchanges, "
               + " + ".join(f"{s:.3f}" for s in spans) + f" = {sum(spans):.3f} s")
     if args.json:
         write_json(args.json, report)

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.flower, pytest.mark.slow]
 def test_bench_flower_smoke(tmp_path: Path) -> None:
     out = tmp_path / "flower.json"
     proc = subprocess.run([sys.executable, "-m", "secagg.cli", "bench", "flower", "--clients", "3",
-                           "--params", "1000", "--json", str(out)],
+                           "--params", "1000", "--ckks", "--json", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
@@ -27,6 +27,10 @@ def test_bench_flower_smoke(tmp_path: Path) -> None:
     assert report["ratio"] == pytest.approx(report["secure_round_s"] / report["plain_round_s"])
     assert report["speedup_vs_flower"] == pytest.approx(
         report["flower_secaggplus_round_s"] / report["secure_round_s"])
+    # the threshold-CKKS round (--ckks) released the plain mean within its worst-case bound
+    assert report["ckks_threshold_round_s"] > 0
+    assert len(report["ckks_threshold_exchanges_s"]) == 1
+    assert report["max_abs_error_vs_plain"]["ckks_threshold"] < 1e-4
     assert report["engine_floor_ratio"] == pytest.approx(
         report["engine_floor_round_s"] / report["plain_round_s"])
     step = 2 * 8.0 / ((1 << report["value_bits"]) - 1)
