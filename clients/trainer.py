@@ -127,13 +127,28 @@ def _param_groups(model: nn.Module, learning_rate: float,
 
 
 def _step(model: nn.Module, batch: list[torch.Tensor], optimizer: torch.optim.Optimizer,
-          loss_fn: nn.Module) -> float:
+          loss_fn: nn.Module) -> float | None:
+    """One optimiser step on ``batch``; the loss, or None for an empty batch."""
     ids, mask, sensors, labels = batch
     optimizer.zero_grad(set_to_none=True)
+    if ids.shape[0] == 0:
+        _empty_step(model, optimizer)
+        return None
     loss = loss_fn(model(ids, mask, sensors), labels)
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+def _empty_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """An empty Poisson batch (each record left out at the sample rate): DP-SGD's analysis
+    counts the step and releases its noise all the same, so the step runs with no per-example
+    gradients (Opacus clips nothing and adds the noise; the accountant counts it). The model's
+    forward pass cannot take an empty batch, so it is not run."""
+    for p in _trainable(model):
+        p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype,  # type: ignore[attr-defined]
+                                    device=p.device)
+    optimizer.step()
 
 
 def train_private(
@@ -181,9 +196,11 @@ def train_private(
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             for _ in range(config.epochs):
                 for batch in dp_loader:
-                    losses.append(_step(model, batch, dp_opt, loss_fn))
+                    loss = _step(model, batch, dp_opt, loss_fn)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                    if loss is not None:  # an empty batch has no loss
+                        losses.append(loss)
+                        bar.set_postfix(loss=f"{loss:.3f}")
     finally:
         hooks.cleanup()
         for p in _trainable(model):
@@ -218,12 +235,14 @@ def train_nonprivate(
     optimizer = torch.optim.AdamW(_param_groups(model, learning_rate, adapter_lr_scale),
                                   lr=learning_rate, weight_decay=0.0)
     loss_fn = nn.CrossEntropyLoss()
-    losses = []
+    losses: list[float] = []
     with tqdm(total=epochs * len(loader), desc="non-private", disable=not progress,
               leave=False) as bar:
         for _ in range(epochs):
             for batch in loader:
-                losses.append(_step(model, batch, optimizer, loss_fn))
+                loss = _step(model, batch, optimizer, loss_fn)  # never empty: plain batches
+                if loss is not None:
+                    losses.append(loss)
                 bar.update(1)
     return sum(losses) / max(len(losses), 1)
 

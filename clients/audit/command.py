@@ -79,9 +79,9 @@ resolved). Costs three training runs of the round (the empirical audit, then the
 released model with and without DP) and seconds for the rest; --skip drops sections.
 No output is sent anywhere.
 Every input (the files, --out, --roster/--clients, --server, the numbers, and whether the
-audited round can be run) is checked before the first training run starts; so is the chance
-that a run draws an empty Poisson batch, which the pipeline cannot train on (too few records
-or canaries for the round's sample rate: refused above 1e-3, naming what would fit).
+audited round can be run) is checked before the first training run starts. An empty Poisson
+batch (likely with few records or canaries for the round's sample rate) is a step of noise
+alone, as in DP-SGD's analysis.
 Exit status: 0 audited (read the verdict), 2 bad input (one line on stderr, naming the flag).
 """
 
@@ -153,31 +153,6 @@ def _confidence(text: str) -> float:
     return value
 
 
-#: the largest chance, over a training run's steps, that a Poisson batch holds no row, which
-#: the audit accepts: the enterprise's model cannot train on an empty batch (the run stops with
-#: an error, after minutes of training), so a run likely to draw one is refused before training.
-#: Runs on a shipped enterprise's records are many orders of magnitude below it.
-EMPTY_BATCH_LIMIT = 1e-3
-
-
-def empty_batch_chance(rows: int, sample_rate: float, steps: int) -> float:
-    """P[at least one of ``steps`` Poisson batches is empty], each of ``rows`` rows being in a
-    batch with probability ``sample_rate``."""
-    if sample_rate >= 1.0 or steps <= 0:
-        return 0.0
-    if rows <= 0:
-        return 1.0
-    per_step = math.exp(rows * math.log1p(-sample_rate))
-    return -math.expm1(steps * math.log1p(-per_step))
-
-
-def _empirical_steps(sample_rate: float, steps: int) -> int:
-    """The steps the empirical run makes: the ledger's, rounded to whole epochs (as
-    :func:`~.empirical.audit_pipeline` does)."""
-    k = round(1.0 / sample_rate)
-    return max(1, round(steps / k)) * k
-
-
 def _released_plan(records: int, sample_rate: float, steps: int) -> tuple[int, int, int, int]:
     """The released-model runs' (members, batch, epochs, steps): half the records, the round's
     expected batch and epochs (q = 1/ceil(members/batch) per step, as the trainer samples)."""
@@ -185,61 +160,6 @@ def _released_plan(records: int, sample_rate: float, steps: int) -> tuple[int, i
     batch = max(1, round(half * sample_rate))
     epochs = max(1, round(steps * sample_rate))
     return half, batch, epochs, epochs * math.ceil(half / batch)
-
-
-def _rows_needed(sample_rate: float, steps: int) -> int:
-    """The fewest rows whose run of ``steps`` batches at ``sample_rate`` fits the limit."""
-    per_step = -math.expm1(math.log1p(-EMPTY_BATCH_LIMIT) / steps)
-    n = max(1, math.ceil(math.log(per_step) / math.log1p(-sample_rate)) - 1)
-    while empty_batch_chance(n, sample_rate, steps) > EMPTY_BATCH_LIMIT:
-        n += 1
-    return n
-
-
-def _released_chance(records: int, sample_rate: float, steps: int) -> float:
-    half, batch, _, run_steps = _released_plan(records, sample_rate, steps)
-    return empty_batch_chance(half, 1.0 / math.ceil(half / batch), run_steps) if half else 1.0
-
-
-def _records_needed_released(records: int, sample_rate: float, steps: int) -> int | None:
-    """The fewest records (above ``records``) whose released-model runs fit the limit, or None
-    if not found within a million more."""
-    estimate = 2 * _rows_needed(sample_rate, _released_plan(10**6, sample_rate, steps)[3])
-    start = max(records + 1, int(0.8 * estimate))
-    for r in range(start, start + 10**6):
-        if _released_chance(r, sample_rate, steps) <= EMPTY_BATCH_LIMIT:
-            return r
-    return None
-
-
-def _check_empty_batches(args: argparse.Namespace, records: int, n: int, entry: Any) -> None:
-    """Refuse (one line, naming the flags) a training run likely to draw an empty batch."""
-    q, steps = float(entry.sample_rate), int(entry.steps)
-    if args.plant != "sample-rate-misreported":  # that plant runs full batches
-        rows, run_steps = records + 2 * args.canaries, _empirical_steps(q, steps)
-        chance = empty_batch_chance(rows, q, run_steps)
-        if chance > EMPTY_BATCH_LIMIT:
-            need = max(2, math.ceil((_rows_needed(q, run_steps) - records) / 2))
-            raise InvalidParameter(
-                f"--canaries {args.canaries} with --data {args.data} ({records} records), "
-                f"--round {n}: the empirical run's {rows} rows (the records and 2 x "
-                f"{args.canaries} canaries) at q = {q:g} over {run_steps} steps draw an empty "
-                f"batch, which the pipeline cannot train on, with probability {chance:.1e}; "
-                f"expected at most {EMPTY_BATCH_LIMIT:g}: use --canaries {need} or more (or "
-                "more records, or a --round with a larger sample rate)")
-    if "released" not in args.skip:
-        chance = _released_chance(records, q, steps)
-        if chance > EMPTY_BATCH_LIMIT:
-            half, batch, _, run_steps = _released_plan(records, q, steps)
-            need_records = _records_needed_released(records, q, steps)
-            fits = f"at least {need_records} records in --data, " if need_records else ""
-            raise InvalidParameter(
-                f"--data {args.data}: the released-model attack trains on half of its "
-                f"{records} records ({half}) at q = 1/{math.ceil(half / batch)} over "
-                f"{run_steps} steps (--round {n}) and draws an empty batch, which the pipeline "
-                f"cannot train on, with probability {chance:.1e}; expected at most "
-                f"{EMPTY_BATCH_LIMIT:g}: use {fits}--skip released, or a --round with a "
-                "larger sample rate")
 
 
 def _check_confidence(args: argparse.Namespace) -> None:
@@ -365,7 +285,6 @@ def check_inputs(args: argparse.Namespace) -> tuple[Any, list[Any], int, Any]:
         raise InvalidParameter(
             f"--data {args.data}: the released-model attack needs at least "
             f"{RELEASED_MIN_RECORDS} records, found {len(records)} (or pass --skip released)")
-    _check_empty_batches(args, len(records), n, entry)
     if args.server is not None:
         parts = urlsplit(args.server)
         if parts.scheme not in ("http", "https") or not parts.hostname:

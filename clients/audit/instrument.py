@@ -107,6 +107,11 @@ def instrumented(tap: CanaryTap, canaries: GradientCanaries, recorder: Recorder,
 
     def clip_and_accumulate(self: Any) -> None:
         present = np.zeros(canaries.count, dtype=bool)
+        if self.params and self.params[0].grad_sample.shape[0] == 0:
+            # an empty Poisson batch: the trainer skipped the forward pass, so the tap still
+            # holds the previous batch's rows; this step has no canary and no other row
+            empty = torch.zeros(0, dtype=torch.long)
+            tap.rows, tap.canary, tap.excluded = empty, empty, empty
         if tap.excluded.numel():
             for p in self.params:
                 p.grad_sample[tap.excluded] = 0.0

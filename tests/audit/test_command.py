@@ -270,49 +270,6 @@ def test_the_confidence_range_is_what_the_bounds_accept(tmp_path: Path, data_fil
         _check_confidence(argparse.Namespace(confidence=0.9999999999999999))
 
 
-def _records(tmp_path: Path, data_file: Path, n: int) -> Path:
-    path = tmp_path / f"d{n}.csv"
-    path.write_text("\n".join(data_file.read_text().splitlines()[:n + 1]) + "\n")
-    return path
-
-
-def test_a_run_likely_to_draw_an_empty_batch_is_refused_before_training(
-        tmp_path: Path, data_file: Path, no_training: None,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """The pipeline cannot train on an empty Poisson batch (it stops with a reshape error after
-    the training it did): a run whose chance of one is above EMPTY_BATCH_LIMIT is refused,
-    naming the flags and what would fit."""
-    from secagg_clients.audit.command import EMPTY_BATCH_LIMIT, empty_batch_chance
-
-    assert empty_batch_chance(28, 0.25, 8) > EMPTY_BATCH_LIMIT >= empty_batch_chance(32, 0.25, 8)
-    assert empty_batch_chance(5, 1.0, 100) == 0.0  # full batches are never empty
-    assert empty_batch_chance(1, 0.5, 1) == pytest.approx(0.5)
-    ledger = make_ledger(tmp_path / "l.json", [(0.25, 1.5, 8)])
-    eight = _records(tmp_path, data_file, 8)
-    base = ("--ledger", str(ledger), "--data", str(eight), "--out", str(tmp_path / "o"))
-    # the empirical run: 8 records + 2 x 10 canaries = 28 rows at q = 1/4 over 8 steps
-    assert _audit(*base, "--canaries", "10", "--skip", "released") == 2
-    _one_line_error(capsys, "--canaries 10", "--data", "--round 1", "28 rows", "empty batch",
-                    "use --canaries 12 or more")
-    with pytest.raises(Trained):  # what the message asks for fits
-        _audit(*base, "--canaries", "12", "--skip", "released")
-    # the released-model run: half of 8 records at q = 1/4 over 8 steps
-    assert _audit(*base, "--canaries", "12") == 2
-    _one_line_error(capsys, "--data", "released-model attack", "empty batch",
-                    "at least 64 records", "--skip released")
-    assert not (tmp_path / "o").exists()
-    with pytest.raises(Trained):  # 64 records fit, as the message says
-        _audit(*base[:3], str(_records(tmp_path, data_file, 64)), *base[4:], "--canaries", "12")
-    # a full-batch round never draws an empty batch
-    full = make_ledger(tmp_path / "full.json", [(1.0, 4.0, 1)])
-    with pytest.raises(Trained):
-        _audit("--ledger", str(full), "--data", str(eight), "--out", str(tmp_path / "o"),
-               "--canaries", "2")
-
-
-# ---- the report's "made by" command reproduces it -----------------------------------------------
-
-
 def _parse(argv: list[str]) -> dict[str, object]:
     """Options as the audit's own parser reads them (no side effects)."""
     import argparse

@@ -217,3 +217,29 @@ def test_the_combined_false_alarm_rate_is_a_stated_union_bound(
         if audit.violation:  # the verdict itself says how often it would cry wolf
             assert f"probability at most {rate} %" in doc["verdict"]["text"], doc["verdict"]
     assert runs["no_clipping"].violation
+
+
+#: a seed whose eight-row run below draws an empty batch (P = 0.57 per seed; 1-3 draw none)
+EMPTY_SEED = 4
+
+
+def test_a_run_that_draws_empty_batches_completes(records: list[Record],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four records and two canaries of each kind (eight rows) at q = 1/4: Poisson sampling draws
+    empty batches, which are noise-only steps (the canary tap forgets the previous batch's
+    rows), and the run's every step is recorded. Positive control: the count of empty steps."""
+    import secagg_clients.trainer as trainer
+
+    empty: list[int] = []
+    real_empty_step = trainer._empty_step
+
+    def counting(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        empty.append(1)
+        real_empty_step(model, optimizer)
+
+    monkeypatch.setattr(trainer, "_empty_step", counting)
+    audit = _audit(records[:4], None, {"sample_rate": 0.25, "noise_multiplier": 1.0,
+                                       "steps": 8}, canaries=2, seed=EMPTY_SEED)
+    assert empty, "this seed draws at least one empty batch"
+    assert audit.run.steps == 8 and audit.records == 8
+    assert audit.noise_samples > 0

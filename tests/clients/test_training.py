@@ -201,3 +201,43 @@ def test_models_built_with_one_seed_are_identical() -> None:
     for (n1, p1), (n2, p2) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         assert n1 == n2 and torch.equal(p1, p2)
     assert np.isfinite(sum(float(p.sum()) for p in a.parameters()))
+
+
+def test_an_empty_poisson_batch_is_a_step_of_noise_alone(
+    tokenizer: object, small_records: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four records at q = 1/4: Poisson sampling draws empty batches. Each is a DP-SGD step all
+    the same (noise, no gradient; the accountant counts it), not a crash. Positive control: the
+    step without the empty-batch path stops on the model's forward pass."""
+    import secagg_clients.trainer as trainer
+
+    data = make_dataset(small_records[:4], tokenizer)
+    empty: list[int] = []
+    real_empty_step = trainer._empty_step
+
+    def counting(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        empty.append(1)
+        real_empty_step(model, optimizer)
+
+    monkeypatch.setattr(trainer, "_empty_step", counting)
+    model = build_model(encoder=TINY, lora_rank=2)
+    before = [p.detach().clone() for p in model.parameters() if p.requires_grad]
+    report = train_private(model, data, _config(epochs=3, batch_size=1, seed=2), progress=False)
+    assert empty, "seed 2 draws at least one empty batch at this size"
+    assert report.steps == 12 and report.sample_rate == pytest.approx(0.25)
+    after = [p.detach() for p in model.parameters() if p.requires_grad]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+    def old_step(model: torch.nn.Module, batch: list[torch.Tensor],
+                 optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module) -> float:
+        ids, mask, sensors, labels = batch
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(ids, mask, sensors), labels)
+        loss.backward()
+        optimizer.step()
+        return float(loss.detach())
+
+    monkeypatch.setattr(trainer, "_step", old_step)
+    with pytest.raises(RuntimeError):
+        train_private(build_model(encoder=TINY, lora_rank=2), data,
+                      _config(epochs=3, batch_size=1, seed=2), progress=False)
