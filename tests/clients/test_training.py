@@ -241,3 +241,26 @@ def test_an_empty_poisson_batch_is_a_step_of_noise_alone(
     with pytest.raises(RuntimeError):
         train_private(build_model(encoder=TINY, lora_rank=2), data,
                       _config(epochs=3, batch_size=1, seed=2), progress=False)
+
+
+def test_secure_mode_takes_empty_batches_too(
+    tokenizer: object, small_records: list[Record], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSPRNG optimiser (not seedable) over 40 steps at q = 1/4 on four records: each step
+    is empty with probability 0.75^4, so the run draws empty batches but for a chance of
+    (1 - 0.75^4)^40 < 3e-7, and completes."""
+    import secagg_clients.trainer as trainer
+
+    empty: list[int] = []
+    real_empty_step = trainer._empty_step
+
+    def counting(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        empty.append(1)
+        real_empty_step(model, optimizer)
+
+    monkeypatch.setattr(trainer, "_empty_step", counting)
+    report = train_private(build_model(encoder=TINY, lora_rank=2),
+                           make_dataset(small_records[:4], tokenizer),
+                           _config(epochs=10, batch_size=1, noise_mode=NoiseMode.SECURE,
+                                   seed=None), progress=False)
+    assert report.steps == 40 and empty
