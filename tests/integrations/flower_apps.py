@@ -98,19 +98,39 @@ class PartitionCredentials:
                            Roster.load(base / "roster.json"))
 
 
+def masking_kind(payload: bytes) -> str:
+    """A masking server message's class name, e.g. "ShareDelivery"."""
+    return wire.peek_type(payload).__name__
+
+
+def threshold_kind(payload: bytes) -> str:
+    """A threshold-CKKS server message's name: "key request", "delivery", "statement request",
+    "partial request"."""
+    from secagg.ckks.threshold.session import peek_server
+
+    return peek_server(payload) or ""
+
+
+def _protocol_payload(msg: Message) -> bytes | None:
+    rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
+    payload = rec.get(r.PAYLOAD) if rec is not None else None
+    return payload if isinstance(payload, bytes) else None
+
+
 @dataclass
 class FaultMod:
-    """Makes partition ``partition`` fail when it receives a protocol message of ``kind``."""
+    """Makes partition ``partition`` fail when it receives a protocol message of ``kind`` (as
+    ``kind_of`` names it), as a crashed SuperNode would."""
 
     partition: int
-    kind: str  # a message class name of secagg.masking.messages, e.g. "ShareDelivery"
+    kind: str  # e.g. "ShareDelivery" (masking) or "delivery" (threshold_kind)
+    kind_of: Callable[[bytes], str] = masking_kind
 
     def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
-        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
-        if rec is not None and int(ctxt.node_config["partition-id"]) == self.partition:
-            payload = rec.get(r.PAYLOAD)
-            if isinstance(payload, bytes) and wire.peek_type(payload).__name__ == self.kind:
-                raise RuntimeError(f"partition {self.partition} vanished at {self.kind}")
+        payload = _protocol_payload(msg)
+        if payload is not None and int(ctxt.node_config["partition-id"]) == self.partition \
+                and self.kind_of(payload) == self.kind:
+            raise RuntimeError(f"partition {self.partition} vanished at the {self.kind}")
         return call_next(msg, ctxt)
 
 
@@ -200,24 +220,23 @@ class RecordingGrid(Grid):
 
 @dataclass
 class ReplayMod:
-    """Writes partition ``partition``'s session blob from the key-directory stage back into its
-    Context.state when the ``kind`` message arrives (the stage mark is left as it is): the replay
-    of an older state the client must refuse."""
+    """Writes partition ``partition``'s session blob from the ``save_at`` stage back into its
+    Context.state (record ``record``) when the ``kind`` message arrives (the stage mark is left
+    as it is): the replay of an older state the client must refuse."""
 
     partition: int
     kind: str
+    save_at: str = "KeyDirectory"
+    kind_of: Callable[[bytes], str] = masking_kind
+    record: str = "secagg-session"
 
     def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
-        from secagg.integrations.flower.client_state import STATE_RECORD
-
-        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
-        payload = rec.get(r.PAYLOAD) if rec is not None else None
-        if int(ctxt.node_config["partition-id"]) != self.partition or \
-                not isinstance(payload, bytes):
+        payload = _protocol_payload(msg)
+        if int(ctxt.node_config["partition-id"]) != self.partition or payload is None:
             return call_next(msg, ctxt)
-        kind = wire.peek_type(payload).__name__
-        state = ctxt.state.config_records[STATE_RECORD]
-        if kind == "KeyDirectory":  # kept in the state too: the mod object is not persistent
+        kind = self.kind_of(payload)
+        state = ctxt.state.config_records[self.record]
+        if kind == self.save_at:  # kept in the state too: the mod object is not persistent
             ctxt.state.config_records["test-saved"] = ConfigRecord({"blob": state["blob"]})
         elif kind == self.kind:
             state["blob"] = ctxt.state.config_records["test-saved"]["blob"]

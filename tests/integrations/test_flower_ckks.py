@@ -5,7 +5,6 @@ plaintext within the round's promised worst-case error."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,63 +14,26 @@ import pytest
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
-from flwr.app import ConfigRecord, Context, Message
-
-from secagg.ckks.threshold.session import peek_server
 from secagg.integrations.flower import ThresholdCKKSWorkflow
-from secagg.integrations.flower import records as r
+from secagg.integrations.flower.client_state import THRESHOLD_STATE_RECORD
 
 from .flower_apps import (
     SHAPES,
+    FaultMod,
+    ReplayMod,
     client_examples,
     plaintext_mean,
     run_modern_round,
+    threshold_kind,
 )
 
 pytestmark = [pytest.mark.flower, pytest.mark.slow]
 N = 5
 
 
-@dataclass
-class CKKSFaultMod:
-    """Makes partition ``partition`` fail when it receives a server message of ``kind`` (a
-    :func:`peek_server` name: "key request", "delivery", "statement request", "partial
-    request"), as a crashed SuperNode would."""
-
-    partition: int
-    kind: str
-
-    def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
-        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
-        payload = rec.get(r.PAYLOAD) if rec is not None else None
-        if isinstance(payload, bytes) and int(ctxt.node_config["partition-id"]) == \
-                self.partition and peek_server(payload) == self.kind:
-            raise RuntimeError(f"partition {self.partition} vanished at the {self.kind}")
-        return call_next(msg, ctxt)
-
-
-@dataclass
-class CKKSReplayMod:
-    """Writes partition ``partition``'s sealed session from the key-request stage back into its
-    Context.state when the ``kind`` message arrives (the stage mark left as it is)."""
-
-    partition: int
-    kind: str
-
-    def __call__(self, msg: Message, ctxt: Context, call_next: Any) -> Message:
-        from secagg.integrations.flower.client_state import THRESHOLD_STATE_RECORD
-
-        rec = msg.content.config_records.get(r.PROTOCOL_RECORD) if msg.has_content() else None
-        payload = rec.get(r.PAYLOAD) if rec is not None else None
-        if int(ctxt.node_config["partition-id"]) != self.partition or \
-                not isinstance(payload, bytes):
-            return call_next(msg, ctxt)
-        state = ctxt.state.config_records[THRESHOLD_STATE_RECORD]
-        if peek_server(payload) == "key request":
-            ctxt.state.config_records["test-saved"] = ConfigRecord({"blob": state["blob"]})
-        elif peek_server(payload) == self.kind:
-            state["blob"] = ctxt.state.config_records["test-saved"]["blob"]
-        return call_next(msg, ctxt)
+def _fault(partition: int, kind: str) -> FaultMod:
+    """Partition ``partition`` vanishes at the threshold server message ``kind``."""
+    return FaultMod(partition=partition, kind=kind, kind_of=threshold_kind)
 
 
 def _run(tmp_path: Path, fault: Any) -> dict[str, Any]:
@@ -103,7 +65,7 @@ def _check_mean(out: dict[str, Any], partitions: list[int]) -> None:
 
 def test_a_dropout_after_dealing_leaves_the_others_mean(tmp_path: Path) -> None:
     # partition 2 dealt its secret, then vanished before uploading: the sum is the other four's
-    out = _run(tmp_path, CKKSFaultMod(partition=2, kind="delivery"))
+    out = _run(tmp_path, _fault(2, "delivery"))
     _check_mean(out, [0, 1, 3, 4])
     assert any("vanished at the delivery" in f for f in out["secure"].failures)
 
@@ -111,7 +73,7 @@ def test_a_dropout_after_dealing_leaves_the_others_mean(tmp_path: Path) -> None:
 def test_a_decryptor_lost_at_decryption_is_retried_without_it(tmp_path: Path) -> None:
     # partition 4 uploaded and signed, then vanished before its partial decryption: the server
     # retries once with the decryptors who answered, and the sum still holds all five
-    out = _run(tmp_path, CKKSFaultMod(partition=4, kind="partial request"))
+    out = _run(tmp_path, _fault(4, "partial request"))
     _check_mean(out, [0, 1, 2, 3, 4])
     assert out["secure"].result.attempts == 2
     assert 4 not in out["secure"].result.decryptors
@@ -120,7 +82,8 @@ def test_a_decryptor_lost_at_decryption_is_retried_without_it(tmp_path: Path) ->
 def test_an_older_session_state_written_back_is_refused(tmp_path: Path) -> None:
     """Partition 1's Context.state gets its key-request blob back when the share delivery
     arrives: the client refuses it (the stage is sealed into the blob) and drops out."""
-    out = _run(tmp_path, CKKSReplayMod(partition=1, kind="delivery"))
+    out = _run(tmp_path, ReplayMod(partition=1, kind="delivery", save_at="key request",
+                               kind_of=threshold_kind, record=THRESHOLD_STATE_RECORD))
     _check_mean(out, [0, 2, 3, 4])
     assert any("authentication failed" in f for f in out["secure"].failures), \
         out["secure"].failures

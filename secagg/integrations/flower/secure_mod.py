@@ -20,6 +20,7 @@ other message types pass through untouched.
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
@@ -44,7 +45,7 @@ def is_train(message_type: str) -> bool:
     return message_type.split(".", 1)[0] == MessageType.TRAIN
 
 
-class SecureMod:
+class SecureMod(ABC):
     """The shared client-side plumbing; a protocol's mod fills in the hooks below."""
 
     #: the ServerApp workflow the refusal of a plain train message points to
@@ -64,36 +65,36 @@ class SecureMod:
 
     # ---- the protocol's hooks ---------------------------------------------------------------
 
+    @abstractmethod
     def _state(self, ctxt: Context, creds: Credentials) -> Any:
         """The sealed-session store in ``ctxt.state`` (``begin``/``save``, and ``_load``)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _load(self, state: Any, payload: bytes) -> Any:
         """The session that answers ``payload``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _config(self, fields: dict[str, Any], layout: ParamSpec, creds: Credentials) -> Any:
         """The round's config from the server's JSON fields, refused (ProtocolAbort) unless this
         client takes part in such rounds (bound to the roster it pinned, whole, with a policy no
         weaker than the roster's). ``layout`` is the model the round aggregates."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _start(self, config: Any, creds: Credentials) -> tuple[Any, bytes]:
         """The round's session, made without the update, and its first message."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _is_training_stage(self, payload: bytes) -> bool:
         """Whether ``payload`` is the protocol message at which the client trains (the share
         delivery)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _max_weight(self, session: Any) -> int:
         """The largest weight the round counts (larger ones are capped)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _provide(self, session: Any, vector: npt.NDArray[np.float32], weight: int) -> None:
         """Give ``session`` the ClientApp's model ``vector`` with its ``weight``."""
-        raise NotImplementedError
 
     # ---- the plumbing ---------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from typing import Any, Final, Protocol, cast
 
@@ -55,7 +56,7 @@ class RoundOutcome(Protocol):
     def total_weight(self) -> int: ...  # the released total weight of the contributors
 
 
-class SecureWorkflow:
+class SecureWorkflow(ABC):
     """The plumbing around one protocol's :meth:`run_round` (see the module)."""
 
     def __init__(self, *, roster: Roster | str | os.PathLike[str] | None,
@@ -65,13 +66,13 @@ class SecureWorkflow:
         #: the last round this workflow completed (legacy and modern paths alike)
         self.last_result: Any = None
 
+    @abstractmethod
     def run_round(self, grid: Grid, contents: dict[int, RecordDict], *, roster: Roster,
                   server_round: int, timeout: float | None,
                   group_id: str = "") -> RoundOutcome:
         """One secure round with the nodes of ``contents`` (node id -> the strategy's content,
         holding the global model as its one ArrayRecord); :class:`ProtocolAbort` when it
         cannot complete."""
-        raise NotImplementedError
 
     def _roster(self, context: Context | None) -> Roster:
         source: Any = self.roster
